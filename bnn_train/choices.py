@@ -1,0 +1,10 @@
+"""The fixed option choices of a run, importable without torch (the CLI builds its Enums from them)."""
+
+MODELS = ("suc", "mlp", "lenet5")
+DATASETS = ("ones", "digits", "mnist", "fashion-mnist")
+WEIGHTS = ("float", "binary")
+POOLS = ("auto", "max", "qmean")
+INITS = ("default", "xavier", "he", "orthogonal", "diag_noise")
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("none", "cosine")
+DEVICES = ("auto", "cpu", "cuda")

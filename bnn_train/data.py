@@ -1,0 +1,214 @@
+"""Datasets as whole uint8 tensors: the synthetic ``ones`` task, scikit-learn's Digits, MNIST, Fashion-MNIST.
+
+The datasets are small enough to hold in memory (on the GPU when training there), so a batch
+is an index into one tensor rather than a DataLoader pass. Inputs stay raw (uint8 pixel
+values); the model's ``InputScale`` divides by ``max_value``.
+
+MNIST and Fashion-MNIST come through torchvision: from ``--data-dir`` when given (the four
+IDX files, gzipped or not, flat or in torchvision's ``<Name>/raw`` layout), else from the
+cache (``$BNN_DATA_DIR`` or ``~/.cache/bnn/datasets``), downloading there when online.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .config import TrainConfig
+from .errors import DatasetError
+
+ONES_THRESHOLD = 0.7
+DATA_SEED = 0  # the split and the synthetic data never depend on the run's --seed
+
+
+@dataclass
+class Data:
+    name: str
+    x_train: Tensor  # uint8, (N, C, H, W) for images, (N, D) for vectors
+    y_train: Tensor  # int64
+    x_test: Tensor
+    y_test: Tensor
+    classes: list[str]
+    max_value: int
+    source: str
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def input_scale(self) -> float:
+        return 1.0 / self.max_value
+
+    def to(self, device: torch.device) -> "Data":
+        move = {k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_test", "y_test")}
+        return Data(self.name, classes=self.classes, max_value=self.max_value, source=self.source, **move)
+
+    def info(self) -> dict:
+        return {
+            "name": self.name,
+            "classes": list(self.classes),
+            "in_shape": list(self.in_shape),
+            "max_value": self.max_value,
+            "n_train": len(self.y_train),
+            "n_test": len(self.y_test),
+            "source": self.source,
+        }
+
+
+def _split(x: np.ndarray, y: np.ndarray, test_fraction: float = 0.2) -> tuple[np.ndarray, ...]:
+    """Stratified 80/20 split with a fixed seed (the paper's split, §4.3)."""
+    from sklearn.model_selection import train_test_split
+
+    return train_test_split(x, y, test_size=test_fraction, random_state=DATA_SEED, stratify=y)
+
+
+def _data(name, x_tr, x_te, y_tr, y_te, classes, max_value, source) -> Data:
+    def t(a, dtype):
+        return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype)
+
+    return Data(name, t(x_tr, torch.uint8), t(y_tr, torch.int64), t(x_te, torch.uint8), t(y_te, torch.int64),
+                list(classes), max_value, source)
+
+
+def load_ones(dim: int, n_samples: int) -> Data:
+    """Is the share of 1s in a binary vector above 70 %? (paper §4.2)
+
+    The number of ones k is drawn uniformly from {0, ..., dim} and placed at random positions,
+    so every share is equally likely and the classes are about 30/70; the label is
+    k / dim > 0.7. Linearly separable (w = 1, b = -0.7 dim).
+    """
+    rng = np.random.default_rng([DATA_SEED, dim, n_samples])
+    k = rng.integers(0, dim + 1, size=n_samples)
+    ranks = rng.random((n_samples, dim)).argsort(axis=1).argsort(axis=1)
+    x = (ranks < k[:, None]).astype(np.uint8)
+    y = (10 * k > 7 * dim).astype(np.int64)  # k/dim > 0.7 in integers
+    n_train = int(round(0.8 * n_samples))
+    return _data("ones", x[:n_train], x[n_train:], y[:n_train], y[n_train:], ["share<=0.7", "share>0.7"], 1,
+                 f"synthetic (dim={dim}, n={n_samples}, seed={DATA_SEED})")
+
+
+def load_digits() -> Data:
+    """scikit-learn's bundled 8x8 digits (1,797 images, values 0..16): works offline."""
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    d = sk_load_digits()
+    x = d.images.astype(np.uint8)[:, None, :, :]
+    x_tr, x_te, y_tr, y_te = _split(x, d.target)
+    return _data("digits", x_tr, x_te, y_tr, y_te, [str(c) for c in range(10)], 16, "scikit-learn load_digits")
+
+
+# --------------------------------------------------------------------------- IDX datasets
+
+_IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+_IDX_CLASSES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
+
+
+def default_data_root() -> Path:
+    return Path(os.environ.get("BNN_DATA_DIR") or Path.home() / ".cache" / "bnn" / "datasets")
+
+
+def _find_idx(name: str, folder: Path) -> dict[str, Path] | None:
+    """Locate the four IDX files (plain or .gz) in folder, folder/<name> or folder/<TvName>/raw."""
+    candidates = [folder, folder / name, folder / _IDX_CLASSES[name] / "raw"]
+    for d in candidates:
+        found = {}
+        for f in _IDX_FILES:
+            for path in (d / f, d / (f + ".gz")):
+                if path.is_file():
+                    found[f] = path
+                    break
+        if len(found) == len(_IDX_FILES):
+            return found
+    return None
+
+
+def _read_idx(paths: dict[str, Path]) -> tuple[Tensor, ...]:
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
+    out = []
+    with tempfile.TemporaryDirectory(prefix="bnn-idx-") as tmp:
+        for f in _IDX_FILES:
+            path = paths[f]
+            try:
+                if path.suffix == ".gz":
+                    plain = Path(tmp) / f
+                    with gzip.open(path, "rb") as src, open(plain, "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+                    path_read = plain
+                else:
+                    path_read = path
+                reader = read_image_file if "images" in f else read_label_file
+                out.append(reader(str(path_read)))
+            except (OSError, EOFError, AssertionError, TypeError, ValueError, RuntimeError) as e:
+                raise DatasetError(f"cannot read {paths[f]}: not a valid IDX file ({e or type(e).__name__})") from None
+    x_tr, y_tr, x_te, y_te = out
+    if len(x_tr) != len(y_tr) or len(x_te) != len(y_te):
+        raise DatasetError(f"IDX files in {paths[_IDX_FILES[0]].parent} disagree: image and label counts differ")
+    return x_tr, y_tr, x_te, y_te
+
+
+def _download(name: str, root: Path) -> dict[str, Path]:
+    import torchvision
+
+    cls = getattr(torchvision.datasets, _IDX_CLASSES[name])
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        cls(str(root), train=True, download=True)
+        cls(str(root), train=False, download=True)
+    except Exception as e:  # torchvision raises RuntimeError/URLError/OSError depending on the failure
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        reasons = [ln for ln in lines if ln.startswith("<")] or lines[-1:] or [type(e).__name__]
+        raise DatasetError(reasons[-1].strip("<>")) from None
+    found = _find_idx(name, root)
+    if found is None:  # pragma: no cover - torchvision wrote something unexpected
+        raise DatasetError(f"download of {name} into {root} left no IDX files")
+    return found
+
+
+def load_idx_dataset(name: str, data_dir: str | None) -> Data:
+    """MNIST or Fashion-MNIST with the official 60,000 / 10,000 split."""
+    import torchvision
+
+    folder = Path(data_dir).expanduser() if data_dir else default_data_root()
+    paths = _find_idx(name, folder)
+    files = ", ".join(f + "[.gz]" for f in _IDX_FILES)
+    if paths is None and data_dir:  # a folder the user named is read, never written to
+        if not folder.is_dir():
+            raise DatasetError(f"--data-dir {folder} does not exist")
+        raise DatasetError(f"{name} is not in --data-dir {folder}: expected {files} there or in {folder / name}")
+    if paths is None:
+        try:
+            paths = _download(name, folder)
+        except DatasetError as e:
+            raise DatasetError(
+                f"{name} is not in the cache {folder} and could not be downloaded ({e}); "
+                f"pass --data-dir DIR holding {files}, or go online"
+            ) from None
+    x_tr, y_tr, x_te, y_te = _read_idx(paths)
+    classes = getattr(torchvision.datasets, _IDX_CLASSES[name]).classes
+    if name == "mnist":
+        classes = [str(c) for c in range(10)]
+    return Data(name, x_tr[:, None], y_tr, x_te[:, None], y_te, list(classes), 255,
+                str(paths[_IDX_FILES[0]].parent))
+
+
+def load_dataset(cfg: TrainConfig) -> Data:
+    """The dataset named by ``cfg.dataset``; raises DatasetError with a way out if it is unavailable."""
+    if cfg.dataset == "ones":
+        return load_ones(cfg.dim, cfg.n_samples)
+    if cfg.dataset == "digits":
+        return load_digits()
+    return load_idx_dataset(cfg.dataset, cfg.data_dir)

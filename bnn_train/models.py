@@ -1,0 +1,152 @@
+"""The paper's three networks (§4.1) as flat ``nn.Sequential`` stacks: SUC, MLP and LeNet-5.
+
+Every model starts with ``InputScale`` (raw pixel values in, a positive scale only) and is a
+plain sequence of named layers, so that the exporter can walk it with one handler per layer
+kind. A linear layer is followed by BatchNorm (``--batchnorm``), or, for binary weights
+without BatchNorm, by a fixed ``Scale(1/sqrt(fan_in))``.
+
+Pooling: for bit-valued forwards (heaviside, sign) LeNet-5 max-pools the pre-activations
+and then applies the activation. Because every forward is non-decreasing,
+f(max z) = max f(z): the forward is that of "activate, then max-pool" -- an OR of bits in the
+deployed network -- while the gradient reaches the largest pre-activation. Other forwards
+use the paper's quadratic-mean pooling after the activation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+from torch import nn
+
+from .activations import Activation
+from .config import ModelConfig
+from .init import apply_init
+from .layers import BinaryConv2d, BinaryLinear, InputScale, QuadMeanPool2d, Scale
+
+
+def _linear(cfg: ModelConfig, n_in: int, n_out: int) -> nn.Module:
+    return (BinaryLinear if cfg.weights == "binary" else nn.Linear)(n_in, n_out)
+
+
+def _conv(cfg: ModelConfig, c_in: int, c_out: int, k: int, padding) -> nn.Module:
+    return (BinaryConv2d if cfg.weights == "binary" else nn.Conv2d)(c_in, c_out, k, padding=padding)
+
+
+def _norm(cfg: ModelConfig, n: int, fan_in: int, conv: bool) -> nn.Module | None:
+    if cfg.batchnorm:
+        return nn.BatchNorm2d(n) if conv else nn.BatchNorm1d(n)
+    if cfg.weights == "binary":
+        return Scale(1.0 / math.sqrt(fan_in))
+    return None
+
+
+def _act(cfg: ModelConfig) -> Activation:
+    return Activation(cfg.act, cfg.act_params)
+
+
+class _Stack:
+    """Collects named layers, numbering them per kind (linear1, bn1, act1, ...)."""
+
+    def __init__(self):
+        self.layers: OrderedDict[str, nn.Module] = OrderedDict()
+
+    def add(self, kind: str, module: nn.Module | None, index: int | str = "") -> None:
+        if module is not None:
+            self.layers[f"{kind}{index}"] = module
+
+    def build(self) -> nn.Sequential:
+        return nn.Sequential(self.layers)
+
+
+def _flat_size(shape: tuple[int, ...]) -> int:
+    return math.prod(shape)
+
+
+def build_suc(cfg: ModelConfig) -> nn.Sequential:
+    """Single unit classifier: y = f(w.x + b), one output unit (paper Fig. 3)."""
+    s = _Stack()
+    n = _flat_size(cfg.in_shape)
+    s.add("input", InputScale(cfg.input_scale))
+    s.add("flatten", nn.Flatten())
+    s.add("linear", _linear(cfg, n, 1), 1)
+    s.add("norm", _norm(cfg, 1, n, conv=False), 1)
+    s.add("act", _act(cfg), 1)
+    return s.build()
+
+
+def build_mlp(cfg: ModelConfig) -> nn.Sequential:
+    """Fully connected: in -> hidden[0] -> ... -> hidden[-1] -> classes (logits)."""
+    s = _Stack()
+    n = _flat_size(cfg.in_shape)
+    s.add("input", InputScale(cfg.input_scale))
+    s.add("flatten", nn.Flatten())
+    for i, h in enumerate(cfg.hidden, start=1):
+        s.add("linear", _linear(cfg, n, h), i)
+        s.add("norm", _norm(cfg, h, n, conv=False), i)
+        s.add("act", _act(cfg), i)
+        n = h
+    last = len(cfg.hidden) + 1
+    s.add("linear", _linear(cfg, n, cfg.num_classes), last)
+    s.add("norm", _norm(cfg, cfg.num_classes, n, conv=False), last)
+    return s.build()
+
+
+def lenet5_padding(size: int) -> int:
+    """conv1 zero padding: 2 as in LeNet-5 on 28x28 MNIST; more for small images (8x8 digits)
+    so that conv1's output is at least 16 wide and both pools fit. Padding the first layer is
+    exact in the integer domain (pixel value 0)."""
+    return max(2, math.ceil((20 - size) / 2))
+
+
+def build_lenet5(cfg: ModelConfig) -> nn.Sequential:
+    """LeNet-5: conv 6@5x5 pad 2 -> pool -> conv 16@5x5 -> pool -> fc 120 -> fc 84 -> fc classes.
+
+    ``width`` multiplies the channel and unit counts.
+    """
+    c, h, w = cfg.in_shape
+    c1, c2, f1, f2 = (max(1, round(n * cfg.width)) for n in (6, 16, 120, 84))
+    pad = (lenet5_padding(h), lenet5_padding(w))
+    h, w = (h + 2 * pad[0] - 4) // 2, (w + 2 * pad[1] - 4) // 2
+    h, w = (h - 4) // 2, (w - 4) // 2
+    if h < 1 or w < 1:
+        raise ValueError(f"input {cfg.in_shape} is too small for lenet5")
+    pool_max = cfg.pool_kind == "max"
+
+    s = _Stack()
+    s.add("input", InputScale(cfg.input_scale))
+    for i, (cin, cout, p) in enumerate(((c, c1, pad), (c1, c2, 0)), start=1):
+        s.add("conv", _conv(cfg, cin, cout, 5, p), i)
+        s.add("norm", _norm(cfg, cout, cin * 25, conv=True), i)
+        if pool_max:
+            s.add("pool", nn.MaxPool2d(2), i)
+            s.add("act", _act(cfg), i)
+        else:
+            s.add("act", _act(cfg), i)
+            s.add("pool", QuadMeanPool2d(2), i)
+    s.add("flatten", nn.Flatten())
+    n = c2 * h * w
+    for i, units in enumerate((f1, f2), start=3):
+        s.add("linear", _linear(cfg, n, units), i)
+        s.add("norm", _norm(cfg, units, n, conv=False), i)
+        s.add("act", _act(cfg), i)
+        n = units
+    s.add("linear", _linear(cfg, n, cfg.num_classes), 5)
+    s.add("norm", _norm(cfg, cfg.num_classes, n, conv=False), 5)
+    return s.build()
+
+
+BUILDERS = {"suc": build_suc, "mlp": build_mlp, "lenet5": build_lenet5}
+
+
+def build_model(cfg: ModelConfig) -> nn.Sequential:
+    """Build the network described by ``cfg`` and initialise it with ``cfg.init``."""
+    cfg.validate()
+    model = BUILDERS[cfg.model](cfg)
+    apply_init(model, cfg.init)
+    return model
+
+
+def is_single_unit(cfg: ModelConfig) -> bool:
+    """The SUC ends in its activation and is trained with a squared error on it."""
+    return cfg.model == "suc"
