@@ -1,0 +1,24 @@
+"""Helpers shared by the commands: the CLI's own user error, parsing, and consoles."""
+
+from __future__ import annotations
+
+
+class CliError(Exception):
+    """A command-line mistake the library cannot see (e.g. conflicting options): one line, exit 1."""
+
+
+def parse_ints(option: str, text: str) -> tuple[int, ...]:
+    """``"64,32"`` -> (64, 32); anything else is a CliError naming the option."""
+    try:
+        values = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise CliError(f"{option} must be comma-separated integers like 64,32, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise CliError(f"{option} must be comma-separated positive integers like 64,32, got {text!r}")
+    return values
+
+
+def stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True)

@@ -1,0 +1,81 @@
+"""The ``bnn`` typer app: registers the commands and turns user errors into one line on stderr.
+
+Usage errors (unknown option or choice) exit 2, user errors (bad data, corrupt files, invalid
+numbers) exit 1, both as a single ``error: ...`` line without a traceback. Anything else is a
+bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from typer.core import TyperGroup
+
+# (module, class) of every package's user-error base; a module not yet imported cannot have raised.
+_USER_ERRORS = (
+    ("bnn_runtime.errors", "BnnFormatError"),
+    ("bnn_runtime.errors", "InputError"),
+    ("bnn_train.errors", "TrainError"),
+    ("bnn_export.errors", "ExportError"),
+    ("bnn_cli.common", "CliError"),
+)
+
+
+def is_user_error(e: BaseException) -> bool:
+    types = tuple(
+        getattr(sys.modules[mod], name) for mod, name in _USER_ERRORS if mod in sys.modules and hasattr(sys.modules[mod], name)
+    )
+    return bool(types) and isinstance(e, types)
+
+
+def fail(message: str, code: int) -> None:
+    typer.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+class BnnGroup(TyperGroup):
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra)
+        except typer.TyperException as e:  # usage errors: unknown option, invalid choice, missing argument
+            if type(e).__name__ == "NoArgsIsHelpError":
+                typer.echo(e.format_message())
+                sys.exit(0)
+            fail(e.format_message(), e.exit_code)
+        except typer.Abort:
+            fail("aborted", 130)
+        except Exception as e:
+            if is_user_error(e):
+                fail(str(e), 1)
+            raise
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+app = typer.Typer(
+    cls=BnnGroup,
+    name="bnn",
+    help="Train binary neural networks with untied backward functions, export them to bits and ONNX, run them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Train binary neural networks with untied backward functions, export them to bits and ONNX, run them."""
+
+
+def _register() -> None:
+    from . import train
+
+    app.command("train")(train.train)
+
+
+_register()
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

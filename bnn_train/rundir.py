@@ -1,0 +1,121 @@
+"""The run directory: config, checkpoint and metrics files, each written atomically (temp file + rename).
+
+::
+
+    RUN_DIR/config.json     the RunConfig and dataset facts, human-readable
+    RUN_DIR/checkpoint.pt   model, optimiser, scheduler, epoch, config, history
+                            (plain tensors and containers: loads with weights_only=True)
+    RUN_DIR/metrics.jsonl   one JSON line per completed epoch
+    RUN_DIR/metrics.json    final numbers, test_accuracy among them
+    RUN_DIR/curves.png      training curves
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .config import RunConfig
+from .errors import CheckpointError
+
+CHECKPOINT = "checkpoint.pt"
+CONFIG = "config.json"
+METRICS_LINES = "metrics.jsonl"
+METRICS = "metrics.json"
+CURVES = "curves.png"
+FORMAT = "bnn-train-checkpoint"
+VERSION = 1
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _clean(value):
+    """JSON has no NaN/inf: write them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def dumps(obj, indent: int | None = 2) -> str:
+    return json.dumps(_clean(obj), indent=indent, allow_nan=False)
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_bytes(path, (dumps(obj) + "\n").encode())
+
+
+def write_metrics_lines(run_dir: Path, history: list[dict]) -> None:
+    text = "".join(dumps(r, indent=None) + "\n" for r in history)
+    atomic_write_bytes(Path(run_dir) / METRICS_LINES, text.encode())
+
+
+def save_checkpoint(run_dir: Path, state: dict) -> None:
+    buf = io.BytesIO()
+    torch.save({"format": FORMAT, "version": VERSION, **state}, buf)
+    atomic_write_bytes(Path(run_dir) / CHECKPOINT, buf.getvalue())
+
+
+def checkpoint_path(run_dir: str | Path) -> Path:
+    p = Path(run_dir)
+    return p / CHECKPOINT if p.is_dir() else p
+
+
+def load_checkpoint(run_dir: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load and validate a checkpoint (a run directory or the .pt file itself)."""
+    path = checkpoint_path(run_dir)
+    if not Path(run_dir).exists():
+        raise CheckpointError(f"{run_dir} does not exist")
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir} is not a bnn run directory: it has no {CHECKPOINT}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # pickle/zip errors come in many types
+        raise CheckpointError(f"cannot read {path}: corrupt or not a torch checkpoint ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a bnn training checkpoint")
+    if ckpt.get("version") != VERSION:
+        raise CheckpointError(f"{path} has checkpoint version {ckpt.get('version')}; this bnn reads version {VERSION}")
+    for key in ("config", "model", "epoch", "history", "data"):
+        if key not in ckpt:
+            raise CheckpointError(f"{path} is incomplete: it has no {key!r}")
+    return ckpt
+
+
+def load_run(run_dir: str | Path, map_location: str | torch.device = "cpu"):
+    """Rebuild the trained model from a run directory alone: returns (model in eval mode, RunConfig, checkpoint)."""
+    from .models import build_model
+
+    ckpt = load_checkpoint(run_dir, map_location)
+    cfg = RunConfig.from_dict(ckpt["config"])
+    model = build_model(cfg.model)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise CheckpointError(f"{checkpoint_path(run_dir)} does not match its own model configuration ({first})") from None
+    model.to(map_location).eval()
+    return model, cfg, ckpt

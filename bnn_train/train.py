@@ -1,0 +1,236 @@
+"""The training loop: ``fit`` starts a run, ``resume`` continues one; ``train_one_epoch`` and ``evaluate``.
+
+Every epoch ends with an atomic checkpoint of {model, optimiser, scheduler, epoch, config,
+history}. The random state at the start of epoch e is a function of (seed, e) alone, so a run
+resumed from its last checkpoint repeats, on the same device and thread count, exactly what
+the uninterrupted run would have done.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import rundir
+from .config import RunConfig
+from .data import Data, load_dataset
+from .errors import CheckpointError, ConfigError
+from .layers import clip_latent_weights
+from .models import build_model, is_single_unit
+
+
+class Callback:
+    """Hooks for progress display; every method is optional."""
+
+    def on_start(self, cfg: RunConfig, data: Data, start_epoch: int, steps_per_epoch: int) -> None: ...
+
+    def on_batch(self, epoch: int, step: int, loss: float | None) -> None: ...
+
+    def on_epoch(self, record: dict) -> None: ...
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device cuda: no CUDA device is available to torch {torch.__version__}")
+    return torch.device(name)
+
+
+def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def _outputs(model: nn.Module, cfg: RunConfig, x: torch.Tensor, y: torch.Tensor):
+    """Loss and predictions: cross-entropy on logits, or squared error on a SUC's activation."""
+    out = model(x.float())
+    if is_single_unit(cfg.model):
+        act = model[-1].forward_fn
+        out = out.squeeze(1)
+        target = act.low + (act.high - act.low) * y.to(out.dtype)
+        return F.mse_loss(out, target), (out >= (act.low + act.high) / 2).long()
+    return F.cross_entropy(out, y), out.argmax(1)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, cfg: RunConfig, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Mean loss and accuracy of ``model`` in eval mode on (x, y)."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=x.device)
+    correct = torch.zeros((), device=x.device, dtype=torch.long)
+    bs = cfg.train.eval_batch_size
+    for i in range(0, len(y), bs):
+        loss, pred = _outputs(model, cfg, x[i : i + bs], y[i : i + bs])
+        loss_sum += loss * len(pred)
+        correct += (pred == y[i : i + bs]).sum()
+    model.train(was_training)
+    return float(loss_sum) / len(y), int(correct) / len(y)
+
+
+def train_one_epoch(model, cfg: RunConfig, data: Data, optimizer, epoch: int, callback: Callback) -> dict:
+    """One pass over the training set in a shuffled order fixed by (seed, epoch)."""
+    t = cfg.train
+    device = data.x_train.device
+    gen = torch.Generator().manual_seed(_epoch_seed(t.seed, epoch, 0))
+    torch.manual_seed(_epoch_seed(t.seed, epoch, 1))  # jamming noise and any other sampling
+    order = torch.randperm(len(data.y_train), generator=gen).to(device)
+    binary = cfg.model.weights == "binary"
+    model.train()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    start = time.perf_counter()
+    steps = math.ceil(len(order) / t.batch_size)
+    for step in range(steps):
+        idx = order[step * t.batch_size : (step + 1) * t.batch_size]
+        x, y = data.x_train[idx], data.y_train[idx]
+        loss, pred = _outputs(model, cfg, x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if t.grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+        optimizer.step()
+        if binary:
+            clip_latent_weights(model)
+        loss_sum += loss.detach() * len(y)
+        correct += (pred == y).sum()
+        seen += len(y)
+        if step % 20 == 19 or step == steps - 1:
+            callback.on_batch(epoch, step + 1, float(loss_sum) / seen)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    return {"loss": float(loss_sum) / seen, "train_accuracy": int(correct) / seen,
+            "images_per_s": seen / seconds, "train_seconds": seconds}
+
+
+def _optimizer(model: nn.Module, cfg: RunConfig):
+    t = cfg.train
+    if t.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=t.lr)
+    return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum)
+
+
+def _scheduler(optimizer, cfg: RunConfig):
+    if cfg.train.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.train.epochs)
+    return None
+
+
+def _finite(model: nn.Module) -> bool:
+    return all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def _prepare(cfg: RunConfig) -> tuple[RunConfig, Data, torch.device]:
+    cfg.train.validate()
+    device = resolve_device(cfg.train.device)
+    data = load_dataset(cfg.train)
+    cfg = cfg.with_dataset(data.in_shape, data.num_classes, data.input_scale)
+    cfg.validate()
+    return cfg, data, device
+
+
+def fit(cfg: RunConfig, out_dir: str | Path, callback: Callback | None = None, plot: bool = True) -> dict:
+    """Train a new run into ``out_dir`` (which must not hold a run yet); returns the final metrics."""
+    out = Path(out_dir)
+    if (out / rundir.CHECKPOINT).exists():
+        raise CheckpointError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    cfg, data, device = _prepare(cfg)
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg.model)
+    return _run(cfg, data, device, model, out, start_epoch=0, history=[], callback=callback, plot=plot)
+
+
+def resume(out_dir: str | Path, epochs: int | None = None, data_dir: str | None = None, device: str | None = None,
+           callback: Callback | None = None, plot: bool = True) -> dict:
+    """Continue the run in ``out_dir`` from its last completed epoch.
+
+    ``epochs`` sets a new total; ``data_dir`` and ``device`` say where the data and the
+    computation are now. Everything else comes from the checkpoint.
+    """
+    out = Path(out_dir)
+    ckpt = rundir.load_checkpoint(out)
+    cfg = RunConfig.from_dict(ckpt["config"])
+    changes = {k: v for k, v in (("epochs", epochs), ("data_dir", data_dir), ("device", device)) if v is not None}
+    cfg = replace(cfg, train=replace(cfg.train, **changes))
+    cfg, data, device = _prepare(cfg)
+    model = build_model(cfg.model)
+    state = {"model": ckpt["model"], "optimizer": ckpt.get("optimizer"), "scheduler": ckpt.get("scheduler")}
+    return _run(cfg, data, device, model, out, start_epoch=int(ckpt["epoch"]), history=list(ckpt["history"]),
+                callback=callback, plot=plot, state=state)
+
+
+def _run(cfg, data, device, model, out: Path, start_epoch: int, history: list, callback, plot, state=None) -> dict:
+    callback = callback or Callback()
+    model.to(device)
+    optimizer = _optimizer(model, cfg)
+    scheduler = _scheduler(optimizer, cfg)
+    if state is not None:
+        try:
+            model.load_state_dict(state["model"])
+            if state["optimizer"] is not None:
+                optimizer.load_state_dict(state["optimizer"])
+            if scheduler is not None and state["scheduler"] is not None:
+                scheduler.load_state_dict(state["scheduler"])
+                scheduler.T_max = cfg.train.epochs
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise CheckpointError(f"checkpoint in {out} does not match its configuration ({e})") from None
+    data = data.to(device)  # small datasets stay resident on the device
+    out.mkdir(parents=True, exist_ok=True)
+    rundir.atomic_write_json(out / rundir.CONFIG, {"config": cfg.to_dict(), "data": data.info(),
+                                                  "device": str(device), "torch": torch.__version__})
+    steps = math.ceil(len(data.y_train) / cfg.train.batch_size)
+    callback.on_start(cfg, data, start_epoch, steps)
+    diverged = any(r.get("diverged") for r in history)
+    for epoch in range(start_epoch, cfg.train.epochs):
+        if diverged:
+            break
+        lr = optimizer.param_groups[0]["lr"]
+        record = {"epoch": epoch + 1, **train_one_epoch(model, cfg, data, optimizer, epoch, callback)}
+        if scheduler is not None:
+            scheduler.step()
+        record["test_loss"], record["test_accuracy"] = evaluate(model, cfg, data.x_test, data.y_test)
+        record["lr"] = lr
+        diverged = not _finite(model)
+        record["diverged"] = diverged
+        history.append(record)
+        rundir.save_checkpoint(out, {
+            "config": cfg.to_dict(), "data": data.info(), "epoch": epoch + 1, "history": history,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        })
+        rundir.write_metrics_lines(out, history)
+        callback.on_epoch(record)
+    final = _final_metrics(cfg, data, history)
+    rundir.atomic_write_json(out / rundir.METRICS, final)
+    if plot:
+        from .plots import plot_curves
+
+        plot_curves(history, out / rundir.CURVES, title=f"{cfg.model.model} {cfg.model.act} on {data.name}")
+    return final
+
+
+def _final_metrics(cfg: RunConfig, data: Data, history: list[dict]) -> dict:
+    last = history[-1] if history else {}
+    return {
+        "test_accuracy": last.get("test_accuracy"),
+        "train_accuracy": last.get("train_accuracy"),
+        "loss": last.get("loss"),
+        "best_test_accuracy": max((r["test_accuracy"] for r in history), default=None),
+        "epochs": len(history),
+        "diverged": bool(last.get("diverged", False)),
+        "images_per_s": float(np.mean([r["images_per_s"] for r in history])) if history else None,
+        "train_seconds": float(sum(r["train_seconds"] for r in history)),
+        "dataset": data.name,
+        "model": cfg.model.model,
+        "act": cfg.model.act,
+        "weights": cfg.model.weights,
+    }

@@ -1,0 +1,34 @@
+"""Shared test helpers: invoking the CLI and checking the shape of a user error."""
+
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bnn_cli.main import app
+
+DATASETS_DIR = os.environ.get("BNN_DATASETS")
+
+
+def run_cli(*args: str):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def assert_user_error(result, *fragments: str, code: int | None = None) -> None:
+    """Exit code != 0, exactly one line on stderr starting with 'error:', containing every fragment, no traceback."""
+    assert result.exit_code != 0, result.output
+    if code is not None:
+        assert result.exit_code == code, result.output
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.output
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+def dataset_dir(name: str) -> Path:
+    if not (DATASETS_DIR and Path(DATASETS_DIR, name).is_dir()):
+        pytest.skip(f"set BNN_DATASETS to a folder holding {name}/")
+    return Path(DATASETS_DIR, name)

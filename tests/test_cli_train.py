@@ -1,0 +1,108 @@
+"""``bnn train`` end to end through the CLI, and every bad-input case: one line, exit != 0, nothing written."""
+
+import json
+
+import pytest
+import torch
+
+from .conftest import assert_user_error, run_cli
+
+
+def test_help_lists_the_commands():
+    result = run_cli("--help")
+    assert result.exit_code == 0
+    assert "train" in result.stdout
+
+
+def test_train_on_digits_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    result = run_cli("train", "--model", "lenet5", "--dataset", "digits", "--act", "heaviside/rect",
+                     "--epochs", "2", "--batch-size", "128", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert f"{out}: test accuracy" in result.stdout
+    assert "epoch   2" in result.stderr  # progress lines go to stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["epochs"] == 2
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_train_options_reach_the_config(tmp_path):
+    result = run_cli("train", "--model", "mlp", "--hidden", "40,20", "--act", "sign/ste", "--weights", "float",
+                     "--no-batchnorm", "--init", "diag_noise", "--optimizer", "sgd", "--momentum", "0.5",
+                     "--schedule", "cosine", "--grad-clip", "1.5", "--rect-width", "2", "--jam-mean", "0.3",
+                     "--epochs", "1", "--seed", "7", "--device", "cpu", "--out", tmp_path / "r", "-q")
+    assert result.exit_code == 0, result.output
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())["config"]
+    m, t = cfg["model"], cfg["train"]
+    assert (m["hidden"], m["act"], m["weights"], m["batchnorm"], m["init"]) == ([40, 20], "sign/ste", "float", False, "diag_noise")
+    assert (m["act_params"]["rect_width"], m["act_params"]["jam_mean"]) == (2.0, 0.3)
+    assert (t["optimizer"], t["momentum"], t["schedule"], t["grad_clip"], t["seed"], t["device"]) == (
+        "sgd", 0.5, "cosine", 1.5, 7, "cpu")
+
+
+BAD = [
+    (["--model", "cnn"], ["'cnn' is not one of", "suc", "mlp", "lenet5"], 2),
+    (["--dataset", "cifar"], ["'cifar' is not one of", "ones", "digits", "mnist", "fashion-mnist"], 2),
+    (["--optimizer", "rmsprop"], ["sgd", "adam"], 2),
+    (["--act", "step/rect"], ["unknown forward 'step'", "heaviside, sign, logistic, relu, linear, tanh, sigmoid_tanh"], 1),
+    (["--act", "heaviside/box"], ["unknown backward 'box'", "tied, const, d_logistic, rect, triang, ste, full_jam"], 1),
+    (["--act", "heaviside"], ["FORWARD/BACKWARD"], 1),
+    (["--lr", "0"], ["--lr must be a positive number"], 1),
+    (["--lr", "-0.1"], ["--lr must be a positive number"], 1),
+    (["--lr", "nan"], ["--lr must be a positive number"], 1),
+    (["--batch-size", "0"], ["--batch-size must be a positive integer"], 1),
+    (["--epochs", "0"], ["--epochs must be a positive integer"], 1),
+    (["--hidden", "64,x", "--model", "mlp"], ["--hidden must be comma-separated"], 1),
+    (["--rect-width", "0"], ["--rect-width must be a positive number"], 1),
+    (["--momentum", "1.5", "--optimizer", "sgd"], ["--momentum must be in [0, 1)"], 1),
+    (["--grad-clip", "-1"], ["--grad-clip must be a positive number"], 1),
+    (["--model", "suc"], ["suc is a single-unit binary classifier"], 1),
+    (["--epochs", "many"], ["Invalid value for '--epochs'", "valid integer"], 2),
+]
+
+
+@pytest.mark.parametrize("args, fragments, code", BAD, ids=[" ".join(a) for a, _, _ in BAD])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, fragments, code):
+    out = tmp_path / "run"
+    result = run_cli("train", *args, "--out", out)
+    assert_user_error(result, *fragments, code=code)
+    assert not out.exists()
+
+
+def test_missing_dataset_offline_says_how_to_get_it(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run_cli("train", "--dataset", "mnist", "--data-dir", tmp_path / "empty", "--out", tmp_path / "run")
+    assert_user_error(result, "mnist is not in --data-dir", "train-images-idx3-ubyte[.gz]", code=1)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_requested_without_cuda(tmp_path):
+    result = run_cli("train", "--device", "cuda", "--out", tmp_path / "run")
+    assert_user_error(result, "no CUDA device", code=1)
+
+
+def test_existing_run_is_kept(tmp_path):
+    out = tmp_path / "run"
+    assert run_cli("train", "--model", "mlp", "--epochs", "1", "--out", out, "-q").exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    result = run_cli("train", "--model", "mlp", "--epochs", "1", "--out", out)
+    assert_user_error(result, "already holds a run", "--resume", code=1)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_resume_refuses_changed_options(tmp_path):
+    out = tmp_path / "run"
+    assert run_cli("train", "--model", "mlp", "--epochs", "1", "--out", out, "-q").exit_code == 0
+    result = run_cli("train", "--resume", "--out", out, "--lr", "0.5", "--model", "mlp")
+    assert_user_error(result, "drop --lr, --model", code=1)
+
+
+def test_resume_of_missing_or_corrupt_run(tmp_path):
+    assert_user_error(run_cli("train", "--resume", "--out", tmp_path / "nope"), "does not exist", code=1)
+    (tmp_path / "foreign").mkdir()
+    assert_user_error(run_cli("train", "--resume", "--out", tmp_path / "foreign"), "not a bnn run directory", code=1)
+    (tmp_path / "foreign" / "checkpoint.pt").write_bytes(b"garbage" * 100)
+    assert_user_error(run_cli("train", "--resume", "--out", tmp_path / "foreign"), "corrupt", code=1)
+    torch.save({"format": "something-else"}, tmp_path / "foreign" / "checkpoint.pt")
+    assert_user_error(run_cli("train", "--resume", "--out", tmp_path / "foreign"), "not a bnn training checkpoint", code=1)
