@@ -1,0 +1,11 @@
+"""bnn_runtime: load a .bnn file and run it on CPU. Imports only numpy and numba -- never torch or onnx.
+
+The file format (reader, writer, validation) and the bit layout live here, so that an edge
+device needs nothing else; ``reference`` is the plain NumPy executor used as the oracle.
+"""
+
+from .errors import BnnFormatError, InputError
+from .format import BnnFile, read_bnn, write_bnn
+from .reference import reference_predict, reference_scores
+
+__all__ = ["BnnFormatError", "InputError", "BnnFile", "read_bnn", "write_bnn", "reference_scores", "reference_predict"]

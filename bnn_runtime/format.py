@@ -1,0 +1,358 @@
+"""The .bnn container: read, validate and write (schema in docs/FORMAT.md).
+
+::
+
+    offset  size  field
+    0       8     magic b"BNNMODEL"
+    8       4     format version, uint32 little-endian (this module: 1)
+    12      4     reserved, 0
+    16      8     manifest length M, uint64 LE
+    24      8     data length D, uint64 LE
+    32      32    SHA-256 of the M + D bytes that follow
+    64      M     manifest: UTF-8 JSON, sorted keys, no whitespace
+    64+M    D     array data, every array 8-byte aligned at its manifest offset
+
+Nothing in the file is executed: arrays are read with ``np.frombuffer`` from the dtype,
+shape and offset the manifest declares. ``read_bnn`` checks magic, version, length, checksum,
+then the manifest's schema and every array's dtype and shape against the layer list, and
+raises ``BnnFormatError`` naming the first problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .bits import n_words, padding_is_zero
+from .errors import BnnFormatError
+
+MAGIC = b"BNNMODEL"
+VERSION = 1
+HEADER = struct.Struct("<8sIIQQ32s")  # magic, version, reserved, M, D, sha256
+ALIGN = 8
+
+ENCODINGS_IN = ("uint8", "01", "pm1")
+ENCODINGS_OUT = ("01", "pm1")
+# dtype of each array a layer refers to
+ARRAY_DTYPES = {
+    "weight": np.dtype("<u8"),
+    "threshold": np.dtype("<i4"),
+    "direction": np.dtype("i1"),
+    "scale": np.dtype("<f8"),
+    "offset": np.dtype("<f8"),
+}
+
+
+@dataclass
+class BnnFile:
+    """A validated .bnn model: the manifest and its arrays (read-only numpy views)."""
+
+    manifest: dict
+    arrays: dict[str, np.ndarray]
+
+    @property
+    def layers(self) -> list[dict]:
+        return self.manifest["layers"]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.manifest["input"]["shape"])
+
+    @property
+    def classes(self) -> list[str]:
+        return self.manifest["classes"]
+
+    def array(self, layer: dict, role: str) -> np.ndarray:
+        return self.arrays[layer["arrays"][role]]
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _canonical_json(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def to_bytes(manifest: dict, arrays: dict[str, np.ndarray]) -> bytes:
+    """Serialise a model; the array table is (re)built here in sorted-name order: same model, same bytes."""
+    table, blobs, offset = {}, [], 0
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        dtype = a.dtype.newbyteorder("<") if a.dtype.byteorder == ">" else a.dtype
+        raw = a.astype(dtype, copy=False).tobytes()
+        table[name] = {"dtype": dtype.str, "shape": list(a.shape), "offset": offset}
+        pad = (-len(raw)) % ALIGN
+        blobs.append(raw + b"\0" * pad)
+        offset += len(raw) + pad
+    manifest = {**manifest, "arrays": table}
+    return assemble(_canonical_json(manifest), b"".join(blobs))
+
+
+def assemble(manifest_bytes: bytes, data: bytes) -> bytes:
+    """Header + manifest + data, with the checksum computed here (also used by tests to forge edits)."""
+    digest = hashlib.sha256(manifest_bytes + data).digest()
+    return HEADER.pack(MAGIC, VERSION, 0, len(manifest_bytes), len(data), digest) + manifest_bytes + data
+
+
+def write_bnn(path: str | Path, manifest: dict, arrays: dict[str, np.ndarray]) -> int:
+    """Validate, then write atomically (temp file + rename); returns the file size."""
+    data = to_bytes(manifest, arrays)
+    parse(data, source=str(path))  # never write a file this reader would refuse
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return len(data)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_bnn(path: str | Path) -> BnnFile:
+    """Read and fully validate a .bnn file."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise BnnFormatError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise BnnFormatError(f"{path}: is a directory, not a .bnn file") from None
+    except OSError as e:
+        raise BnnFormatError(f"{path}: cannot read ({e.strerror or e})") from None
+    return parse(data, source=str(path))
+
+
+def parse(data: bytes, source: str = "<bytes>") -> BnnFile:
+    def fail(msg: str):
+        raise BnnFormatError(f"{source}: {msg}")
+
+    if len(data) < HEADER.size:
+        if not data.startswith(MAGIC[: len(data)]) or not data:
+            fail("not a .bnn file (bad magic)" if data else "empty file")
+        fail(f"truncated: {len(data)} bytes, shorter than the {HEADER.size}-byte header")
+    magic, version, reserved, m_len, d_len, digest = HEADER.unpack_from(data)
+    if magic != MAGIC:
+        fail("not a .bnn file (bad magic)")
+    if version != VERSION:
+        fail(f"unsupported .bnn format version {version}; this reader reads version {VERSION}")
+    expected = HEADER.size + m_len + d_len
+    if len(data) < expected:
+        fail(f"truncated: {len(data)} bytes, the header promises {expected}")
+    if len(data) > expected:
+        fail(f"{len(data) - expected} unexpected bytes after the end of the model")
+    body = data[HEADER.size :]
+    if hashlib.sha256(body).digest() != digest:
+        fail("checksum mismatch: the file is corrupt")
+    try:
+        manifest = json.loads(body[:m_len].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        fail(f"manifest is not valid JSON ({e})")
+    try:
+        return _validate(manifest, body[m_len:])
+    except BnnFormatError as e:
+        fail(str(e))
+
+
+class _Schema:
+    """Small typed getters that raise BnnFormatError naming the field."""
+
+    @staticmethod
+    def get(obj: Any, key: str, kind: type | tuple, where: str):
+        if not isinstance(obj, dict):
+            raise BnnFormatError(f"{where} must be an object")
+        if key not in obj:
+            raise BnnFormatError(f"{where} has no {key!r}")
+        value = obj[key]
+        bad_bool = isinstance(value, bool) and kind in (int, float)
+        if not isinstance(value, kind) or bad_bool:
+            name = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+            raise BnnFormatError(f"{where}.{key} must be {name}, got {type(value).__name__}")
+        return value
+
+    @staticmethod
+    def ints(obj: Any, key: str, where: str, length: int | None = None, minimum: int = 1) -> tuple[int, ...]:
+        value = _Schema.get(obj, key, list, where)
+        if length is not None and len(value) != length:
+            raise BnnFormatError(f"{where}.{key} must have {length} entries, got {len(value)}")
+        if not value or not all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in value):
+            raise BnnFormatError(f"{where}.{key} must be a list of integers >= {minimum}, got {value}")
+        return tuple(value)
+
+
+def _read_arrays(table: Any, data: bytes) -> dict[str, np.ndarray]:
+    if not isinstance(table, dict):
+        raise BnnFormatError("manifest.arrays must be an object")
+    arrays, end = {}, 0
+    for name in sorted(table):
+        where = f"array {name!r}"
+        spec = table[name]
+        try:
+            dtype = np.dtype(_Schema.get(spec, "dtype", str, where))
+        except TypeError:
+            raise BnnFormatError(f"{where} has an unknown dtype {spec.get('dtype')!r}") from None
+        if dtype.kind not in "uif" or dtype.hasobject:
+            raise BnnFormatError(f"{where} has a non-numeric dtype {dtype.str}")
+        shape = _Schema.ints(spec, "shape", where, minimum=0) if spec.get("shape") != [] else ()
+        offset = _Schema.get(spec, "offset", int, where)
+        nbytes = dtype.itemsize * math.prod(shape)
+        if offset != end:
+            raise BnnFormatError(f"{where} starts at {offset}, expected {end} (arrays must be packed in name order)")
+        if offset + nbytes > len(data):
+            raise BnnFormatError(f"{where} runs past the end of the data")
+        a = np.frombuffer(data, dtype=dtype, count=math.prod(shape), offset=offset).reshape(shape)
+        arrays[name] = a
+        end = offset + nbytes + (-nbytes) % ALIGN
+    if end != len(data):
+        raise BnnFormatError(f"{len(data) - end} bytes of data belong to no array")
+    return arrays
+
+
+def _conv_out(size: int, k: int, pad: int) -> int:
+    return size + 2 * pad - k + 1
+
+
+def _validate(manifest: Any, data: bytes) -> BnnFile:
+    S = _Schema
+    if not isinstance(manifest, dict):
+        raise BnnFormatError("manifest must be a JSON object")
+    if S.get(manifest, "format", str, "manifest") != "bnn":
+        raise BnnFormatError("manifest.format is not 'bnn'")
+    if S.get(manifest, "version", int, "manifest") != VERSION:
+        raise BnnFormatError(f"manifest.version {manifest['version']} disagrees with the header's {VERSION}")
+    inp = S.get(manifest, "input", dict, "manifest")
+    if S.get(inp, "dtype", str, "input") != "uint8":
+        raise BnnFormatError(f"input.dtype must be 'uint8', got {inp['dtype']!r}")
+    shape = S.ints(inp, "shape", "input")
+    if len(shape) not in (1, 3):
+        raise BnnFormatError(f"input.shape must be (D,) or (C, H, W), got {list(shape)}")
+    classes = S.get(manifest, "classes", list, "manifest")
+    if len(classes) < 2 or not all(isinstance(c, str) for c in classes):
+        raise BnnFormatError("manifest.classes must be a list of at least two strings")
+    if not isinstance(manifest.get("provenance", {}), dict):
+        raise BnnFormatError("manifest.provenance must be an object")
+    arrays = _read_arrays(S.get(manifest, "arrays", dict, "manifest"), data)
+    layers = S.get(manifest, "layers", list, "manifest")
+    if not layers:
+        raise BnnFormatError("manifest.layers is empty")
+
+    used: set[str] = set()
+    names: set[str] = set()
+    cur_shape, cur_enc = shape, "uint8"
+    for i, layer in enumerate(layers):
+        where = f"layers[{i}]"
+        name = S.get(layer, "name", str, where)
+        where = f"layer {name!r}"
+        if name in names:
+            raise BnnFormatError(f"{where} appears twice")
+        names.add(name)
+        kind = S.get(layer, "kind", str, where)
+        enc = S.get(layer, "in_encoding", str, where)
+        if enc != cur_enc:
+            raise BnnFormatError(f"{where}.in_encoding is {enc!r} but its input is {cur_enc!r}")
+        in_shape = S.ints(layer, "in_shape", where)
+        last = i == len(layers) - 1
+        if kind == "conv":
+            if len(cur_shape) != 3 or in_shape != cur_shape:
+                raise BnnFormatError(f"{where}.in_shape {list(in_shape)} does not match its input {list(cur_shape)}")
+            c, h, w = in_shape
+            kh, kw = S.ints(layer, "kernel", where, length=2)
+            ph, pw = S.ints(layer, "padding", where, length=2, minimum=0)
+            if enc == "pm1" and (ph or pw):
+                raise BnnFormatError(f"{where}: zero padding of a pm1 input is not supported in version {VERSION}")
+            oh, ow = _conv_out(h, kh, ph), _conv_out(w, kw, pw)
+            if oh < 1 or ow < 1:
+                raise BnnFormatError(f"{where}: kernel {kh}x{kw} does not fit its {h}x{w} input")
+            fan_in = c * kh * kw
+        elif kind == "dense":
+            n = math.prod(cur_shape)
+            if in_shape != (n,):
+                raise BnnFormatError(f"{where}.in_shape {list(in_shape)} does not match its flattened input ({n},)")
+            fan_in = n
+        else:
+            raise BnnFormatError(f"{where}.kind {kind!r} is not 'conv' or 'dense'")
+        if S.get(layer, "fan_in", int, where) != fan_in:
+            raise BnnFormatError(f"{where}.fan_in is {layer['fan_in']}, its shapes give {fan_in}")
+        out = S.get(layer, "out_features", int, where)
+        if out < 1:
+            raise BnnFormatError(f"{where}.out_features must be >= 1")
+        out_spatial = (oh, ow) if kind == "conv" else ()
+
+        refs = S.get(layer, "arrays", dict, where)
+        output = S.get(layer, "output", str, where)
+        roles = {"threshold": ("weight", "threshold", "direction"), "scores": ("weight", "scale", "offset")}.get(output)
+        if roles is None:
+            raise BnnFormatError(f"{where}.output {output!r} is not 'threshold' or 'scores'")
+        if output == "scores" and not last:
+            raise BnnFormatError(f"{where} outputs scores but is not the last layer")
+        if set(refs) != set(roles):
+            raise BnnFormatError(f"{where}.arrays must name exactly {', '.join(roles)}")
+        expect_shape = {"weight": (out, n_words(fan_in))}
+        for role in roles:
+            ref = refs[role]
+            if not isinstance(ref, str) or ref not in arrays:
+                raise BnnFormatError(f"{where}: array {ref!r} ({role}) is missing")
+            if ref in used:
+                raise BnnFormatError(f"{where}: array {ref!r} is used twice")
+            used.add(ref)
+            a = arrays[ref]
+            if a.dtype != ARRAY_DTYPES[role]:
+                raise BnnFormatError(f"{where}: {role} array {ref!r} has dtype {a.dtype.str}, expected {ARRAY_DTYPES[role].str}")
+            want = expect_shape.get(role, (out,))
+            if a.shape != want:
+                raise BnnFormatError(f"{where}: {role} array {ref!r} has shape {list(a.shape)}, expected {list(want)}")
+        if not padding_is_zero(arrays[refs["weight"]], fan_in):
+            raise BnnFormatError(f"{where}: weight padding bits beyond fan_in {fan_in} are not 0")
+
+        if output == "threshold":
+            cur_enc = S.get(layer, "out_encoding", str, where)
+            if cur_enc not in ENCODINGS_OUT:
+                raise BnnFormatError(f"{where}.out_encoding must be '01' or 'pm1', got {cur_enc!r}")
+            if not np.isin(arrays[refs["direction"]], (-1, 1)).all():
+                raise BnnFormatError(f"{where}: direction values must be -1 or +1")
+            pool = layer.get("pool")
+            if pool is not None:
+                if kind != "conv":
+                    raise BnnFormatError(f"{where}: only conv layers can pool")
+                if S.get(pool, "kind", str, f"{where}.pool") != "or":
+                    raise BnnFormatError(f"{where}.pool.kind must be 'or'")
+                sh, sw = S.ints(pool, "size", f"{where}.pool", length=2)
+                out_spatial = (out_spatial[0] // sh, out_spatial[1] // sw)
+                if min(out_spatial) < 1:
+                    raise BnnFormatError(f"{where}: pool {sh}x{sw} does not fit the {oh}x{ow} output")
+            if last and (out != 1 or len(classes) != 2):
+                raise BnnFormatError(f"{where}: a network ending in a threshold must have 1 unit and 2 classes")
+        else:
+            if layer.get("pool") is not None:
+                raise BnnFormatError(f"{where}: a scores layer cannot pool")
+            if out != len(classes):
+                raise BnnFormatError(f"{where} has {out} scores but the model has {len(classes)} classes")
+            for role in ("scale", "offset"):
+                if not np.isfinite(arrays[refs[role]]).all():
+                    raise BnnFormatError(f"{where}: {role} must be finite")
+            cur_enc = None
+        shape_out = S.ints(layer, "out_shape", where)
+        cur_shape = (out, *out_spatial)
+        if shape_out != cur_shape:
+            raise BnnFormatError(f"{where}.out_shape {list(shape_out)} disagrees with its parameters {list(cur_shape)}")
+    unused = set(arrays) - used
+    if unused:
+        raise BnnFormatError(f"arrays {sorted(unused)} belong to no layer")
+    for a in arrays.values():
+        a.setflags(write=False)
+    return BnnFile(manifest, arrays)

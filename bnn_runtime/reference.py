@@ -1,0 +1,105 @@
+"""A plain NumPy executor of the .bnn format: slow, unpacked, obviously correct. The oracle for tests.
+
+It unpacks every weight to +-1 integers and every activation to 0/1 or +-1 integers and
+computes the network with int64 sums, exactly as docs/FORMAT.md describes it:
+
+* conv: zero padding, stride 1, cross-correlation, fan-in order (channel, row, column)
+* threshold: bit = s >= T if direction is +1 else s <= T; then OR-pooling
+* dense: input flattened in (C, H, W) order
+* scores: the last layer's integer sums; the prediction is argmax(scale * s + offset)
+  (first maximum), or the bit of a final single-unit threshold layer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from .bits import unpack_bits, unpack_signs
+from .format import BnnFile
+from .inputs import prepare_input
+
+
+def _values(bits: np.ndarray, encoding: str) -> np.ndarray:
+    return bits.astype(np.int64) * 2 - 1 if encoding == "pm1" else bits.astype(np.int64)
+
+
+def _conv_sums(a: np.ndarray, w: np.ndarray, padding: tuple[int, int]) -> np.ndarray:
+    """a: (N, C, H, W) int64, w: (O, C, kh, kw) int64 -> (N, O, OH, OW) int64."""
+    ph, pw = padding
+    a = np.pad(a, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    windows = sliding_window_view(a, w.shape[2:], axis=(2, 3))  # (N, C, OH, OW, kh, kw)
+    return np.einsum("ncyxij,ocij->noyx", windows, w, optimize=True)
+
+
+def _or_pool(bits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    sh, sw = size
+    n, c, h, w = bits.shape
+    oh, ow = h // sh, w // sw
+    trimmed = bits[:, :, : oh * sh, : ow * sw].reshape(n, c, oh, sh, ow, sw)
+    return trimmed.max(axis=(3, 5))
+
+
+def layer_sums(model: BnnFile, layer: dict, a: np.ndarray) -> np.ndarray:
+    """Integer pre-activation sums of one layer for input values ``a`` (int64)."""
+    w = unpack_signs(model.array(layer, "weight"), layer["fan_in"]).astype(np.int64)
+    if layer["kind"] == "conv":
+        c = layer["in_shape"][0]
+        kh, kw = layer["kernel"]
+        return _conv_sums(a, w.reshape(len(w), c, kh, kw), tuple(layer["padding"]))
+    return a.reshape(len(a), -1) @ w.T
+
+
+def threshold_bits(model: BnnFile, layer: dict, s: np.ndarray) -> np.ndarray:
+    t = model.array(layer, "threshold").astype(np.int64)
+    d = model.array(layer, "direction")
+    shape = (1, -1) + (1,) * (s.ndim - 2)
+    t, d = t.reshape(shape), d.reshape(shape)
+    return np.where(d > 0, s >= t, s <= t).astype(np.uint8)
+
+
+def reference_forward(model: BnnFile, x) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(integer scores of the last layer, the 0/1 bit maps every hidden layer produced)."""
+    a = prepare_input(x, model.input_shape).astype(np.int64)
+    hidden = []
+    for layer in model.layers:
+        s = layer_sums(model, layer, a)
+        if layer["output"] == "scores":
+            return s, hidden
+        bits = threshold_bits(model, layer, s)
+        if layer.get("pool"):
+            bits = _or_pool(bits, tuple(layer["pool"]["size"]))
+        hidden.append(bits)
+        if layer is model.layers[-1]:
+            return s, hidden
+        a = _values(bits, layer["out_encoding"])
+    raise AssertionError("unreachable: validated models end in scores or a threshold")
+
+
+def reference_scores(model: BnnFile, x, chunk: int = 256) -> np.ndarray:
+    """Integer scores, shape (N, classes) (or (N, 1) for a single-unit model), int32."""
+    x = prepare_input(x, model.input_shape)
+    parts = [reference_forward(model, x[i : i + chunk])[0] for i in range(0, len(x), chunk)]
+    return np.concatenate(parts).astype(np.int32)
+
+
+def predict_from_scores(model: BnnFile, scores: np.ndarray) -> np.ndarray:
+    """Class indices from integer scores: argmax of the per-class affine, or the final unit's bit."""
+    last = model.layers[-1]
+    if last["output"] == "scores":
+        logits = scores.astype(np.float64) * model.array(last, "scale") + model.array(last, "offset")
+        return logits.argmax(axis=1).astype(np.int64)
+    return threshold_bits(model, last, scores.astype(np.int64))[:, 0].astype(np.int64)
+
+
+def reference_predict(model: BnnFile, x) -> np.ndarray:
+    return predict_from_scores(model, reference_scores(model, x))
+
+
+def unpacked_weights(model: BnnFile, layer: dict) -> np.ndarray:
+    """+-1 int8 weights of a layer, shape (out, fan_in) -- for inspection and tests."""
+    return unpack_signs(model.array(layer, "weight"), layer["fan_in"])
+
+
+__all__ = ["reference_forward", "reference_scores", "reference_predict", "predict_from_scores",
+           "unpacked_weights", "unpack_bits"]
