@@ -70,9 +70,10 @@ def _root() -> None:
 
 
 def _register() -> None:
-    from . import train
+    from . import export, train
 
     app.command("train")(train.train)
+    app.command("export")(export.export)
 
 
 _register()

@@ -75,6 +75,31 @@ def evaluate(model: nn.Module, cfg: RunConfig, x: torch.Tensor, y: torch.Tensor)
     return float(loss_sum) / len(y), int(correct) / len(y)
 
 
+@torch.no_grad()
+def recompute_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int) -> None:
+    """Replace BatchNorm running statistics by their exact average over ``x`` (forward passes in train mode).
+
+    The exponential running average lags and jitters when binary weights flip and inputs are
+    bits; evaluation and export then see statistics of no particular network. Training itself
+    is unaffected (train mode normalises with batch statistics).
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over all batches
+    was_training = model.training
+    model.train()
+    for i in range(0, len(x), batch_size):
+        model(x[i : i + batch_size].float())
+    for m, (momentum, tracked) in zip(bns, saved):
+        m.momentum = momentum
+        m.num_batches_tracked.copy_(tracked)
+    model.train(was_training)
+
+
 def train_one_epoch(model, cfg: RunConfig, data: Data, optimizer, epoch: int, callback: Callback) -> dict:
     """One pass over the training set in a shuffled order fixed by (seed, epoch)."""
     t = cfg.train
@@ -197,6 +222,7 @@ def _run(cfg, data, device, model, out: Path, start_epoch: int, history: list, c
         record = {"epoch": epoch + 1, **train_one_epoch(model, cfg, data, optimizer, epoch, callback)}
         if scheduler is not None:
             scheduler.step()
+        recompute_batchnorm(model, data.x_train, cfg.train.eval_batch_size)
         record["test_loss"], record["test_accuracy"] = evaluate(model, cfg, data.x_test, data.y_test)
         record["lr"] = lr
         diverged = not _finite(model)

@@ -1,0 +1,219 @@
+"""``export_run``: run directory -> .bnn (+ ONNX), after checking both against PyTorch and each other.
+
+Everything is built in memory and checked first; files are written (atomically) only when the
+checks pass, so a failed export leaves nothing behind:
+
+* onnxruntime on the exported graph == the NumPy reference executor, exactly (integer scores
+  and labels), on the test images and on random uint8 inputs;
+* the reference's predictions agree with the PyTorch model in eval mode on >= 99.9 % of the
+  test images (the numerics contract of docs/FORMAT.md).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bnn_runtime.format import VERSION, parse, to_bytes
+from bnn_runtime.reference import predict_from_scores, reference_scores
+from bnn_train import rundir
+from bnn_train.data import load_dataset
+from bnn_train.errors import DatasetError
+from bnn_train.models import is_single_unit
+from bnn_train.train import evaluate
+
+from .errors import ExportError, NotBinaryError
+from .fold import fold
+from .onnx_bnn import bnn_to_onnx
+from .onnx_float import float_to_onnx
+
+MIN_AGREEMENT = 0.999
+RANDOM_INPUTS = 256
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool
+    detail: str
+
+
+@dataclass
+class ExportReport:
+    run_dir: str
+    binary: bool
+    not_binary_reason: str | None = None
+    bnn_path: str | None = None
+    onnx_path: str | None = None
+    bnn_bytes: int | None = None
+    onnx_bytes: int | None = None
+    state_dict_bytes: int = 0
+    checks: list[Check] = field(default_factory=list)
+    accuracy: dict = field(default_factory=dict)
+
+    @property
+    def compression(self) -> float | None:
+        return self.state_dict_bytes / self.bnn_bytes if self.bnn_bytes else None
+
+    def to_dict(self) -> dict:
+        return {
+            "run_dir": self.run_dir, "binary": self.binary, "not_binary_reason": self.not_binary_reason,
+            "bnn": self.bnn_path, "onnx": self.onnx_path, "bnn_bytes": self.bnn_bytes, "onnx_bytes": self.onnx_bytes,
+            "state_dict_bytes": self.state_dict_bytes, "compression": self.compression, "accuracy": self.accuracy,
+            "checks": [c.__dict__ for c in self.checks],
+        }
+
+
+def _onnx_session(model_bytes: bytes):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+
+
+def _ort_run(session, x: np.ndarray, batch: int = 1000) -> dict[str, np.ndarray]:
+    names = [o.name for o in session.get_outputs()]
+    parts = [session.run(None, {"images": x[i : i + batch]}) for i in range(0, len(x), batch)]
+    return {n: np.concatenate([p[k] for p in parts]) for k, n in enumerate(names)}
+
+
+@torch.no_grad()
+def _torch_predict(model, cfg, x: np.ndarray, batch: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    outs = [model(torch.from_numpy(x[i : i + batch]).float()) for i in range(0, len(x), batch)]
+    out = torch.cat(outs)
+    if is_single_unit(cfg.model):
+        act = model[-1].forward_fn
+        return out.numpy(), (out[:, 0] >= (act.low + act.high) / 2).long().numpy()
+    return out.numpy(), out.argmax(1).numpy()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _test_data(cfg, data_dir: str | None, limit: int | None):
+    train_cfg = replace(cfg.train, data_dir=data_dir) if data_dir else cfg.train
+    data = load_dataset(train_cfg)
+    x, y = data.x_test.numpy(), data.y_test.numpy()
+    if limit is not None:
+        x, y = x[:limit], y[:limit]
+    return data, x, y
+
+
+def export_run(run_dir: str | Path, bnn_path: str | Path | None = None, onnx_path: str | Path | None = None,
+               data_dir: str | None = None, check_images: int | None = None, require_bnn: bool = True) -> ExportReport:
+    """Export the run in ``run_dir``; ``require_bnn=False`` lets a float model export ONNX alone."""
+    model, cfg, ckpt = rundir.load_run(run_dir)
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    report = ExportReport(str(run_dir), binary=True, state_dict_bytes=len(buf.getvalue()))
+    try:
+        layers, arrays = fold(model, cfg.model.in_shape)
+    except NotBinaryError as e:
+        if require_bnn:
+            raise
+        report.binary, report.not_binary_reason = False, str(e)
+
+    try:
+        data, x, y = _test_data(cfg, data_dir, check_images)
+        data_note = f"{len(y)} {data.name} test images"
+    except DatasetError as e:
+        data, x, y = None, None, None
+        data_note = f"no test images ({e})"
+    logits, torch_pred = _torch_predict(model, cfg, x) if x is not None else (None, None)
+    rng = np.random.default_rng(0)
+    x_random = rng.integers(0, 256, size=(RANDOM_INPUTS, *cfg.model.in_shape), dtype=np.uint8)
+    if x is not None:
+        report.accuracy["pytorch"] = float((torch_pred == y).mean())
+    metadata = {"classes": ckpt["data"]["classes"], "dataset": ckpt["data"]["name"],
+                "test_accuracy_pytorch": report.accuracy.get("pytorch"), "trained_epochs": int(ckpt["epoch"])}
+
+    if report.binary:
+        manifest = {
+            "format": "bnn", "version": VERSION,
+            "input": {"dtype": "uint8", "shape": list(cfg.model.in_shape)},
+            "classes": list(ckpt["data"]["classes"]),
+            "layers": layers,
+            "provenance": {"exporter": f"untied-bnn {_version()}", "run": Path(run_dir).name,
+                           "dataset": ckpt["data"]["name"], "trained_epochs": int(ckpt["epoch"]),
+                           "test_accuracy_pytorch": report.accuracy.get("pytorch"), "config": cfg.to_dict()},
+        }
+        if x is not None:  # provenance records the deployed model's own test accuracy
+            draft = parse(to_bytes(manifest, arrays))
+            ref_scores = reference_scores(draft, x)
+            report.accuracy["bnn"] = float((predict_from_scores(draft, ref_scores) == y).mean())
+            manifest["provenance"]["test_accuracy"] = report.accuracy["bnn"]
+        bnn_bytes = to_bytes(manifest, arrays)
+        bnn_model = parse(bnn_bytes)
+        onnx_model = bnn_to_onnx(bnn_model, {**metadata, "test_accuracy": report.accuracy.get("bnn"),
+                                             "format": "bnn integer graph: scores are the .bnn integer scores"})
+        onnx_bytes = onnx_model.SerializeToString()
+        session = _onnx_session(onnx_bytes)
+        for label, xs in (("test images", x), ("random uint8 inputs", x_random)):
+            if xs is None:
+                continue
+            ref = reference_scores(bnn_model, xs)
+            ort_out = _ort_run(session, xs)
+            same = np.array_equal(ort_out["scores"], ref) and np.array_equal(ort_out["label"], predict_from_scores(bnn_model, ref))
+            report.checks.append(Check(f"onnxruntime == reference ({label})", same,
+                                       f"{len(xs)} inputs, integer scores and labels {'identical' if same else 'DIFFER'}"))
+        if x is not None:
+            agree = float((predict_from_scores(bnn_model, ref_scores) == torch_pred).mean())
+            report.checks.append(Check("agreement with PyTorch", agree >= MIN_AGREEMENT,
+                                       f"{agree:.4%} of {data_note} (need >= {MIN_AGREEMENT:.1%})"))
+        else:
+            report.checks.append(Check("agreement with PyTorch", True, f"skipped: {data_note}"))
+    else:
+        onnx_model = float_to_onnx(model, cfg.model.in_shape, single_unit=is_single_unit(cfg.model),
+                                   metadata={**metadata, "format": "float network"})
+        onnx_bytes = onnx_model.SerializeToString()
+        session = _onnx_session(onnx_bytes)
+        xs = x if x is not None else x_random
+        ort_out = _ort_run(session, xs)
+        ref_logits, ref_pred = _torch_predict(model, cfg, xs)
+        close = np.allclose(ort_out["logits"], ref_logits, rtol=1e-4, atol=1e-4)
+        agree = float((ort_out["label"] == ref_pred).mean())
+        report.checks.append(Check("onnxruntime vs PyTorch (float)", close and agree >= MIN_AGREEMENT,
+                                   f"logits {'within 1e-4' if close else 'DIFFER'}, labels agree on {agree:.4%} of {len(xs)} inputs"))
+        if x is not None:
+            report.accuracy["onnx"] = float((ort_out["label"] == y).mean())
+
+    failed = [c for c in report.checks if not c.passed]
+    if failed:
+        raise ExportError(f"check failed, nothing written: {failed[0].name}: {failed[0].detail}")
+    if report.binary and bnn_path is not None:
+        _atomic_write(Path(bnn_path), bnn_bytes)
+        report.bnn_path, report.bnn_bytes = str(bnn_path), len(bnn_bytes)
+    elif report.binary:
+        report.bnn_bytes = len(bnn_bytes)
+    if onnx_path is not None:
+        _atomic_write(Path(onnx_path), onnx_bytes)
+        report.onnx_path, report.onnx_bytes = str(onnx_path), len(onnx_bytes)
+    return report
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("untied-bnn")
+    except Exception:  # running from a source tree without installation
+        return "dev"
+
+
+__all__ = ["export_run", "ExportReport", "Check"]

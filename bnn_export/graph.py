@@ -1,0 +1,68 @@
+"""A small ONNX graph builder and the one ONNX form of the Heaviside step, shared by both exporters."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 17
+
+
+class Graph:
+    """Collects nodes and constants with unique names; ``model()`` checks and returns the ModelProto."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self.inputs: list[onnx.ValueInfoProto] = []
+        self.outputs: list[onnx.ValueInfoProto] = []
+        self._count = 0
+
+    def fresh(self, hint: str) -> str:
+        self._count += 1
+        return f"{hint}_{self._count}"
+
+    def const(self, value: np.ndarray, hint: str = "c") -> str:
+        name = self.fresh(hint)
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], hint: str | None = None, **attrs) -> str:
+        out = self.fresh(hint or op_type.lower())
+        self.nodes.append(helper.make_node(op_type, inputs, [out], name=out, **attrs))
+        return out
+
+    def input(self, name: str, elem_type: int, shape: list) -> str:
+        self.inputs.append(helper.make_tensor_value_info(name, elem_type, shape))
+        return name
+
+    def output(self, value: str, name: str, elem_type: int, shape: list) -> None:
+        self.nodes.append(helper.make_node("Identity", [value], [name], name=f"out_{name}"))
+        self.outputs.append(helper.make_tensor_value_info(name, elem_type, shape))
+
+    def model(self, metadata: dict | None = None) -> onnx.ModelProto:
+        graph = helper.make_graph(self.nodes, self.name, self.inputs, self.outputs, initializer=self.initializers)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="bnn")
+        model.ir_version = min(model.ir_version, 9)  # readable by older onnxruntime releases too
+        for key, value in (metadata or {}).items():
+            entry = model.metadata_props.add()
+            entry.key = key
+            entry.value = value if isinstance(value, str) else json.dumps(value)
+        onnx.checker.check_model(model, full_check=True)
+        return model
+
+
+def heaviside(g: Graph, z: str, threshold: str) -> str:
+    """H(z - t) = 1 if z >= t else 0 as bool: the Heaviside step, in every graph bnn writes."""
+    return g.op("GreaterOrEqual", [z, threshold], "step")
+
+
+FLOAT = TensorProto.FLOAT
+DOUBLE = TensorProto.DOUBLE
+INT32 = TensorProto.INT32
+INT64 = TensorProto.INT64
+UINT8 = TensorProto.UINT8
