@@ -12,21 +12,19 @@ checks pass, so a failed export leaves nothing behind:
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from bnn_runtime.fileio import atomic_write_bytes
 from bnn_runtime.format import VERSION, parse, to_bytes
 from bnn_runtime.reference import predict_from_scores, reference_scores
 from bnn_train import rundir
 from bnn_train.data import load_dataset
 from bnn_train.errors import DatasetError
 from bnn_train.models import is_single_unit
-from bnn_train.train import evaluate
 
 from .errors import ExportError, NotBinaryError
 from .fold import fold
@@ -92,18 +90,6 @@ def _torch_predict(model, cfg, x: np.ndarray, batch: int = 1000) -> tuple[np.nda
         act = model[-1].forward_fn
         return out.numpy(), (out[:, 0] >= (act.low + act.high) / 2).long().numpy()
     return out.numpy(), out.argmax(1).numpy()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _test_data(cfg, data_dir: str | None, limit: int | None):
@@ -197,12 +183,12 @@ def export_run(run_dir: str | Path, bnn_path: str | Path | None = None, onnx_pat
     if failed:
         raise ExportError(f"check failed, nothing written: {failed[0].name}: {failed[0].detail}")
     if report.binary and bnn_path is not None:
-        _atomic_write(Path(bnn_path), bnn_bytes)
+        atomic_write_bytes(bnn_path, bnn_bytes)
         report.bnn_path, report.bnn_bytes = str(bnn_path), len(bnn_bytes)
     elif report.binary:
         report.bnn_bytes = len(bnn_bytes)
     if onnx_path is not None:
-        _atomic_write(Path(onnx_path), onnx_bytes)
+        atomic_write_bytes(onnx_path, onnx_bytes)
         report.onnx_path, report.onnx_bytes = str(onnx_path), len(onnx_bytes)
     return report
 

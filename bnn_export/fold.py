@@ -188,11 +188,18 @@ def thresholds(a: np.ndarray, d: np.ndarray, max_abs_sum: int) -> tuple[np.ndarr
     bound = max_abs_sum + 1
     t = np.zeros(len(a), dtype=np.int64)
     direction = np.ones(len(a), dtype=np.int8)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         x = -d / a
     pos, neg, zero = a > 0, a < 0, a == 0
     t[pos] = np.ceil(np.clip(x[pos], -bound, bound))
     t[neg] = np.floor(np.clip(x[neg], -bound, bound))
+    # -d/a is rounded: move T by one where the rule disagrees with a*s + d >= 0 at the boundary
+    for _ in range(2):
+        on = a * t + d >= 0
+        t[pos & on & (a * (t - 1) + d >= 0) & (t > -bound)] -= 1
+        t[pos & ~on & (t < bound)] += 1
+        t[neg & ~on & (t > -bound)] -= 1
+        t[neg & on & (a * (t + 1) + d >= 0) & (t < bound)] += 1
     direction[neg] = -1
     t[zero] = np.where(d[zero] >= 0, -bound, bound)  # constant 1 / constant 0, direction +1
     return t.astype(np.int32), direction

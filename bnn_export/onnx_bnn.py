@@ -61,7 +61,7 @@ def bnn_to_onnx(model: BnnFile, metadata: dict | None = None) -> onnx.ModelProto
     for layer in model.layers:
         s = LAYER_HANDLERS[layer["kind"]](g, model, layer, x)
         if layer["in_encoding"] == "pm1":  # sum over +-1 inputs from the 0/1 form
-            wsum = unpacked_weights(model, layer).astype(np.int32).sum(axis=1).reshape(_channel_shape(layer))
+            wsum = unpacked_weights(model, layer).sum(axis=1, dtype=np.int32).reshape(_channel_shape(layer))
             s = g.op("Sub", [g.op("Mul", [s, g.const(np.array(2, np.int32), "two")]), g.const(wsum, "wsum")])
         if layer["output"] == "threshold":
             x = _threshold(g, model, layer, s)

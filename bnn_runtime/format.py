@@ -9,7 +9,7 @@
     16      8     manifest length M, uint64 LE
     24      8     data length D, uint64 LE
     32      32    SHA-256 of the M + D bytes that follow
-    64      M     manifest: UTF-8 JSON, sorted keys, no whitespace
+    64      M     manifest: zlib-compressed UTF-8 JSON, sorted keys, no whitespace
     64+M    D     array data, every array 8-byte aligned at its manifest offset
 
 Nothing in the file is executed: arrays are read with ``np.frombuffer`` from the dtype,
@@ -23,9 +23,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import struct
-import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,11 +33,13 @@ import numpy as np
 
 from .bits import n_words, padding_is_zero
 from .errors import BnnFormatError
+from .fileio import atomic_write_bytes
 
 MAGIC = b"BNNMODEL"
 VERSION = 1
 HEADER = struct.Struct("<8sIIQQ32s")  # magic, version, reserved, M, D, sha256
 ALIGN = 8
+MAX_MANIFEST = 16 * 2**20  # decompressed manifest bytes a reader accepts
 
 ENCODINGS_IN = ("uint8", "01", "pm1")
 ENCODINGS_OUT = ("01", "pm1")
@@ -79,7 +80,8 @@ class BnnFile:
 
 
 def _canonical_json(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return zlib.compress(text.encode(), 9)
 
 
 def to_bytes(manifest: dict, arrays: dict[str, np.ndarray]) -> bytes:
@@ -107,17 +109,7 @@ def write_bnn(path: str | Path, manifest: dict, arrays: dict[str, np.ndarray]) -
     """Validate, then write atomically (temp file + rename); returns the file size."""
     data = to_bytes(manifest, arrays)
     parse(data, source=str(path))  # never write a file this reader would refuse
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, data)
     return len(data)
 
 
@@ -160,7 +152,13 @@ def parse(data: bytes, source: str = "<bytes>") -> BnnFile:
     if hashlib.sha256(body).digest() != digest:
         fail("checksum mismatch: the file is corrupt")
     try:
-        manifest = json.loads(body[:m_len].decode("utf-8"))
+        inflater = zlib.decompressobj()
+        text = inflater.decompress(body[:m_len], MAX_MANIFEST)
+        if inflater.unconsumed_tail or not inflater.eof:
+            fail("manifest is not a complete zlib stream (or is larger than 16 MiB)")
+        manifest = json.loads(text.decode("utf-8"))
+    except zlib.error as e:
+        fail(f"manifest is not zlib-compressed JSON ({e})")
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         fail(f"manifest is not valid JSON ({e})")
     try:
