@@ -70,10 +70,11 @@ def _root() -> None:
 
 
 def _register() -> None:
-    from . import export, train
+    from . import bench_train, export, train
 
     app.command("train")(train.train)
     app.command("export")(export.export)
+    app.command("bench-train")(bench_train.bench_train)
 
 
 _register()

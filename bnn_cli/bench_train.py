@@ -1,0 +1,56 @@
+"""``bnn bench-train``: training images/s of binary vs float LeNet-5 (or MLP), epochs interleaved in one process."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .common import CliError, stderr_console
+from .train import Dataset, Device, Model
+
+
+def bench_train(
+    dataset: Annotated[Dataset, typer.Option(help="Dataset to train on.")] = "mnist",
+    data_dir: Annotated[Optional[Path], typer.Option(help="Folder with the IDX files of mnist/fashion-mnist.")] = None,
+    model: Annotated[Model, typer.Option(help="Network to time.")] = "lenet5",
+    epochs: Annotated[int, typer.Option(help="Epochs per variant (interleaved).")] = 3,
+    batch_size: Annotated[int, typer.Option(help="Mini-batch size.")] = 256,
+    batchnorm: Annotated[bool, typer.Option(help="BatchNorm in both variants.")] = True,
+    device: Annotated[Device, typer.Option(help="auto = cuda when available.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Time training epochs of the binary network (heaviside/rect, ±1 weights) against float twins (relu/tied).
+
+    The float twin with max pooling has the binary network's topology; the one with
+    quadratic-mean pooling is the paper's LeNet-5. Reports images/s per epoch (median over the
+    interleaved epochs) and each network's epoch cost relative to the float one.
+    """
+    from bnn_train.config import ModelConfig, TrainConfig
+    from bnn_train.speed import compare_training_speed
+
+    if epochs < 1:
+        raise CliError(f"--epochs must be a positive integer, got {epochs}")
+    train = TrainConfig(dataset=dataset.value, data_dir=str(data_dir) if data_dir else None, batch_size=batch_size,
+                        device=device.value, epochs=epochs)
+    train.validate()
+    result = compare_training_speed(train, ModelConfig(model=model.value, batchnorm=batchnorm), epochs=epochs)
+    result["command"] = "bnn " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"training speed: {result['model']} on {result['dataset']} ({result['device']}, "
+                        f"{result['threads']} threads, batch {result['batch_size']})")
+    for col in ("variant", "act", "weights", "pool", "images/s per epoch", "median", "epoch cost vs float"):
+        table.add_column(col)
+    for name, v in result["variants"].items():
+        table.add_row(name, v["act"], v["weights"], v["pool"], ", ".join(f"{r:.0f}" for r in v["images_per_s"]),
+                      f"{v['median_images_per_s']:.0f}", f"{v['epoch_cost_vs_float']:.2f}x")
+    stderr_console().print(table)
+    typer.echo(f"binary epoch cost = {result['variants']['binary']['epoch_cost_vs_float']:.2f}x the float network's")
