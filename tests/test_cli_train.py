@@ -106,3 +106,16 @@ def test_resume_of_missing_or_corrupt_run(tmp_path):
     assert_user_error(run_cli("train", "--resume", "--out", tmp_path / "foreign"), "corrupt", code=1)
     torch.save({"format": "something-else"}, tmp_path / "foreign" / "checkpoint.pt")
     assert_user_error(run_cli("train", "--resume", "--out", tmp_path / "foreign"), "not a bnn training checkpoint", code=1)
+
+
+def test_bench_train_reports_the_ratio():
+    result = run_cli("bench-train", "--dataset", "digits", "--epochs", "1", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert set(report["variants"]) == {"binary", "float", "float_qmean"}
+    assert report["variants"]["float"]["epoch_cost_vs_float"] == 1.0
+    assert report["variants"]["binary"]["median_images_per_s"] > 0
+
+
+def test_bench_train_bad_input():
+    assert_user_error(run_cli("bench-train", "--epochs", "0"), "--epochs", code=1)
