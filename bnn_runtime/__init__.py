@@ -1,11 +1,18 @@
 """bnn_runtime: load a .bnn file and run it on CPU. Imports only numpy and numba -- never torch or onnx.
 
 The file format (reader, writer, validation) and the bit layout live here, so that an edge
-device needs nothing else; ``reference`` is the plain NumPy executor used as the oracle.
+device needs nothing else; ``reference`` is the plain NumPy executor used as the oracle, and
+``load`` gives the fast one (Numba popcount kernels, ``model.BnnModel``)::
+
+    import bnn_runtime
+    model = bnn_runtime.load("lenet5.bnn", threads=2)
+    labels = model.predict(images)  # uint8 (N, H, W) or (N, C, H, W); int64 class indices
 """
 
 from .errors import BnnFormatError, InputError
 from .format import BnnFile, read_bnn, write_bnn
+from .model import BnnModel, load
 from .reference import reference_predict, reference_scores
 
-__all__ = ["BnnFormatError", "InputError", "BnnFile", "read_bnn", "write_bnn", "reference_scores", "reference_predict"]
+__all__ = ["BnnFormatError", "InputError", "BnnFile", "read_bnn", "write_bnn", "reference_scores", "reference_predict",
+           "BnnModel", "load"]

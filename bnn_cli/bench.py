@@ -1,0 +1,80 @@
+"""``bnn bench``: the runtime's images/s and latency against onnxruntime (integer graph, float network)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import CliError, stderr_console
+
+
+def bench(
+    model_path: Annotated[Path, typer.Argument(metavar="MODEL.bnn", help="The .bnn model file.")],
+    threads: Annotated[int, typer.Option(help="Threads of every engine (numba and onnxruntime intra-op).")] = 2,
+    batch: Annotated[int, typer.Option(help="Batch size of the throughput runs.")] = 256,
+    rounds: Annotated[int, typer.Option(help="Interleaved rounds (engine after engine).")] = 5,
+    latency_calls: Annotated[int, typer.Option(help="Batch-1 calls per engine and round.")] = 200,
+    min_seconds: Annotated[float, typer.Option(help="Seconds of batch runs per engine and round.")] = 0.25,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Time the runtime against onnxruntime on the same .bnn and on the float network of the same topology.
+
+    Interleaved in one process with the same thread count: batch-256 throughput, batch-1
+    latency (median, p90), their ratios, and the share of this machine's AND+popcount rate
+    that the binary layers reach. A benchmark: the numbers depend on the machine and its load.
+    """
+    for name, value in (("--threads", threads), ("--batch", batch), ("--rounds", rounds), ("--latency-calls", latency_calls)):
+        if value < 1:
+            raise CliError(f"{name} must be a positive integer, got {value}")
+    if not min_seconds > 0:
+        raise CliError(f"--min-seconds must be positive, got {min_seconds}")
+    from bnn_export.bench import run_bench
+
+    console = stderr_console()
+    with console.status("timing...") as status:
+        result = run_bench(model_path, threads=threads, batch=batch, rounds=rounds, latency_calls=latency_calls,
+                           min_seconds=min_seconds, progress=lambda r, n: status.update(f"round {r}/{n}"))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    _print(result)
+
+
+_LABELS = {"runtime": "bnn runtime", "onnxruntime_integer": "ORT integer", "onnxruntime_fp32": "ORT fp32"}
+
+
+def _print(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    m = result["machine"]
+    console.print(f"bnn bench {result['model']}: {result['threads']} threads, {m['cpu']}, "
+                  f"load average {m['load_average_1min']:.2f}")
+    table = Table(caption="ORT fp32: onnxruntime on the float network of the same topology (ReLU, max pooling)")
+    for col in ("engine", f"img/s @{result['batch']}", "p50 us", "p90 us", "img/s vs fp32", "p50 vs fp32"):
+        table.add_column(col, justify="right" if col != "engine" else "left", no_wrap=True)
+    fp32 = result["results"]["onnxruntime_fp32"]
+    for name, r in result["results"].items():
+        table.add_row(_LABELS[name], f"{r['images_per_second']:,.0f}", f"{r['latency_median_us']:.1f}",
+                      f"{r['latency_p90_us']:.1f}", f"{r['images_per_second'] / fp32['images_per_second']:.2f}x",
+                      f"{r['latency_median_us'] / fp32['latency_median_us']:.2f}x")
+    console.print(table)
+    ratios = result["ratios"]
+    console.print(f"runtime / onnxruntime integer: throughput {ratios['throughput_runtime_over_onnxruntime_integer']:.2f}x, "
+                  f"latency {ratios['latency_runtime_over_onnxruntime_integer']:.2f}x")
+    pc = result["popcount"]
+    console.print(f"runtime per layer (1 thread, batch {result['batch']}); "
+                  f"AND+popcount peak {pc['peak_word_ops_per_second'] / 1e9:.2f} G word-ops/s per thread")
+    prof = Table()
+    for col in ("layer", "kind", "us/image", "word-ops/image", "share of peak"):
+        prof.add_column(col, justify="left" if col in ("layer", "kind") else "right", no_wrap=True)
+    for r in pc["layers"]:
+        share = f"{r['share_of_peak']:.0%}" if r["share_of_peak"] is not None else "-"
+        prof.add_row(r["layer"], r["kind"], f"{r['seconds_per_image'] * 1e6:.2f}", f"{r['word_ops_per_image']:,}", share)
+    console.print(prof)
+    if pc["binary_layers_share_of_peak"] is not None:
+        console.print(f"binary layers together: {pc['binary_layers_share_of_peak']:.0%} of the AND+popcount peak")

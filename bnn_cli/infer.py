@@ -1,0 +1,173 @@
+"""``bnn infer``: run a .bnn model with the Numba runtime -- on images, on a .npy batch, or on a test set."""
+
+from __future__ import annotations
+
+import json
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from bnn_train import choices
+
+from .common import CliError
+
+Dataset = Enum("Dataset", [(v, v) for v in choices.DATASETS], type=str)
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def infer(
+    model_path: Annotated[Path, typer.Argument(metavar="MODEL.bnn", help="The .bnn model file.")],
+    images: Annotated[Optional[list[Path]], typer.Argument(help="Image files to classify (PNG, JPEG, ...; needs Pillow).")] = None,
+    npy: Annotated[Optional[Path], typer.Option(help="A .npy batch (N, *input shape) of pixel values 0..255 to classify.")] = None,
+    dataset: Annotated[Optional[Dataset], typer.Option(help="Evaluate on this test set [default: the model's own dataset].")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Folder with the IDX files of mnist/fashion-mnist.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Evaluate on the first N test images only.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="Threads the runtime uses [default: all cores].")] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="Output: table, csv or json.")] = Format.table,
+) -> None:
+    """Classify images or a .npy batch with a .bnn model, or measure its accuracy and speed on a test set.
+
+    With neither images nor --npy, the model is evaluated on the test set of --dataset (by
+    default the dataset it was trained on): accuracy and images/s.
+    """
+    from bnn_runtime.model import load
+
+    if images and npy is not None:
+        raise CliError("give image files or --npy, not both")
+    if (images or npy is not None) and (dataset is not None or limit is not None):
+        raise CliError("--dataset and --limit evaluate a test set; they do not combine with images or --npy")
+    if limit is not None and limit < 1:
+        raise CliError(f"--limit must be a positive integer, got {limit}")
+    model = load(model_path, threads=threads)
+    if images or npy is not None:
+        names, x = _read_images(images, model.input_shape) if images else _read_npy(npy)
+        scores, labels = model.run(x)
+        _print_predictions(model, model_path, names, scores, labels, fmt)
+        return
+    _print_evaluation(_evaluate(model, model_path, dataset, data_dir, limit), fmt)
+
+
+def _read_npy(path: Path):
+    import numpy as np
+
+    try:
+        x = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise CliError(f"{path}: no such file") from None
+    except (OSError, ValueError, EOFError) as e:
+        raise CliError(f"{path}: not a readable .npy array ({e})") from None
+    if not hasattr(x, "shape") or x.ndim == 0:
+        raise CliError(f"{path}: holds no array of images")
+    return [f"{path.name}[{i}]" for i in range(len(x))], x
+
+
+def _read_images(paths: list[Path], input_shape: tuple[int, ...]):
+    """uint8 batch (N, C, H, W) from image files: grayscale for 1-channel models, RGB for 3."""
+    import numpy as np
+
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:
+        raise CliError("reading image files needs Pillow: pip install 'untied-bnn[images]' (or pass a .npy batch with --npy)") from None
+    if len(input_shape) != 3 or input_shape[0] not in (1, 3):
+        raise CliError(f"the model takes input of shape {list(input_shape)}, not images; pass a .npy batch with --npy")
+    c, h, w = input_shape
+    batch = []
+    for path in paths:
+        try:
+            with Image.open(path) as im:
+                im.load()
+                arr = np.asarray(im.convert("L" if c == 1 else "RGB"))
+        except FileNotFoundError:
+            raise CliError(f"{path}: no such file") from None
+        except (UnidentifiedImageError, OSError, ValueError) as e:
+            raise CliError(f"{path}: cannot decode the image ({e})") from None
+        if arr.shape[:2] != (h, w):
+            raise CliError(f"{path}: the image is {arr.shape[1]}x{arr.shape[0]} pixels, the model takes {w}x{h}")
+        batch.append(arr[None] if c == 1 else arr.transpose(2, 0, 1))
+    return [str(p) for p in paths], np.stack(batch).astype(np.uint8)
+
+
+def _evaluate(model, model_path: Path, dataset, data_dir: Optional[Path], limit: Optional[int]) -> dict:
+    import numpy as np
+
+    from bnn_train.config import RunConfig, TrainConfig
+    from bnn_train.data import load_dataset
+
+    provenance = model.manifest.get("provenance", {})
+    name = dataset.value if dataset is not None else provenance.get("dataset")
+    if name not in choices.DATASETS:
+        raise CliError(f"{model_path} names no dataset it was trained on; pass --dataset ({', '.join(choices.DATASETS)}) "
+                       "or give images or --npy")
+    train = TrainConfig(dataset=name, data_dir=str(data_dir) if data_dir else None)
+    try:  # the synthetic 'ones' task is generated from the run's own dim and n_samples
+        saved = RunConfig.from_dict(provenance["config"]).train
+        train = TrainConfig(dataset=name, data_dir=train.data_dir, dim=saved.dim, n_samples=saved.n_samples)
+    except Exception:  # no or foreign config in the provenance: the dataset's defaults
+        pass
+    data = load_dataset(train)
+    x, y = data.x_test.numpy(), data.y_test.numpy()
+    if limit is not None:
+        x, y = x[:limit], y[:limit]
+    if data.num_classes != len(model.classes):
+        raise CliError(f"{name} has {data.num_classes} classes, the model {len(model.classes)}")
+    model.predict(x[: 4 * model.tile * model.threads])  # compile or load the kernels before the clock starts
+    start = time.perf_counter()
+    pred = model.predict(x)
+    seconds = time.perf_counter() - start
+    correct = int((pred == y).sum())
+    return {"model": str(model_path), "dataset": name, "images": len(y), "correct": correct,
+            "accuracy": correct / len(y), "seconds": seconds, "images_per_second": len(y) / seconds,
+            "threads": model.threads}
+
+
+def _print_evaluation(result: dict, fmt: Format) -> None:
+    if fmt is Format.json:
+        typer.echo(json.dumps(result, indent=2))
+    elif fmt is Format.csv:
+        typer.echo(",".join(result))
+        typer.echo(",".join(str(v) for v in result.values()))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"bnn infer {result['model']}")
+        for col in ("dataset", "images", "accuracy", "images/s", "threads"):
+            table.add_column(col)
+        table.add_row(result["dataset"], f"{result['images']:,}", f"{result['accuracy']:.4%}",
+                      f"{result['images_per_second']:,.0f}", str(result["threads"]))
+        Console().print(table)
+
+
+def _print_predictions(model, model_path: Path, names: list[str], scores, labels, fmt: Format) -> None:
+    classes = model.classes
+    rows = [{"input": n, "index": int(k), "class": classes[int(k)], "scores": [int(v) for v in s]}
+            for n, k, s in zip(names, labels, scores)]
+    if fmt is Format.json:
+        typer.echo(json.dumps({"model": str(model_path), "classes": classes, "predictions": rows}, indent=2))
+    elif fmt is Format.csv:
+        import csv
+        import sys
+
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["input", "index", "class"])
+        for r in rows:
+            writer.writerow([r["input"], r["index"], r["class"]])
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="bnn infer")
+        for col in ("input", "class", "index", "scores"):
+            table.add_column(col)
+        for r in rows:  # file names only: full paths are in csv and json
+            table.add_row(Path(r["input"]).name, r["class"], str(r["index"]), " ".join(map(str, r["scores"])))
+        Console().print(table)

@@ -1,0 +1,199 @@
+"""``bnn bench``: the runtime against onnxruntime on the same .bnn, and against the float network it replaces.
+
+Three engines, timed interleaved in one process with the same thread count:
+
+* ``runtime``: ``bnn_runtime`` (Numba popcount kernels), ``predict``;
+* ``onnxruntime_integer``: onnxruntime on the integer ONNX graph of the same .bnn (``bnn_to_onnx``);
+* ``onnxruntime_fp32``: onnxruntime on the float network of the same topology -- ReLU, the same
+  widths, max pooling, no BatchNorm -- built by ``bnn_train`` from the model's training
+  configuration (random weights: speed does not depend on them) and exported by ``float_to_onnx``.
+
+Batch 256 gives throughput (images/s, the median of the rounds), batch 1 latency (median and
+90th percentile over every call). Rounds alternate the engines so that background load falls
+on all of them alike. A microbenchmark measures this machine's AND+popcount rate, and a
+per-layer profile of the runtime (one thread) says which share of it the binary layers reach.
+This is a benchmark, not a test: nothing here asserts on time.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from bnn_runtime.format import BnnFile
+from bnn_runtime.kernels import and_popcount_peak
+from bnn_runtime.model import load
+from bnn_runtime.profile import layer_times
+
+ENGINES = ("runtime", "onnxruntime_integer", "onnxruntime_fp32")
+
+
+def _session(model_bytes: bytes, threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+
+
+def _mirror_float_network(bnn: BnnFile):
+    """The float twin built from the .bnn layer list itself (when the file carries no training config)."""
+    from torch import nn
+
+    from bnn_train.activations import Activation
+
+    layers, flat = [], False
+    for i, layer in enumerate(bnn.layers):
+        last = i == len(bnn.layers) - 1
+        if layer["kind"] == "conv":
+            c = layer["in_shape"][0]
+            layers.append(nn.Conv2d(c, layer["out_features"], tuple(layer["kernel"]), padding=tuple(layer["padding"])))
+        else:
+            if not flat:
+                layers.append(nn.Flatten())
+                flat = True
+            layers.append(nn.Linear(layer["fan_in"], layer["out_features"]))
+        if layer.get("pool"):
+            layers.append(nn.MaxPool2d(tuple(layer["pool"]["size"])))
+        if not last:
+            layers.append(Activation("relu/tied"))
+    return nn.Sequential(*layers).eval(), False
+
+
+def float_baseline(bnn: BnnFile):
+    """(float nn.Sequential of the same topology, single_unit) -- from the provenance config when there is one."""
+    from bnn_train.config import RunConfig
+    from bnn_train.errors import ConfigError
+    from bnn_train.models import build_model, is_single_unit
+
+    config = bnn.manifest.get("provenance", {}).get("config")
+    if isinstance(config, dict):
+        try:
+            cfg = RunConfig.from_dict(config).model
+            cfg = replace(cfg, weights="float", act="relu/tied", batchnorm=False, pool="max")
+            model = build_model(cfg).eval()
+            if tuple(cfg.in_shape) == tuple(bnn.input_shape):
+                return model, is_single_unit(cfg)
+        except (ConfigError, ValueError):
+            pass
+    return _mirror_float_network(bnn)
+
+
+def _throughput(fn, x: np.ndarray, min_seconds: float) -> float:
+    n, start = 0, time.perf_counter()
+    while True:
+        fn(x)
+        n += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds:
+            return n * len(x) / elapsed
+
+
+def _latencies(fn, x1: np.ndarray, calls: int) -> list[float]:
+    out = []
+    for _ in range(calls):
+        t = time.perf_counter()
+        fn(x1)
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def popcount_rate(seconds: float = 0.3) -> float:
+    """AND+popcount word operations per second of one thread in a tight loop that does nothing else."""
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 2**63, size=4096, dtype=np.uint64)  # 32 KiB: stays in the L1/L2 cache
+    w = rng.integers(0, 2**63, size=4, dtype=np.uint64)
+    and_popcount_peak(a, w, 1)
+    reps, best = 16, 0.0
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        and_popcount_peak(a, w, reps)
+        best = max(best, reps * 4 * len(a) / (time.perf_counter() - t))
+    return best
+
+
+def machine() -> dict:
+    load1, load5, _ = os.getloadavg()
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cpus": os.cpu_count(), "load_average_1min": load1, "load_average_5min": load5}
+
+
+def run_bench(path, threads: int = 2, batch: int = 256, rounds: int = 5, latency_calls: int = 200,
+              min_seconds: float = 0.25, seed: int = 0, progress=None) -> dict:
+    """Time the three engines on the model at ``path``; returns the result as a JSON-able dict."""
+    from .onnx_bnn import bnn_to_onnx
+    from .onnx_float import float_to_onnx
+
+    model = load(path, threads=threads)
+    bnn = model.file
+    float_model, single_unit = float_baseline(bnn)
+    sessions = {
+        "onnxruntime_integer": _session(bnn_to_onnx(bnn).SerializeToString(), threads),
+        "onnxruntime_fp32": _session(float_to_onnx(float_model, bnn.input_shape, single_unit=single_unit)
+                                     .SerializeToString(), threads),
+    }
+    engines = {"runtime": model.predict}
+    for name, s in sessions.items():
+        engines[name] = lambda x, s=s: s.run(None, {"images": x})
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, size=(batch, *bnn.input_shape), dtype=np.uint8)
+    load_before = machine()
+    for fn in engines.values():  # compile, load caches, allocate
+        fn(x)
+        fn(x[:1])
+    rates = {name: [] for name in engines}
+    lat = {name: [] for name in engines}
+    for r in range(rounds):
+        for name, fn in engines.items():
+            rates[name].append(_throughput(fn, x, min_seconds))
+            lat[name] += _latencies(fn, x[:1], latency_calls)
+        if progress:
+            progress(r + 1, rounds)
+    results = {}
+    for name in engines:
+        ms = np.array(lat[name]) * 1e6
+        results[name] = {"images_per_second": float(np.median(rates[name])),
+                         "latency_median_us": float(np.median(ms)), "latency_p90_us": float(np.percentile(ms, 90))}
+    rt = results["runtime"]
+    ratios = {}
+    for base in ("onnxruntime_fp32", "onnxruntime_integer"):
+        b = results[base]
+        ratios[f"throughput_runtime_over_{base}"] = rt["images_per_second"] / b["images_per_second"]
+        ratios[f"latency_runtime_over_{base}"] = rt["latency_median_us"] / b["latency_median_us"]
+    return {
+        "model": str(path), "input_shape": list(bnn.input_shape),
+        "layers": [f"{layer['kind']} {layer['out_features']}" for layer in bnn.layers],
+        "threads": threads, "batch": batch, "rounds": rounds, "latency_calls": rounds * latency_calls,
+        "machine": {**load_before, "load_average_1min_after": os.getloadavg()[0]},
+        "results": results, "ratios": ratios,
+        "popcount": _popcount_share(model, x),
+    }
+
+
+def _popcount_share(model, x: np.ndarray) -> dict:
+    """Per-layer time of the runtime (one thread) and the share of the machine's AND+popcount rate reached."""
+    peak = popcount_rate()
+    layers = layer_times(model, x)
+    ops = sum(r["word_ops_per_image"] for r in layers)
+    secs = sum(r["seconds_per_image"] for r in layers if r["word_ops_per_image"])
+    for r in layers:
+        s = r["seconds_per_image"]
+        r["share_of_peak"] = r["word_ops_per_image"] / s / peak if r["word_ops_per_image"] and s > 0 else None
+    return {"peak_word_ops_per_second": peak, "layers": layers,
+            "binary_layers_share_of_peak": ops / secs / peak if secs > 0 else None}
+
+
+__all__ = ["run_bench", "float_baseline", "popcount_rate", "ENGINES"]

@@ -1,0 +1,540 @@
+"""Numba kernels of the runtime: packed popcount products with the threshold, OR-pooling and packing fused in.
+
+Every kernel is a plain module-level ``@njit(cache=True)`` function on arrays it is given (no
+globals), small enough to read at once; ``forward_serial`` / ``forward_parallel`` at the end
+run a whole network in one call, and ``model.BnnModel`` validates every input before a
+kernel sees it. All compiled code lives in this one file on purpose: numba's on-disk cache
+is invalidated by a change of the file that holds a function, not of the files it calls.
+All arithmetic on the integer path is exact integer arithmetic (no ``fastmath``).
+
+Bit products, for a row ``a`` of activation bits and a row ``w`` of weight bits
+(``p = popcount(a & w)``, ``pa = popcount(a)``, ``pw = popcount(w)``, ``n`` = fan-in):
+
+* ``01`` inputs:  ``s = 2 p - pa``
+* ``pm1`` inputs: ``s = n - 2 popcount(a ^ w) = 4 p - 2 pa - 2 pw + n``  (since
+  ``popcount(a ^ w) = pa + pw - 2 p``), so one AND kernel serves both encodings:
+  ``s = alpha p + beta pa + gamma_o`` with per-layer ``alpha, beta`` and per-output ``gamma``.
+
+Hidden layers never store a sum: ``bit = dir_o * s >= dir_o * T_o`` is evaluated on the
+block of sums still in registers and OR-ed straight into the next layer's bit rows (OR-pooling
+is the same OR: the rows of one pooling window share an output bit).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import get_thread_id, njit, prange, types
+from numba.extending import intrinsic
+
+@intrinsic
+def popcount(typingctx, x):
+    """Number of set bits of a uint64 (``llvm.ctpop``: POPCNT, or VPOPCNTQ once the loop is vectorised)."""
+    if x != types.uint64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        fn = builder.module.declare_intrinsic("llvm.ctpop", [ir.IntType(64)])
+        return builder.call(fn, [args[0]])
+
+    return types.uint64(types.uint64), codegen
+
+
+# Two rules keep these loops fast (both measured, 10-25x each):
+# * no call to a small array-taking kernel inside a hot loop: numba increments and decrements the
+#   reference count of every array argument (atomic operations) on each such call, so register
+#   blocks, bit copies and epilogues are written inline, and kernels are called per layer or image;
+# * offsets read from data index arrays as uint64: a signed index gets a negative-index check
+#   that keeps LLVM from vectorising the loop.
+
+
+@njit(cache=True, inline="always")
+def or_bits(out, bit, nib):
+    """OR the bits of nib (up to 4) into the flat bit string out from bit ``bit`` on (it may span 2 words).
+
+    Inlined into its callers by numba (inline="always"): no call, no reference counting.
+    """
+    q, sft = np.uint64(bit) >> np.uint64(6), np.uint64(bit) & np.uint64(63)
+    out[q] |= nib << sft
+    if sft > np.uint64(60):
+        out[q + np.uint64(1)] |= nib >> (np.uint64(64) - sft)
+
+
+@njit(cache=True, inline="always")
+def nibble(p0, p1, p2, p3, pa, alpha, c):
+    """The 4 output bits of one row of a register block, branch-free (a threshold's outcome is a coin
+    flip to a branch predictor): bit j = dir_j * (alpha p_j + pa + gamma_j) >= dir_j * T_j, with
+    c = (gamma_0..3, dir * T_0..3, dir_0..3)."""
+    b0 = c[8] * (alpha * np.int64(p0) + pa + c[0]) >= c[4]
+    b1 = c[9] * (alpha * np.int64(p1) + pa + c[1]) >= c[5]
+    b2 = c[10] * (alpha * np.int64(p2) + pa + c[2]) >= c[6]
+    b3 = c[11] * (alpha * np.int64(p3) + pa + c[3]) >= c[7]
+    return (np.uint64(b0) | (np.uint64(b1) << np.uint64(1)) | (np.uint64(b2) << np.uint64(2))
+            | (np.uint64(b3) << np.uint64(3)))
+
+
+@njit(cache=True)
+def gemm_rows4(a, r0, r1, nw, w, n_out, alpha, beta, consts, rowbit, out, scores, row0, last):
+    """Rows r0..r1-1 (a multiple of 4) of ``a`` times the weight rows ``w``, 4 rows x 4 outputs per block.
+
+    Sums ``s = alpha p + beta pa + gamma`` (consts = (gamma, dir * T, dir) per output) go, while
+    the block is in registers, to scores[row0 + r] (``last``) or become the bit dir * s >= dir * T,
+    OR-ed into the flat output bits ``out`` at rowbit[r] + o.
+    """
+    acc = np.empty((4, 4), np.int64)
+    pa = np.empty(r1, np.int64)
+    for r in range(r0, r1):
+        t = np.uint64(0)
+        for k in range(nw):
+            t += popcount(a[r, k])
+        pa[r] = beta * np.int64(t)
+    for o in range(0, n_out, 4):  # outputs outside: a block of weight rows is read from L1 by every row
+        c = (consts[0, o], consts[0, o + 1], consts[0, o + 2], consts[0, o + 3], consts[1, o], consts[1, o + 1],
+             consts[1, o + 2], consts[1, o + 3], consts[2, o], consts[2, o + 1], consts[2, o + 2], consts[2, o + 3])
+        valid = (np.uint64(1) << np.uint64(min(4, n_out - o))) - np.uint64(1)  # padded outputs (dir 0) never set a bit
+        for r in range(r0, r1, 4):
+            s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = np.uint64(0)
+            s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = np.uint64(0)
+            for k in range(nw):
+                a0, a1, a2, a3 = a[r, k], a[r + 1, k], a[r + 2, k], a[r + 3, k]
+                w0, w1, w2, w3 = w[o, k], w[o + 1, k], w[o + 2, k], w[o + 3, k]
+                s00 += popcount(a0 & w0)
+                s01 += popcount(a0 & w1)
+                s02 += popcount(a0 & w2)
+                s03 += popcount(a0 & w3)
+                s10 += popcount(a1 & w0)
+                s11 += popcount(a1 & w1)
+                s12 += popcount(a1 & w2)
+                s13 += popcount(a1 & w3)
+                s20 += popcount(a2 & w0)
+                s21 += popcount(a2 & w1)
+                s22 += popcount(a2 & w2)
+                s23 += popcount(a2 & w3)
+                s30 += popcount(a3 & w0)
+                s31 += popcount(a3 & w1)
+                s32 += popcount(a3 & w2)
+                s33 += popcount(a3 & w3)
+            if last:
+                acc[0, 0], acc[0, 1], acc[0, 2], acc[0, 3] = s00, s01, s02, s03
+                acc[1, 0], acc[1, 1], acc[1, 2], acc[1, 3] = s10, s11, s12, s13
+                acc[2, 0], acc[2, 1], acc[2, 2], acc[2, 3] = s20, s21, s22, s23
+                acc[3, 0], acc[3, 1], acc[3, 2], acc[3, 3] = s30, s31, s32, s33
+                for i in range(4):
+                    for j in range(min(4, n_out - o)):
+                        scores[row0 + r + i, o + j] = alpha * acc[i, j] + pa[r + i] + consts[0, o + j]
+                continue
+            or_bits(out, rowbit[r] + o, nibble(s00, s01, s02, s03, pa[r], alpha, c) & valid)
+            or_bits(out, rowbit[r + 1] + o, nibble(s10, s11, s12, s13, pa[r + 1], alpha, c) & valid)
+            or_bits(out, rowbit[r + 2] + o, nibble(s20, s21, s22, s23, pa[r + 2], alpha, c) & valid)
+            or_bits(out, rowbit[r + 3] + o, nibble(s30, s31, s32, s33, pa[r + 3], alpha, c) & valid)
+
+
+@njit(cache=True)
+def gemm_rows1(a, r0, r1, nw, w, n_out, alpha, beta, consts, rowbit, out, scores, row0, last):
+    """gemm_rows4 one row at a time (1 row x 4 outputs per block): the rows a batch leaves over, batch 1."""
+    for r in range(r0, r1):
+        t = np.uint64(0)
+        for k in range(nw):
+            t += popcount(a[r, k])
+        pa = beta * np.int64(t)
+        for o in range(0, n_out, 4):
+            s0 = s1 = s2 = s3 = np.uint64(0)
+            for k in range(nw):
+                a0 = a[r, k]
+                s0 += popcount(a0 & w[o, k])
+                s1 += popcount(a0 & w[o + 1, k])
+                s2 += popcount(a0 & w[o + 2, k])
+                s3 += popcount(a0 & w[o + 3, k])
+            if last:
+                for j in range(min(4, n_out - o)):
+                    p = s0 if j == 0 else s1 if j == 1 else s2 if j == 2 else s3
+                    scores[row0 + r, o + j] = alpha * np.int64(p) + pa + consts[0, o + j]
+                continue
+            c = (consts[0, o], consts[0, o + 1], consts[0, o + 2], consts[0, o + 3], consts[1, o], consts[1, o + 1],
+                 consts[1, o + 2], consts[1, o + 3], consts[2, o], consts[2, o + 1], consts[2, o + 2], consts[2, o + 3])
+            valid = (np.uint64(1) << np.uint64(min(4, n_out - o))) - np.uint64(1)
+            or_bits(out, rowbit[r] + o, nibble(s0, s1, s2, s3, pa, alpha, c) & valid)
+
+
+@njit(cache=True)
+def gemm(a, nrows, nw, w, n_out, alpha, beta, consts, rowbit, out, scores, row0, last):
+    """The popcount product of a binary layer with its fused epilogue (see gemm_rows4)."""
+    n4 = nrows - nrows % 4
+    gemm_rows4(a, 0, n4, nw, w, n_out, alpha, beta, consts, rowbit, out, scores, row0, last)
+    gemm_rows1(a, n4, nrows, nw, w, n_out, alpha, beta, consts, rowbit, out, scores, row0, last)
+
+
+@njit(cache=True)
+def row_bit_offsets(nrows, rows_per_image, group, n_out, image_bits, rowbit):
+    """rowbit[r] = bit (in the flattened output rows) of row r's output 0, counting without a division.
+
+    Row r belongs to image r // rows_per_image and, within it, to output position
+    (r % rows_per_image) // group (``group`` consecutive rows form one pooling window).
+    """
+    img = q = g = 0
+    for r in range(nrows):
+        rowbit[r] = img * image_bits + q * n_out
+        g += 1
+        if g == group:
+            g, q = 0, q + 1
+            if q * group == rows_per_image:
+                q, img = 0, img + 1
+
+
+@njit(cache=True)
+def im2col_bits(src, img, c, h, w, kh, kw, ph, pw, oh, ow, sh, sw, dst, row0, nw):
+    """Patches of image img's bits (row img of src: an (H, W, C) channels-last bit string) into rows of dst.
+
+    Row order follows the pooling windows, ``((py * PW + px) * sh + dy) * sw + dx``, so that the
+    rows of one window are consecutive; a patch holds its bits in (i, j, c) order: kernel row i
+    is the run of (j1 - j0) * c bits at ((yy * W + x - pw + j0) * c) of the source, 0 outside the
+    image (zero padding of 01 bits). Source rows have a spare word. Returns the next free row.
+    """
+    r = row0
+    for py in range(oh // sh):
+        for px in range(ow // sw):
+            for dy in range(sh):
+                for dx in range(sw):
+                    y, x = py * sh + dy, px * sw + dx
+                    for k in range(nw):
+                        dst[r, k] = 0
+                    j0, j1 = max(0, pw - x), min(kw, w + pw - x)
+                    for i in range(kh):
+                        yy = y + i - ph
+                        if yy < 0 or yy >= h or j0 >= j1:
+                            continue
+                        so, do, n = (yy * w + x - pw + j0) * c, (i * kw + j0) * c, (j1 - j0) * c
+                        while n > 0:  # copy n bits, at most a word at a time
+                            take = min(n, 64)
+                            q, sft = so >> 6, np.uint64(so & 63)
+                            v = src[img, q] >> sft
+                            if sft:
+                                v |= src[img, q + 1] << (np.uint64(64) - sft)
+                            if take < 64:
+                                v &= (np.uint64(1) << np.uint64(take)) - np.uint64(1)
+                            q, sft = do >> 6, np.uint64(do & 63)
+                            dst[r, q] |= v << sft
+                            if sft and sft + np.uint64(take) > np.uint64(64):
+                                dst[r, q + 1] |= v >> (np.uint64(64) - sft)
+                            so, do, n = so + take, do + take, n - take
+                    r += 1
+    return r
+
+
+# --------------------------------------------------------------------------- the first layer (uint8 input)
+
+
+@njit(cache=True)
+def byte_planes(x, planes, r0, nw):
+    """Bit-plane decomposition x = sum_b 2^b x_b: planes[r0 + b] = bit b of every byte of x, packed.
+
+    Eight pixels at a time: ((v >> b) & 0x01..01) * 0x0102040810204080 >> 56 gathers bit b of
+    the 8 bytes of v into one byte (the partial products never overlap, so no carries).
+    Returns sum(x).
+    """
+    lo, magic = np.uint64(0x0101010101010101), np.uint64(0x0102040810204080)
+    for b in range(8):
+        for k in range(nw):
+            planes[r0 + b, k] = 0
+    n = x.shape[0]
+    total = np.uint64(0)
+    for g in range(n // 8):
+        v = np.uint64(0)
+        for j in range(8):
+            v |= np.uint64(x[8 * g + j]) << np.uint64(8 * j)
+            total += np.uint64(x[8 * g + j])
+        q, s = g >> 3, np.uint64((g & 7) * 8)
+        for b in range(8):
+            planes[r0 + b, q] |= ((((v >> np.uint64(b)) & lo) * magic) >> np.uint64(56)) << s
+    for k in range(n // 8 * 8, n):
+        total += np.uint64(x[k])
+        for b in range(8):
+            planes[r0 + b, k >> 6] |= np.uint64((x[k] >> b) & 1) << np.uint64(k & 63)
+    return np.int64(total)
+
+
+@njit(cache=True)
+def dense_u8(planes, n_img, nw, w, n_out, xsum, consts, last, out, image_bits, scores, row0):
+    """First dense layer on uint8 input: s = sum_b 2^b (2 popcount(x_b & w) - popcount(x_b)) = 2 P - sum(x),
+    P = sum_b 2^b popcount(x_b & w): blocks of 8 planes x 2 outputs, weighted inside the word loop
+    (2 accumulators to reduce at the end of a block instead of 16: 13% faster, measured).
+
+    ``last``: write s to scores[row0 + i]; otherwise threshold and pack into the flat output
+    bits ``out`` (image_bits bits per image). ``w`` has an even number of rows.
+    """
+    for o in range(0, n_out, 2):  # outputs outside: two weight rows are read from L1 by every image
+        for i in range(n_img):
+            r = 8 * i
+            p0 = p1 = np.uint64(0)
+            for k in range(nw):
+                x0, x1, x2, x3 = planes[r, k], planes[r + 1, k], planes[r + 2, k], planes[r + 3, k]
+                x4, x5, x6, x7 = planes[r + 4, k], planes[r + 5, k], planes[r + 6, k], planes[r + 7, k]
+                w0, w1 = w[o, k], w[o + 1, k]
+                p0 += (popcount(x0 & w0) + (popcount(x1 & w0) << np.uint64(1)) + (popcount(x2 & w0) << np.uint64(2))
+                       + (popcount(x3 & w0) << np.uint64(3)) + (popcount(x4 & w0) << np.uint64(4))
+                       + (popcount(x5 & w0) << np.uint64(5)) + (popcount(x6 & w0) << np.uint64(6))
+                       + (popcount(x7 & w0) << np.uint64(7)))
+                p1 += (popcount(x0 & w1) + (popcount(x1 & w1) << np.uint64(1)) + (popcount(x2 & w1) << np.uint64(2))
+                       + (popcount(x3 & w1) << np.uint64(3)) + (popcount(x4 & w1) << np.uint64(4))
+                       + (popcount(x5 & w1) << np.uint64(5)) + (popcount(x6 & w1) << np.uint64(6))
+                       + (popcount(x7 & w1) << np.uint64(7)))
+            s0, s1 = 2 * np.int64(p0) - xsum[i], 2 * np.int64(p1) - xsum[i]
+            if last:
+                scores[row0 + i, o] = s0
+                if o + 1 < n_out:
+                    scores[row0 + i, o + 1] = s1
+                continue
+            nib = np.uint64(consts[2, o] * s0 >= consts[1, o])
+            if o + 1 < n_out:
+                nib |= np.uint64(consts[2, o + 1] * s1 >= consts[1, o + 1]) << np.uint64(1)
+            or_bits(out, i * image_bits + o, nib)
+
+
+@njit(cache=True)
+def pad_image(img, c_in, h, w, ph, pw, pitch, xp):
+    """Copy a uint8 image (C, H, W) into the interior of xp, its zero-padded copy (C, H + 2ph, pitch), flat."""
+    hp = h + 2 * ph
+    for c in range(c_in):
+        for y in range(h):
+            dst, src = np.uint64((c * hp + ph + y) * pitch + pw), np.uint64((c * h + y) * w)
+            for x in range(np.uint64(w)):
+                xp[dst + x] = img[src + x]
+
+
+@njit(cache=True)
+def box_sums(xp, c_in, hp, pitch, kh, kw, n, rowsum, box):
+    """box[t] = sum of the C x kh x kw window at flat output position t = y * pitch + x (separable sums)."""
+    m = np.uint64(hp * pitch)
+    for t in range(np.uint64(n)):
+        box[t] = 0
+    for c in range(c_in):
+        for t in range(m):
+            rowsum[t] = 0
+        for j in range(kw):
+            off = np.uint64(c * hp * pitch + j)
+            for t in range(m):
+                rowsum[t] += xp[off + t]
+        for i in range(kh):
+            off = np.uint64(i * pitch)
+            for t in range(np.uint64(n)):
+                box[t] += rowsum[off + t]
+
+
+@njit(cache=True)
+def tap_sums(xp, taps, consts, box, n, acc):
+    """acc[o, t] = dir_o * s_o at flat output position t, with s_o = sigma_o (2 A_o - B).
+
+    A_o sums xp[off + t] over the taps of output o (taps[o, 0] offsets in taps[o, 1:]), four
+    taps per pass over the map (one long vector loop each, all rows of the padded image: the
+    ``pitch - OW`` extra columns are never read), B is the box sum; consts = (sigma, dir * T, dir).
+    A_o <= 255 * fan_in / 2 and |2 A_o - B| <= 255 * fan_in: the int16 variant cannot overflow.
+    """
+    nn = np.uint64(n)
+    for o in range(acc.shape[0]):
+        for t in range(nn):
+            acc[o, t] = 0
+        k, count = 1, taps[o, 0]
+        while k + 3 <= count:
+            o1, o2 = np.uint64(taps[o, k]), np.uint64(taps[o, k + 1])
+            o3, o4 = np.uint64(taps[o, k + 2]), np.uint64(taps[o, k + 3])
+            for t in range(nn):
+                acc[o, t] += xp[o1 + t] + xp[o2 + t] + xp[o3 + t] + xp[o4 + t]
+            k += 4
+        while k <= count:
+            o1 = np.uint64(taps[o, k])
+            for t in range(nn):
+                acc[o, t] += xp[o1 + t]
+            k += 1
+        e = consts[0, o] * consts[2, o]
+        for t in range(nn):
+            acc[o, t] = e * (2 * acc[o, t] - box[t])
+
+
+@njit(cache=True)
+def threshold_pool_pack_u8(acc, pitch, oh, ow, sh, sw, consts, m, out, out0):
+    """First conv layer: bit = OR over each sh x sw window of (dir * s >= dir * T), acc = dir * s (tap_sums).
+
+    A window's OR is max(dir * s) >= dir * T: the maxima over the window's rows in vector loops
+    into m (O, OW), then over its columns while the bits are packed in output order --
+    channels-last, bit out0 + (py * PW + px) * O + o -- a word at a time in a register.
+    """
+    n_out = acc.shape[0]
+    pw_ = ow // sw
+    ncols = np.uint64(pw_ * sw)
+    for py in range(oh // sh):
+        for o in range(n_out):
+            r = np.uint64(py * sh * pitch)
+            for x in range(ncols):
+                m[o, x] = acc[o, r + x]
+            for dy in range(1, sh):
+                r = np.uint64((py * sh + dy) * pitch)
+                for x in range(ncols):
+                    m[o, x] = max(m[o, x], acc[o, r + x])
+        pos = out0 + py * pw_ * n_out
+        q, sft, word = pos >> 6, np.uint64(pos & 63), np.uint64(0)
+        for px in range(pw_):
+            for o in range(n_out):
+                v = m[o, px * sw]
+                for dx in range(1, sw):
+                    v = max(v, m[o, px * sw + dx])
+                word |= np.uint64(v >= consts[1, o]) << sft
+                sft += np.uint64(1)
+                if sft == np.uint64(64):
+                    out[q] |= word
+                    q, sft, word = q + 1, np.uint64(0), np.uint64(0)
+        if sft:
+            out[q] |= word
+
+
+@njit(cache=True)
+def conv_u8(img, c_in, h, w, kh, kw, ph, pw, oh, ow, sh, sw, taps, consts, ibuf, out, out0):
+    """First conv layer on one uint8 image: integer sums over +-1 weights, threshold, OR-pool, pack.
+
+    s_o = sum_+ x - sum_- x = sigma_o (2 A_o - B): A_o sums only the taps of the rarer sign
+    (at most half of them), B is the all-ones box sum shared by every output.
+    ibuf (int16 when 255 * fan_in fits, else int32) holds
+    [padded image | dir * s of every output | box | row sums | window maxima (O, OW)].
+    """
+    hp, pitch, n_out = h + 2 * ph, w + 2 * pw, taps.shape[0]
+    n = oh * pitch
+    n_xp = c_in * hp * pitch + kw  # kw spare elements: the last rows' extra columns read past the image
+    xp = ibuf[:n_xp]
+    acc = ibuf[n_xp : n_xp + n_out * n].reshape((n_out, n))
+    box = ibuf[n_xp + n_out * n : n_xp + (n_out + 1) * n]
+    rowsum = ibuf[n_xp + (n_out + 1) * n : n_xp + (n_out + 1) * n + hp * pitch]
+    end = n_xp + (n_out + 1) * n + hp * pitch
+    m = ibuf[end : end + n_out * ow].reshape((n_out, ow))
+    for t in range(np.uint64(n_xp)):
+        xp[t] = 0  # (cheaper than remembering which scratch was zeroed: ~1,000 elements for 28 x 28)
+    pad_image(img, c_in, h, w, ph, pw, pitch, xp)
+    box_sums(xp, c_in, hp, pitch, kh, kw, n, rowsum, box)
+    tap_sums(xp, taps, consts, box, n, acc)
+    threshold_pool_pack_u8(acc, pitch, oh, ow, sh, sw, consts, m, out, out0)
+
+
+# --------------------------------------------------------------------------- the microbenchmark
+
+
+@njit(cache=True)
+def and_popcount_peak(a, w, repeats):
+    """The machine's AND+popcount rate: each word of ``a`` ANDed with 4 words held in registers
+    (w[0..3]), popcounted and accumulated -- 4 word operations per word loaded, nothing else.
+
+    The 4 words rotate between repeats, so that no repeat can be skipped; returns the total.
+    """
+    w0, w1, w2, w3 = w[0], w[1], w[2], w[3]
+    total = np.uint64(0)
+    for _ in range(repeats):
+        s0 = s1 = s2 = s3 = np.uint64(0)
+        for k in range(a.shape[0]):
+            x = a[k]
+            s0 += popcount(x & w0)
+            s1 += popcount(x & w1)
+            s2 += popcount(x & w2)
+            s3 += popcount(x & w3)
+        total += s0 + (s1 << np.uint64(1)) + (s2 << np.uint64(2)) + (s3 << np.uint64(3))
+        w0, w1, w2, w3 = w1, w2, w3, w0
+    return total
+
+
+# --------------------------------------------------------------------------- labels
+
+
+@njit(cache=True)
+def labels_from_scores(scores, scale, offset, threshold_consts, labels):
+    """argmax(scale * s + offset) in float64, first maximum; or, for a single-unit threshold network, its bit."""
+    n, k = scores.shape
+    for i in range(n):
+        if threshold_consts.shape[1]:
+            s = np.int64(scores[i, 0])
+            labels[i] = 1 if threshold_consts[2, 0] * s >= threshold_consts[1, 0] else 0
+            continue
+        best, arg = scores[i, 0] * scale[0] + offset[0], 0
+        for j in range(1, k):
+            v = scores[i, j] * scale[j] + offset[j]
+            if v > best:
+                best, arg = v, j
+        labels[i] = arg
+
+
+# --------------------------------------------------------------------------- the whole network
+# One compiled call runs every layer: ``forward_serial`` in the calling thread (batch 1, small
+# batches: no thread start-up), ``forward_parallel`` with ``prange`` over the tiles, each thread
+# using its own preallocated scratch slot. A tile (a few images) goes through all layers before
+# the next one starts, so its activations stay in cache. The layers are rows of ``params``
+# (columns: plan.COLUMNS) over pooled arrays.
+
+
+@njit(cache=True)
+def run_tile(x, i0, i1, params, wpool, cpool, taps, scores, bits, rows, rowbit, ibuf16, ibuf32, xsum):
+    """Images x[i0:i1] through every layer; the last layer writes scores[i0:i1]. Columns: plan.COLUMNS."""
+    n = i1 - i0
+    image_bits = bits.shape[2] * 64
+    cur = 0
+    for l in range(params.shape[0]):
+        p = params[l]
+        kind, last, n_out, n_out_pad, nw, alpha, beta = p[0], p[1], p[2], p[3], p[4], p[7], p[8]
+        c, h, w, kh, kw, ph, pw, oh, ow, sh, sw = p[9], p[10], p[11], p[12], p[13], p[14], p[15], p[16], p[17], p[18], p[19]
+        wts = wpool[p[5] : p[5] + n_out_pad * nw].reshape((n_out_pad, nw))
+        consts = cpool[p[6] : p[6] + 3 * n_out_pad].reshape((3, n_out_pad))
+        src, dst = bits[cur], bits[1 - cur]
+        dst[:n, :] = 0
+        out = dst.reshape(dst.size)
+        if kind == 0:  # first layer: convolution of uint8 pixels, integer sums
+            for i in range(n):
+                if p[20]:
+                    conv_u8(x[i0 + i], c, h, w, kh, kw, ph, pw, oh, ow, sh, sw, taps, consts, ibuf16, out, i * image_bits)
+                else:
+                    conv_u8(x[i0 + i], c, h, w, kh, kw, ph, pw, oh, ow, sh, sw, taps, consts, ibuf32, out, i * image_bits)
+        elif kind == 1:  # first layer: dense on uint8 values, as 8 bit planes
+            for i in range(n):
+                xsum[i] = byte_planes(x[i0 + i], rows, 8 * i, nw)
+            dense_u8(rows, n, nw, wts, n_out, xsum, consts, last, out, image_bits, scores, i0)
+        elif kind == 2:  # convolution of bits: im2col, then the popcount product
+            r = 0
+            for i in range(n):
+                r = im2col_bits(src, i, c, h, w, kh, kw, ph, pw, oh, ow, sh, sw, rows, r, nw)
+            row_bit_offsets(r, p[21], sh * sw, n_out, image_bits, rowbit)
+            gemm(rows, r, nw, wts, n_out, alpha, beta, consts, rowbit, out, scores, i0, False)
+        else:  # dense layer on bits
+            row_bit_offsets(n, 1, 1, n_out, image_bits, rowbit)
+            gemm(src, n, nw, wts, n_out, alpha, beta, consts, rowbit, out, scores, i0, last)
+        cur = 1 - cur
+
+
+@njit(cache=True)
+def forward_serial(x, tile, sizes, params, wpool, cpool, taps, scale, offset, final, scores, labels):
+    """Scores and labels of the batch x (N, D) uint8 in the calling thread."""
+    bits = np.zeros((2, tile, sizes[0]), np.uint64)
+    rows = np.zeros((sizes[1] * tile, sizes[2]), np.uint64)
+    rowbit = np.zeros(sizes[1] * tile, np.int64)
+    ibuf16 = np.empty(sizes[3], np.int16)
+    ibuf32 = np.empty(sizes[4], np.int32)
+    xsum = np.zeros(tile, np.int64)
+    n = x.shape[0]
+    for t in range((n + tile - 1) // tile):
+        run_tile(x, t * tile, min(n, (t + 1) * tile), params, wpool, cpool, taps, scores, bits, rows, rowbit,
+                 ibuf16, ibuf32, xsum)
+    labels_from_scores(scores, scale, offset, final, labels)
+
+
+@njit(cache=True, parallel=True)
+def forward_parallel(x, tile, nthreads, sizes, params, wpool, cpool, taps, scale, offset, final, scores, labels):
+    """Scores and labels of the batch x, its tiles shared out among nthreads threads by prange.
+
+    Each tile runs in the scratch slot of the thread that takes it (get_thread_id). numba's
+    default static split is kept: handing tiles out one at a time (parallel_chunksize(1))
+    measured 2.5-4x slower for LeNet-5 batches of 256 here.
+    """
+    bits = np.zeros((nthreads, 2, tile, sizes[0]), np.uint64)
+    rows = np.zeros((nthreads, sizes[1] * tile, sizes[2]), np.uint64)
+    rowbit = np.zeros((nthreads, sizes[1] * tile), np.int64)
+    ibuf16 = np.empty((nthreads, sizes[3]), np.int16)
+    ibuf32 = np.empty((nthreads, sizes[4]), np.int32)
+    xsum = np.zeros((nthreads, tile), np.int64)
+    n = x.shape[0]
+    for t in prange((n + tile - 1) // tile):
+        k = get_thread_id()
+        run_tile(x, t * tile, min(n, (t + 1) * tile), params, wpool, cpool, taps, scores, bits[k], rows[k], rowbit[k],
+                 ibuf16[k], ibuf32[k], xsum[k])
+    labels_from_scores(scores, scale, offset, final, labels)

@@ -1,0 +1,129 @@
+"""``load(path) -> BnnModel``: a .bnn file, re-packed once, run by the Numba kernels.
+
+::
+
+    model = bnn_runtime.load("lenet5.bnn", threads=2)
+    labels = model.predict(images)   # uint8 (N, C, H, W) or (N, H, W) as in the manifest; int64
+    scores = model.scores(images)    # int32, identical to reference_scores
+
+Every input goes through ``inputs.prepare_input`` (InputError for anything a kernel cannot
+take) before a kernel runs. Batches up to one tile run in the calling thread; larger ones
+are split between ``threads`` threads.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+# OpenMP worker threads (numba's threading layer here) spin after a parallel call; on a machine
+# shared with other work, that spinning starved the other thread of a 2-thread batch (13x
+# slower, measured). Passive waiting is this runtime's default, read when numba starts its
+# OpenMP pool (unless an OpenMP runtime is already running); set the variable to override.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+
+from . import kernels  # noqa: E402
+from .errors import InputError  # noqa: E402
+from .format import BnnFile, read_bnn  # noqa: E402
+from .inputs import prepare_input  # noqa: E402
+from .plan import Plan, build_plan  # noqa: E402
+
+DEFAULT_TILE = 16
+_PARALLEL_LOCK = threading.Lock()  # numba's workqueue threading layer must not be entered twice at once
+
+
+def max_threads() -> int:
+    """Threads the runtime may use in this process (numba's NUMBA_NUM_THREADS, default: the CPU count)."""
+    return numba.config.NUMBA_NUM_THREADS
+
+
+def _check_threads(threads) -> int:
+    limit = max_threads()
+    if threads is None:
+        return limit
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or not 1 <= threads <= limit:
+        raise InputError(f"threads must be an integer from 1 to {limit} (NUMBA_NUM_THREADS), got {threads!r}")
+    return int(threads)
+
+
+class BnnModel:
+    """A loaded binary network: ``scores``, ``predict``, and what the manifest says about it."""
+
+    def __init__(self, bnn: BnnFile, threads: int | None = None, tile: int = DEFAULT_TILE):
+        self.file = bnn
+        self.plan: Plan = build_plan(bnn)
+        self.threads = threads
+        if not isinstance(tile, int) or tile < 1:
+            raise InputError(f"tile must be a positive integer, got {tile!r}")
+        self.tile = tile
+
+    # ------------------------------------------------------------------ what the file says
+    @property
+    def manifest(self) -> dict:
+        return self.file.manifest
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.file.classes)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.file.input_shape
+
+    @property
+    def threads(self) -> int:
+        return self._threads
+
+    @threads.setter
+    def threads(self, value: int | None) -> None:
+        self._threads = _check_threads(value)
+
+    @property
+    def word_ops(self) -> list[int]:
+        """AND+popcount word operations per image of every layer (0 for an integer first convolution)."""
+        return list(self.plan.word_ops)
+
+    def __repr__(self) -> str:
+        kinds = "-".join(f"{layer['kind']}{layer['out_features']}" for layer in self.file.layers)
+        return f"BnnModel(input={list(self.input_shape)}, layers={kinds}, classes={len(self.classes)}, threads={self.threads})"
+
+    # ------------------------------------------------------------------ running it
+    def run(self, x) -> tuple[np.ndarray, np.ndarray]:
+        """(scores int32 (N, n_scores), labels int64 (N,)) of a batch."""
+        x = prepare_input(x, self.input_shape)
+        n = len(x)
+        flat = x.reshape(n, -1)
+        p = self.plan
+        scores = np.empty((n, p.n_scores), np.int32)
+        labels = np.empty(n, np.int64)
+        tile = min(self.tile, n)
+        nthreads = min(self.threads, -(-n // tile))
+        args = (p.params, p.wpool, p.cpool, p.taps, p.scale, p.offset, p.final_threshold, scores, labels)
+        if nthreads <= 1:
+            kernels.forward_serial(flat, tile, p.sizes, *args)
+            return scores, labels
+        with _PARALLEL_LOCK:
+            before = numba.get_num_threads()
+            numba.set_num_threads(nthreads)
+            try:
+                kernels.forward_parallel(flat, tile, nthreads, p.sizes, *args)
+            finally:
+                numba.set_num_threads(before)
+        return scores, labels
+
+    def scores(self, x) -> np.ndarray:
+        """Integer scores of the last layer, int32 (N, classes) -- or (N, 1) for a single-unit network."""
+        return self.run(x)[0]
+
+    def predict(self, x) -> np.ndarray:
+        """Class indices, int64 (N,): argmax of the per-class affine (first maximum), or the final unit's bit."""
+        return self.run(x)[1]
+
+
+def load(path: str | Path, threads: int | None = None) -> BnnModel:
+    """Read, validate and re-pack a .bnn file (BnnFormatError on any problem with it)."""
+    return BnnModel(read_bnn(path), threads=threads)

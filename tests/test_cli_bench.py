@@ -1,0 +1,111 @@
+"""``bnn bench`` runs and reports (never asserting on speed), and the whole pipeline end to end:
+``bnn train`` -> ``bnn export`` -> ``bnn infer`` -> ``bnn bench``."""
+
+import json
+
+import numpy as np
+import pytest
+
+from bnn_export.bench import float_baseline
+from bnn_runtime.format import read_bnn
+
+from .conftest import assert_user_error, run_cli
+from .random_models import random_config, random_model, to_bnn
+
+QUICK = ("--rounds", "1", "--latency-calls", "3", "--min-seconds", "0.01", "--batch", "32")
+ENGINES = {"runtime", "onnxruntime_integer", "onnxruntime_fp32"}
+
+
+def check_bench_json(out: dict, threads: int) -> None:
+    assert set(out["results"]) == ENGINES
+    for r in out["results"].values():
+        assert r["images_per_second"] > 0 and 0 < r["latency_median_us"] <= r["latency_p90_us"]
+    assert set(out["ratios"]) == {f"{kind}_runtime_over_{base}" for kind in ("throughput", "latency")
+                                  for base in ("onnxruntime_fp32", "onnxruntime_integer")}
+    rt, fp = out["results"]["runtime"], out["results"]["onnxruntime_fp32"]
+    assert out["ratios"]["throughput_runtime_over_onnxruntime_fp32"] == pytest.approx(rt["images_per_second"] / fp["images_per_second"])
+    assert out["threads"] == threads and out["batch"] == 32
+    assert {"cpu", "cpus", "load_average_1min"} <= set(out["machine"])
+    pc = out["popcount"]
+    assert pc["peak_word_ops_per_second"] > 0
+    assert len(pc["layers"]) == len(out["layers"])
+    assert all(r["seconds_per_image"] >= 0 for r in pc["layers"])
+    assert any(r["word_ops_per_image"] > 0 for r in pc["layers"])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A LeNet-5 trained for one epoch on digits, exported."""
+    run = tmp_path_factory.mktemp("e2e") / "run"
+    result = run_cli("train", "--model", "lenet5", "--dataset", "digits", "--epochs", "1", "--width", "0.5",
+                     "--out", run, "--quiet")
+    assert result.exit_code == 0, result.output
+    result = run_cli("export", run, "--json")
+    assert result.exit_code == 0, result.output
+    return run, json.loads(result.stdout)
+
+
+def test_train_export_infer_bench(trained):
+    run, report = trained
+    bnn_path = run / "model.bnn"
+    assert report["bnn"] == str(bnn_path)
+    result = run_cli("infer", bnn_path, "--format", "json")  # the dataset comes from the model's provenance
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["dataset"] == "digits" and out["images"] == 360
+    assert out["accuracy"] == report["accuracy"]["bnn"]  # the runtime reproduces the exporter's own check
+    result = run_cli("bench", bnn_path, "--json", "--threads", "2", *QUICK)
+    assert result.exit_code == 0, result.output
+    check_bench_json(json.loads(result.stdout), threads=2)
+
+
+def test_bench_table(trained):
+    run, _ = trained
+    result = run_cli("bench", run / "model.bnn", "--threads", "1", *QUICK)
+    assert result.exit_code == 0, result.output
+    for text in ("bnn runtime", "ORT integer", "ORT fp32", "share of peak", "AND+popcount peak", "conv1"):
+        assert text in result.stdout
+
+
+def test_float_baseline_has_the_same_topology(trained):
+    from torch import nn
+
+    from bnn_train.layers import BinaryConv2d, BinaryLinear
+
+    run, _ = trained
+    bnn = read_bnn(run / "model.bnn")
+    model, single_unit = float_baseline(bnn)
+    convs = [m for m in model if isinstance(m, nn.Conv2d)]
+    linears = [m for m in model if isinstance(m, nn.Linear)]
+    assert not single_unit
+    assert not any(isinstance(m, (BinaryConv2d, BinaryLinear, nn.BatchNorm1d, nn.BatchNorm2d)) for m in model)
+    widths = [m.out_channels for m in convs] + [m.out_features for m in linears]
+    assert widths == [layer["out_features"] for layer in bnn.layers]
+    assert sum(isinstance(m, nn.MaxPool2d) for m in model) == 2
+
+
+def test_bench_without_a_training_config_mirrors_the_layers(tmp_path):
+    rng = np.random.default_rng(0)
+    cfg = random_config(rng, "mlp", "sign", True, hidden=(65, 3), in_shape=(1, 8, 8))
+    bnn, data = to_bnn(random_model(cfg, 0), cfg)
+    (tmp_path / "m.bnn").write_bytes(data)
+    model, _ = float_baseline(bnn)
+    from torch import nn
+
+    assert [m.out_features for m in model if isinstance(m, nn.Linear)] == [65, 3, cfg.num_classes]
+    result = run_cli("bench", tmp_path / "m.bnn", "--json", "--threads", "1", *QUICK)
+    assert result.exit_code == 0, result.output
+    check_bench_json(json.loads(result.stdout), threads=1)
+
+
+def test_bench_errors(tmp_path):
+    assert_user_error(run_cli("bench", tmp_path / "missing.bnn", *QUICK), "no such file")
+    (tmp_path / "x.bnn").write_bytes(b"BNNMODEL" + b"\0" * 10)
+    assert_user_error(run_cli("bench", tmp_path / "x.bnn", *QUICK), "truncated")
+    for option in ("--threads", "--rounds", "--batch", "--latency-calls"):
+        assert_user_error(run_cli("bench", tmp_path / "x.bnn", option, "0"), f"{option} must be a positive integer")
+    assert_user_error(run_cli("bench", tmp_path / "x.bnn", "--min-seconds", "0"), "--min-seconds must be positive")
+    rng = np.random.default_rng(1)
+    cfg = random_config(rng, "mlp", "heaviside", False, hidden=(7,), in_shape=(9,))
+    (tmp_path / "ok.bnn").write_bytes(to_bnn(random_model(cfg, 1), cfg)[1])
+    assert_user_error(run_cli("bench", tmp_path / "ok.bnn", "--threads", "1000", *QUICK[:2]), "threads must be an integer from 1")

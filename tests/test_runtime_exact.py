@@ -1,0 +1,164 @@
+"""The runtime's scores == the NumPy reference == onnxruntime on the exported ONNX, exactly.
+
+On random trained-architecture models (MLP widths that are not multiples of 64, LeNet-5 widths,
+sign and Heaviside activations, BatchNorm with negative scales and zero variances, folded by
+the exporter), on random .bnn layouts straight from the format, and on the MNIST and
+Fashion-MNIST test images (with BNN_DATASETS set). Batch 1 and larger, 1 and 2 threads.
+"""
+
+import threading
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from bnn_export.onnx_bnn import bnn_to_onnx
+from bnn_runtime.model import BnnModel
+from bnn_runtime.reference import predict_from_scores, reference_scores
+
+from .conftest import dataset_dir
+from .random_bnn import random_bnn
+from .random_models import random_config, random_inputs, random_model, to_bnn
+
+WIDTHS = [1, 2, 31, 63, 64, 65, 100, 130]
+
+
+def ort_scores(bnn, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    s = ort.InferenceSession(bnn_to_onnx(bnn).SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    out = dict(zip([o.name for o in s.get_outputs()], s.run(None, {"images": x})))
+    return out["scores"], out["label"]
+
+
+def assert_exact(bnn, x: np.ndarray, threads=(1, 2), onnx=True) -> None:
+    ref = reference_scores(bnn, x)
+    labels = predict_from_scores(bnn, ref)
+    if onnx:
+        ort_s, ort_l = ort_scores(bnn, x)
+        assert np.array_equal(ort_s, ref) and np.array_equal(ort_l, labels)
+    for t in threads:
+        model = BnnModel(bnn, threads=t)
+        scores, pred = model.run(x)
+        assert scores.dtype == np.int32 and pred.dtype == np.int64
+        assert np.array_equal(scores, ref), f"threads={t}: {np.argwhere(scores != ref)[:5]}"
+        assert np.array_equal(pred, labels)
+        assert np.array_equal(model.scores(x[:1]), ref[:1])  # batch 1: the serial path
+        assert np.array_equal(model.predict(x[-1:]), labels[-1:])
+
+
+MODELS = st.tuples(
+    st.sampled_from(["mlp", "lenet5", "suc"]), st.sampled_from(["heaviside", "sign"]), st.booleans(),
+    st.lists(st.sampled_from(WIDTHS), min_size=1, max_size=3), st.sampled_from([0.25, 0.5, 1.0, 1.5, 2.5]),
+    st.sampled_from([None, (1, 8, 8), (1, 28, 28), (3, 16, 16), (6, 12, 12)]), st.integers(0, 2**31 - 1))
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(MODELS, st.integers(1, 70))
+def test_random_models_are_exact(case, n):
+    kind, act, batchnorm, hidden, width, in_shape, seed = case
+    rng = np.random.default_rng(seed)
+    if kind != "lenet5" and in_shape is not None and rng.random() < 0.5:
+        in_shape = (int(rng.integers(1, 200)),)  # vector input, a length that is rarely a multiple of 8
+    if kind == "lenet5" and in_shape is None:
+        in_shape = (1, 12, 12)
+    cfg = random_config(rng, kind, act, batchnorm, hidden=tuple(hidden), width=width, in_shape=in_shape)
+    event(f"{kind} {act} input {'x'.join(map(str, cfg.in_shape))}")
+    bnn, _ = to_bnn(random_model(cfg, seed), cfg)
+    assert_exact(bnn, random_inputs(rng, cfg.in_shape, n))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2**31 - 1), st.integers(1, 40))
+def test_random_layouts_are_exact(seed, n):
+    rng = np.random.default_rng(seed)
+    bnn, _ = random_bnn(rng)
+    x = rng.integers(0, 256, (n, *bnn.input_shape), dtype=np.uint8)
+    assert_exact(bnn, x, onnx=seed % 3 == 0)
+
+
+@pytest.mark.parametrize("n", [15, 16, 17, 31, 33, 64, 257])
+def test_batch_sizes_around_tiles_and_threads(n):
+    rng = np.random.default_rng(n)
+    cfg = random_config(rng, "lenet5", "heaviside", True, width=1.0, in_shape=(1, 28, 28))
+    bnn, _ = to_bnn(random_model(cfg, n), cfg)
+    x = random_inputs(rng, cfg.in_shape, n)
+    ref = reference_scores(bnn, x)
+    for tile in (1, 4, 16, 100):
+        assert np.array_equal(BnnModel(bnn, threads=2, tile=tile).scores(x), ref)
+
+
+def test_concurrent_calls_from_python_threads_agree():
+    rng = np.random.default_rng(3)
+    cfg = random_config(rng, "mlp", "sign", True, hidden=(65, 130))
+    bnn, _ = to_bnn(random_model(cfg, 3), cfg)
+    model = BnnModel(bnn, threads=2)
+    xs = [random_inputs(rng, cfg.in_shape, int(k)) for k in rng.integers(1, 80, 8)]
+    expected = [reference_scores(bnn, x) for x in xs]
+    results = [None] * len(xs)
+
+    def work(i):
+        for _ in range(5):
+            results[i] = model.scores(xs[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(xs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for got, want in zip(results, expected):
+        assert np.array_equal(got, want)
+
+
+def _idx_test_images(name: str, limit: int | None):
+    from bnn_train.config import TrainConfig
+    from bnn_train.data import load_dataset
+
+    data = load_dataset(TrainConfig(dataset=name, data_dir=str(dataset_dir(name))))
+    x = data.x_test.numpy()
+    return x if limit is None else x[:limit]
+
+
+def _exact_on_dataset(name: str, limit: int | None) -> None:
+    x = _idx_test_images(name, limit)
+    for seed, (kind, act) in enumerate([("lenet5", "heaviside"), ("lenet5", "sign"), ("mlp", "heaviside")]):
+        rng = np.random.default_rng(seed)
+        cfg = random_config(rng, kind, act, True, hidden=(130, 65), width=1.0, in_shape=(1, 28, 28))
+        bnn, _ = to_bnn(random_model(cfg, seed), cfg)
+        assert_exact(bnn, x, threads=(2,))
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
+def test_exact_on_test_images(name):
+    _exact_on_dataset(name, 1000)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
+def test_exact_on_all_test_images(name):
+    _exact_on_dataset(name, None)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, model", [("mnist", "lenet5"), ("fashion-mnist", "mlp")])
+def test_trained_exported_models_are_exact_on_all_test_images(name, model, tmp_path):
+    """Issue 4's contract on real data: a trained, exported model, all 10,000 test images, three executors."""
+    from bnn_export.api import export_run
+    from bnn_runtime.format import read_bnn
+    from bnn_runtime.model import load
+    from bnn_train.config import ModelConfig, RunConfig, TrainConfig
+    from bnn_train.train import fit
+
+    data_dir = dataset_dir(name)
+    run = tmp_path / "run"
+    fit(RunConfig(ModelConfig(model=model, hidden=(256, 100)),
+                  TrainConfig(dataset=name, data_dir=str(data_dir), epochs=1, batch_size=256)), run, plot=False)
+    report = export_run(run, tmp_path / "m.bnn", None, data_dir=str(data_dir))
+    x = _idx_test_images(name, None)
+    assert_exact(read_bnn(tmp_path / "m.bnn"), x, threads=(2,))
+    from bnn_train.data import load_dataset
+
+    y = load_dataset(TrainConfig(dataset=name, data_dir=str(data_dir))).y_test.numpy()
+    assert float((load(tmp_path / "m.bnn").predict(x) == y).mean()) == report.accuracy["bnn"]

@@ -1,0 +1,81 @@
+"""The runtime is what ships: importing and running it (and the example app) loads no torch, onnx or onnxruntime."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from bnn_runtime.reference import predict_from_scores, reference_scores
+
+from .random_models import random_config, random_inputs, random_model, to_bnn
+
+ROOT = Path(__file__).resolve().parents[1]
+FORBIDDEN = ("torch", "torchvision", "onnx", "onnxruntime", "bnn_train", "bnn_export", "sklearn", "PIL")
+
+
+def _run(code: str, *args: str) -> subprocess.CompletedProcess:
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def _model(tmp_path):
+    rng = np.random.default_rng(0)
+    cfg = random_config(rng, "lenet5", "sign", True, width=0.5, in_shape=(1, 12, 12), num_classes=3)
+    bnn, data = to_bnn(random_model(cfg, 0), cfg, classes=["zero", "one", "two"])
+    path = tmp_path / "m.bnn"
+    path.write_bytes(data)
+    x = random_inputs(rng, (1, 12, 12), 20)[:, 0]  # (N, H, W)
+    np.save(tmp_path / "batch.npy", x)
+    return path, bnn, x
+
+
+def test_runtime_imports_and_runs_without_torch_or_onnx(tmp_path):
+    path, bnn, x = _model(tmp_path)
+    code = (
+        "import sys, json, numpy as np, bnn_runtime\n"
+        "m = bnn_runtime.load(sys.argv[1], threads=2)\n"
+        "x = np.load(sys.argv[2])\n"
+        "print(json.dumps({'labels': m.predict(x).tolist(), 'big': m.scores(np.concatenate([x] * 8)).tolist(),\n"
+        f"                  'loaded': sorted(k for k in {FORBIDDEN!r} if k in sys.modules)}}))\n"
+    )
+    proc = _run(code, str(path), str(tmp_path / "batch.npy"))
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["loaded"] == []
+    ref = reference_scores(bnn, x)
+    assert out["labels"] == predict_from_scores(bnn, ref).tolist()
+    assert out["big"] == np.concatenate([ref] * 8).tolist()  # the parallel path, too
+
+
+def test_edge_app_classifies_without_torch_or_onnx(tmp_path):
+    path, bnn, x = _model(tmp_path)
+    code = (
+        "import runpy, sys\n"
+        "sys.argv = ['edge_app.py'] + sys.argv[1:]\n"
+        "try:\n"
+        "    runpy.run_path('examples/edge_app.py', run_name='__main__')\n"
+        "except SystemExit as e:\n"
+        "    code = e.code\n"
+        f"print('LOADED', sorted(k for k in {FORBIDDEN!r} if k in sys.modules), 'EXIT', code)\n"
+    )
+    proc = _run(code, str(path), str(tmp_path / "batch.npy"))
+    assert proc.returncode == 0, proc.stderr
+    *lines, last = proc.stdout.strip().splitlines()
+    assert last == "LOADED [] EXIT 0"
+    names = ["zero", "one", "two"]
+    expected = [f"{i}\t{names[k]}" for i, k in enumerate(predict_from_scores(bnn, reference_scores(bnn, x)))]
+    assert lines == expected
+
+
+def test_edge_app_reports_bad_input_in_one_line(tmp_path):
+    path, _, x = _model(tmp_path)
+    np.save(tmp_path / "wrong.npy", x[:, :5])
+    for args in ([str(path), str(tmp_path / "wrong.npy")], [str(tmp_path / "batch.npy"), str(tmp_path / "wrong.npy")]):
+        proc = subprocess.run([sys.executable, "examples/edge_app.py", *args], cwd=ROOT, capture_output=True, text=True,
+                              env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=600)
+        assert proc.returncode == 1
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr

@@ -1,0 +1,178 @@
+"""The packed kernels one by one, each against a plain unpacked NumPy computation, exactly."""
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numba import njit
+
+from bnn_runtime import kernels as K
+from bnn_runtime.bits import n_words, pack_bits, unpack_bits
+
+
+@njit
+def _popcount(x):
+    return K.popcount(x)
+
+
+@settings(deadline=None)
+@given(st.integers(0, 2**64 - 1))
+def test_popcount_counts_set_bits(v):
+    assert _popcount(np.uint64(v)) == bin(v).count("1")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 300), st.integers(0, 2**32 - 1))
+def test_byte_planes_are_the_bits_of_every_byte(n, seed):
+    x = np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8)
+    nw = n_words(n) + 1  # a spare word must stay zero
+    planes = np.full((8 + 3, nw), np.uint64(2**64 - 1))  # dirty scratch: the kernel must clear its rows
+    total = K.byte_planes(x, planes, 3, nw)
+    assert total == int(x.sum(dtype=np.int64))
+    for b in range(8):
+        assert np.array_equal(unpack_bits(planes[3 + b, : n_words(n)], n), (x >> b) & 1)
+        assert planes[3 + b, n_words(n):].sum() == 0
+    assert (planes[:3] == np.uint64(2**64 - 1)).all()  # rows of other images untouched
+
+
+def _gemm_case(rng, nrows, n_out, fan_in, encoding, last):
+    nw = n_words(fan_in) + int(rng.integers(0, 3))
+    a_bits = rng.integers(0, 2, (nrows, fan_in))
+    w_signs = rng.choice([-1, 1], (n_out, fan_in))
+    n_out_pad = -(-n_out // 4) * 4
+    a = np.zeros((nrows, nw), np.uint64)
+    a[:, : n_words(fan_in)] = pack_bits(a_bits)
+    w = np.zeros((n_out_pad, nw), np.uint64)
+    w[:n_out, : n_words(fan_in)] = pack_bits(w_signs > 0)
+    values = a_bits * 2 - 1 if encoding == "pm1" else a_bits
+    s = values @ w_signs.T  # the plain dot products, (nrows, n_out)
+    consts = np.zeros((3, n_out_pad), np.int64)
+    alpha, beta = (4, -2) if encoding == "pm1" else (2, -1)
+    if encoding == "pm1":
+        consts[0, :n_out] = fan_in - 2 * (w_signs > 0).sum(axis=1)
+    t = rng.integers(-fan_in, fan_in + 1, n_out)
+    d = rng.choice([-1, 1], n_out)
+    consts[1, :n_out], consts[2, :n_out] = d * t, d
+    return a, nw, w, consts, alpha, beta, s, t, d
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 13), st.integers(1, 13), st.integers(1, 200), st.sampled_from(["01", "pm1"]),
+       st.integers(0, 2**32 - 1))
+def test_gemm_scores_are_the_dot_products(nrows, n_out, fan_in, encoding, seed):
+    rng = np.random.default_rng(seed)
+    a, nw, w, consts, alpha, beta, s, _, _ = _gemm_case(rng, nrows, n_out, fan_in, encoding, True)
+    scores = np.zeros((nrows + 2, n_out + 1), np.int32)
+    K.gemm(a, nrows, nw, w, n_out, alpha, beta, consts, np.zeros(nrows, np.int64), np.zeros(1, np.uint64),
+           scores, 2, True)
+    assert np.array_equal(scores[2:, :n_out], s)
+    assert not scores[:2].any() and not scores[:, n_out].any()
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 13), st.integers(1, 70), st.integers(1, 200), st.sampled_from(["01", "pm1"]),
+       st.integers(1, 4), st.integers(0, 2**32 - 1))
+def test_gemm_bits_threshold_pool_and_pack(nrows, n_out, fan_in, encoding, group, seed):
+    rng = np.random.default_rng(seed)
+    nrows = nrows * group
+    a, nw, w, consts, alpha, beta, s, t, d = _gemm_case(rng, nrows, n_out, fan_in, encoding, False)
+    rows_per_image = group * int(rng.integers(1, 3))
+    nrows -= nrows % rows_per_image
+    if nrows == 0:
+        return
+    n_img, per_img = nrows // rows_per_image, rows_per_image // group
+    image_words = n_words(per_img * n_out) + 1
+    rowbit = np.zeros(nrows, np.int64)
+    K.row_bit_offsets(nrows, rows_per_image, group, n_out, image_words * 64, rowbit)
+    out = np.zeros(n_img * image_words, np.uint64)
+    K.gemm(a, nrows, nw, w, n_out, alpha, beta, consts, rowbit, out, np.zeros((1, 1), np.int32), 0, False)
+    bits = np.where(d > 0, s[:nrows] >= t, s[:nrows] <= t)  # (nrows, n_out)
+    pooled = bits.reshape(n_img, per_img, group, n_out).max(axis=2)  # OR over each group of rows
+    got = unpack_bits(out.reshape(n_img, image_words), image_words * 64)
+    assert np.array_equal(got[:, : per_img * n_out].reshape(n_img, per_img, n_out), pooled)
+    assert not got[:, per_img * n_out :].any()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 5), st.integers(1, 9), st.integers(1, 9), st.integers(1, 4), st.integers(1, 4),
+       st.integers(0, 2), st.integers(0, 2), st.integers(1, 3), st.integers(1, 3), st.integers(0, 2**32 - 1))
+def test_im2col_bits_is_the_padded_patch(c, h, w, kh, kw, ph, pw, sh, sw, seed):
+    kh, kw = min(kh, h + 2 * ph), min(kw, w + 2 * pw)
+    oh, ow = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
+    if oh // sh < 1 or ow // sw < 1:
+        return
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 2, (c, h, w))
+    src = np.zeros((2, n_words(c * h * w) + 1), np.uint64)
+    src[1, : n_words(c * h * w)] = pack_bits(img.transpose(1, 2, 0).reshape(-1))  # channels-last bit string
+    k = c * kh * kw
+    nw = n_words(k)
+    dst = np.full((200 + (oh // sh) * (ow // sw) * sh * sw, nw), np.uint64(2**64 - 1))
+    end = K.im2col_bits(src, 1, c, h, w, kh, kw, ph, pw, oh, ow, sh, sw, dst, 200, nw)
+    padded = np.pad(img, ((0, 0), (ph, ph), (pw, pw)))
+    expected = []
+    for py in range(oh // sh):
+        for px in range(ow // sw):
+            for dy in range(sh):
+                for dx in range(sw):
+                    y, x = py * sh + dy, px * sw + dx
+                    expected.append(padded[:, y : y + kh, x : x + kw].transpose(1, 2, 0).reshape(-1))  # (i, j, c)
+    assert end == 200 + len(expected)
+    assert np.array_equal(unpack_bits(dst[200:end], k), np.array(expected))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 3), st.integers(3, 12), st.integers(3, 12), st.integers(1, 5), st.integers(0, 2),
+       st.sampled_from([np.int16, np.int32]), st.integers(0, 2**32 - 1))
+def test_first_conv_sums_threshold_and_pool(c, h, w, k, pad, dtype, seed):
+    from bnn_runtime.plan import _conv_taps
+
+    rng = np.random.default_rng(seed)
+    k = min(k, h + 2 * pad, w + 2 * pad)
+    n_out = int(rng.integers(1, 9))
+    img = rng.integers(0, 256, (c, h, w)).astype(np.uint8)
+    if dtype is np.int16 and 255 * c * k * k > 2**15 - 1:
+        return
+    signs = rng.choice(np.array([-1, 1], np.int8), (n_out, c, k, k))
+    hp, pitch = h + 2 * pad, w + 2 * pad
+    oh, ow = hp - k + 1, pitch - k + 1
+    sh, sw = int(rng.integers(1, 3)), int(rng.integers(1, 4))
+    if oh // sh < 1 or ow // sw < 1:
+        sh = sw = 1
+    taps, sigma = _conv_taps(signs, hp, pitch)
+    padded = np.pad(img.astype(np.int64), ((0, 0), (pad, pad), (pad, pad)))
+    s = np.array([[[(padded[:, y : y + k, x : x + k] * signs[o]).sum() for x in range(ow)] for y in range(oh)]
+                  for o in range(n_out)])
+    t = rng.integers(-2000, 2000, n_out)
+    d = rng.choice([-1, 1], n_out)
+    consts = np.stack([sigma, d * t, d]).astype(np.int64)
+    size = c * hp * pitch + k + (n_out + 1) * oh * pitch + hp * pitch + n_out * ow
+    ibuf = np.full(size, 77, dtype)  # dirty scratch
+    ph_, pw_ = oh // sh, ow // sw
+    words = n_words(ph_ * pw_ * n_out) + 1
+    out = np.zeros(2 * words, np.uint64)
+    K.conv_u8(img.reshape(-1), c, h, w, k, k, pad, pad, oh, ow, sh, sw, taps, consts, ibuf, out, words * 64)
+    bits = np.where(d[:, None, None] > 0, s >= t[:, None, None], s <= t[:, None, None])
+    pooled = bits[:, : ph_ * sh, : pw_ * sw].reshape(n_out, ph_, sh, pw_, sw).max(axis=(2, 4))
+    n_bits = ph_ * pw_ * n_out
+    got = unpack_bits(out[words : words + n_words(n_bits)], n_bits)
+    assert np.array_equal(got, pooled.transpose(1, 2, 0).reshape(-1))  # channels-last
+    assert not out[:words].any() and not out[words + n_words(n_bits) :].any()
+    assert unpack_bits(out[words : words + n_words(n_bits)], n_words(n_bits) * 64)[n_bits:].sum() == 0
+
+
+def test_row_bit_offsets_count_images_windows_and_outputs():
+    rowbit = np.zeros(24, np.int64)
+    K.row_bit_offsets(24, 12, 4, 5, 1000, rowbit)
+    r = np.arange(24)
+    assert np.array_equal(rowbit, (r // 12) * 1000 + ((r % 12) // 4) * 5)
+
+
+def test_and_popcount_peak_computes_the_sum():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 2**63, 100, dtype=np.uint64)
+    w = rng.integers(0, 2**63, 4, dtype=np.uint64)
+    bits = unpack_bits(a[:, None], 64).astype(np.int64)  # (100, 64)
+    wb = unpack_bits(w[:, None], 64).astype(np.int64)  # (4, 64)
+    pc = (bits[:, None, :] & wb[None]).sum(axis=(0, 2))  # per word of w
+    expected = sum(int(pc[(j + r) % 4]) << j for r in range(3) for j in range(4)) % 2**64
+    assert int(K.and_popcount_peak(a, w, 3)) == expected
