@@ -70,11 +70,14 @@ def _root() -> None:
 
 
 def _register() -> None:
-    from . import bench_train, export, train
+    from . import bench, bench_train, export, infer, reproduce, train
 
     app.command("train")(train.train)
     app.command("export")(export.export)
+    app.command("infer")(infer.infer)
+    app.command("bench")(bench.bench)
     app.command("bench-train")(bench_train.bench_train)
+    app.command("reproduce")(reproduce.reproduce)
 
 
 _register()

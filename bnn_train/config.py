@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from .activations import ActParams, parse_act
-from .choices import DATASETS, DEVICES, INITS, MODELS, OPTIMIZERS, POOLS, SCHEDULES, WEIGHTS
+from .choices import DATASETS, DEVICES, INITS, LOSS_REDUCTIONS, MODELS, OPTIMIZERS, POOLS, SCHEDULES, WEIGHTS
 from .errors import ConfigError
 
 
@@ -92,6 +92,7 @@ class TrainConfig:
     momentum: float = 0.9
     schedule: str = "none"
     grad_clip: float | None = None
+    loss_reduction: str = "mean"  # "sum": the gradient of the batch's summed loss (step size grows with the batch)
     seed: int = 0
     device: str = "auto"
     eval_batch_size: int = 1000
@@ -100,6 +101,7 @@ class TrainConfig:
         _choice("--dataset", self.dataset, DATASETS)
         _choice("--optimizer", self.optimizer, OPTIMIZERS)
         _choice("--schedule", self.schedule, SCHEDULES)
+        _choice("--loss-reduction", self.loss_reduction, LOSS_REDUCTIONS)
         _choice("--device", self.device, DEVICES)
         _positive("--lr", self.lr)
         _positive("--batch-size", self.batch_size, integer=True)

@@ -119,7 +119,7 @@ def train_one_epoch(model, cfg: RunConfig, data: Data, optimizer, epoch: int, ca
         x, y = data.x_train[idx], data.y_train[idx]
         loss, pred = _outputs(model, cfg, x, y)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * len(y) if t.loss_reduction == "sum" else loss).backward()  # the logged loss stays a mean
         if t.grad_clip is not None:
             nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
         optimizer.step()

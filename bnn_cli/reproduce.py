@@ -1,0 +1,125 @@
+"""``bnn reproduce``: re-run one of the paper's result tables (2-14) and report it beside the paper's numbers."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .common import CliError, stderr_console
+from .train import Device
+
+
+def reproduce(
+    table: Annotated[Optional[str], typer.Argument(help="Experiment name: table2 ... table11, table13, table14.", show_default=False)] = None,
+    list_: Annotated[bool, typer.Option("--list", help="List the experiments and exit.")] = False,
+    runs: Annotated[int, typer.Option(help="Runs per cell (the paper: 20).")] = 20,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs per run (default: per experiment, see --list).", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder (default: repro/TABLE); re-run the same command to resume.", show_default=False)] = None,
+    device: Annotated[Device, typer.Option(help="auto = cuda when available.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Run i of every cell uses seed SEED + i.")] = 0,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Folder with the IDX files of mnist / fashion-mnist (or with mnist/ and fashion-mnist/ in it).")] = None,
+    only: Annotated[Optional[str], typer.Option(help="Keep only some cells, e.g. bs=256,lr=0.1,config=relu/tied (a key given twice keeps either value).")] = None,
+    max_cells: Annotated[Optional[int], typer.Option(help="Keep only the first N cells (after --only).")] = None,
+    no_plots: Annotated[bool, typer.Option("--no-plots", help="Write the CSV and the Markdown only.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (a line per run still prints).")] = False,
+) -> None:
+    """Re-run a table of the paper's §4-5: results.csv, report.md (ours next to the paper's) and plots.
+
+    Every run: plain SGD without momentum; loss averaged over the batch (summed in table3).
+    Cross-entropy for the MLP and LeNet-5, squared error on the output for the SUC.
+    Float weights, torch's default init, BatchNorm only for +bn, gradient-norm clip 1 for +gc.
+    LeNet-5 pools with the quadratic mean, also with a Heaviside forward.
+    Run i of a cell uses seed SEED + i. Run the same command again to resume.
+    Reasons and our results: docs/REPRODUCTION.md.
+    """
+    from bnn_train.reproduce.experiments import EXPERIMENTS, get_experiment, select_cells
+
+    if list_:
+        _print_list(EXPERIMENTS)
+        return
+    if table is None:
+        raise CliError(f"name an experiment ({', '.join(EXPERIMENTS)}) or pass --list")
+    exp = get_experiment(table)
+    if runs < 1:
+        raise CliError(f"--runs must be a positive integer, got {runs}")
+    if epochs is not None and epochs < 1:
+        raise CliError(f"--epochs must be a positive integer, got {epochs}")
+    epochs = epochs or exp.epochs
+    cells = select_cells(exp, only, max_cells)
+    if not cells:
+        raise CliError(f"--only {only} keeps no cell of {exp.name}")
+    out = out or Path("repro") / exp.name
+    command = "bnn " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else None
+
+    from bnn_train.reproduce.runner import finished_rows, run_reproduction, write_outputs
+
+    progress = _Progress(exp, quiet)
+    try:
+        with progress:
+            run_reproduction(exp, cells, out, runs, epochs, seed, device.value, str(data_dir) if data_dir else None,
+                             listener=progress)
+    finally:  # also when interrupted or failed: report what has finished
+        rows = finished_rows(out, cells, runs, seed) if progress.started else []
+        if rows:
+            written = write_outputs(exp, cells, rows, out, epochs, seed, command, plots=not no_plots)
+    n_png = len(written["heatmaps"]) + len(written["curves"]) if rows else 0
+    typer.echo(f"{out}: {len(rows)} of {runs * len(cells)} runs finished ({len(cells)} cells x {runs} runs, "
+               f"{epochs} epochs); {out / 'report.md'} and {n_png} plots")
+
+
+def _print_list(experiments) -> None:
+    from bnn_train.reproduce.experiments import PAPER_RUNS
+
+    typer.echo("name     table  model   dataset        cells  paper runs  default epochs  grid")
+    for e in experiments.values():
+        typer.echo(f"{e.name:<8} {e.table:>5}  {e.model:<7} {e.dataset:<14} {len(e.cells()):>5}  {PAPER_RUNS:>10}  "
+                   f"{e.epochs:>14}  {e.grid_text()}")
+        typer.echo(f"{'':>15}configs: {', '.join(e.configs)}" + (f"  [{e.note}]" if e.note else ""))
+    typer.echo("All runs: SGD without momentum, loss averaged over the batch (summed in table3), float weights, "
+               "default init, BatchNorm only for +bn, grad-norm clip 1 for +gc, LeNet-5 with quadratic-mean pooling. "
+               "See docs/REPRODUCTION.md.")
+
+
+class _Progress:
+    """A runner Listener: one rich bar over all runs (done / total, ETA), a line per finished run."""
+
+    def __init__(self, exp, quiet: bool):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.exp, self.quiet = exp, quiet
+        self.console = stderr_console()
+        self.progress = Progress(
+            TextColumn(f"[bold]{exp.name}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=False, disable=quiet,
+        )
+        self.task = None
+        self.started = False
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+
+    def on_plan(self, total, done):
+        self.started = True
+        self.task = self.progress.add_task("runs", total=total, completed=done, status="")
+        if done:
+            self.console.print(f"{self.exp.name}: {done} of {total} runs already finished, resuming")
+
+    def on_run_start(self, spec):
+        self.progress.update(self.task, status=f"{spec.key}")
+
+    def on_epoch(self, spec, record):
+        self.progress.update(self.task, status=f"{spec.key} epoch {record['epoch']} acc {record['test_accuracy']:.3f}")
+
+    def on_run_end(self, spec, row, reused):
+        self.progress.advance(self.task)
+        acc = float(row["test_accuracy"]) if row["test_accuracy"] not in ("", None) else float("nan")
+        self.console.print(f"{spec.key}: test accuracy {acc:.4f} in {float(row['seconds']):.1f} s"
+                           + (" — diverged" if int(row["diverged"]) else "") + (" (recovered)" if reused else ""))
