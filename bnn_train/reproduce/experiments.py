@@ -139,7 +139,7 @@ _JAM_NOTE = "§4.8 says Digits, Table 12 says MNIST; we use MNIST (bnn_train/pap
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     Experiment("table2", 2, "Exp. 1: single unit classifier, logistic tied vs constant backward", "suc", "ones",
-               ("logistic/tied", "logistic/const"), (32, 64), (0.01, 0.1), epochs=5, dims=(2, 10, 100)),
+               ("logistic/tied", "logistic/const"), (32, 64), (0.01, 0.1), epochs=10, dims=(2, 10, 100)),
     Experiment("table3", 3, "Exp. 2: MLP with sigmoid hidden layer, tied vs constant backward", "mlp", "digits",
                ("logistic/tied", "logistic/const"), (32, 64, 128), (0.01, 0.05, 0.1), epochs=20, hiddens=(32, 64),
                loss_reduction="sum",
@@ -161,7 +161,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     _lenet("table11", 11, "Exp. 6: LeNet-5, ReLU with BatchNorm / gradient clipping", "fashion-mnist",
            ("relu/tied", "relu/tied+bn", "relu/tied+gc"), (256,), _LR_MNIST, epochs=10),
     Experiment("table13", 13, "BNN: single unit classifier, Heaviside forward", "suc", "ones",
-               ("heaviside/d_logistic", "heaviside/const"), (32, 64), (0.01, 0.1), epochs=5, dims=(2, 10, 100)),
+               ("heaviside/d_logistic", "heaviside/const"), (32, 64), (0.01, 0.1), epochs=10, dims=(2, 10, 100)),
     _lenet("table14", 14, "BNN: LeNet-5, Heaviside forward", "mnist",
            ("heaviside/d_logistic", "heaviside/const", "heaviside/triang", "heaviside/rect"), _BS_MNIST, (0.01, 0.1),
            epochs=10),
