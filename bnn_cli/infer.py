@@ -99,8 +99,12 @@ def _read_images(paths: list[Path], input_shape: tuple[int, ...]):
 def _evaluate(model, model_path: Path, dataset, data_dir: Optional[Path], limit: Optional[int]) -> dict:
     import numpy as np
 
-    from bnn_train.config import RunConfig, TrainConfig
-    from bnn_train.data import load_dataset
+    try:
+        from bnn_train.config import RunConfig, TrainConfig
+        from bnn_train.data import load_dataset
+    except ImportError as e:  # an edge install: numpy and numba only
+        raise CliError(f"evaluating on a test set needs the training extras ({e.name} is missing): "
+                       "pip install 'untied-bnn[train]', or classify images or a --npy batch") from None
 
     provenance = model.manifest.get("provenance", {})
     name = dataset.value if dataset is not None else provenance.get("dataset")

@@ -79,3 +79,23 @@ def test_edge_app_reports_bad_input_in_one_line(tmp_path):
         assert proc.returncode == 1
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+
+
+def test_bnn_infer_runs_on_an_edge_install(tmp_path):
+    """`bnn infer --npy` needs only the base install: torch, onnx and scikit-learn are made unimportable."""
+    path, bnn, x = _model(tmp_path)
+    code = (
+        "import sys\n"
+        "for m in ('torch', 'torchvision', 'onnx', 'onnxruntime', 'sklearn', 'matplotlib'):\n"
+        "    sys.modules[m] = None\n"
+        "from bnn_cli.main import app\n"
+        "sys.argv = ['bnn', 'infer', *sys.argv[1:]]\n"
+        "app()\n"
+    )
+    proc = _run(code, str(path), "--npy", str(tmp_path / "batch.npy"), "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    got = [p["index"] for p in json.loads(proc.stdout)["predictions"]]
+    assert got == predict_from_scores(bnn, reference_scores(bnn, x)).tolist()
+    proc = _run(code, str(path))  # a test-set evaluation needs the training extras: one line, not a traceback
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "untied-bnn[train]" in proc.stderr
