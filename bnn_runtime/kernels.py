@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 from numba import get_thread_id, njit, prange, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 @intrinsic
@@ -221,6 +222,134 @@ def im2col_bits(src, img, c, h, w, kh, kw, ph, pw, oh, ow, sh, sw, dst, row0, nw
     return r
 
 
+# --------------------------------------------------------------------------- convolution of few channels: tables
+# A convolution of bits with C <= 8 input channels reads, per kernel tap, a small integer (the
+# C bits of one pixel, or of g pixels side by side: a "group" of g * C <= 8 bits). Its share of
+# every output's sum depends on nothing else, so it is looked up: T[tap][v] holds the partial
+# sums of all outputs at once (int16 lanes, 16 outputs per block), and one output position costs
+# one 16-lane vector add per tap instead of a patch copy and O x words popcounts. The two
+# intrinsics below emit those vector operations directly (numba itself would not vectorise them).
+
+V16 = ir.VectorType(ir.IntType(16), 16)
+
+
+def _data(context, builder, arrty, arr):
+    return context.make_array(arrty)(context, builder, arr).data
+
+
+@intrinsic
+def lut_max16(typingctx, table, grid, toff, tbase, ntaps, pos, off, m, first):
+    """m[0:16] = max(m[0:16], acc) (acc itself when ``first``), acc = sum_t table[tbase[t] + grid[pos + toff[t]] + off : +16]
+    in int16 lanes: the sums of one block of 16 outputs at one output position, one vector add per tap."""
+    if not (isinstance(table, types.Array) and table.dtype == types.int16 and isinstance(m, types.Array)
+            and m.dtype == types.int16 and isinstance(grid, types.Array) and grid.dtype == types.int32):
+        return None
+
+    def codegen(context, builder, sig, args):
+        table_a, grid_a, toff_a, tbase_a, ntaps_v, pos_v, off_v, m_a, first_v = args
+        i64 = ir.IntType(64)
+        tp = _data(context, builder, sig.args[0], table_a)
+        gp = _data(context, builder, sig.args[1], grid_a)
+        op = _data(context, builder, sig.args[2], toff_a)
+        bp = _data(context, builder, sig.args[3], tbase_a)
+        mp = builder.bitcast(_data(context, builder, sig.args[7], m_a), V16.as_pointer())
+        acc = cgutils.alloca_once(builder, V16)
+        builder.store(ir.Constant(V16, None), acc)
+        with cgutils.for_range(builder, ntaps_v) as loop:
+            t = loop.index
+            g = builder.load(builder.gep(gp, [builder.add(pos_v, builder.load(builder.gep(op, [t])))]))
+            idx = builder.add(builder.add(builder.load(builder.gep(bp, [t])), builder.sext(g, i64)), off_v)
+            row = builder.load(builder.bitcast(builder.gep(tp, [idx]), V16.as_pointer()), align=2)
+            builder.store(builder.add(builder.load(acc), row), acc)
+        a = builder.load(acc)
+        old = builder.load(mp, align=2)
+        big = builder.select(builder.icmp_signed(">", a, old), a, old)
+        if first_v.type.width != 1:
+            first_v = builder.icmp_unsigned("!=", first_v, ir.Constant(first_v.type, 0))
+        builder.store(builder.select(first_v, a, big), mp, align=2)
+        return context.get_dummy_value()
+
+    return types.none(table, grid, toff, tbase, types.int64, types.int64, types.int64, m, types.boolean), codegen
+
+
+@intrinsic
+def ge_mask16(typingctx, m, thr, off):
+    """The 16-bit mask of m[k] >= thr[off + k], k < 16 (int16 lanes): a block's threshold bits at once."""
+    if not (isinstance(m, types.Array) and m.dtype == types.int16 and isinstance(thr, types.Array)
+            and thr.dtype == types.int16):
+        return None
+
+    def codegen(context, builder, sig, args):
+        mp = builder.bitcast(_data(context, builder, sig.args[0], args[0]), V16.as_pointer())
+        tp = _data(context, builder, sig.args[1], args[1])
+        tv = builder.load(builder.bitcast(builder.gep(tp, [args[2]]), V16.as_pointer()), align=2)
+        bits = builder.icmp_signed(">=", builder.load(mp, align=2), tv)
+        return builder.zext(builder.bitcast(bits, ir.IntType(16)), ir.IntType(64))
+
+    return types.uint64(m, thr, types.int64), codegen
+
+
+@njit(cache=True)
+def lut_grid(src, img, c, h, w, ph, pw, pitch, g, o16, grid):
+    """grid[y * pitch + x] = o16 * (the g * C bits of the g padded pixels from (y, x) on), the table row of a tap
+    group there: pixel (y, x) of the zero-padded image is source pixel (y - ph, x - pw), bits c .. c + C of
+    image img's channels-last bit string; 0 outside the image. Rows are ``pitch >= W + 2 pw + g - 1`` wide."""
+    hp = h + 2 * ph
+    mask = (np.uint64(1) << np.uint64(c)) - np.uint64(1)
+    for t in range(hp * pitch):
+        grid[t] = 0
+    for y in range(h):
+        r = (y + ph) * pitch + pw
+        for x in range(w):
+            bit = (y * w + x) * c
+            q, sft = bit >> 6, np.uint64(bit & 63)
+            v = src[img, q] >> sft
+            if sft + np.uint64(c) > np.uint64(64):
+                v |= src[img, q + 1] << (np.uint64(64) - sft)
+            grid[r + x] = np.int32(v & mask)
+    if g > 1:  # group values: pixel x's bits, then x + 1's above them, ... (reads stay in the row: pitch is wide enough)
+        for y in range(hp):
+            r = y * pitch
+            for x in range(pitch - g + 1):
+                v = grid[r + x]
+                for d in range(1, g):
+                    v |= grid[r + x + d] << (d * c)
+                grid[r + x] = v
+    for t in range(hp * pitch):
+        grid[t] *= o16
+
+
+@njit(cache=True)
+def conv_lut(src, img, c, h, w, ph, pw, oh, ow, sh, sw, g, ntaps, n_out, table, thr, toff, tbase, grid, m, out, out0):
+    """A convolution of bits with few channels by table lookup, threshold, OR-pool and pack, one image.
+
+    s'_o = dir_o s_o = sum over tap groups t of table[tbase[t] + grid[pos + toff[t]] + o] (the table holds
+    dir_o (alpha popcount(v & w_o,t) + beta popcount(v)) for every group value v; plan._lut_table), and
+    the pooled bit is max over the window of s'_o >= thr_o, thr_o = dir_o T_o - dir_o gamma_o. Bits go
+    channels-last to out0 + (py * PW + px) * O + o, 16 outputs (one table block) at a time.
+    """
+    pitch = w + 2 * pw + g - 1
+    o16 = (n_out + 15) // 16 * 16
+    lut_grid(src, img, c, h, w, ph, pw, pitch, g, o16, grid)
+    pw_ = ow // sw
+    for blk in range(0, n_out, 16):
+        nb = min(16, n_out - blk)
+        valid = (np.uint64(1) << np.uint64(nb)) - np.uint64(1)
+        for py in range(oh // sh):
+            for px in range(pw_):
+                first = True
+                for dy in range(sh):
+                    pos = (py * sh + dy) * pitch + px * sw
+                    for dx in range(sw):
+                        lut_max16(table, grid, toff, tbase, ntaps, pos + dx, blk, m, first)
+                        first = False
+                bits = ge_mask16(m, thr, blk) & valid
+                q, sft = np.uint64(out0 + (py * pw_ + px) * n_out + blk) >> np.uint64(6), np.uint64(out0 + (py * pw_ + px) * n_out + blk) & np.uint64(63)
+                out[q] |= bits << sft
+                if sft + np.uint64(nb) > np.uint64(64):
+                    out[q + np.uint64(1)] |= bits >> (np.uint64(64) - sft)
+
+
 # --------------------------------------------------------------------------- the first layer (uint8 input)
 
 
@@ -321,69 +450,76 @@ def box_sums(xp, c_in, hp, pitch, kh, kw, n, rowsum, box):
 
 
 @njit(cache=True)
-def tap_sums(xp, taps, consts, box, n, acc):
-    """acc[o, t] = dir_o * s_o at flat output position t, with s_o = sigma_o (2 A_o - B).
-
-    A_o sums xp[off + t] over the taps of output o (taps[o, 0] offsets in taps[o, 1:]), four
-    taps per pass over the map (one long vector loop each, all rows of the padded image: the
-    ``pitch - OW`` extra columns are never read), B is the box sum; consts = (sigma, dir * T, dir).
-    A_o <= 255 * fan_in / 2 and |2 A_o - B| <= 255 * fan_in: the int16 variant cannot overflow.
+def tap_sums(xp, taps, o, e, box, n, acc):
+    """acc[t] = e (2 A_o - B) at flat output position t, e = sigma_o dir_o = +-1: A_o sums xp[off + t] over
+    the taps of output o (taps[o, 0] offsets in taps[o, 1:]), four taps per pass over the map (one long
+    vector loop each, all rows of the padded image: the ``pitch - OW`` extra columns are never read),
+    B = box[t]. |2 A_o - B| <= 255 * fan_in: the int16 variant cannot overflow; sums, products and
+    shifts of elements stored back into int16 are done by LLVM in int16 lanes.
     """
     nn = np.uint64(n)
-    for o in range(acc.shape[0]):
+    for t in range(nn):
+        acc[t] = -e * box[t]
+    k, count, e2 = 1, taps[o, 0], 2 * e
+    while k + 3 <= count:
+        o1, o2 = np.uint64(taps[o, k]), np.uint64(taps[o, k + 1])
+        o3, o4 = np.uint64(taps[o, k + 2]), np.uint64(taps[o, k + 3])
         for t in range(nn):
-            acc[o, t] = 0
-        k, count = 1, taps[o, 0]
-        while k + 3 <= count:
-            o1, o2 = np.uint64(taps[o, k]), np.uint64(taps[o, k + 1])
-            o3, o4 = np.uint64(taps[o, k + 2]), np.uint64(taps[o, k + 3])
-            for t in range(nn):
-                acc[o, t] += xp[o1 + t] + xp[o2 + t] + xp[o3 + t] + xp[o4 + t]
-            k += 4
-        while k <= count:
-            o1 = np.uint64(taps[o, k])
-            for t in range(nn):
-                acc[o, t] += xp[o1 + t]
-            k += 1
-        e = consts[0, o] * consts[2, o]
+            acc[t] += e2 * (xp[o1 + t] + xp[o2 + t] + xp[o3 + t] + xp[o4 + t])
+        k += 4
+    while k <= count:
+        o1 = np.uint64(taps[o, k])
         for t in range(nn):
-            acc[o, t] = e * (2 * acc[o, t] - box[t])
+            acc[t] += e2 * xp[o1 + t]
+        k += 1
 
 
 @njit(cache=True)
-def threshold_pool_pack_u8(acc, pitch, oh, ow, sh, sw, consts, m, out, out0):
-    """First conv layer: bit = OR over each sh x sw window of (dir * s >= dir * T), acc = dir * s (tap_sums).
+def threshold_bits(acc, th, sft, n, first, pv):
+    """pv[t] |= (acc[t] >= th[0]) << sft over the map (pv[t] = that bit when ``first``): bit sft of every
+    position's byte of output bits. th[0] = dir_o T_o clipped to acc's dtype (the sums never reach its
+    limits), so that the comparison, too, runs in the lanes of that dtype."""
+    nn = np.uint64(n)
+    lim = th[0]
+    if first:
+        for t in range(nn):
+            pv[t] = 0
+    bit = 1 << sft
+    for t in range(nn):  # a select, not a shift of the comparison: compare and OR stay in 16 lanes
+        pv[t] |= bit if acc[t] >= lim else 0
 
-    A window's OR is max(dir * s) >= dir * T: the maxima over the window's rows in vector loops
-    into m (O, OW), then over its columns while the bits are packed in output order --
-    channels-last, bit out0 + (py * PW + px) * O + o -- a word at a time in a register.
+
+@njit(cache=True)
+def pool_pack(pv, tmp, pitch, oh, ow, sh, sw, n_out, o0, nb, out, out0):
+    """OR-pool the bytes of output bits pv (outputs o0 .. o0 + nb) over each sh x sw window and pack them
+    channels-last: bit out0 + (py * PW + px) * O + o0 + j. The window ORs are two passes of long vector
+    loops (rows into tmp, then columns back into pv) that leave each window's OR at its top-left position.
     """
-    n_out = acc.shape[0]
+    nv = np.uint64((oh - sh + 1) * pitch)
+    for t in range(nv):
+        tmp[t] = pv[t]
+    for dy in range(1, sh):
+        off = np.uint64(dy * pitch)
+        for t in range(nv):
+            tmp[t] |= pv[t + off]
+    nh = nv - np.uint64(sw - 1)
+    for t in range(nh):
+        pv[t] = tmp[t]
+    for dx in range(1, sw):
+        for t in range(nh):
+            pv[t] |= tmp[t + np.uint64(dx)]
     pw_ = ow // sw
-    ncols = np.uint64(pw_ * sw)
+    mask = (np.uint64(1) << np.uint64(nb)) - np.uint64(1)
     for py in range(oh // sh):
-        for o in range(n_out):
-            r = np.uint64(py * sh * pitch)
-            for x in range(ncols):
-                m[o, x] = acc[o, r + x]
-            for dy in range(1, sh):
-                r = np.uint64((py * sh + dy) * pitch)
-                for x in range(ncols):
-                    m[o, x] = max(m[o, x], acc[o, r + x])
-        pos = out0 + py * pw_ * n_out
-        q, sft, word = pos >> 6, np.uint64(pos & 63), np.uint64(0)
-        for px in range(pw_):
-            for o in range(n_out):
-                v = m[o, px * sw]
-                for dx in range(1, sw):
-                    v = max(v, m[o, px * sw + dx])
-                word |= np.uint64(v >= consts[1, o]) << sft
-                sft += np.uint64(1)
-                if sft == np.uint64(64):
-                    out[q] |= word
-                    q, sft, word = q + 1, np.uint64(0), np.uint64(0)
-        if sft:
-            out[q] |= word
+        r = np.uint64(py * sh * pitch)
+        pos = np.uint64(out0 + py * pw_ * n_out + o0)
+        for px in range(np.uint64(pw_)):
+            v = np.uint64(pv[r + px * np.uint64(sw)]) & mask
+            q, sft = pos >> np.uint64(6), pos & np.uint64(63)
+            out[q] |= v << sft
+            if sft + np.uint64(nb) > np.uint64(64):
+                out[q + np.uint64(1)] |= v >> (np.uint64(64) - sft)
+            pos += np.uint64(n_out)
 
 
 @njit(cache=True)
@@ -391,25 +527,34 @@ def conv_u8(img, c_in, h, w, kh, kw, ph, pw, oh, ow, sh, sw, taps, consts, ibuf,
     """First conv layer on one uint8 image: integer sums over +-1 weights, threshold, OR-pool, pack.
 
     s_o = sum_+ x - sum_- x = sigma_o (2 A_o - B): A_o sums only the taps of the rarer sign
-    (at most half of them), B is the all-ones box sum shared by every output.
+    (at most half of them), B is the all-ones box sum shared by every output; consts =
+    (sigma, dir * T, dir). The bits of up to 8 outputs are gathered per position into one
+    element of pv, which is then OR-pooled and packed (pool_pack).
     ibuf (int16 when 255 * fan_in fits, else int32) holds
-    [padded image | dir * s of every output | box | row sums | window maxima (O, OW)].
+    [padded image | sums of one output | box | row sums, later pv | window ORs].
     """
     hp, pitch, n_out = h + 2 * ph, w + 2 * pw, taps.shape[0]
     n = oh * pitch
     n_xp = c_in * hp * pitch + kw  # kw spare elements: the last rows' extra columns read past the image
     xp = ibuf[:n_xp]
-    acc = ibuf[n_xp : n_xp + n_out * n].reshape((n_out, n))
-    box = ibuf[n_xp + n_out * n : n_xp + (n_out + 1) * n]
-    rowsum = ibuf[n_xp + (n_out + 1) * n : n_xp + (n_out + 1) * n + hp * pitch]
-    end = n_xp + (n_out + 1) * n + hp * pitch
-    m = ibuf[end : end + n_out * ow].reshape((n_out, ow))
+    acc = ibuf[n_xp : n_xp + n]
+    box = ibuf[n_xp + n : n_xp + 2 * n]
+    rowsum = ibuf[n_xp + 2 * n : n_xp + 2 * n + hp * pitch]
+    tmp = ibuf[n_xp + 2 * n + hp * pitch : n_xp + 3 * n + hp * pitch]
     for t in range(np.uint64(n_xp)):
         xp[t] = 0  # (cheaper than remembering which scratch was zeroed: ~1,000 elements for 28 x 28)
     pad_image(img, c_in, h, w, ph, pw, pitch, xp)
     box_sums(xp, c_in, hp, pitch, kh, kw, n, rowsum, box)
-    tap_sums(xp, taps, consts, box, n, acc)
-    threshold_pool_pack_u8(acc, pitch, oh, ow, sh, sw, consts, m, out, out0)
+    pv = rowsum  # free once the box sums are done (hp * pitch >= n)
+    lim = 2**15 - 1 if ibuf.itemsize == 2 else 2**31 - 1
+    for o0 in range(0, n_out, 8):
+        nb = min(8, n_out - o0)
+        for j in range(nb):
+            o = o0 + j
+            tap_sums(xp, taps, o, consts[0, o] * consts[2, o], box, n, acc)
+            tmp[0] = min(max(consts[1, o], -lim), lim)  # the threshold in acc's dtype (tmp is free until pool_pack)
+            threshold_bits(acc, tmp[:1], j, n, j == 0, pv)
+        pool_pack(pv, tmp, pitch, oh, ow, sh, sw, n_out, o0, nb, out, out0)
 
 
 # --------------------------------------------------------------------------- the microbenchmark
@@ -475,11 +620,20 @@ def run_tile(x, i0, i1, params, wpool, cpool, taps, scores, bits, rows, rowbit, 
         p = params[l]
         kind, last, n_out, n_out_pad, nw, alpha, beta = p[0], p[1], p[2], p[3], p[4], p[7], p[8]
         c, h, w, kh, kw, ph, pw, oh, ow, sh, sw = p[9], p[10], p[11], p[12], p[13], p[14], p[15], p[16], p[17], p[18], p[19]
-        wts = wpool[p[5] : p[5] + n_out_pad * nw].reshape((n_out_pad, nw))
-        consts = cpool[p[6] : p[6] + 3 * n_out_pad].reshape((3, n_out_pad))
         src, dst = bits[cur], bits[1 - cur]
         dst[:n, :] = 0
         out = dst.reshape(dst.size)
+        if kind == 4:  # convolution of bits with few channels: table lookups (conv_lut)
+            g, ntaps, size, o16 = p[22], p[23], p[24], (n_out + 15) // 16 * 16
+            lut = wpool[p[5] : p[5] + (size + o16 + 3) // 4].view(np.int16)
+            toff, tbase = cpool[p[6] : p[6] + ntaps], cpool[p[6] + ntaps : p[6] + 2 * ntaps]
+            for i in range(n):
+                conv_lut(src, i, c, h, w, ph, pw, oh, ow, sh, sw, g, ntaps, n_out, lut[:size], lut[size : size + o16],
+                         toff, tbase, ibuf32, ibuf16, out, i * image_bits)
+            cur = 1 - cur
+            continue
+        wts = wpool[p[5] : p[5] + n_out_pad * nw].reshape((n_out_pad, nw))
+        consts = cpool[p[6] : p[6] + 3 * n_out_pad].reshape((3, n_out_pad))
         if kind == 0:  # first layer: convolution of uint8 pixels, integer sums
             for i in range(n):
                 if p[20]:

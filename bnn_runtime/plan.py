@@ -13,7 +13,12 @@ The file keeps the canonical bit layout of docs/FORMAT.md; the runtime re-packs 
   constants of ``s = 4 p - 2 pa - 2 pw + n`` (see kernels.py);
 * a first convolution on uint8 input becomes, per output, the list of its taps of the rarer
   sign (flat offsets into the zero-padded image) and that sign: ``s = sigma (2 A - B)``
-  (kernels.conv_u8); its sums are int16 when ``255 * fan_in`` fits, else int32.
+  (kernels.conv_u8); its sums are int16 when ``255 * fan_in`` fits, else int32;
+* a convolution of bits with at most 8 input channels becomes a table (kernels.conv_lut): per
+  group of g pixels of one kernel row (g * C <= 8 bits), every output's share of the sum for
+  every value of those bits, dir-signed, int16; it is stored in ``wpool`` (as int16 viewed in
+  uint64 words: the table, then the thresholds), its tap offsets in ``cpool``. Layers whose
+  table would exceed ``LUT_MAX_BYTES`` or int16 keep the im2col + popcount product.
 
 All layers' numbers go into a few pooled arrays with one row of integers per layer (``params``,
 columns in ``COLUMNS``), so that one compiled function serves every model.
@@ -29,10 +34,14 @@ from .bits import n_words, pack_bits, unpack_signs
 from .errors import BnnFormatError
 from .format import BnnFile
 
-KIND_CONV_U8, KIND_DENSE_U8, KIND_CONV_BITS, KIND_DENSE_BITS = 0, 1, 2, 3
+KIND_CONV_U8, KIND_DENSE_U8, KIND_CONV_BITS, KIND_DENSE_BITS, KIND_CONV_LUT = 0, 1, 2, 3, 4
 # one row of ``params`` per layer, in this order (kernels.run_tile reads them by position)
 COLUMNS = ("kind", "last", "n_out", "n_out_pad", "nw", "w_off", "c_off", "alpha", "beta",
-           "c", "h", "w", "kh", "kw", "ph", "pw", "oh", "ow", "sh", "sw", "acc16", "rows_per_image")
+           "c", "h", "w", "kh", "kw", "ph", "pw", "oh", "ow", "sh", "sw", "acc16", "rows_per_image",
+           "lut_g", "lut_taps", "lut_size")
+LUT_MAX_CHANNELS = 8  # a table has 2 ** (g * C) rows, g * C <= 8
+LUT_MAX_BYTES = 256 * 1024
+LUT_LANES = 16  # outputs per table block (one 16 x int16 vector)
 BLOCK = 4  # outputs per register block
 WORD_ALIGN = 4  # weight rows are padded to a multiple of this many words
 INT16_MAX = 2**15 - 1
@@ -92,6 +101,57 @@ def _conv_taps(signs: np.ndarray, hp: int, pitch: int) -> tuple[np.ndarray, np.n
     return taps, sigma
 
 
+def lut_layout(c: int, kw: int) -> tuple[int, int]:
+    """(g, groups per kernel row): the fewest groups of at most 8 // C pixels, as even as possible."""
+    gmax = max(1, LUT_MAX_CHANNELS // c)
+    ng = -(-kw // gmax)
+    return -(-kw // ng), ng
+
+
+def lut_table(signs: np.ndarray, alpha: int, beta: int, consts: np.ndarray, pitch: int):
+    """The table of a convolution of bits (kernels.conv_lut), or None when it does not fit.
+
+    signs: +-1 (O, C, kh, kw); consts: (gamma, dir * T, dir) per output. Returns (table int16
+    (taps * 2^(gC) * O16), thr int16 (O16), toff int64, tbase int64): table[t, v, o] =
+    dir_o (alpha popcount(v & w_o,t) + beta popcount(v & valid_t)), where bit d * C + ch of v is
+    channel ch of pixel (i, g * jg + d) of tap group t = (i, jg) (valid_t: the pixels inside the
+    kernel), and thr_o = dir_o T_o - dir_o gamma_o, clipped to the range of the sums.
+    """
+    o, c, kh, kw = signs.shape
+    if c > LUT_MAX_CHANNELS:
+        return None
+    g, ng = lut_layout(c, kw)
+    ntaps, e, o16 = kh * ng, 1 << (g * c), _round_up(o, LUT_LANES)
+    if ntaps * e * o16 * 2 > LUT_MAX_BYTES:
+        return None
+    v = np.arange(e, dtype=np.uint64)
+    d = consts[2, :o]
+    table = np.zeros((ntaps, e, o16), np.int64)
+    toff, tbase = np.zeros(ntaps, np.int64), np.arange(ntaps, dtype=np.int64) * e * o16
+    for i in range(kh):
+        for jg in range(ng):
+            t = i * ng + jg
+            toff[t] = i * pitch + jg * g
+            wmask, vmask = np.zeros(o, np.uint64), np.uint64(0)
+            for dd in range(g):
+                j = jg * g + dd
+                if j >= kw:
+                    continue
+                for ch in range(c):
+                    b = np.uint64(1) << np.uint64(dd * c + ch)
+                    vmask |= b
+                    wmask[signs[:, ch, i, j] > 0] |= b
+            pa = np.bitwise_count(v & vmask).astype(np.int64)
+            p = np.bitwise_count(v[:, None] & wmask[None, :]).astype(np.int64)
+            table[t, :, :o] = d * (alpha * p + beta * pa[:, None])
+    bound = int(np.abs(table).max(axis=1).sum(axis=0).max()) if o else 0
+    if bound + 1 > INT16_MAX:
+        return None
+    thr = np.zeros(o16, np.int64)
+    thr[:o] = np.clip(consts[1, :o] - d * consts[0, :o], -bound, bound + 1)
+    return table.ravel().astype(np.int16), thr.astype(np.int16), toff, tbase
+
+
 def build_plan(bnn: BnnFile) -> Plan:
     layers = bnn.layers
     if layers[-1]["kind"] != "dense":
@@ -121,10 +181,14 @@ def build_plan(bnn: BnnFile) -> Plan:
             taps, sigma = _conv_taps(signs.reshape(o, c, kh, kw), h + 2 * ph, w + 2 * pw)
             p["acc16"] = int(255 * fan_in <= INT16_MAX)
             hp, pitch = h + 2 * ph, w + 2 * pw
-            sizes[4 - p["acc16"]] = c * hp * pitch + kw + (o + 1) * oh * pitch + hp * pitch + o * ow  # kernels.conv_u8
+            sizes[4 - p["acc16"]] = c * hp * pitch + kw + 3 * oh * pitch + hp * pitch  # kernels.conv_u8
             word_ops.append(0)
         else:
+            lut = None
             if conv:  # canonical (c, i, j) -> (i, j, c), matching the channels-last bit strings
+                g, _ = lut_layout(c, kw)
+                lut = lut_table(signs.reshape(o, c, kh, kw), p["alpha"], p["beta"],
+                                _consts(layer, bnn, signs, p["n_out_pad"]), w + 2 * pw + g - 1)
                 signs = signs.reshape(o, c, kh, kw).transpose(0, 2, 3, 1).reshape(o, -1)
                 p["kind"] = KIND_CONV_BITS
                 p["rows_per_image"] = (oh // sh) * (ow // sw) * sh * sw
@@ -134,20 +198,31 @@ def build_plan(bnn: BnnFile) -> Plan:
                 p["kind"] = KIND_DENSE_BITS
             else:
                 p["kind"] = KIND_DENSE_U8 if layer["in_encoding"] == "uint8" else KIND_DENSE_BITS
-            if p["kind"] == KIND_DENSE_U8:
-                p["rows_per_image"] = 8  # bit planes
-            p["nw"] = _round_up(n_words(fan_in), WORD_ALIGN)
-            wblobs.append(_pack_rows(signs, p["n_out_pad"], p["nw"]).ravel())
+            if lut is not None:  # a table instead of im2col rows and weight words
+                table, thr, toff, tbase = lut
+                blob = np.concatenate([table, thr])
+                wblobs.append(np.concatenate([blob, np.zeros(-len(blob) % 4, np.int16)]).view(np.uint64))
+                p.update(kind=KIND_CONV_LUT, lut_g=g, lut_taps=len(toff), lut_size=len(table), rows_per_image=1)
+                sizes[3] = max(sizes[3], LUT_LANES)  # the window maxima
+                sizes[4] = max(sizes[4], (h + 2 * ph) * (w + 2 * pw + g - 1))  # the table-row grid
+                word_ops.append(0)
+            else:
+                if p["kind"] == KIND_DENSE_U8:
+                    p["rows_per_image"] = 8  # bit planes
+                p["nw"] = _round_up(n_words(fan_in), WORD_ALIGN)
+                wblobs.append(_pack_rows(signs, p["n_out_pad"], p["nw"]).ravel())
+                if p["kind"] != KIND_DENSE_BITS:
+                    sizes[1] = max(sizes[1], p["rows_per_image"])
+                sizes[2] = max(sizes[2], p["nw"])
+                word_ops.append(p["rows_per_image"] * o * n_words(fan_in))  # rows: bit planes, patches or 1
             p["w_off"], w_off = w_off, w_off + wblobs[-1].size
-            if p["kind"] != KIND_DENSE_BITS:
-                sizes[1] = max(sizes[1], p["rows_per_image"])
-            sizes[2] = max(sizes[2], p["nw"])
-            word_ops.append(p["rows_per_image"] * o * n_words(fan_in))  # rows: bit planes, patches or 1
         if idx > 0:  # the input bit string (with one spare word for im2col reads) and the words read
             sizes[0] = max(sizes[0], out_words[idx - 1] + 1, p["nw"])
         consts = _consts(layer, bnn, signs, p["n_out_pad"])
         if p["kind"] == KIND_CONV_U8:
             consts[0, :o] = sigma
+        if p["kind"] == KIND_CONV_LUT:  # tap offsets into the grid, then table offsets
+            consts = np.concatenate([toff, tbase])
         cblobs.append(consts.ravel())
         p["c_off"], c_off = c_off, c_off + cblobs[-1].size
         rows.append([p[k] for k in COLUMNS])

@@ -162,3 +162,64 @@ def test_trained_exported_models_are_exact_on_all_test_images(name, model, tmp_p
 
     y = load_dataset(TrainConfig(dataset=name, data_dir=str(data_dir))).y_test.numpy()
     assert float((load(tmp_path / "m.bnn").predict(x) == y).mean()) == report.accuracy["bnn"]
+
+
+def _conv_bits_model(rng, c_bits: int, h: int, w: int, k: tuple, pad: tuple, pool, n_out: int, enc: str):
+    """uint8 conv (c_bits outputs, 3x3 pad 1) -> conv of bits (the layer under test) -> dense scores."""
+    from bnn_runtime.bits import pack_signs
+    from bnn_runtime.format import parse, to_bytes
+
+    layers, arrays = [], {}
+
+    def add(name, layer, fan_in, out, last=False):
+        signs = rng.choice(np.array([-1, 1], np.int8), (out, fan_in))
+        arrays[f"{name}.weight"] = pack_signs(signs)
+        layer.update(name=name, fan_in=fan_in, out_features=out)
+        if last:
+            layer.update(output="scores", arrays={"weight": f"{name}.weight", "scale": f"{name}.scale", "offset": f"{name}.offset"})
+            arrays[f"{name}.scale"] = np.ones(out)
+            arrays[f"{name}.offset"] = np.zeros(out)
+        else:
+            spread = np.sqrt(fan_in) * (147 if layer["in_encoding"] == "uint8" else 0.7)
+            arrays[f"{name}.threshold"] = np.round(rng.normal(0, spread, out)).astype(np.int32)
+            arrays[f"{name}.direction"] = rng.choice(np.array([-1, 1], np.int8), out)
+            layer.update(output="threshold", arrays={"weight": f"{name}.weight", "threshold": f"{name}.threshold",
+                                                     "direction": f"{name}.direction"})
+        layers.append(layer)
+
+    add("c1", {"kind": "conv", "in_encoding": "uint8", "in_shape": [1, h, w], "kernel": [3, 3], "padding": [1, 1],
+               "pool": None, "out_shape": [c_bits, h, w], "out_encoding": enc}, 9, c_bits)
+    oh, ow = h + 2 * pad[0] - k[0] + 1, w + 2 * pad[1] - k[1] + 1
+    if pool:
+        oh, ow = oh // pool[0], ow // pool[1]
+    add("c2", {"kind": "conv", "in_encoding": enc, "in_shape": [c_bits, h, w], "kernel": list(k), "padding": list(pad),
+               "pool": {"kind": "or", "size": list(pool)} if pool else None, "out_shape": [n_out, oh, ow],
+               "out_encoding": "01"}, c_bits * k[0] * k[1], n_out)
+    add("d", {"kind": "dense", "in_encoding": "01", "in_shape": [n_out * oh * ow], "pool": None, "out_shape": [3]},
+        n_out * oh * ow, 3, last=True)
+    manifest = {"format": "bnn", "version": 1, "input": {"dtype": "uint8", "shape": [1, h, w]},
+                "classes": ["a", "b", "c"], "layers": layers, "provenance": {"test": "lut"}}
+    return parse(to_bytes(manifest, arrays))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(1, 8), st.integers(3, 13), st.integers(3, 13), st.integers(1, 5), st.integers(1, 5),
+       st.integers(0, 2), st.integers(0, 2), st.sampled_from([None, (2, 2), (1, 3), (3, 2)]),
+       st.sampled_from([1, 5, 16, 17, 33]), st.sampled_from(["01", "pm1"]), st.integers(1, 40), st.integers(0, 2**31 - 1))
+def test_table_convolutions_of_few_channels_are_exact(c, h, w, kh, kw, ph, pw, pool, n_out, enc, n, seed):
+    """Convolutions of bits with 1..8 channels run by table lookup (kernels.conv_lut): any width, padding, pool."""
+    from bnn_runtime.plan import KIND_CONV_BITS, KIND_CONV_LUT, LUT_MAX_BYTES, lut_layout
+
+    if enc == "pm1":
+        ph = pw = 0  # as random_bnn: no zero padding of +-1 bits
+    kh, kw = min(kh, h + 2 * ph), min(kw, w + 2 * pw)
+    oh, ow = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
+    if pool and (oh // pool[0] < 1 or ow // pool[1] < 1):
+        pool = None
+    rng = np.random.default_rng(seed)
+    bnn = _conv_bits_model(rng, c, h, w, (kh, kw), (ph, pw), pool, n_out, enc)
+    g, ng = lut_layout(c, kw)
+    fits = kh * ng * 2 ** (g * c) * -(-n_out // 16) * 16 * 2 <= LUT_MAX_BYTES
+    assert BnnModel(bnn).plan.params[1, 0] == (KIND_CONV_LUT if fits else KIND_CONV_BITS)
+    x = rng.integers(0, 256, (n, 1, h, w), dtype=np.uint8)
+    assert_exact(bnn, x, onnx=False)
