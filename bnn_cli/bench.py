@@ -33,10 +33,12 @@ def bench(
         raise CliError(f"--min-seconds must be positive, got {min_seconds}")
     from bnn_export.bench import run_bench
 
+    # Plain lines rather than a live spinner: its refresh thread would compete with the timed
+    # engines for the GIL and the two cores.
     console = stderr_console()
-    with console.status("timing...") as status:
-        result = run_bench(model_path, threads=threads, batch=batch, rounds=rounds, latency_calls=latency_calls,
-                           min_seconds=min_seconds, progress=lambda r, n: status.update(f"round {r}/{n}"))
+    console.print(f"timing {model_path}: {rounds} interleaved rounds...")
+    result = run_bench(model_path, threads=threads, batch=batch, rounds=rounds, latency_calls=latency_calls,
+                       min_seconds=min_seconds, progress=lambda r, n: console.print(f"round {r}/{n} done"))
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return

@@ -30,6 +30,10 @@ from bnn_runtime.model import load
 from bnn_runtime.profile import layer_times
 
 ENGINES = ("runtime", "onnxruntime_integer", "onnxruntime_fp32")
+# Pause before each engine's turn: the thread pools of the engine timed before (onnxruntime's
+# spin after every run) must have gone idle, or they take cores from the next one. Measured on
+# LeNet-5: the runtime ran 370k images/s right after an onnxruntime session's run, 430k after a pause.
+SETTLE_SECONDS = 0.2
 
 
 def _session(model_bytes: bytes, threads: int):
@@ -158,6 +162,7 @@ def run_bench(path, threads: int = 2, batch: int = 256, rounds: int = 5, latency
     lat = {name: [] for name in engines}
     for r in range(rounds):
         for name, fn in engines.items():
+            time.sleep(SETTLE_SECONDS)
             rates[name].append(_throughput(fn, x, min_seconds))
             lat[name] += _latencies(fn, x[:1], latency_calls)
         if progress:
