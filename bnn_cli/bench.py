@@ -36,9 +36,9 @@ def bench(
     # Plain lines rather than a live spinner: its refresh thread would compete with the timed
     # engines for the GIL and the two cores.
     console = stderr_console()
-    console.print(f"timing {model_path}: {rounds} interleaved rounds...")
     result = run_bench(model_path, threads=threads, batch=batch, rounds=rounds, latency_calls=latency_calls,
-                       min_seconds=min_seconds, progress=lambda r, n: console.print(f"round {r}/{n} done"))
+                       min_seconds=min_seconds,
+                       progress=lambda r, n: console.print(f"round {r}/{n} done" if r else f"timing {n} interleaved rounds..."))
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return

@@ -160,6 +160,8 @@ def run_bench(path, threads: int = 2, batch: int = 256, rounds: int = 5, latency
         fn(x[:1])
     rates = {name: [] for name in engines}
     lat = {name: [] for name in engines}
+    if progress:
+        progress(0, rounds)
     for r in range(rounds):
         for name, fn in engines.items():
             time.sleep(SETTLE_SECONDS)
