@@ -223,3 +223,17 @@ def test_table_convolutions_of_few_channels_are_exact(c, h, w, kh, kw, ph, pw, p
     assert BnnModel(bnn).plan.params[1, 0] == (KIND_CONV_LUT if fits else KIND_CONV_BITS)
     x = rng.integers(0, 256, (n, 1, h, w), dtype=np.uint8)
     assert_exact(bnn, x, onnx=False)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 300), st.integers(1, 40), st.sampled_from([1, 255, 2**20, 2**40]),
+       st.integers(0, 2**32 - 1))
+def test_reference_matmul_is_exact_integer_arithmetic(n, k, m, big, seed):
+    from bnn_runtime.reference import _exact_matmul
+
+    rng = np.random.default_rng(seed)
+    a = rng.integers(-big, big + 1, size=(n, k), dtype=np.int64)
+    b = rng.integers(-1, 2, size=(k, m), dtype=np.int64)
+    got = _exact_matmul(a, b)
+    assert got.dtype == np.int64
+    assert np.array_equal(got, a @ b)
