@@ -97,6 +97,12 @@ class TrainConfig:
     device: str = "auto"
     eval_batch_size: int = 1000
 
+    def dataset_shape(self) -> tuple[tuple[int, ...], int]:
+        """(input shape, number of classes) of the dataset, known without loading it."""
+        if self.dataset == "ones":
+            return (self.dim,), 2
+        return ((1, 8, 8) if self.dataset == "digits" else (1, 28, 28)), 10
+
     def validate(self) -> None:
         _choice("--dataset", self.dataset, DATASETS)
         _choice("--optimizer", self.optimizer, OPTIMIZERS)
@@ -121,8 +127,11 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> None:
+        """Every option, before any data is loaded: the model is checked against its dataset's
+        input shape and class count (``TrainConfig.dataset_shape``)."""
         self.train.validate()
-        self.model.validate()
+        in_shape, num_classes = self.train.dataset_shape()
+        replace(self.model, in_shape=in_shape, num_classes=num_classes).validate()
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -26,6 +26,27 @@ def test_train_on_digits_end_to_end(tmp_path):
     assert not list(out.glob(".*.tmp"))
 
 
+def test_single_unit_classifier_on_ones(tmp_path):
+    """The paper's SUC through the CLI: the model is checked against the dataset before it is loaded."""
+    out = tmp_path / "suc"
+    result = run_cli("train", "--model", "suc", "--dataset", "ones", "--dim", "10", "--act", "heaviside/const",
+                     "--weights", "float", "--no-batchnorm", "--optimizer", "sgd", "--lr", "0.1", "--batch-size", "32",
+                     "--n-samples", "2000", "--epochs", "3", "--out", out)
+    assert result.exit_code == 0, result.output
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["config"]["model"]["in_shape"] == [10] and cfg["config"]["model"]["num_classes"] == 2
+    assert json.loads((out / "metrics.json").read_text())["test_accuracy"] > 0.9
+
+
+def test_dataset_shapes_are_known_before_loading():
+    from bnn_train.config import TrainConfig
+    from bnn_train.data import load_dataset
+
+    for cfg in (TrainConfig(dataset="ones", dim=13, n_samples=200), TrainConfig(dataset="digits")):
+        data = load_dataset(cfg)
+        assert cfg.dataset_shape() == (data.in_shape, data.num_classes)
+
+
 def test_train_options_reach_the_config(tmp_path):
     result = run_cli("train", "--model", "mlp", "--hidden", "40,20", "--act", "sign/ste", "--weights", "float",
                      "--no-batchnorm", "--init", "diag_noise", "--optimizer", "sgd", "--momentum", "0.5",
