@@ -60,7 +60,7 @@ def train(
     lr: Annotated[float, typer.Option(help="Learning rate.", rich_help_panel=_T)] = 0.01,
     optimizer: Annotated[Optimizer, typer.Option(help="sgd or adam.", rich_help_panel=_T)] = "adam",
     momentum: Annotated[float, typer.Option(help="SGD momentum.", rich_help_panel=_T)] = 0.9,
-    schedule: Annotated[Schedule, typer.Option(help="Learning-rate schedule.", rich_help_panel=_T)] = "none",
+    schedule: Annotated[Schedule, typer.Option(help="Learning-rate schedule: cosine decays it to 0 over --epochs (per epoch), none keeps it constant.", rich_help_panel=_T)] = "cosine",
     grad_clip: Annotated[Optional[float], typer.Option(help="Clip the gradient norm to this value.", rich_help_panel=_T)] = None,
     seed: Annotated[int, typer.Option(help="Seed of initialisation, shuffling and noise.", rich_help_panel=_T)] = 0,
     device: Annotated[Device, typer.Option(help="auto = cuda when available.", rich_help_panel=_T)] = "auto",
