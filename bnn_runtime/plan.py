@@ -8,7 +8,10 @@ The file keeps the canonical bit layout of docs/FORMAT.md; the runtime re-packs 
   a conv's fan-in order becomes (i, j, c), a dense layer after a conv reads (y, x, c);
 * every weight row is padded with zero words to a multiple of 4 (whole vectors for the
   popcount loop; zero bits add nothing to ``popcount(a & w)``) and the outputs to a multiple
-  of 4 (whole register blocks; the padded outputs are never written);
+  of 4 (whole register blocks; the padded outputs are never written); a dense layer pads its
+  outputs to a multiple of 8 and stores its weights by columns of 8 outputs,
+  ``wt[(b * nw + k) * 8 + j] = w[8 b + j, k]``, so that one 512-bit load holds word k of 8
+  outputs (kernels.dense_bits, kernels.dense_u8);
 * thresholds become ``dir * T`` so that a bit is ``dir * s >= dir * T``; ``pm1`` layers get the
   constants of ``s = 4 p - 2 pa - 2 pw + n`` (see kernels.py);
 * a first convolution on uint8 input becomes, per output, the list of its taps of the rarer
@@ -42,7 +45,8 @@ COLUMNS = ("kind", "last", "n_out", "n_out_pad", "nw", "w_off", "c_off", "alpha"
 LUT_MAX_CHANNELS = 8  # a table has 2 ** (g * C) rows, g * C <= 8
 LUT_MAX_BYTES = 256 * 1024
 LUT_LANES = 16  # outputs per table block (one 16 x int16 vector)
-BLOCK = 4  # outputs per register block
+BLOCK = 4  # outputs per register block (convolutions)
+COLUMN = 8  # outputs per vector of a dense layer (its weights are stored by columns of 8 outputs)
 WORD_ALIGN = 4  # weight rows are padded to a multiple of this many words
 INT16_MAX = 2**15 - 1
 
@@ -50,7 +54,7 @@ INT16_MAX = 2**15 - 1
 @dataclass
 class Plan:
     params: np.ndarray  # (layers, len(COLUMNS)) int64
-    wpool: np.ndarray  # uint64: every binary weight matrix, (n_out_pad, nw) each
+    wpool: np.ndarray  # uint64: every binary weight matrix, (n_out_pad, nw) each (dense: by columns of 8 outputs)
     cpool: np.ndarray  # int64: (gamma, dir * T, dir) of every layer, (3, n_out_pad) each
     taps: np.ndarray  # int64 (O, 1 + L): count, then flat offsets of a first conv layer's taps (else (1, 1))
     scale: np.ndarray  # float64 per class (ones for a single-unit network)
@@ -210,7 +214,12 @@ def build_plan(bnn: BnnFile) -> Plan:
                 if p["kind"] == KIND_DENSE_U8:
                     p["rows_per_image"] = 8  # bit planes
                 p["nw"] = _round_up(n_words(fan_in), WORD_ALIGN)
-                wblobs.append(_pack_rows(signs, p["n_out_pad"], p["nw"]).ravel())
+                if p["kind"] == KIND_CONV_BITS:
+                    wblobs.append(_pack_rows(signs, p["n_out_pad"], p["nw"]).ravel())
+                else:  # dense: by columns of 8 outputs, wt[(b * nw + k) * 8 + j] = w[8 b + j, k] (kernels.dense_bits)
+                    p["n_out_pad"] = _round_up(o, COLUMN)
+                    w = _pack_rows(signs, p["n_out_pad"], p["nw"])
+                    wblobs.append(w.reshape(-1, COLUMN, p["nw"]).transpose(0, 2, 1).ravel())
                 if p["kind"] != KIND_DENSE_BITS:
                     sizes[1] = max(sizes[1], p["rows_per_image"])
                 sizes[2] = max(sizes[2], p["nw"])

@@ -69,7 +69,7 @@ def test_gemm_scores_are_the_dot_products(nrows, n_out, fan_in, encoding, seed):
 
 
 @settings(max_examples=80, deadline=None)
-@given(st.integers(1, 13), st.integers(1, 70), st.integers(1, 200), st.sampled_from(["01", "pm1"]),
+@given(st.integers(1, 13), st.integers(1, 70), st.integers(1, 700), st.sampled_from(["01", "pm1"]),
        st.integers(1, 4), st.integers(0, 2**32 - 1))
 def test_gemm_bits_threshold_pool_and_pack(nrows, n_out, fan_in, encoding, group, seed):
     rng = np.random.default_rng(seed)
@@ -90,6 +90,95 @@ def test_gemm_bits_threshold_pool_and_pack(nrows, n_out, fan_in, encoding, group
     got = unpack_bits(out.reshape(n_img, image_words), image_words * 64)
     assert np.array_equal(got[:, : per_img * n_out].reshape(n_img, per_img, n_out), pooled)
     assert not got[:, per_img * n_out :].any()
+
+
+def _dense_case(rng, nrows, n_out, fan_in, encoding):
+    """A dense layer as plan.build_plan stores it: weights by columns of 8 outputs, consts padded to 8."""
+    a, nw, w, consts, alpha, beta, s, t, d = _gemm_case(rng, nrows, n_out, fan_in, encoding, False)
+    pad = -(-n_out // 8) * 8
+    w8 = np.zeros((pad, nw), np.uint64)
+    w8[:n_out] = w[:n_out]
+    c8 = np.zeros((3, pad), np.int64)
+    c8[:, :n_out] = consts[:, :n_out]
+    wt = np.ascontiguousarray(w8.reshape(-1, 8, nw).transpose(0, 2, 1)).ravel()
+    return a, nw, wt, c8, alpha, beta, s, t, d
+
+
+DENSE = (st.sampled_from([1, 2, 3, 4, 5, 7, 8, 9, 16, 17]), st.integers(1, 80),
+         st.sampled_from([1, 63, 64, 65, 100, 511, 512, 600, 1000]), st.sampled_from(["01", "pm1"]),
+         st.integers(0, 2**32 - 1))
+
+
+@settings(max_examples=80, deadline=None)
+@given(*DENSE)
+def test_dense_bits_scores_are_the_dot_products(nrows, n_out, fan_in, encoding, seed):
+    rng = np.random.default_rng(seed)
+    a, nw, wt, consts, alpha, beta, s, _, _ = _dense_case(rng, nrows, n_out, fan_in, encoding)
+    scores = np.zeros((nrows + 2, n_out + 1), np.int32)
+    K.dense_bits(a, nrows, nw, wt, n_out, alpha, beta, consts, np.zeros(1, np.uint64), 64, scores, 2, True)
+    assert np.array_equal(scores[2:, :n_out], s)
+    assert not scores[:2].any() and not scores[:, n_out].any()
+
+
+@settings(max_examples=100, deadline=None)
+@given(*DENSE)
+def test_dense_bits_threshold_and_pack(nrows, n_out, fan_in, encoding, seed):
+    rng = np.random.default_rng(seed)
+    a, nw, wt, consts, alpha, beta, s, t, d = _dense_case(rng, nrows, n_out, fan_in, encoding)
+    image_words = n_words(n_out) + int(rng.integers(0, 2))
+    out = np.zeros(nrows * image_words, np.uint64)
+    K.dense_bits(a, nrows, nw, wt, n_out, alpha, beta, consts, out, image_words * 64, np.zeros((1, 1), np.int32), 0,
+                 False)
+    bits = np.where(d > 0, s >= t, s <= t)
+    got = unpack_bits(out.reshape(nrows, image_words), image_words * 64)
+    assert np.array_equal(got[:, :n_out], bits)
+    assert not got[:, n_out:].any()
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.sampled_from([1, 2, 3, 5, 16]), st.integers(1, 40), st.sampled_from([1, 8, 63, 64, 65, 200, 784, 1100]),
+       st.booleans(), st.integers(0, 2**32 - 1))
+def test_dense_u8_sums_threshold_and_pack(n_img, n_out, fan_in, last, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (n_img, fan_in)).astype(np.uint8)
+    x[0, : fan_in // 2] = 255  # large sums
+    w_signs = rng.choice([-1, 1], (n_out, fan_in))
+    nw = -(-n_words(fan_in) // 4) * 4
+    planes = np.zeros((8 * n_img, nw), np.uint64)
+    xsum = np.array([K.byte_planes(x[i], planes, 8 * i, nw) for i in range(n_img)], np.int64)
+    pad = -(-n_out // 8) * 8
+    w = np.zeros((pad, nw), np.uint64)
+    w[:n_out, : n_words(fan_in)] = pack_bits(w_signs > 0)
+    wt = np.ascontiguousarray(w.reshape(-1, 8, nw).transpose(0, 2, 1)).ravel()
+    s = x.astype(np.int64) @ w_signs.T
+    t = rng.integers(-100 * fan_in, 100 * fan_in + 1, n_out)
+    d = rng.choice([-1, 1], n_out)
+    consts = np.zeros((3, pad), np.int64)
+    consts[1, :n_out], consts[2, :n_out] = d * t, d
+    image_words = n_words(n_out) + 1
+    out = np.zeros(n_img * image_words, np.uint64)
+    scores = np.zeros((n_img + 1, n_out + 1), np.int32)
+    K.dense_u8(planes, n_img, nw, wt, n_out, xsum, consts, last, out, image_words * 64, scores, 1)
+    if last:
+        assert np.array_equal(scores[1:, :n_out], s) and not scores[0].any() and not scores[:, n_out].any()
+        assert not out.any()
+        return
+    got = unpack_bits(out.reshape(n_img, image_words), image_words * 64)
+    assert np.array_equal(got[:, :n_out], np.where(d > 0, s >= t, s <= t))
+    assert not got[:, n_out:].any() and not scores.any()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 13), st.integers(1, 13), st.integers(300, 1300), st.sampled_from(["01", "pm1"]),
+       st.integers(0, 2**32 - 1))
+def test_gemm_scores_on_wide_rows(nrows, n_out, fan_in, encoding, seed):
+    """Rows of 8 words and more: the 512-bit blocks (popcount_block4x4, 1x4) and their scalar tail."""
+    rng = np.random.default_rng(seed)
+    a, nw, w, consts, alpha, beta, s, _, _ = _gemm_case(rng, nrows, n_out, fan_in, encoding, True)
+    scores = np.zeros((nrows, n_out), np.int32)
+    K.gemm(a, nrows, nw, w, n_out, alpha, beta, consts, np.zeros(nrows, np.int64), np.zeros(1, np.uint64),
+           scores, 0, True)
+    assert np.array_equal(scores, s)
 
 
 @settings(max_examples=60, deadline=None)
