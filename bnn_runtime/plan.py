@@ -14,6 +14,9 @@ The file keeps the canonical bit layout of docs/FORMAT.md; the runtime re-packs 
   outputs (kernels.dense_bits, kernels.dense_u8);
 * thresholds become ``dir * T`` so that a bit is ``dir * s >= dir * T``; ``pm1`` layers get the
   constants of ``s = 4 p - 2 pa - 2 pw + n`` (see kernels.py);
+* a first dense layer on uint8 input whose fan-in is a multiple of 4 keeps one signed byte per
+  weight, by blocks of 16 outputs, on a CPU with AVX512-VNNI (kernels._vnni_cols; off with
+  ``BNN_RUNTIME_VNNI=off``); otherwise it runs on the 8 bit planes of the input (kernels.dense_u8);
 * a first convolution on uint8 input becomes, per output, the list of its taps of the rarer
   sign (flat offsets into the zero-padded image) and that sign: ``s = sigma (2 A - B)``
   (kernels.conv_u8); its sums are int16 when ``255 * fan_in`` fits, else int32;
@@ -33,11 +36,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import kernels
 from .bits import n_words, pack_bits, unpack_signs
 from .errors import BnnFormatError
 from .format import BnnFile
 
-KIND_CONV_U8, KIND_DENSE_U8, KIND_CONV_BITS, KIND_DENSE_BITS, KIND_CONV_LUT = 0, 1, 2, 3, 4
+KIND_CONV_U8, KIND_DENSE_U8, KIND_CONV_BITS, KIND_DENSE_BITS, KIND_CONV_LUT, KIND_DENSE_VNNI = 0, 1, 2, 3, 4, 5
 # one row of ``params`` per layer, in this order (kernels.run_tile reads them by position)
 COLUMNS = ("kind", "last", "n_out", "n_out_pad", "nw", "w_off", "c_off", "alpha", "beta",
            "c", "h", "w", "kh", "kw", "ph", "pw", "oh", "ow", "sh", "sw", "acc16", "rows_per_image",
@@ -47,6 +51,7 @@ LUT_MAX_BYTES = 256 * 1024
 LUT_LANES = 16  # outputs per table block (one 16 x int16 vector)
 BLOCK = 4  # outputs per register block (convolutions)
 COLUMN = 8  # outputs per vector of a dense layer (its weights are stored by columns of 8 outputs)
+VNNI_COLUMN = 16  # outputs per vector of the VNNI first layer (16 int32 lanes)
 WORD_ALIGN = 4  # weight rows are padded to a multiple of this many words
 INT16_MAX = 2**15 - 1
 
@@ -200,9 +205,19 @@ def build_plan(bnn: BnnFile) -> Plan:
                 pc, ph_, pw_ = prev_shape
                 signs = signs.reshape(o, pc, ph_, pw_).transpose(0, 2, 3, 1).reshape(o, -1)
                 p["kind"] = KIND_DENSE_BITS
+            elif layer["in_encoding"] == "uint8" and kernels.USE_VNNI and fan_in % 4 == 0:
+                p["kind"] = KIND_DENSE_VNNI
             else:
                 p["kind"] = KIND_DENSE_U8 if layer["in_encoding"] == "uint8" else KIND_DENSE_BITS
-            if lut is not None:  # a table instead of im2col rows and weight words
+            if p["kind"] == KIND_DENSE_VNNI:  # bytes by blocks of 16 outputs (kernels._vnni_cols)
+                p["n_out_pad"] = _round_up(o, VNNI_COLUMN)
+                p["nw"] = fan_in // 4
+                w = np.zeros((p["n_out_pad"], fan_in), np.int8)
+                w[:o] = signs
+                w = w.reshape(-1, VNNI_COLUMN, fan_in // 4, 4).transpose(0, 2, 1, 3)
+                wblobs.append(np.ascontiguousarray(w).reshape(-1).view(np.uint64))
+                word_ops.append(0)
+            elif lut is not None:  # a table instead of im2col rows and weight words
                 table, thr, toff, tbase = lut
                 blob = np.concatenate([table, thr])
                 wblobs.append(np.concatenate([blob, np.zeros(-len(blob) % 4, np.int16)]).view(np.uint64))

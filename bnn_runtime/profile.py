@@ -16,6 +16,7 @@ import numpy as np
 
 from . import kernels
 from .inputs import prepare_input
+from .plan import KIND_DENSE_VNNI
 
 
 def _prefix(plan, k: int):
@@ -42,7 +43,8 @@ def layer_times(model, x, repeats: int = 15) -> list[dict]:
             best[k] = min(best[k], time.perf_counter() - t)
     out, before = [], 0.0
     for k, layer in enumerate(layers):
-        out.append({"layer": layer["name"], "kind": f"{layer['kind']} {layer['in_encoding']}",
+        vnni = " (VNNI)" if model.plan.params[k, 0] == KIND_DENSE_VNNI else ""
+        out.append({"layer": layer["name"], "kind": f"{layer['kind']} {layer['in_encoding']}{vnni}",
                     "seconds_per_image": max(best[k] - before, 0.0) / len(x),
                     "word_ops_per_image": model.plan.word_ops[k]})
         before = best[k]

@@ -237,3 +237,52 @@ def test_reference_matmul_is_exact_integer_arithmetic(n, k, m, big, seed):
     got = _exact_matmul(a, b)
     assert got.dtype == np.int64
     assert np.array_equal(got, a @ b)
+
+
+@pytest.mark.parametrize("fan_in,width", [(4, 1), (64, 16), (100, 47), (784, 48), (784, 49), (196, 130), (30, 100)])
+def test_first_dense_layer_both_kernels_are_exact(monkeypatch, fan_in, width):
+    """A first dense layer on bytes runs on VNNI where the CPU has it and the fan-in is a multiple of 4,
+    else on 8 bit planes; both are exact, around their register blocks (8 images x 48 outputs)."""
+    from bnn_runtime import kernels
+    from bnn_runtime.plan import KIND_DENSE_U8, KIND_DENSE_VNNI
+
+    rng = np.random.default_rng(fan_in * 1000 + width)
+    for kind in ("mlp", "suc"):  # a hidden layer writing bits; a single layer writing scores
+        cfg = random_config(rng, kind, "heaviside", True, hidden=(width,), in_shape=(fan_in,))
+        bnn, _ = to_bnn(random_model(cfg, width), cfg)
+        for use_vnni in (kernels.USE_VNNI, False):
+            monkeypatch.setattr(kernels, "USE_VNNI", use_vnni)
+            model = BnnModel(bnn, threads=2)
+            vnni = use_vnni and fan_in % 4 == 0
+            assert model.plan.params[0, 0] == (KIND_DENSE_VNNI if vnni else KIND_DENSE_U8)
+            for n in (1, 9, 70):
+                x = random_inputs(rng, cfg.in_shape, n)
+                x[0] = 255  # the largest sums
+                assert np.array_equal(model.scores(x), reference_scores(bnn, x)), (kind, use_vnni, n)
+
+
+def test_vnni_emulation_is_exact(tmp_path):
+    """BNN_RUNTIME_VNNI=emulate compiles the VNNI kernel as a CPU without VNNI does (portable vector
+    code) and runs it: the same scores. In a fresh process with its own numba cache."""
+    import os
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(5)
+    cfg = random_config(rng, "mlp", "sign", True, hidden=(50, 20), in_shape=(1, 8, 8))
+    _, data = to_bnn(random_model(cfg, 5), cfg)
+    (tmp_path / "m.bnn").write_bytes(data)
+    code = (
+        "import numpy as np, bnn_runtime\n"
+        "from bnn_runtime import kernels\n"
+        "from bnn_runtime.reference import reference_scores\n"
+        "assert kernels.USE_VNNI and not kernels.VNNI_NATIVE\n"
+        f"m = bnn_runtime.load({str(tmp_path / 'm.bnn')!r}, threads=1)\n"
+        "assert m.plan.params[0, 0] == 5\n"
+        "x = np.random.default_rng(0).integers(0, 256, (37, 1, 8, 8), dtype=np.uint8)\n"
+        "print(np.array_equal(m.scores(x), reference_scores(m.file, x)))\n"
+    )
+    env = dict(os.environ, BNN_RUNTIME_VNNI="emulate", NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "True"
