@@ -132,6 +132,38 @@ popcount_block4x4 = _popcount_block(4, 4)
 popcount_block1x4 = _popcount_block(1, 4)
 
 
+def _consts_loader(context, builder, arrty, arr, o, lanes):
+    """crow(q, v): lanes int64 of row q of a (3, n_out_pad) consts array from output o + lanes * v."""
+    i64 = ir.IntType(64)
+    cc = context.make_array(arrty)(context, builder, arr)
+    cstride = cgutils.unpack_tuple(builder, cc.shape, 2)[1]
+    vec = ir.VectorType(i64, lanes).as_pointer()
+
+    def crow(q, v):
+        off = builder.add(builder.add(builder.mul(ir.Constant(i64, q), cstride), o), ir.Constant(i64, lanes * v))
+        return builder.load(builder.bitcast(builder.gep(cc.data, [off]), vec), align=8)
+
+    return crow
+
+
+def _epilogue(builder, sums, crow, rp, lanes, bits):
+    """The end of a register block, sums[i][v] = the int64 sums s (gamma included) of row i, vector v:
+    ``bits``: rp[i] = the bits dir * s >= dir * T of row i (bit lanes * v + j); else
+    rp[(i * nv + v) * lanes + j] = s."""
+    i64 = ir.IntType(64)
+    for i, row in enumerate(sums):
+        mask = ir.Constant(i64, 0)
+        for v, s in enumerate(row):
+            if bits:
+                ge = builder.icmp_signed(">=", builder.mul(crow(2, v), s), crow(1, v))
+                m = builder.zext(builder.bitcast(ge, ir.IntType(lanes)), i64)
+                mask = builder.or_(mask, builder.shl(m, ir.Constant(i64, lanes * v)))
+            else:
+                dst = builder.gep(rp, [ir.Constant(i64, (i * len(row) + v) * lanes)])
+                builder.store(s, builder.bitcast(dst, ir.VectorType(i64, lanes).as_pointer()), align=8)
+        if bits:
+            builder.store(mask, builder.gep(rp, [ir.Constant(i64, i)]))
+
 def _popcount_cols(nr, nv, planes, bits):
     """An intrinsic: one register block of a dense layer whose weights are stored by columns of 8 outputs.
 
@@ -191,30 +223,14 @@ def _popcount_cols(nr, nv, planes, bits):
                 for i in range(1, nr):
                     comb = [builder.add(x, builder.shl(y, splat(ir.Constant(i64, i)))) for x, y in zip(comb, p[i])]
                 p = [comb]
-            cc = data(8)
-            cstride = cgutils.unpack_tuple(builder, cc.shape, 2)[1]
-
-            def crow(q, v):
-                off = builder.add(builder.add(builder.mul(ir.Constant(i64, q), cstride), o_v), ir.Constant(i64, 8 * v))
-                return builder.load(builder.bitcast(builder.gep(cc.data, [off]), V8.as_pointer()), align=8)
-
+            crow = _consts_loader(context, builder, sig.args[8], args[8], o_v, 8)
             pa_d = data(6).data
-            rp = data(10).data
             al = splat(alpha_v)
+            sums = []
             for i in range(rows):
                 pav = splat(builder.load(builder.gep(pa_d, [builder.add(pr_v, ir.Constant(i64, i))])))
-                mask = ir.Constant(i64, 0)
-                for v in range(nv):
-                    s = builder.add(builder.add(builder.mul(al, p[i][v]), pav), crow(0, v))
-                    if bits:
-                        ge = builder.icmp_signed(">=", builder.mul(crow(2, v), s), crow(1, v))
-                        m = builder.zext(builder.bitcast(ge, ir.IntType(8)), i64)
-                        mask = builder.or_(mask, builder.shl(m, ir.Constant(i64, 8 * v)))
-                    else:
-                        dst = builder.gep(rp, [ir.Constant(i64, (i * nv + v) * 8)])
-                        builder.store(s, builder.bitcast(dst, V8.as_pointer()), align=8)
-                if bits:
-                    builder.store(mask, builder.gep(rp, [ir.Constant(i64, i)]))
+                sums.append([builder.add(builder.add(builder.mul(al, p[i][v]), pav), crow(0, v)) for v in range(nv)])
+            _epilogue(builder, sums, crow, data(10).data, 8, bits)
             return context.get_dummy_value()
 
         return types.none(a, types.int64, wt, types.int64, types.int64, types.int64, pa, types.int64, consts,
@@ -315,27 +331,10 @@ def _vnni_cols(nr, nv, bits):
                     xv = builder.shuffle_vector(xv, ir.Constant(I32X16, None), ir.Constant(I32X16, [0] * 16))
                     for v in range(nv):
                         builder.store(_dpbusd(builder, builder.load(acc[i * nv + v]), xv, wl[v]), acc[i * nv + v])
-            cc = data(5)
-            cstride = cgutils.unpack_tuple(builder, cc.shape, 2)[1]
-
-            def crow(q, v):
-                off = builder.add(builder.add(builder.mul(ir.Constant(i64, q), cstride), o_v), ir.Constant(i64, 16 * v))
-                return builder.load(builder.bitcast(builder.gep(cc.data, [off]), I64X16.as_pointer()), align=8)
-
-            rp = data(7).data
-            for i in range(nr):
-                mask = ir.Constant(i64, 0)
-                for v in range(nv):
-                    s = builder.add(builder.sext(builder.load(acc[i * nv + v]), I64X16), crow(0, v))
-                    if bits:
-                        ge = builder.icmp_signed(">=", builder.mul(crow(2, v), s), crow(1, v))
-                        m = builder.zext(builder.bitcast(ge, ir.IntType(16)), i64)
-                        mask = builder.or_(mask, builder.shl(m, ir.Constant(i64, 16 * v)))
-                    else:
-                        dst = builder.gep(rp, [ir.Constant(i64, (i * nv + v) * 16)])
-                        builder.store(s, builder.bitcast(dst, I64X16.as_pointer()), align=8)
-                if bits:
-                    builder.store(mask, builder.gep(rp, [ir.Constant(i64, i)]))
+            crow = _consts_loader(context, builder, sig.args[5], args[5], o_v, 16)
+            sums = [[builder.add(builder.sext(builder.load(acc[i * nv + v]), I64X16), crow(0, v)) for v in range(nv)]
+                    for i in range(nr)]
+            _epilogue(builder, sums, crow, data(7).data, 16, bits)
             return context.get_dummy_value()
 
         return types.none(x, types.int64, wv, types.int64, types.int64, consts, types.int64, res), codegen
