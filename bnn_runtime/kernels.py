@@ -54,6 +54,13 @@ def popcount(typingctx, x):
 V8 = ir.VectorType(ir.IntType(64), 8)
 
 
+def _splat(builder, x, vec):
+    """The vector type vec with x in every lane."""
+    v = builder.insert_element(ir.Constant(vec, None), x, ir.Constant(ir.IntType(32), 0))
+    zeros = ir.Constant(ir.VectorType(ir.IntType(32), vec.count), [0] * vec.count)
+    return builder.shuffle_vector(v, ir.Constant(vec, None), zeros)
+
+
 def _popcount_block(nr, no):
     """An intrinsic: the nr x no popcount sums of one register block, in 512-bit vectors.
 
@@ -164,6 +171,7 @@ def _epilogue(builder, sums, crow, rp, lanes, bits):
         if bits:
             builder.store(mask, builder.gep(rp, [ir.Constant(i64, i)]))
 
+
 def _popcount_cols(nr, nv, planes, bits):
     """An intrinsic: one register block of a dense layer whose weights are stored by columns of 8 outputs.
 
@@ -197,8 +205,7 @@ def _popcount_cols(nr, nv, planes, bits):
                 return context.make_array(sig.args[k])(context, builder, args[k])
 
             def splat(x):
-                v = builder.insert_element(ir.Constant(V8, None), x, ir.Constant(ir.IntType(32), 0))
-                return builder.shuffle_vector(v, ir.Constant(V8, None), ir.Constant(ir.VectorType(ir.IntType(32), 8), [0] * 8))
+                return _splat(builder, x, V8)
 
             aa = data(0)
             astride = cgutils.unpack_tuple(builder, aa.shape, 2)[1]
@@ -247,7 +254,6 @@ cols_sums1x1 = _popcount_cols(1, 1, False, False)
 planes_bits2 = _popcount_cols(8, 2, True, True)
 planes_bits1 = _popcount_cols(8, 1, True, True)
 planes_sums1 = _popcount_cols(8, 1, True, False)
-
 
 
 # First dense layer on uint8 input with VNNI. vpdpbusd multiplies 64 unsigned bytes by 64 signed
@@ -326,9 +332,7 @@ def _vnni_cols(nr, nv, bits):
                 k = loop.index
                 wl = [builder.load(builder.gep(c, [k]), align=1) for c in wcol]
                 for i in range(nr):
-                    xv = builder.insert_element(ir.Constant(I32X16, None), builder.load(builder.gep(xrow[i], [k]), align=1),
-                                                ir.Constant(i32, 0))
-                    xv = builder.shuffle_vector(xv, ir.Constant(I32X16, None), ir.Constant(I32X16, [0] * 16))
+                    xv = _splat(builder, builder.load(builder.gep(xrow[i], [k]), align=1), I32X16)
                     for v in range(nv):
                         builder.store(_dpbusd(builder, builder.load(acc[i * nv + v]), xv, wl[v]), acc[i * nv + v])
             crow = _consts_loader(context, builder, sig.args[5], args[5], o_v, 16)
@@ -347,6 +351,7 @@ vnni_bits1x3 = _vnni_cols(1, 3, True)
 vnni_bits8x1 = _vnni_cols(8, 1, True)
 vnni_bits1x1 = _vnni_cols(1, 1, True)
 vnni_sums1x1 = _vnni_cols(1, 1, False)
+
 
 # Two rules keep these loops fast (both measured, 10-25x each):
 # * no call to a small array-taking kernel inside a hot loop: numba increments and decrements the
@@ -479,31 +484,26 @@ def dense_bits(a, nrows, nw, wt, n_out, alpha, beta, consts, out, image_bits, sc
                     scores[row0 + r, 8 * b + j] = res[j]
         return
     n4 = nrows - nrows % 4
-    for b in range(0, nblk, 4):  # outputs outside: 32 outputs' weights are read from L1 by every row
+    b = 0
+    while b < nblk:  # outputs outside: 32 outputs' weights are read from L1 by every row
+        nv = 4 if b + 4 <= nblk else 1  # the last 1-3 vectors of 8 outputs go one at a time
         o = 8 * b
-        if b + 4 <= nblk:
-            nb = min(32, n_out - o)
-            valid = (np.uint64(1) << np.uint64(nb)) - np.uint64(1)
-            for r in range(0, n4, 4):
+        nb = min(8 * nv, n_out - o)
+        valid = (np.uint64(1) << np.uint64(nb)) - np.uint64(1)
+        for r in range(0, n4, 4):
+            if nv == 4:
                 cols_bits4x4(a, r, wt, b, nw, alpha, pa, r, consts, o, res)
-                for i in range(4):
-                    or_run(out, (r + i) * image_bits + o, np.uint64(res[i]) & valid, nb)
-            for r in range(n4, nrows):
+            else:
+                cols_bits4x1(a, r, wt, b, nw, alpha, pa, r, consts, o, res)
+            for i in range(4):
+                or_run(out, (r + i) * image_bits + o, np.uint64(res[i]) & valid, nb)
+        for r in range(n4, nrows):
+            if nv == 4:
                 cols_bits1x4(a, r, wt, b, nw, alpha, pa, r, consts, o, res)
-                or_run(out, r * image_bits + o, np.uint64(res[0]) & valid, nb)
-            continue
-        for bb in range(b, nblk):  # the last 1-3 vectors of 8 outputs
-            o = 8 * bb
-            nb = min(8, n_out - o)
-            valid = (np.uint64(1) << np.uint64(nb)) - np.uint64(1)
-            for r in range(0, n4, 4):
-                cols_bits4x1(a, r, wt, bb, nw, alpha, pa, r, consts, o, res)
-                for i in range(4):
-                    or_run(out, (r + i) * image_bits + o, np.uint64(res[i]) & valid, nb)
-            for r in range(n4, nrows):
-                cols_bits1x1(a, r, wt, bb, nw, alpha, pa, r, consts, o, res)
-                or_run(out, r * image_bits + o, np.uint64(res[0]) & valid, nb)
-
+            else:
+                cols_bits1x1(a, r, wt, b, nw, alpha, pa, r, consts, o, res)
+            or_run(out, r * image_bits + o, np.uint64(res[0]) & valid, nb)
+        b += nv
 
 @njit(cache=True)
 def gemm(a, nrows, nw, w, n_out, alpha, beta, consts, rowbit, out, scores, row0, last):
@@ -782,31 +782,26 @@ def dense_vnni(x, r0, n_img, k4, wv, n_out, consts, last, out, image_bits, score
                     scores[row0 + i, 16 * b + j] = res[j]
         return
     n8 = n_img - n_img % 8
-    for b in range(0, nblk, 3):
-        if b + 3 <= nblk:
-            o = 16 * b
-            nb = min(48, n_out - o)
-            valid = ~np.uint64(0) >> np.uint64(64 - nb)
-            for r in range(0, n8, 8):
+    b = 0
+    while b < nblk:
+        nv = 3 if b + 3 <= nblk else 1  # the last 1-2 vectors of 16 outputs go one at a time
+        o = 16 * b
+        nb = min(16 * nv, n_out - o)
+        valid = (np.uint64(1) << np.uint64(nb)) - np.uint64(1)
+        for r in range(0, n8, 8):
+            if nv == 3:
                 vnni_bits8x3(x, r0 + r, wv, b, k4, consts, o, res)
-                for i in range(8):
-                    or_run(out, (r + i) * image_bits + o, np.uint64(res[i]) & valid, nb)
-            for r in range(n8, n_img):
+            else:
+                vnni_bits8x1(x, r0 + r, wv, b, k4, consts, o, res)
+            for i in range(8):
+                or_run(out, (r + i) * image_bits + o, np.uint64(res[i]) & valid, nb)
+        for r in range(n8, n_img):
+            if nv == 3:
                 vnni_bits1x3(x, r0 + r, wv, b, k4, consts, o, res)
-                or_run(out, r * image_bits + o, np.uint64(res[0]) & valid, nb)
-            continue
-        for bb in range(b, nblk):  # the last 1-2 vectors of 16 outputs
-            o = 16 * bb
-            nb = min(16, n_out - o)
-            valid = ~np.uint64(0) >> np.uint64(64 - nb)
-            for r in range(0, n8, 8):
-                vnni_bits8x1(x, r0 + r, wv, bb, k4, consts, o, res)
-                for i in range(8):
-                    or_run(out, (r + i) * image_bits + o, np.uint64(res[i]) & valid, nb)
-            for r in range(n8, n_img):
-                vnni_bits1x1(x, r0 + r, wv, bb, k4, consts, o, res)
-                or_run(out, r * image_bits + o, np.uint64(res[0]) & valid, nb)
-
+            else:
+                vnni_bits1x1(x, r0 + r, wv, b, k4, consts, o, res)
+            or_run(out, r * image_bits + o, np.uint64(res[0]) & valid, nb)
+        b += nv
 
 @njit(cache=True)
 def pad_image(img, c_in, h, w, ph, pw, pitch, xp):
