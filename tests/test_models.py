@@ -172,12 +172,20 @@ def test_binary_networks_produce_bits_in_every_hidden_layer(model, fwd, values):
 @settings(max_examples=50, deadline=None)
 @given(st.integers(0, 2**31 - 1), st.sampled_from(["heaviside", "sign", "relu", "logistic", "tanh", "linear", "sigmoid_tanh"]))
 def test_maxpool_commutes_with_every_forward(seed, fwd):
-    """The models max-pool pre-activations: f(max z) == max f(z) because every forward is non-decreasing."""
+    """The models max-pool pre-activations: f(max z) == max f(z) because every forward is non-decreasing.
+
+    f(max z) is read from f(z) at the argmax: evaluating f on a differently shaped tensor may round
+    differently in the last bit (torch's vectorised and scalar sigmoid, measured), which says
+    nothing about the pooling."""
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(2, 3, 6, 6, generator=g, dtype=torch.float64)
     z[z.abs() < 0.3] = 0.0  # ties and exact zeros
     act = Activation(f"{fwd}/tied")
-    torch.testing.assert_close(act(F.max_pool2d(z, 2)), F.max_pool2d(act(z), 2), rtol=0, atol=0)
+    fz = act(z)
+    pooled, argmax = F.max_pool2d(z, 2, return_indices=True)
+    f_of_max = fz.flatten(2).gather(2, argmax.flatten(2)).view_as(pooled)
+    torch.testing.assert_close(f_of_max, F.max_pool2d(fz, 2), rtol=0, atol=0)
+    torch.testing.assert_close(act(pooled), f_of_max, rtol=1e-15, atol=0)  # the same values, up to that rounding
 
 
 def test_binary_without_batchnorm_scales_by_fan_in():
