@@ -21,9 +21,12 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, replace
 
-from ..activations import ActParams
-from ..config import ModelConfig, RunConfig, TrainConfig
+from typing import TYPE_CHECKING
+
 from ..errors import TrainError
+
+if TYPE_CHECKING:  # bnn_train.config imports torch: not needed for --list or a bad request
+    from ..config import RunConfig
 
 GRAD_CLIP_NORM = 1.0  # the "+gc" of Table 11 (the paper gives no value)
 PAPER_RUNS = 20  # §4.3: "each experiment was independently executed 20 times"
@@ -111,6 +114,9 @@ class Experiment:
     def run_config(self, cell: Cell, epochs: int, seed: int, device: str = "auto",
                    data_dir: str | None = None) -> RunConfig:
         """The bnn_train configuration of one run of ``cell``."""
+        from ..activations import ActParams
+        from ..config import ModelConfig, RunConfig, TrainConfig
+
         act, extras = split_config(cell.config)
         model = ModelConfig(
             model=self.model, act=act, weights="float", batchnorm="bn" in extras,
