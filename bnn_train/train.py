@@ -155,12 +155,10 @@ def _finite(model: nn.Module) -> bool:
 
 
 def _prepare(cfg: RunConfig) -> tuple[RunConfig, Data, torch.device]:
-    cfg.train.validate()
+    cfg.validate()  # every option, the model against its dataset's shape: before any data is loaded
     device = resolve_device(cfg.train.device)
     data = load_dataset(cfg.train)
-    cfg = cfg.with_dataset(data.in_shape, data.num_classes, data.input_scale)
-    cfg.validate()
-    return cfg, data, device
+    return cfg.with_dataset(data.in_shape, data.num_classes, data.input_scale), data, device
 
 
 def fit(cfg: RunConfig, out_dir: str | Path, callback: Callback | None = None, plot: bool = True) -> dict:

@@ -16,7 +16,6 @@ from bnn_train.reproduce.report import cell_stats, markdown, summary
 from .conftest import assert_user_error, run_cli
 
 PAPER_TABLES = (2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14)
-DATA_SHAPES = {"ones": None, "digits": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10), "fashion-mnist": ((1, 28, 28), 10)}
 
 
 # --------------------------------------------------------------------------- paper numbers vs grids
@@ -55,9 +54,8 @@ def test_every_cell_builds_the_documented_run(name):
     for config in exp.configs:
         cell = next(c for c in exp.cells() if c.config == config)
         cfg = exp.run_config(cell, epochs=3, seed=7, device="cpu")
-        shape = DATA_SHAPES[exp.dataset] or ((cell.dim,), 2)
-        cfg = cfg.with_dataset(shape[0], shape[1], 1.0)
         cfg.validate()
+        cfg = cfg.with_dataset(*cfg.train.dataset_shape(), 1.0)
         build_model(cfg.model)
         m, t = cfg.model, cfg.train
         assert (m.weights, m.init, t.optimizer, t.momentum, t.schedule) == ("float", "default", "sgd", 0.0, "none")
