@@ -20,6 +20,7 @@ binary LeNet-5/MNIST: +0.3 to +0.7 points of test accuracy over the first 8 epoc
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import OrderedDict
 
@@ -49,6 +50,7 @@ def _norm(cfg: ModelConfig, n: int, fan_in: int, conv: bool) -> nn.Module | None
     return None
 
 
+@functools.lru_cache
 def expected_max_of_normals(n: int) -> float:
     """E[max(z_1..z_n)] for independent standard normal z_i (numerical integration; 1.0294 for n = 4)."""
     x = np.linspace(-10.0, 10.0, 20001)
