@@ -9,19 +9,19 @@ device needs nothing else; ``reference`` is the plain NumPy executor used as the
     labels = model.predict(images)  # uint8 (N, H, W) or (N, C, H, W); int64 class indices
 """
 
-import os as _os
-
-# numba's OpenMP workers must still be spinning when the next batch arrives: with libgomp's
-# effective default here (it drops to 1,000 spins when it counts more threads than CPUs) they
-# slept between calls, and 2 threads ran LeNet-5 batches of 256 only 1.2x faster than one
-# (262k vs 417k images/s with 300,000 spins, libgomp's documented default, about 0.1 ms).
-# libgomp reads this when numba first launches its threads; a value the user set wins.
-_os.environ.setdefault("GOMP_SPINCOUNT", "300000")
-
-from .errors import BnnFormatError, InputError  # noqa: E402
-from .format import BnnFile, read_bnn, write_bnn  # noqa: E402
-from .model import BnnModel, load  # noqa: E402
-from .reference import reference_predict, reference_scores  # noqa: E402
+from .errors import BnnFormatError, InputError
+from .format import BnnFile, read_bnn, write_bnn
+from .reference import reference_predict, reference_scores
 
 __all__ = ["BnnFormatError", "InputError", "BnnFile", "read_bnn", "write_bnn", "reference_scores", "reference_predict",
            "BnnModel", "load"]
+
+
+def __getattr__(name: str):
+    """``BnnModel`` and ``load`` import numba (and the kernels) on first use, not with every submodule:
+    the file format and bit helpers serve bnn_train and bnn_export without them."""
+    if name in ("BnnModel", "load"):
+        from . import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
