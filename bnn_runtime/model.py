@@ -116,7 +116,7 @@ class BnnModel:
         labels = np.empty(n, np.int64)
         tile = min(self.tile, n, max(SERIAL_MAX, -(-n // self.threads)))
         nthreads = min(self.threads, -(-n // tile))
-        args = (p.params, p.wpool, p.cpool, p.taps, p.scale, p.offset, p.final_threshold, scores, labels)
+        args = (*p.kernel_args, scores, labels)
         if nthreads <= 1:
             kernels.forward_serial(flat, tile, p.sizes, *args)
             return scores, labels

@@ -59,7 +59,8 @@ INT16_MAX = 2**15 - 1
 @dataclass
 class Plan:
     params: np.ndarray  # (layers, len(COLUMNS)) int64
-    wpool: np.ndarray  # uint64: every binary weight matrix, (n_out_pad, nw) each (dense: by columns of 8 outputs)
+    wpool: np.ndarray  # uint64: every binary weight matrix, (n_out_pad, nw) each (dense: by columns of 8 outputs;
+    #                    a VNNI first layer: bytes by blocks of 16 outputs; a conv table: int16)
     cpool: np.ndarray  # int64: (gamma, dir * T, dir) of every layer, (3, n_out_pad) each
     taps: np.ndarray  # int64 (O, 1 + L): count, then flat offsets of a first conv layer's taps (else (1, 1))
     scale: np.ndarray  # float64 per class (ones for a single-unit network)
@@ -68,6 +69,11 @@ class Plan:
     sizes: np.ndarray  # scratch: [bit words per image, rows per image, row words, int16 conv buffer, int32 conv buffer]
     n_scores: int
     word_ops: list[int]  # AND+popcount word operations per image, per layer (0 for the integer conv)
+
+    @property
+    def kernel_args(self) -> tuple:
+        """The arrays kernels.forward_serial / forward_parallel take after the batch, tile and sizes."""
+        return self.params, self.wpool, self.cpool, self.taps, self.scale, self.offset, self.final_threshold
 
 
 def _round_up(n: int, m: int) -> int:

@@ -16,12 +16,12 @@ import numpy as np
 
 from . import kernels
 from .inputs import prepare_input
-from .plan import KIND_DENSE_VNNI
+from .plan import COLUMNS, KIND_DENSE_VNNI
 
 
 def _prefix(plan, k: int):
     params = plan.params[:k].copy()
-    params[-1, 1] = 0  # "last" column: a prefix ends in bits
+    params[-1, COLUMNS.index("last")] = 0  # a prefix ends in bits
     return replace(plan, params=params)
 
 
@@ -38,12 +38,11 @@ def layer_times(model, x, repeats: int = 15) -> list[dict]:
     for _ in range(repeats + 1):  # the first round compiles and warms up
         for k, p in enumerate(plans):
             t = time.perf_counter()
-            kernels.forward_serial(flat, tile, p.sizes, p.params, p.wpool, p.cpool, p.taps, p.scale, p.offset,
-                                   p.final_threshold, scores, labels)
+            kernels.forward_serial(flat, tile, p.sizes, *p.kernel_args, scores, labels)
             best[k] = min(best[k], time.perf_counter() - t)
     out, before = [], 0.0
     for k, layer in enumerate(layers):
-        vnni = " (VNNI)" if model.plan.params[k, 0] == KIND_DENSE_VNNI else ""
+        vnni = " (VNNI)" if model.plan.params[k, COLUMNS.index("kind")] == KIND_DENSE_VNNI else ""
         out.append({"layer": layer["name"], "kind": f"{layer['kind']} {layer['in_encoding']}{vnni}",
                     "seconds_per_image": max(best[k] - before, 0.0) / len(x),
                     "word_ops_per_image": model.plan.word_ops[k]})
