@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -13,8 +14,7 @@ import typer
 from bnn_train import choices
 
 from .common import CliError
-
-Dataset = Enum("Dataset", [(v, v) for v in choices.DATASETS], type=str)
+from .train import Dataset
 
 
 class Format(str, Enum):
@@ -97,11 +97,9 @@ def _read_images(paths: list[Path], input_shape: tuple[int, ...]):
 
 
 def _evaluate(model, model_path: Path, dataset, data_dir: Optional[Path], limit: Optional[int]) -> dict:
-    import numpy as np
-
     try:
         from bnn_train.config import RunConfig, TrainConfig
-        from bnn_train.data import load_dataset
+        from bnn_train.data import load_test_arrays
     except ImportError as e:  # an edge install: numpy and numba only
         raise CliError(f"evaluating on a test set needs the training extras ({e.name} is missing): "
                        "pip install 'untied-bnn[train]', or classify images or a --npy batch") from None
@@ -114,15 +112,13 @@ def _evaluate(model, model_path: Path, dataset, data_dir: Optional[Path], limit:
     train = TrainConfig(dataset=name, data_dir=str(data_dir) if data_dir else None)
     try:  # the synthetic 'ones' task is generated from the run's own dim and n_samples
         saved = RunConfig.from_dict(provenance["config"]).train
-        train = TrainConfig(dataset=name, data_dir=train.data_dir, dim=saved.dim, n_samples=saved.n_samples)
+        train = replace(train, dim=saved.dim, n_samples=saved.n_samples)
     except Exception:  # no or foreign config in the provenance: the dataset's defaults
         pass
-    data = load_dataset(train)
-    x, y = data.x_test.numpy(), data.y_test.numpy()
-    if limit is not None:
-        x, y = x[:limit], y[:limit]
-    if data.num_classes != len(model.classes):
-        raise CliError(f"{name} has {data.num_classes} classes, the model {len(model.classes)}")
+    num_classes = train.dataset_shape()[1]
+    if num_classes != len(model.classes):  # before reading (or downloading) the data
+        raise CliError(f"{name} has {num_classes} classes, the model {len(model.classes)}")
+    _, x, y = load_test_arrays(train, limit)
     model.predict(x[: 4 * model.tile * model.threads])  # compile or load the kernels before the clock starts
     start = time.perf_counter()
     pred = model.predict(x)

@@ -22,7 +22,7 @@ from bnn_runtime.fileio import atomic_write_bytes
 from bnn_runtime.format import VERSION, parse, to_bytes
 from bnn_runtime.reference import predict_from_scores, reference_scores
 from bnn_train import rundir
-from bnn_train.data import load_dataset
+from bnn_train.data import load_test_arrays
 from bnn_train.errors import DatasetError
 from bnn_train.models import is_single_unit
 
@@ -93,12 +93,7 @@ def _torch_predict(model, cfg, x: np.ndarray, batch: int = 1000) -> tuple[np.nda
 
 
 def _test_data(cfg, data_dir: str | None, limit: int | None):
-    train_cfg = replace(cfg.train, data_dir=data_dir) if data_dir else cfg.train
-    data = load_dataset(train_cfg)
-    x, y = data.x_test.numpy(), data.y_test.numpy()
-    if limit is not None:
-        x, y = x[:limit], y[:limit]
-    return data, x, y
+    return load_test_arrays(replace(cfg.train, data_dir=data_dir) if data_dir else cfg.train, limit)
 
 
 def export_run(run_dir: str | Path, bnn_path: str | Path | None = None, onnx_path: str | Path | None = None,

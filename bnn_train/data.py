@@ -212,3 +212,12 @@ def load_dataset(cfg: TrainConfig) -> Data:
     if cfg.dataset == "digits":
         return load_digits()
     return load_idx_dataset(cfg.dataset, cfg.data_dir)
+
+
+def load_test_arrays(cfg: TrainConfig, limit: int | None = None) -> tuple[Data, np.ndarray, np.ndarray]:
+    """(dataset, test inputs, test labels) as NumPy arrays, the first ``limit`` of them if given."""
+    data = load_dataset(cfg)
+    x, y = data.x_test.numpy(), data.y_test.numpy()
+    if limit is not None:
+        x, y = x[:limit], y[:limit]
+    return data, x, y
