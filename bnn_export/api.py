@@ -68,11 +68,17 @@ class ExportReport:
         }
 
 
-def _onnx_session(model_bytes: bytes):
+def onnx_session(model_bytes: bytes, threads: int | None = None):
+    """An onnxruntime CPU session; ``threads``: that many intra-op threads, sequential execution
+    (how ``bnn bench`` runs every engine), else onnxruntime's defaults."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    if threads is not None:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
 
 
@@ -144,7 +150,7 @@ def export_run(run_dir: str | Path, bnn_path: str | Path | None = None, onnx_pat
         onnx_model = bnn_to_onnx(bnn_model, {**metadata, "test_accuracy": report.accuracy.get("bnn"),
                                              "format": "bnn integer graph: scores are the .bnn integer scores"})
         onnx_bytes = onnx_model.SerializeToString()
-        session = _onnx_session(onnx_bytes)
+        session = onnx_session(onnx_bytes)
         for label, xs in (("test images", x), ("random uint8 inputs", x_random)):
             if xs is None:
                 continue
@@ -163,7 +169,7 @@ def export_run(run_dir: str | Path, bnn_path: str | Path | None = None, onnx_pat
         onnx_model = float_to_onnx(model, cfg.model.in_shape, single_unit=is_single_unit(cfg.model),
                                    metadata={**metadata, "format": "float network"})
         onnx_bytes = onnx_model.SerializeToString()
-        session = _onnx_session(onnx_bytes)
+        session = onnx_session(onnx_bytes)
         xs = x if x is not None else x_random
         ort_out = _ort_run(session, xs)
         ref_logits, ref_pred = _torch_predict(model, cfg, xs)

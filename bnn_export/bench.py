@@ -29,22 +29,10 @@ from bnn_runtime.kernels import and_popcount_peak
 from bnn_runtime.model import load
 from bnn_runtime.profile import layer_times
 
-ENGINES = ("runtime", "onnxruntime_integer", "onnxruntime_fp32")
 # Pause before each engine's turn: the thread pools of the engine timed before (onnxruntime's
 # spin after every run) must have gone idle, or they take cores from the next one. Measured on
 # LeNet-5: the runtime ran 370k images/s right after an onnxruntime session's run, 430k after a pause.
 SETTLE_SECONDS = 0.2
-
-
-def _session(model_bytes: bytes, threads: int):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.log_severity_level = 3
-    return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
 
 
 def _mirror_float_network(bnn: BnnFile):
@@ -82,9 +70,8 @@ def float_baseline(bnn: BnnFile):
         try:
             cfg = RunConfig.from_dict(config).model
             cfg = replace(cfg, weights="float", act="relu/tied", batchnorm=False, pool="max")
-            model = build_model(cfg).eval()
             if tuple(cfg.in_shape) == tuple(bnn.input_shape):
-                return model, is_single_unit(cfg)
+                return build_model(cfg).eval(), is_single_unit(cfg)
         except (ConfigError, ValueError):
             pass
     return _mirror_float_network(bnn)
@@ -138,6 +125,7 @@ def machine() -> dict:
 def run_bench(path, threads: int = 2, batch: int = 256, rounds: int = 5, latency_calls: int = 200,
               min_seconds: float = 0.25, seed: int = 0, progress=None) -> dict:
     """Time the three engines on the model at ``path``; returns the result as a JSON-able dict."""
+    from .api import onnx_session
     from .onnx_bnn import bnn_to_onnx
     from .onnx_float import float_to_onnx
 
@@ -145,8 +133,8 @@ def run_bench(path, threads: int = 2, batch: int = 256, rounds: int = 5, latency
     bnn = model.file
     float_model, single_unit = float_baseline(bnn)
     sessions = {
-        "onnxruntime_integer": _session(bnn_to_onnx(bnn).SerializeToString(), threads),
-        "onnxruntime_fp32": _session(float_to_onnx(float_model, bnn.input_shape, single_unit=single_unit)
+        "onnxruntime_integer": onnx_session(bnn_to_onnx(bnn).SerializeToString(), threads),
+        "onnxruntime_fp32": onnx_session(float_to_onnx(float_model, bnn.input_shape, single_unit=single_unit)
                                      .SerializeToString(), threads),
     }
     engines = {"runtime": model.predict}
@@ -203,4 +191,4 @@ def _popcount_share(model, x: np.ndarray) -> dict:
             "binary_layers_share_of_peak": ops / secs / peak if secs > 0 else None}
 
 
-__all__ = ["run_bench", "float_baseline", "popcount_rate", "ENGINES"]
+__all__ = ["run_bench", "float_baseline", "popcount_rate"]
