@@ -57,6 +57,14 @@ def write_metrics_lines(run_dir: Path, history: list[dict]) -> None:
     atomic_write_bytes(Path(run_dir) / METRICS_LINES, text.encode())
 
 
+def read_metrics_lines(run_dir: Path) -> list[dict]:
+    """The per-epoch records of a run directory (empty if it has none yet)."""
+    path = Path(run_dir) / METRICS_LINES
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def save_checkpoint(run_dir: Path, state: dict) -> None:
     buf = io.BytesIO()
     torch.save({"format": FORMAT, "version": VERSION, **state}, buf)

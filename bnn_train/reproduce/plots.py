@@ -5,7 +5,6 @@ configuration, mean over runs) per grid point. matplotlib with Agg, atomic write
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -58,12 +57,9 @@ def plot_heatmaps(exp: Experiment, stats: list[CellStats], out: Path) -> list[Pa
 
 
 def _histories(run_dirs: list[Path]) -> list[list[dict]]:
-    out = []
-    for d in run_dirs:
-        p = d / "metrics.jsonl"
-        if p.exists():
-            out.append([json.loads(line) for line in p.read_text().splitlines() if line.strip()])
-    return [h for h in out if h]
+    from ..rundir import read_metrics_lines
+
+    return [h for h in map(read_metrics_lines, run_dirs) if h]
 
 
 def _mean_curve(histories: list[list[dict]], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

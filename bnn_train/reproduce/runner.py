@@ -122,33 +122,16 @@ def _row(exp: Experiment, spec: RunSpec, epochs: int, final: dict, history: list
     }
 
 
-class _EpochHook:
-    """A bnn_train Callback forwarding finished epochs to the listener."""
-
-    def __init__(self, listener: Listener, spec: RunSpec):
-        self.listener, self.spec = listener, spec
-
-    def on_start(self, *a) -> None: ...
-
-    def on_batch(self, *a) -> None: ...
-
-    def on_epoch(self, record: dict) -> None:
-        self.listener.on_epoch(self.spec, record)
-
-
-def _history(run_dir: Path) -> list[dict]:
-    path = run_dir / rundir.METRICS_LINES
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def _train(exp: Experiment, spec: RunSpec, run_dir: Path, epochs: int, device: str, data_dir: str | None,
            listener: Listener) -> tuple[dict, float]:
     """Train (or finish) one run; returns (final metrics, seconds spent here)."""
-    from ..train import fit, resume  # torch is imported only when something runs
+    from ..train import Callback, fit, resume  # the models and datasets are imported only when something runs
 
-    hook = _EpochHook(listener, spec)
+    class EpochHook(Callback):
+        def on_epoch(self, record: dict) -> None:  # finished epochs go to the listener
+            listener.on_epoch(spec, record)
+
+    hook = EpochHook()
     start = time.perf_counter()
     if (run_dir / rundir.CHECKPOINT).exists():
         try:
@@ -191,7 +174,7 @@ def run_reproduction(exp: Experiment, cells: list[Cell], out: str | Path, runs: 
         else:
             seconds = float(final.get("train_seconds") or 0.0)
         used = json.loads((run_dir / rundir.CONFIG).read_text()).get("device", device)
-        row = _row(exp, spec, epochs, final, _history(run_dir), seconds, used)
+        row = _row(exp, spec, epochs, final, rundir.read_metrics_lines(run_dir), seconds, used)
         _append(out, row)
         rows[spec.key] = row
         listener.on_run_end(spec, row, reused)
