@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from .common import CliError, stderr_console
+from .common import CliError, command_line, stderr_console
 from .train import Dataset, Device, Model
 
 
@@ -39,7 +37,7 @@ def bench_train(
                         device=device.value, epochs=epochs)
     train.validate()
     result = compare_training_speed(train, ModelConfig(model=model.value, batchnorm=batchnorm), epochs=epochs)
-    result["command"] = "bnn " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    result["command"] = command_line()
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return

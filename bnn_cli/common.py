@@ -18,6 +18,14 @@ def parse_ints(option: str, text: str) -> tuple[int, ...]:
     return values
 
 
+def command_line() -> str:
+    """This process's command line as a user would type it again (``bnn ...``)."""
+    import shlex
+    import sys
+
+    return "bnn " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
 def stderr_console():
     from rich.console import Console
 

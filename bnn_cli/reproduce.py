@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from .common import CliError, stderr_console
+from .common import CliError, command_line, stderr_console
 from .train import Device
 
 
@@ -53,17 +52,19 @@ def reproduce(
     if not cells:
         raise CliError(f"--only {only} keeps no cell of {exp.name}")
     out = out or Path("repro") / exp.name
-    command = "bnn " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else None
+    command = command_line() if sys.argv[1:2] == ["reproduce"] else None
 
     from bnn_train.reproduce.runner import finished_rows, run_reproduction, write_outputs
 
     progress = _Progress(exp, quiet)
+    rows: list[dict] = []
     try:
         with progress:
-            run_reproduction(exp, cells, out, runs, epochs, seed, device.value, str(data_dir) if data_dir else None,
-                             listener=progress)
+            rows = run_reproduction(exp, cells, out, runs, epochs, seed, device.value,
+                                    str(data_dir) if data_dir else None, listener=progress)
     finally:  # also when interrupted or failed: report what has finished
-        rows = finished_rows(out, cells, runs, seed) if progress.started else []
+        if not rows and progress.started:
+            rows = finished_rows(out, cells, runs, seed)
         if rows:
             written = write_outputs(exp, cells, rows, out, epochs, seed, command, plots=not no_plots)
     n_png = len(written["heatmaps"]) + len(written["curves"]) if rows else 0
