@@ -26,6 +26,15 @@ def command_line() -> str:
     return "bnn " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
+def progress_bar(title: str, console=None, disable: bool = False):
+    """The commands' rich progress bar on stderr: title, bar, done/total, a ``status`` field, elapsed, ETA."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn(title), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console or stderr_console(), transient=False,
+                    disable=disable)
+
+
 def stderr_console():
     from rich.console import Console
 

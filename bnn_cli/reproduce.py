@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import CliError, command_line, stderr_console
+from .common import CliError, command_line, progress_bar, stderr_console
 from .train import Device
 
 
@@ -89,14 +89,9 @@ class _Progress:
     """A runner Listener: one rich bar over all runs (done / total, ETA), a line per finished run."""
 
     def __init__(self, exp, quiet: bool):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
         self.exp, self.quiet = exp, quiet
         self.console = stderr_console()
-        self.progress = Progress(
-            TextColumn(f"[bold]{exp.name}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=False, disable=quiet,
-        )
+        self.progress = progress_bar(f"[bold]{exp.name}", self.console, disable=quiet)
         self.task = None
         self.started = False
 

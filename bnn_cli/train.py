@@ -10,7 +10,7 @@ import typer
 
 from bnn_train import choices
 
-from .common import CliError, parse_ints, stderr_console
+from .common import CliError, parse_ints, progress_bar
 
 
 def _enum(name: str, values: tuple[str, ...]) -> type[Enum]:
@@ -130,13 +130,7 @@ class RichProgress:
     """A bnn_train Callback drawing one rich progress bar over all epochs, with a line per epoch."""
 
     def __init__(self):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-            console=stderr_console(), transient=False,
-        )
+        self.progress = progress_bar("[bold]{task.description}")
         self.task = None
         self.epochs = 0
         self.steps = 0
