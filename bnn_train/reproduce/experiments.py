@@ -57,6 +57,11 @@ class Cell:
         return (self.config, self.batch_size, self.lr, self.dim, self.hidden)
 
     @property
+    def extra(self) -> int | None:
+        """The value on the table's extra axis (Experiment.extra_axis): dim or hidden units, else None."""
+        return self.dim if self.dim is not None else self.hidden
+
+    @property
     def point(self) -> tuple:
         """The grid point without the configuration: (dim, hidden, batch_size, lr)."""
         return (self.dim, self.hidden, self.batch_size, self.lr)

@@ -25,7 +25,7 @@ def plot_heatmaps(exp: Experiment, stats: list[CellStats], out: Path) -> list[Pa
     paths = []
     for config in dict.fromkeys(s.cell.config for s in stats):
         ss = [s for s in stats if s.cell.config == config]
-        extras = list(dict.fromkeys((s.cell.dim if axis == "dim" else s.cell.hidden) for s in ss))
+        extras = list(dict.fromkeys(s.cell.extra for s in ss))
         bss = sorted({s.cell.batch_size for s in ss})
         lrs = sorted({s.cell.lr for s in ss})
         fig, axes = plt.subplots(len(extras), 2, squeeze=False, layout="constrained",
@@ -34,7 +34,7 @@ def plot_heatmaps(exp: Experiment, stats: list[CellStats], out: Path) -> list[Pa
             for j, which in enumerate(("ours", "paper")):
                 grid = np.full((len(bss), len(lrs)), np.nan)
                 for s in ss:
-                    if (s.cell.dim if axis == "dim" else s.cell.hidden) != extra:
+                    if s.cell.extra != extra:
                         continue
                     v = s.mean if which == "ours" else s.paper_mean
                     if v is not None:

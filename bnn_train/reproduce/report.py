@@ -127,7 +127,7 @@ def markdown(exp: Experiment, stats: list[CellStats], epochs: int, seed: int, de
     for s in stats:
         points.setdefault(s.cell.point, {})[s.cell.config] = s
     for (dim, hidden, bs, lr), by_config in points.items():
-        cols = ([str(dim if axis == "dim" else hidden)] if axis else []) + [str(bs), f"{lr:g}"]
+        cols = ([str(dim if dim is not None else hidden)] if axis else []) + [str(bs), f"{lr:g}"]
         for c in configs:
             s = by_config.get(c)
             if s is None:
