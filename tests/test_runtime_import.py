@@ -13,12 +13,13 @@ from .random_models import random_config, random_inputs, random_model, to_bnn
 
 ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = ("torch", "torchvision", "onnx", "onnxruntime", "bnn_train", "bnn_export", "sklearn", "PIL")
+LOADED = f"sorted(k for k in {FORBIDDEN!r} if k in sys.modules)"  # an expression for the child process
 
 
-def _run(code: str, *args: str) -> subprocess.CompletedProcess:
+def _run(*args: str) -> subprocess.CompletedProcess:
+    """python ARGS in a fresh process, with this checkout on PYTHONPATH and a minimal PATH."""
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
-    return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
 def _model(tmp_path):
@@ -39,9 +40,9 @@ def test_runtime_imports_and_runs_without_torch_or_onnx(tmp_path):
         "m = bnn_runtime.load(sys.argv[1], threads=2)\n"
         "x = np.load(sys.argv[2])\n"
         "print(json.dumps({'labels': m.predict(x).tolist(), 'big': m.scores(np.concatenate([x] * 8)).tolist(),\n"
-        f"                  'loaded': sorted(k for k in {FORBIDDEN!r} if k in sys.modules)}}))\n"
+        f"                  'loaded': {LOADED}}}))\n"
     )
-    proc = _run(code, str(path), str(tmp_path / "batch.npy"))
+    proc = _run("-c", code, str(path), str(tmp_path / "batch.npy"))
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["loaded"] == []
@@ -59,9 +60,9 @@ def test_edge_app_classifies_without_torch_or_onnx(tmp_path):
         "    runpy.run_path('examples/edge_app.py', run_name='__main__')\n"
         "except SystemExit as e:\n"
         "    code = e.code\n"
-        f"print('LOADED', sorted(k for k in {FORBIDDEN!r} if k in sys.modules), 'EXIT', code)\n"
+        f"print('LOADED', {LOADED}, 'EXIT', code)\n"
     )
-    proc = _run(code, str(path), str(tmp_path / "batch.npy"))
+    proc = _run("-c", code, str(path), str(tmp_path / "batch.npy"))
     assert proc.returncode == 0, proc.stderr
     *lines, last = proc.stdout.strip().splitlines()
     assert last == "LOADED [] EXIT 0"
@@ -74,8 +75,7 @@ def test_edge_app_reports_bad_input_in_one_line(tmp_path):
     path, _, x = _model(tmp_path)
     np.save(tmp_path / "wrong.npy", x[:, :5])
     for args in ([str(path), str(tmp_path / "wrong.npy")], [str(tmp_path / "batch.npy"), str(tmp_path / "wrong.npy")]):
-        proc = subprocess.run([sys.executable, "examples/edge_app.py", *args], cwd=ROOT, capture_output=True, text=True,
-                              env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=600)
+        proc = _run("examples/edge_app.py", *args)
         assert proc.returncode == 1
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
@@ -92,10 +92,10 @@ def test_bnn_infer_runs_on_an_edge_install(tmp_path):
         "sys.argv = ['bnn', 'infer', *sys.argv[1:]]\n"
         "app()\n"
     )
-    proc = _run(code, str(path), "--npy", str(tmp_path / "batch.npy"), "--format", "json")
+    proc = _run("-c", code, str(path), "--npy", str(tmp_path / "batch.npy"), "--format", "json")
     assert proc.returncode == 0, proc.stderr
     got = [p["index"] for p in json.loads(proc.stdout)["predictions"]]
     assert got == predict_from_scores(bnn, reference_scores(bnn, x)).tolist()
-    proc = _run(code, str(path))  # a test-set evaluation needs the training extras: one line, not a traceback
+    proc = _run("-c", code, str(path))  # a test-set evaluation needs the training extras: one line, not a traceback
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "untied-bnn[train]" in proc.stderr

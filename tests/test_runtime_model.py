@@ -141,7 +141,7 @@ def test_a_convolution_as_last_layer_is_refused():
     layers = [first]
     names = first["arrays"]
     arrays = {names["weight"]: bnn.arrays[names["weight"]]}
-    first.update(output="scores", out_shape=[first["out_features"], *first["out_shape"][1:]], pool=None)
+    first.update(output="scores", pool=None)
     oh = first["in_shape"][1] + 2 * first["padding"][0] - first["kernel"][0] + 1
     ow = first["in_shape"][2] + 2 * first["padding"][1] - first["kernel"][1] + 1
     first["out_shape"] = [first["out_features"], oh, ow]
