@@ -139,6 +139,23 @@ popcount_block4x4 = _popcount_block(4, 4)
 popcount_block1x4 = _popcount_block(1, 4)
 
 
+def _outer_sums(builder, rows, cols, n, vec, step, align):
+    """The register block of a dense layer: sums[i][v] = step(... step(0, splat(rows[i][0]), cols[v][0]) ...)
+    over k < n, rows[i] pointing at scalars (one per k), cols[v] at vectors of type vec (one per k)."""
+    acc = [cgutils.alloca_once(builder, vec) for _ in range(len(rows) * len(cols))]
+    for a in acc:
+        builder.store(ir.Constant(vec, None), a)
+    with cgutils.for_range(builder, n) as loop:
+        k = loop.index
+        wv = [builder.load(builder.gep(c, [k]), align=align) for c in cols]
+        for i, row in enumerate(rows):
+            av = _splat(builder, builder.load(builder.gep(row, [k]), align=align), vec)
+            for v, w in enumerate(wv):
+                a = acc[i * len(cols) + v]
+                builder.store(step(builder.load(a), av, w), a)
+    return [[builder.load(acc[i * len(cols) + v]) for v in range(len(cols))] for i in range(len(rows))]
+
+
 def _consts_loader(context, builder, arrty, arr, o, lanes):
     """crow(q, v): lanes int64 of row q of a (3, n_out_pad) consts array from output o + lanes * v."""
     i64 = ir.IntType(64)
@@ -213,18 +230,8 @@ def _popcount_cols(nr, nv, planes, bits):
             wp = builder.bitcast(data(2).data, V8.as_pointer())
             wcol = [builder.gep(wp, [builder.mul(builder.add(blk_v, ir.Constant(i64, v)), nw_v)]) for v in range(nv)]
             ctpop = cgutils.get_or_insert_function(builder.module, ir.FunctionType(V8, [V8]), "llvm.ctpop.v8i64")
-            sums = [cgutils.alloca_once(builder, V8) for _ in range(nr * nv)]
-            for s in sums:
-                builder.store(ir.Constant(V8, None), s)
-            with cgutils.for_range(builder, nw_v) as loop:
-                k = loop.index
-                wv = [builder.load(builder.gep(p, [k]), align=8) for p in wcol]
-                for i in range(nr):
-                    av = splat(builder.load(builder.gep(arow[i], [k])))
-                    for v in range(nv):
-                        s = sums[i * nv + v]
-                        builder.store(builder.add(builder.load(s), builder.call(ctpop, [builder.and_(av, wv[v])])), s)
-            p = [[builder.load(sums[i * nv + v]) for v in range(nv)] for i in range(nr)]
+            p = _outer_sums(builder, arow, wcol, nw_v, V8,
+                            lambda s, av, wv: builder.add(s, builder.call(ctpop, [builder.and_(av, wv)])), align=8)
             if planes:
                 comb = p[0]
                 for i in range(1, nr):
@@ -325,19 +332,9 @@ def _vnni_cols(nr, nv, bits):
                                     i32.as_pointer()) for i in range(nr)]
             wp = builder.bitcast(data(2).data, I32X16.as_pointer())
             wcol = [builder.gep(wp, [builder.mul(builder.add(blk_v, ir.Constant(i64, v)), k4_v)]) for v in range(nv)]
-            acc = [cgutils.alloca_once(builder, I32X16) for _ in range(nr * nv)]
-            for a in acc:
-                builder.store(ir.Constant(I32X16, None), a)
-            with cgutils.for_range(builder, k4_v) as loop:
-                k = loop.index
-                wl = [builder.load(builder.gep(c, [k]), align=1) for c in wcol]
-                for i in range(nr):
-                    xv = _splat(builder, builder.load(builder.gep(xrow[i], [k]), align=1), I32X16)
-                    for v in range(nv):
-                        builder.store(_dpbusd(builder, builder.load(acc[i * nv + v]), xv, wl[v]), acc[i * nv + v])
+            acc = _outer_sums(builder, xrow, wcol, k4_v, I32X16, lambda s, xv, wv: _dpbusd(builder, s, xv, wv), align=1)
             crow = _consts_loader(context, builder, sig.args[5], args[5], o_v, 16)
-            sums = [[builder.add(builder.sext(builder.load(acc[i * nv + v]), I64X16), crow(0, v)) for v in range(nv)]
-                    for i in range(nr)]
+            sums = [[builder.add(builder.sext(acc[i][v], I64X16), crow(0, v)) for v in range(nv)] for i in range(nr)]
             _epilogue(builder, sums, crow, data(7).data, 16, bits)
             return context.get_dummy_value()
 
