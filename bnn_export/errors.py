@@ -1,7 +1,9 @@
 """User-facing errors of the exporter: one readable line each."""
 
+from bnn_runtime.errors import BnnError
 
-class ExportError(Exception):
+
+class ExportError(BnnError):
     """The run cannot be exported as asked (missing or foreign run, failed check, unwritable output)."""
 
 

@@ -9,7 +9,7 @@ device needs nothing else; ``reference`` is the plain NumPy executor used as the
     labels = model.predict(images)  # uint8 (N, H, W) or (N, C, H, W); int64 class indices
 """
 
-from .errors import BnnFormatError, InputError
+from .errors import BnnError, BnnFormatError, InputError
 from .format import BnnFile, read_bnn, write_bnn
 from .reference import reference_predict, reference_scores
 

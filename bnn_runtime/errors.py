@@ -1,9 +1,18 @@
-"""Typed errors of the runtime: one readable line each, raised before any kernel runs."""
+"""Typed errors: ``BnnError`` is the base of every user-facing error of every package.
+
+It lives here, in the runtime, because the runtime may import nothing but numpy and numba: every
+other package can import it from here. The CLI catches ``BnnError`` alone and prints ``str(err)``
+as one line on stderr (exit 1); anything else is a bug and keeps its traceback.
+"""
 
 
-class BnnFormatError(ValueError):
+class BnnError(Exception):
+    """Base of all user-facing errors: one readable line, no traceback."""
+
+
+class BnnFormatError(BnnError, ValueError):
     """A .bnn file that is missing, truncated, corrupt, of another version, or inconsistent."""
 
 
-class InputError(ValueError):
+class InputError(BnnError, ValueError):
     """An input batch the model cannot take: wrong dtype, shape, channel count, NaN, empty."""

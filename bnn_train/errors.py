@@ -1,7 +1,9 @@
 """User-facing errors of the training stage: each carries one readable line for the CLI."""
 
+from bnn_runtime.errors import BnnError
 
-class TrainError(Exception):
+
+class TrainError(BnnError):
     """Base class: the CLI prints ``str(err)`` on stderr and exits 1, without a traceback."""
 
 
@@ -15,3 +17,7 @@ class DatasetError(TrainError):
 
 class CheckpointError(TrainError):
     """A run directory or checkpoint that is missing, foreign or corrupt."""
+
+
+class ReproduceError(TrainError):
+    """A bad ``bnn reproduce`` request: unknown table, bad selection, an --out holding another reproduction."""

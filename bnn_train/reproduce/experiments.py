@@ -23,17 +23,13 @@ from dataclasses import dataclass, replace
 
 from typing import TYPE_CHECKING
 
-from ..errors import TrainError
+from ..errors import ReproduceError
 
 if TYPE_CHECKING:  # bnn_train.config imports torch: not needed for --list or a bad request
     from ..config import RunConfig
 
 GRAD_CLIP_NORM = 1.0  # the "+gc" of Table 11 (the paper gives no value)
 PAPER_RUNS = 20  # §4.3: "each experiment was independently executed 20 times"
-
-
-class ReproduceError(TrainError):
-    """A bad ``bnn reproduce`` request: unknown table, bad selection, an --out holding another reproduction."""
 
 
 def split_config(config: str) -> tuple[str, frozenset[str]]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from bnn_runtime.errors import BnnError
 
-class CliError(Exception):
+
+class CliError(BnnError):
     """A command-line mistake the library cannot see (e.g. conflicting options): one line, exit 1."""
 
 

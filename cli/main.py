@@ -12,21 +12,12 @@ import sys
 import typer
 from typer.core import TyperGroup
 
-# (module, class) of every package's user-error base; a module not yet imported cannot have raised.
-_USER_ERRORS = (
-    ("bnn_runtime.errors", "BnnFormatError"),
-    ("bnn_runtime.errors", "InputError"),
-    ("bnn_train.errors", "TrainError"),
-    ("bnn_export.errors", "ExportError"),
-    ("bnn_cli.common", "CliError"),
-)
-
 
 def is_user_error(e: BaseException) -> bool:
-    types = tuple(
-        getattr(sys.modules[mod], name) for mod, name in _USER_ERRORS if mod in sys.modules and hasattr(sys.modules[mod], name)
-    )
-    return bool(types) and isinstance(e, types)
+    """Every user-facing error of every package derives from bnn_runtime.errors.BnnError."""
+    from bnn_runtime.errors import BnnError
+
+    return isinstance(e, BnnError)
 
 
 def fail(message: str, code: int) -> None:
