@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bnn_runtime.about import DISTRIBUTION, version
 from bnn_runtime.fileio import atomic_write_bytes
+from bnn_runtime.pixels import InputSpec
 from bnn_runtime.format import VERSION, parse, to_bytes
 from bnn_runtime.reference import predict_from_scores, reference_scores
 from bnn_train import rundir
@@ -133,10 +135,11 @@ def export_run(run_dir: str | Path, bnn_path: str | Path | None = None, onnx_pat
     if report.binary:
         manifest = {
             "format": "bnn", "version": VERSION,
-            "input": {"dtype": "uint8", "shape": list(cfg.model.in_shape)},
+            "input": {"dtype": "uint8", "shape": list(cfg.model.in_shape),
+                      **_input_fields(ckpt["data"], cfg.model.in_shape)},
             "classes": list(ckpt["data"]["classes"]),
             "layers": layers,
-            "provenance": {"exporter": f"untied-bnn {_version()}", "run": Path(run_dir).name,
+            "provenance": {"exporter": f"{DISTRIBUTION} {version()}", "run": Path(run_dir).name,
                            "dataset": ckpt["data"]["name"], "trained_epochs": int(ckpt["epoch"]),
                            "test_accuracy_pytorch": report.accuracy.get("pytorch"), "config": cfg.to_dict()},
         }
@@ -194,13 +197,13 @@ def export_run(run_dir: str | Path, bnn_path: str | Path | None = None, onnx_pat
     return report
 
 
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("untied-bnn")
-    except Exception:  # running from a source tree without installation
-        return "dev"
+def _input_fields(data_info: dict, shape) -> dict:
+    """The manifest's input range, layout and colour from what the dataset loader recorded (its ``max_value``);
+    nothing for a checkpoint that did not record it (the file then reads as version 1 did: 0..255)."""
+    max_value = data_info.get("max_value")
+    if not isinstance(max_value, int) or not 0 < max_value <= 255:
+        return {}
+    return InputSpec.for_data(tuple(shape), max_value).manifest_fields()
 
 
 __all__ = ["export_run", "ExportReport", "Check"]

@@ -16,3 +16,8 @@ class BnnFormatError(BnnError, ValueError):
 
 class InputError(BnnError, ValueError):
     """An input batch the model cannot take: wrong dtype, shape, channel count, NaN, empty."""
+
+
+def dims(*sizes: int) -> str:
+    """Sizes in messages, one convention everywhere: height×width (``28×28``), or C×H×W for a whole input."""
+    return "×".join(str(int(s)) for s in sizes)

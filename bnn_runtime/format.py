@@ -32,8 +32,9 @@ from typing import Any
 import numpy as np
 
 from .bits import n_words, padding_is_zero
-from .errors import BnnFormatError
+from .errors import BnnFormatError, dims
 from .fileio import atomic_write_bytes
+from .pixels import InputSpec
 
 MAGIC = b"BNNMODEL"
 VERSION = 1
@@ -67,6 +68,11 @@ class BnnFile:
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.manifest["input"]["shape"])
+
+    @property
+    def input_spec(self) -> InputSpec:
+        """Value range, layout and colour of the input (the defaults of version 1 where the file is silent)."""
+        return InputSpec.from_manifest(self.manifest["input"])
 
     @property
     def classes(self) -> list[str]:
@@ -239,6 +245,7 @@ def _validate(manifest: Any, data: bytes) -> BnnFile:
     shape = S.ints(inp, "shape", "input")
     if len(shape) not in (1, 3):
         raise BnnFormatError(f"input.shape must be (D,) or (C, H, W), got {list(shape)}")
+    InputSpec.from_manifest(inp)  # the optional range, layout and colour
     classes = S.get(manifest, "classes", list, "manifest")
     if len(classes) < 2 or not all(isinstance(c, str) for c in classes):
         raise BnnFormatError("manifest.classes must be a list of at least two strings")
@@ -275,7 +282,7 @@ def _validate(manifest: Any, data: bytes) -> BnnFile:
                 raise BnnFormatError(f"{where}: zero padding of a pm1 input is not supported in version {VERSION}")
             oh, ow = _conv_out(h, kh, ph), _conv_out(w, kw, pw)
             if oh < 1 or ow < 1:
-                raise BnnFormatError(f"{where}: kernel {kh}x{kw} does not fit its {h}x{w} input")
+                raise BnnFormatError(f"{where}: kernel {dims(kh, kw)} does not fit its {dims(h, w)} input (H×W)")
             fan_in = c * kh * kw
         elif kind == "dense":
             n = math.prod(cur_shape)
@@ -332,7 +339,7 @@ def _validate(manifest: Any, data: bytes) -> BnnFile:
                 sh, sw = S.ints(pool, "size", f"{where}.pool", length=2)
                 out_spatial = (out_spatial[0] // sh, out_spatial[1] // sw)
                 if min(out_spatial) < 1:
-                    raise BnnFormatError(f"{where}: pool {sh}x{sw} does not fit the {oh}x{ow} output")
+                    raise BnnFormatError(f"{where}: pool {dims(sh, sw)} does not fit the {dims(oh, ow)} output (H×W)")
             if last and (out != 1 or len(classes) != 2):
                 raise BnnFormatError(f"{where}: a network ending in a threshold must have 1 unit and 2 classes")
         else:

@@ -13,6 +13,8 @@ import typer
 
 from bnn_train import choices
 
+from bnn_runtime.errors import dims
+
 from .common import CliError
 from .train import Dataset
 
@@ -26,17 +28,21 @@ class Format(str, Enum):
 def infer(
     model_path: Annotated[Path, typer.Argument(metavar="MODEL.bnn", help="The .bnn model file.")],
     images: Annotated[Optional[list[Path]], typer.Argument(help="Image files to classify (PNG, JPEG, ...; needs Pillow).")] = None,
-    npy: Annotated[Optional[Path], typer.Option(help="A .npy batch (N, *input shape) of pixel values 0..255 to classify.")] = None,
+    npy: Annotated[Optional[Path], typer.Option(help="A .npy batch (N, *input shape) of the model's input values "
+                                                "(its manifest's range, e.g. 0..16 for Digits) to classify.")] = None,
     dataset: Annotated[Optional[Dataset], typer.Option(help="Evaluate on this test set [default: the model's own dataset].")] = None,
     data_dir: Annotated[Optional[Path], typer.Option(help="Folder with the IDX files of mnist/fashion-mnist.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Evaluate on the first N test images only.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="Threads the runtime uses [default: all cores].")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="Output: table, csv or json.")] = Format.table,
+    logits: Annotated[bool, typer.Option("--logits", help="Also print every class's logit (the per-class affine "
+                                                          "of the integer scores).")] = False,
 ) -> None:
     """Classify images or a .npy batch with a .bnn model, or measure its accuracy and speed on a test set.
 
     With neither images nor --npy, the model is evaluated on the test set of --dataset (by
-    default the dataset it was trained on): accuracy and images/s.
+    default the dataset it was trained on): accuracy and images/s. Image files are scaled from
+    0..255 to the input range the model's manifest records (e.g. 0..16 for Digits).
     """
     from bnn_runtime.model import load
 
@@ -48,9 +54,13 @@ def infer(
         raise CliError(f"--limit must be a positive integer, got {limit}")
     model = load(model_path, threads=threads)
     if images or npy is not None:
-        names, x = _read_images(images, model.input_shape) if images else _read_npy(npy)
+        if images:
+            names, pixels = _read_images(images, model.input_spec)
+            x = model.input_spec.from_pixels(pixels)
+        else:
+            names, x = _read_npy(npy)
         scores, labels = model.run(x)
-        _print_predictions(model, model_path, names, scores, labels, fmt)
+        _print_predictions(model, model_path, names, scores, labels, fmt, logits)
         return
     _print_evaluation(_evaluate(model, model_path, dataset, data_dir, limit), fmt)
 
@@ -69,29 +79,29 @@ def _read_npy(path: Path):
     return [f"{path.name}[{i}]" for i in range(len(x))], x
 
 
-def _read_images(paths: list[Path], input_shape: tuple[int, ...]):
-    """uint8 batch (N, C, H, W) from image files: grayscale for 1-channel models, RGB for 3."""
+def _read_images(paths: list[Path], spec):
+    """uint8 pixels (N, C, H, W), 0..255, from image files in the model's colour (grey "L" or "RGB")."""
     import numpy as np
 
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError:
         raise CliError("reading image files needs Pillow: pip install 'untied-bnn[images]' (or pass a .npy batch with --npy)") from None
-    if len(input_shape) != 3 or input_shape[0] not in (1, 3):
-        raise CliError(f"the model takes input of shape {list(input_shape)}, not images; pass a .npy batch with --npy")
-    c, h, w = input_shape
+    if not spec.is_image:
+        raise CliError(f"the model takes {spec.describe()}, not images; pass a .npy batch with --npy")
+    c, h, w = spec.shape
     batch = []
     for path in paths:
         try:
             with Image.open(path) as im:
                 im.load()
-                arr = np.asarray(im.convert("L" if c == 1 else "RGB"))
+                arr = np.asarray(im.convert(spec.color))
         except FileNotFoundError:
             raise CliError(f"{path}: no such file") from None
         except (UnidentifiedImageError, OSError, ValueError) as e:
             raise CliError(f"{path}: cannot decode the image ({e})") from None
         if arr.shape[:2] != (h, w):
-            raise CliError(f"{path}: the image is {arr.shape[1]}x{arr.shape[0]} pixels, the model takes {w}x{h}")
+            raise CliError(f"{path}: the image is {dims(*arr.shape[:2])} (H×W), the model takes {dims(h, w)}")
         batch.append(arr[None] if c == 1 else arr.transpose(2, 0, 1))
     return [str(p) for p in paths], np.stack(batch).astype(np.uint8)
 
@@ -147,10 +157,18 @@ def _print_evaluation(result: dict, fmt: Format) -> None:
         Console().print(table)
 
 
-def _print_predictions(model, model_path: Path, names: list[str], scores, labels, fmt: Format) -> None:
+def _print_predictions(model, model_path: Path, names: list[str], scores, labels, fmt: Format,
+                       show_logits: bool) -> None:
+    from bnn_runtime.reference import logits_from_scores, softmax
+
     classes = model.classes
-    rows = [{"input": n, "index": int(k), "class": classes[int(k)], "scores": [int(v) for v in s]}
-            for n, k, s in zip(names, labels, scores)]
+    logits = logits_from_scores(model.file, scores)
+    probs = softmax(logits)
+    rows = []
+    for n, k, s, z, p in zip(names, labels, scores, logits, probs):
+        row = {"input": n, "index": int(k), "class": classes[int(k)], "probability": float(p[k]),
+               "scores": [int(v) for v in s]}
+        rows.append({**row, "logits": [float(v) for v in z]} if show_logits else row)
     if fmt is Format.json:
         typer.echo(json.dumps({"model": str(model_path), "classes": classes, "predictions": rows}, indent=2))
     elif fmt is Format.csv:
@@ -158,16 +176,19 @@ def _print_predictions(model, model_path: Path, names: list[str], scores, labels
         import sys
 
         writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(["input", "index", "class"])
+        logit_columns = [f"logit_{c}" for c in classes] if show_logits else []
+        writer.writerow(["input", "index", "class", "probability", *logit_columns])
         for r in rows:
-            writer.writerow([r["input"], r["index"], r["class"]])
+            writer.writerow([r["input"], r["index"], r["class"], repr(r["probability"]), *map(repr, r.get("logits", []))])
     else:
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
 
         table = Table(title="bnn infer")
-        for col in ("input", "class", "index", "scores"):
+        for col in ("input", "class", "probability") + (("logits",) if show_logits else ()):
             table.add_column(col)
         for r in rows:  # file names only: full paths are in csv and json
-            table.add_row(Path(r["input"]).name, r["class"], str(r["index"]), " ".join(map(str, r["scores"])))
+            cells = [escape(Path(r["input"]).name), escape(r["class"]), f"{r['probability']:.1%}"]
+            table.add_row(*cells, *([" ".join(f"{v:.3g}" for v in r["logits"])] if show_logits else []))
         Console().print(table)
