@@ -3,8 +3,8 @@
 Everything is built in memory and checked first; files are written (atomically) only when the
 checks pass, so a failed export leaves nothing behind:
 
-* onnxruntime on the exported graph == the NumPy reference executor, exactly (integer scores
-  and labels), on the test images and on random uint8 inputs;
+* onnxruntime on the exported graph == the NumPy reference executor, exactly (integer scores,
+  logits and labels), on the test images and on random uint8 inputs;
 * the reference's predictions agree with the PyTorch model in eval mode on >= 99.9 % of the
   test images (the numerics contract of docs/FORMAT.md).
 """
@@ -22,7 +22,7 @@ from bnn_runtime.about import DISTRIBUTION, version
 from bnn_runtime.fileio import atomic_write_bytes
 from bnn_runtime.pixels import InputSpec
 from bnn_runtime.format import VERSION, parse, to_bytes
-from bnn_runtime.reference import predict_from_scores, reference_scores
+from bnn_runtime.reference import logits_from_scores, predict_from_scores, reference_scores
 from bnn_train import rundir
 from bnn_train.data import load_test_arrays
 from bnn_train.errors import DatasetError
@@ -151,7 +151,7 @@ def export_run(run_dir: str | Path, bnn_path: str | Path | None = None, onnx_pat
         bnn_bytes = to_bytes(manifest, arrays)
         bnn_model = parse(bnn_bytes)
         onnx_model = bnn_to_onnx(bnn_model, {**metadata, "test_accuracy": report.accuracy.get("bnn"),
-                                             "format": "bnn integer graph: scores are the .bnn integer scores"})
+                                             "format": "bnn graph: scores are the .bnn integer scores"})
         onnx_bytes = onnx_model.SerializeToString()
         session = onnx_session(onnx_bytes)
         for label, xs in (("test images", x), ("random uint8 inputs", x_random)):
@@ -160,8 +160,11 @@ def export_run(run_dir: str | Path, bnn_path: str | Path | None = None, onnx_pat
             ref = reference_scores(bnn_model, xs)
             ort_out = _ort_run(session, xs)
             same = np.array_equal(ort_out["scores"], ref) and np.array_equal(ort_out["label"], predict_from_scores(bnn_model, ref))
+            if "logits" in ort_out:  # the exact float graph also gives the logits
+                same = same and np.array_equal(ort_out["logits"], logits_from_scores(bnn_model, ref))
+            outputs = ", ".join(ort_out)
             report.checks.append(Check(f"onnxruntime == reference ({label})", same,
-                                       f"{len(xs)} inputs, integer scores and labels {'identical' if same else 'DIFFER'}"))
+                                       f"{len(xs)} inputs, {outputs} {'identical' if same else 'DIFFER'}"))
         if x is not None:
             agree = float((predict_from_scores(bnn_model, ref_scores) == torch_pred).mean())
             report.checks.append(Check("agreement with PyTorch", agree >= MIN_AGREEMENT,
