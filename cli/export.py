@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import CliError, stderr_console
+from .common import CliError, positive, stderr_console
 
 
 def export(
@@ -17,7 +17,7 @@ def export(
     onnx: Annotated[Optional[Path], typer.Option("--onnx", help="The ONNX file [default: RUN_DIR/model.onnx].")] = None,
     no_onnx: Annotated[bool, typer.Option("--no-onnx", help="Write no ONNX file.")] = False,
     data_dir: Annotated[Optional[Path], typer.Option(help="Where the run's dataset is now (mnist/fashion-mnist IDX files).")] = None,
-    check_images: Annotated[Optional[int], typer.Option(help="Check on the first N test images [default: all].")] = None,
+    check_images: Annotated[Optional[int], typer.Option(help="Check on the first N test images [default: all].", callback=positive)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Fold a trained binary network into packed bits with integer thresholds (.bnn) and an integer ONNX graph.
@@ -30,8 +30,6 @@ def export(
     from bnn_export.api import export_run
     from bnn_export.errors import NotBinaryError
 
-    if check_images is not None and check_images < 1:
-        raise CliError(f"--check-images must be a positive integer, got {check_images}")
     if no_onnx and onnx is not None:
         raise CliError("--onnx and --no-onnx contradict each other")
     bnn_path = output or run_dir / "model.bnn"
