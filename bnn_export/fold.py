@@ -66,8 +66,9 @@ def _start(state: _State, name: str, kind: str, weight: np.ndarray, bias, extra:
     value_bound = 255 if state.encoding == "uint8" else 1
     scale = state.input_scale if state.encoding == "uint8" else 1.0
     b = _f64(bias) if bias is not None else np.zeros(out)
-    state.open = _Open(name, kind, state.shape, state.encoding, weight.reshape(out, fan_in),
-                       np.full(out, scale), b, value_bound * fan_in, extra)
+    state.open = _Open(name=name, kind=kind, in_shape=state.shape, in_encoding=state.encoding,
+                       weight=weight.reshape(out, fan_in), a=np.full(out, scale), d=b, max_abs_sum=value_bound * fan_in,
+                       extra=extra)
 
 
 def _conv(state: _State, name: str, m: nn.Conv2d) -> None:

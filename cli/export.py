@@ -41,22 +41,23 @@ def export(
         raise CliError(f"cannot write {bnn_path}: {e}; pass only --onnx to export the float network") from None
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
-        return
-    _print_report(report)
+    else:
+        _print_report(report)
+    if not report.binary:  # said in every mode, on stderr (stdout stays the report)
+        typer.echo(f"no .bnn written, only the ONNX file: {report.not_binary_reason}", err=True)
 
 
 def _print_report(report) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     console = stderr_console()
-    if not report.binary:
-        console.print(f"[yellow]no .bnn written:[/] {report.not_binary_reason}")
-    table = Table(title=f"bnn export {report.run_dir}", show_header=True)
+    table = Table(title=escape(f"bnn export {report.run_dir}"), show_header=True)
     table.add_column("check")
     table.add_column("result")
     table.add_column("detail")
     for c in report.checks:
-        table.add_row(c.name, "[green]ok[/]" if c.passed else "[red]FAILED[/]", c.detail)
+        table.add_row(escape(c.name), "[green]ok[/]" if c.passed else "[red]FAILED[/]", escape(c.detail))
     for name, acc in report.accuracy.items():
         table.add_row(f"test accuracy ({name})", "", f"{acc:.4%}")
     console.print(table)
@@ -64,4 +65,4 @@ def _print_report(report) -> None:
         typer.echo(f"wrote {report.bnn_path}: {report.bnn_bytes:,} bytes, {report.compression:.1f}x smaller than the "
                    f"fp32 state dict ({report.state_dict_bytes:,} bytes)")
     if report.onnx_path:
-        typer.echo(f"wrote {report.onnx_path}: {report.onnx_bytes:,} bytes")
+        typer.echo(f"wrote {report.onnx_path}: {report.onnx_bytes:,} bytes" + ("" if report.binary else " (ONNX only)"))

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from bnn_train.config import ActParams, ModelConfig, TrainConfig
+from bnn_train.config import ActParams, ModelConfig, TrainConfig, option_name
 
 from .choices import Dataset, Device, Init, Model, Optimizer, Pool, Schedule, Weights
 from .common import CliError, from_setting, parse_ints, progress_bar
@@ -99,6 +99,7 @@ def train(
             ),
         )
         cfg.validate()  # every invalid option is rejected before any data is loaded
+        _refuse_ignored(ctx, cfg)
         run = lambda: fit(cfg, out, callback=progress)  # noqa: E731
     if progress is not None:
         with progress:
@@ -109,6 +110,13 @@ def train(
         f"{out}: test accuracy {final['test_accuracy']:.4f} after {final['epochs']} epochs"
         f" ({final['images_per_s']:.0f} images/s){' — diverged' if final['diverged'] else ''}"
     )
+
+
+def _refuse_ignored(ctx: typer.Context, cfg) -> None:
+    """An option typed for a setting this run does not use (``--hidden`` for lenet5) is a mistake: say so."""
+    typed = [f"{option_name(n)} {why}" for n, why in cfg.ignored_settings().items() if _given(ctx, n)]
+    if typed:
+        raise CliError("; ".join(typed) + ": drop " + ("it" if len(typed) == 1 else "them"))
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
