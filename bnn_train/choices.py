@@ -2,7 +2,7 @@
 
 from .datasets import DATASETS as _DATASETS
 
-MODELS = ("suc", "mlp", "lenet5")
+MODELS = ("suc", "mlp", "lenet5", "arch")  # arch: the network of --arch (bnn_train/arch.py)
 DATASETS = tuple(_DATASETS)
 WEIGHTS = ("float", "binary")
 POOLS = ("auto", "max", "qmean")

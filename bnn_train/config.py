@@ -9,11 +9,19 @@ from __future__ import annotations
 import math
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields, replace
 
+from .arch import check_arch
 from .choices import DATASETS, DEVICES, INITS, LOSS_REDUCTIONS, MODELS, OPTIMIZERS, POOLS, SCHEDULES, WEIGHTS
 from .datasets import DATASETS as DATASET_FACTS
 from .errors import ConfigError
 
 DEFAULT_DATASET = "digits"  # works offline; ModelConfig's input defaults are its facts
+ARCH_HELP = (
+    "Your own network, in the notation of the BNN literature: tokens joined by '-'. "
+    "[Nx]KCk[sS][pP] = N convolutions of K channels, k x k kernel, stride S (default 1), zero padding P "
+    "(default k//2); MPk[sS] = max pooling, window k, stride S (default k); [Nx]KFC = N dense layers of K units. "
+    "The classifier is appended; BatchNorm (--batchnorm) and --act follow every hidden layer. "
+    "E.g. 32C3-MP2-64C3-MP2-256FC. Checked against the input size and for export before any data is loaded."
+)
 
 
 def setting(default=MISSING, help: str = "", choices: tuple[str, ...] | None = None, default_factory=MISSING):
@@ -83,7 +91,8 @@ _DEFAULT_FACTS = DATASET_FACTS[DEFAULT_DATASET]
 class ModelConfig:
     """What network to build. ``in_shape``, ``num_classes`` and ``input_scale`` come from the dataset."""
 
-    model: str = setting("lenet5", "suc, mlp or lenet5 (paper §4.1).", MODELS)
+    model: str = setting("lenet5", "suc, mlp or lenet5 (paper §4.1); arch: the network of --arch.", MODELS)
+    arch: str = setting("", ARCH_HELP)  # the --arch spec of model "arch" (bnn_train/arch.py)
     act: str = setting("heaviside/rect", "FORWARD/BACKWARD, e.g. heaviside/rect, logistic/tied, relu/full_jam.")
     weights: str = setting(
         "binary", "binary: sign(w) forward, clipped straight-through backward (BinaryConnect).", WEIGHTS
@@ -125,6 +134,10 @@ class ModelConfig:
             for h in self.hidden:
                 _positive("--hidden widths", h, integer=True)
         _positive("--width", self.width)
+        if self.model != "arch" and self.arch:
+            raise ConfigError(f"--arch builds its own network; drop --model {self.model} (a preset) or --arch")
+        if self.model == "arch":
+            check_arch(self.arch, self.in_shape)
         if self.model == "lenet5" and len(self.in_shape) != 3:
             raise ConfigError(f"lenet5 needs image input (C, H, W); this dataset gives shape {tuple(self.in_shape)}")
         if self.model == "suc" and self.num_classes != 2:

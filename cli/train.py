@@ -39,6 +39,7 @@ _MODEL, _ACT, _TRAIN = ModelConfig(), ActParams(), TrainConfig()
 def train(
     ctx: typer.Context,
     model: Annotated[Model, _m("model")] = _MODEL.model,
+    arch: Annotated[Optional[str], _m("arch")] = None,
     act: Annotated[str, _m("act")] = _MODEL.act,
     weights: Annotated[Weights, _m("weights")] = _MODEL.weights,
     batchnorm: Annotated[bool, _m("batchnorm")] = _MODEL.batchnorm,
@@ -74,7 +75,12 @@ def train(
     from bnn_train.train import fit
     from bnn_train.train import resume as resume_run
 
-    out = out or Path("runs") / f"{model.value}-{dataset.value}-{act.replace('/', '-')}"
+    if arch is not None:
+        if _given(ctx, "model") and model.value != "arch":
+            raise CliError(f"--arch builds its own network; drop --model {model.value}")
+        model = Model("arch")
+    name = arch if arch is not None else model.value
+    out = out or Path("runs") / f"{name}-{dataset.value}-{act.replace('/', '-')}"
     progress = None if quiet else RichProgress()
     if resume:
         explicit = sorted(p for p in ctx.params if p not in _RESUMABLE and _given(ctx, p))
@@ -88,7 +94,7 @@ def train(
                                jam_mean=jam_mean, st_k=st_k, st_beta=st_beta)
         cfg = RunConfig(
             model=ModelConfig(
-                model=model.value, act=act, weights=weights.value, batchnorm=batchnorm,
+                model=model.value, arch=arch or _MODEL.arch, act=act, weights=weights.value, batchnorm=batchnorm,
                 hidden=parse_ints("--hidden", hidden), width=width, pool=pool.value, init=init.value,
                 act_params=act_params,
             ),
@@ -100,6 +106,8 @@ def train(
         )
         cfg.validate()  # every invalid option is rejected before any data is loaded
         _refuse_ignored(ctx, cfg)
+        if cfg.model.model == "arch":
+            _check_deployable(cfg)
         run = lambda: fit(cfg, out, callback=progress)  # noqa: E731
     if progress is not None:
         with progress:
@@ -117,6 +125,20 @@ def _refuse_ignored(ctx: typer.Context, cfg) -> None:
     typed = [f"{option_name(n)} {why}" for n, why in cfg.ignored_settings().items() if _given(ctx, n)]
     if typed:
         raise CliError("; ".join(typed) + ": drop " + ("it" if len(typed) == 1 else "them"))
+
+
+def _check_deployable(cfg) -> None:
+    """A binary --arch network with a bit-valued forward must export: fold it before training (a float
+    or ReLU network is for comparison and exports as float ONNX)."""
+    from dataclasses import replace
+
+    if cfg.model.weights != "binary" or cfg.model.forward_name not in ("heaviside", "sign"):
+        return
+    from bnn_export.check import check_exportable
+    from bnn_train.models import build_model
+
+    in_shape, num_classes = cfg.train.dataset_shape()
+    check_exportable(build_model(replace(cfg.model, in_shape=in_shape, num_classes=num_classes)), in_shape)
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
