@@ -94,7 +94,7 @@ def _torch_predict(model, cfg, x: np.ndarray, batch: int = 1000) -> tuple[np.nda
     out = torch.cat(outs)
     if is_single_unit(cfg.model):
         act = model[-1].forward_fn
-        return out.numpy(), (out[:, 0] >= (act.low + act.high) / 2).long().numpy()
+        return out.numpy(), (out[:, 0] >= act.decision_threshold).long().numpy()
     return out.numpy(), out.argmax(1).numpy()
 
 

@@ -55,7 +55,7 @@ def _outputs(model: nn.Module, cfg: RunConfig, x: torch.Tensor, y: torch.Tensor)
         act = model[-1].forward_fn
         out = out.squeeze(1)
         target = act.low + (act.high - act.low) * y.to(out.dtype)
-        return F.mse_loss(out, target), (out >= (act.low + act.high) / 2).long()
+        return F.mse_loss(out, target), (out >= act.decision_threshold).long()
     return F.cross_entropy(out, y), out.argmax(1)
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .. import rundir
 from ..errors import CheckpointError
-from .experiments import Cell, Experiment, ReproduceError
+from .experiments import Cell, CellKey, Experiment, ReproduceError
 
 MANIFEST = "reproduce.json"
 RESULTS = "results.csv"
@@ -202,7 +202,7 @@ def write_outputs(exp: Experiment, cells: list[Cell], rows: list[dict], out: str
         from .plots import plot_curves, plot_heatmaps
         from .report import row_key
 
-        run_dirs: dict[tuple, list[Path]] = {}
+        run_dirs: dict[CellKey, list[Path]] = {}
         for r in rows:
             cell_name, seed_dir = r["run_key"].split("/")
             run_dirs.setdefault(row_key(r), []).append(out / RUNS / cell_name / seed_dir)
