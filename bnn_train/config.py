@@ -102,15 +102,31 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     eval_batch_size: int = 1000
+    input_size: str = ""  # folder:PATH datasets: HxW or CxHxW the images are converted to (sources.py)
 
     def dataset_shape(self) -> tuple[tuple[int, ...], int]:
         """(input shape, number of classes) of the dataset, known without loading it."""
+        from . import sources
+
         if self.dataset == "ones":
             return (self.dim,), 2
+        if self.dataset == "cifar10":
+            return sources.CIFAR10_SHAPE, len(sources.CIFAR10_CLASSES)
+        if self.dataset.startswith("folder:"):
+            return sources.folder_shape(sources.source_path(self.dataset), self.input_size)
+        if self.dataset.startswith("npz:"):
+            return sources.npz_shape(sources.source_path(self.dataset))
         return ((1, 8, 8) if self.dataset == "digits" else (1, 28, 28)), 10
 
     def validate(self) -> None:
-        _choice("--dataset", self.dataset, DATASETS)
+        if not (self.dataset.startswith(("folder:", "npz:")) and len(self.dataset.split(":", 1)[1]) > 0):
+            _choice("--dataset", self.dataset, (*DATASETS, "folder:PATH", "npz:PATH"))
+        if self.input_size:
+            if not self.dataset.startswith("folder:"):
+                raise ConfigError("--input-size converts the images of a folder:PATH dataset; drop it")
+            from .sources import parse_input_size
+
+            parse_input_size(self.input_size)
         _choice("--optimizer", self.optimizer, OPTIMIZERS)
         _choice("--schedule", self.schedule, SCHEDULES)
         _choice("--loss-reduction", self.loss_reduction, LOSS_REDUCTIONS)

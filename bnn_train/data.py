@@ -205,8 +205,24 @@ def load_idx_dataset(name: str, data_dir: str | None) -> Data:
                 str(paths[_IDX_FILES[0]].parent))
 
 
+def _own_data(cfg: TrainConfig) -> Data:
+    """cifar10, folder:PATH or npz:PATH (bnn_train/sources.py) as a Data."""
+    from . import sources
+
+    if cfg.dataset == "cifar10":
+        arrays = sources.load_cifar10(cfg.data_dir, default_data_root() / "cifar10")
+    elif cfg.dataset.startswith("folder:"):
+        arrays = sources.load_folder(sources.source_path(cfg.dataset), cfg.input_size, _split)
+    else:
+        arrays = sources.load_npz(sources.source_path(cfg.dataset))
+    x_tr, y_tr, x_te, y_te, classes, source = arrays
+    return _data(cfg.dataset, x_tr, x_te, y_tr, y_te, classes, 255, source)
+
+
 def load_dataset(cfg: TrainConfig) -> Data:
     """The dataset named by ``cfg.dataset``; raises DatasetError with a way out if it is unavailable."""
+    if cfg.dataset == "cifar10" or cfg.dataset.startswith(("folder:", "npz:")):
+        return _own_data(cfg)
     if cfg.dataset == "ones":
         return load_ones(cfg.dim, cfg.n_samples)
     if cfg.dataset == "digits":

@@ -36,6 +36,11 @@ ARCH_HELP = (
     "The classifier is appended; BatchNorm (--batchnorm) and --act follow every hidden layer. "
     "E.g. 32C3-MP2-64C3-MP2-256FC. Checked against the input size and for export before any data is loaded."
 )
+DATASET_HELP = (
+    "ones, digits (offline), mnist, fashion-mnist, cifar10 (downloaded, or from --data-dir); "
+    "folder:PATH = one sub-folder of images per class (PATH/train and PATH/test, or a seeded 80/20 split); "
+    "npz:PATH = uint8 x_train, x_test and integer y_train, y_test."
+)
 _M = "Model"
 _A = "Activation (shape parameters of the backward functions)"
 _T = "Training"
@@ -59,8 +64,9 @@ def train(
     jam_mean: Annotated[Optional[float], typer.Option(help="Mean of the jamming noise [default: mean of f' over the noise window].", rich_help_panel=_A)] = None,
     st_k: Annotated[float, typer.Option(help="sigmoid_tanh: k in sigmoid(k tanh(beta z)).", rich_help_panel=_A)] = 6.0,
     st_beta: Annotated[float, typer.Option(help="sigmoid_tanh: beta.", rich_help_panel=_A)] = 1.0,
-    dataset: Annotated[Dataset, typer.Option(help="digits works offline; mnist/fashion-mnist download or read --data-dir.", rich_help_panel=_D)] = "digits",
-    data_dir: Annotated[Optional[Path], typer.Option(help="Folder with the four IDX files of mnist/fashion-mnist.", rich_help_panel=_D)] = None,
+    dataset: Annotated[str, typer.Option(help=DATASET_HELP, rich_help_panel=_D)] = "digits",
+    input_size: Annotated[Optional[str], typer.Option(help="folder: datasets: convert every image to HxW (or CxHxW, C = 1 or 3), e.g. 32x32.", rich_help_panel=_D)] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Folder with the four IDX files of mnist/fashion-mnist, or the CIFAR-10 batches.", rich_help_panel=_D)] = None,
     dim: Annotated[int, typer.Option(help="ones: input dimension.", rich_help_panel=_D)] = 10,
     n_samples: Annotated[int, typer.Option(help="ones: samples generated (80/20 split).", rich_help_panel=_D)] = 10000,
     epochs: Annotated[int, typer.Option(help="Epochs to train (with --resume: the new total).", rich_help_panel=_T)] = 20,
@@ -87,7 +93,7 @@ def train(
             raise CliError(f"--arch builds its own network; drop --model {model.value}")
         model = Model("arch")
     name = arch if arch is not None else model.value
-    out = out or Path("runs") / f"{name}-{dataset.value}-{act.replace('/', '-')}"
+    out = out or Path("runs") / f"{name}-{_dataset_label(dataset)}-{act.replace('/', '-')}"
     progress = None if quiet else RichProgress()
     if resume:
         explicit = sorted(p for p in ctx.params if p not in _RESUMABLE and _given(ctx, p))
@@ -104,7 +110,8 @@ def train(
                 act_params=ActParams(rect_width, triang_width, jam_width, jam_mean, st_k, st_beta),
             ),
             TrainConfig(
-                dataset=dataset.value, data_dir=str(data_dir) if data_dir else None, dim=dim, n_samples=n_samples,
+                dataset=dataset, data_dir=str(data_dir) if data_dir else None, dim=dim, n_samples=n_samples,
+                input_size=input_size or "",
                 epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer.value, momentum=momentum,
                 schedule=schedule.value, grad_clip=grad_clip, seed=seed, device=device.value,
             ),
@@ -122,6 +129,14 @@ def train(
         f"{out}: test accuracy {final['test_accuracy']:.4f} after {final['epochs']} epochs"
         f" ({final['images_per_s']:.0f} images/s){' — diverged' if final['diverged'] else ''}"
     )
+
+
+def _dataset_label(dataset: str) -> str:
+    """folder:~/photos/train -> folder-train: a run directory name without the path."""
+    if ":" not in dataset:
+        return dataset
+    kind, path = dataset.split(":", 1)
+    return f"{kind}-{Path(path).stem or 'data'}"
 
 
 def _check_deployable(cfg) -> None:
