@@ -114,3 +114,29 @@ def test_random_architectures_are_exact_in_every_stage(case, n):
     for threads in (1, 2):
         scores, pred = BnnModel(bnn, threads=threads).run(x)
         assert np.array_equal(scores, ref) and np.array_equal(pred, labels), (cfg.arch, threads)
+
+
+def test_export_model_of_a_hand_built_sequential(tmp_path):
+    """The Python path (examples/own_network.py): bnn_train's layers, export_model's checks, files only when they pass."""
+    from torch import nn
+
+    from bnn_export.api import export_model
+    from bnn_runtime import read_bnn
+    from bnn_train.activations import Activation
+    from bnn_train.layers import BinaryConv2d, BinaryLinear, InputScale
+
+    torch.manual_seed(0)
+    model = nn.Sequential(InputScale(1 / 255), BinaryConv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8),
+                          nn.MaxPool2d(3, stride=1), Activation("heaviside/rect"), nn.Flatten(),
+                          BinaryLinear(8 * 3 * 3, 5), nn.BatchNorm1d(5))
+    x = random_inputs(np.random.default_rng(0), (3, 10, 10), 64)
+    y = np.arange(64) % 5
+    report = export_model(model, (3, 10, 10), list("abcde"), x, y, tmp_path / "m.bnn", tmp_path / "m.onnx")
+    assert all(c.passed for c in report.checks) and len(report.checks) == 3
+    bnn = read_bnn(tmp_path / "m.bnn")
+    assert bnn.layers[0]["stride"] == [2, 2] and bnn.layers[0]["pool"] == {"kind": "or", "size": [3, 3], "stride": [1, 1]}
+    assert (reference_scores(bnn, x) == ort_run(bnn_to_onnx(bnn), x)["scores"]).all()
+    bad = nn.Sequential(InputScale(1 / 255), nn.Flatten(), nn.Linear(300, 5))
+    with pytest.raises(NotBinaryError, match="float weights"):
+        export_model(bad, (3, 10, 10), list("abcde"), x, y, tmp_path / "bad.bnn")
+    assert not (tmp_path / "bad.bnn").exists()
