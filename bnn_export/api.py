@@ -132,14 +132,14 @@ def _binary_export(report: ExportReport, model, layers: list, arrays: dict, in_s
         ref = reference_scores(bnn_model, xs)
         ort_out = _ort_run(session, xs)
         same = np.array_equal(ort_out["scores"], ref) and np.array_equal(ort_out["label"], predict_from_scores(bnn_model, ref))
-        report.checks.append(Check(f"onnxruntime == reference ({label})", same,
-                                   f"{len(xs)} inputs, integer scores and labels {'identical' if same else 'DIFFER'}"))
+        report.checks.append(Check(name=f"onnxruntime == reference ({label})", passed=same,
+                                   detail=f"{len(xs)} inputs, integer scores and labels {'identical' if same else 'DIFFER'}"))
     if x is not None:
         agree = float((predict_from_scores(bnn_model, ref_scores) == torch_pred).mean())
-        report.checks.append(Check("agreement with PyTorch", agree >= MIN_AGREEMENT,
-                                   f"{agree:.4%} of {data_note} (need >= {MIN_AGREEMENT:.1%})"))
+        report.checks.append(Check(name="agreement with PyTorch", passed=agree >= MIN_AGREEMENT,
+                                   detail=f"{agree:.4%} of {data_note} (need >= {MIN_AGREEMENT:.1%})"))
     else:
-        report.checks.append(Check("agreement with PyTorch", True, f"skipped: {data_note}"))
+        report.checks.append(Check(name="agreement with PyTorch", passed=True, detail=f"skipped: {data_note}"))
     return bnn_bytes, onnx_bytes
 
 
@@ -167,7 +167,7 @@ def export_model(model: torch.nn.Sequential, in_shape: tuple[int, ...], classes:
     of ``bnn export``: onnxruntime == the NumPy reference exactly, >= 99.9 % agreement with PyTorch on
     ``x_test``. Files are written only when every check passes; NotBinaryError / ExportError otherwise."""
     model = model.eval()
-    report = ExportReport("<model>", binary=True, state_dict_bytes=_state_dict_bytes(model))
+    report = ExportReport(run_dir="<model>", binary=True, state_dict_bytes=_state_dict_bytes(model))
     layers, arrays = fold(model, tuple(in_shape))
     torch_pred = None
     if x_test is not None:
@@ -185,7 +185,7 @@ def export_run(run_dir: str | Path, bnn_path: str | Path | None = None, onnx_pat
                data_dir: str | None = None, check_images: int | None = None, require_bnn: bool = True) -> ExportReport:
     """Export the run in ``run_dir``; ``require_bnn=False`` lets a float model export ONNX alone."""
     model, cfg, ckpt = rundir.load_run(run_dir)
-    report = ExportReport(str(run_dir), binary=True, state_dict_bytes=_state_dict_bytes(model))
+    report = ExportReport(run_dir=str(run_dir), binary=True, state_dict_bytes=_state_dict_bytes(model))
     try:
         layers, arrays = fold(model, cfg.model.in_shape)
     except NotBinaryError as e:
@@ -224,8 +224,8 @@ def export_run(run_dir: str | Path, bnn_path: str | Path | None = None, onnx_pat
         ref_logits, ref_pred = _torch_predict(model, single_unit, xs)
         close = np.allclose(ort_out["logits"], ref_logits, rtol=1e-4, atol=1e-4)
         agree = float((ort_out["label"] == ref_pred).mean())
-        report.checks.append(Check("onnxruntime vs PyTorch (float)", close and agree >= MIN_AGREEMENT,
-                                   f"logits {'within 1e-4' if close else 'DIFFER'}, labels agree on {agree:.4%} of {len(xs)} inputs"))
+        report.checks.append(Check(name="onnxruntime vs PyTorch (float)", passed=close and agree >= MIN_AGREEMENT,
+                                   detail=f"logits {'within 1e-4' if close else 'DIFFER'}, labels agree on {agree:.4%} of {len(xs)} inputs"))
         if x is not None:
             report.accuracy["onnx"] = float((ort_out["label"] == y).mean())
         bnn_bytes = None

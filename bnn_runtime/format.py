@@ -380,4 +380,4 @@ def _validate(manifest: Any, data: bytes, version: int = VERSION) -> BnnFile:
         raise BnnFormatError(f"arrays {sorted(unused)} belong to no layer")
     for a in arrays.values():
         a.setflags(write=False)
-    return BnnFile(manifest, arrays)
+    return BnnFile(manifest=manifest, arrays=arrays)
