@@ -9,7 +9,7 @@ import typer
 
 from bnn_train.config import ActParams, ModelConfig, TrainConfig, option_name
 
-from .choices import Dataset, Device, Init, Model, Optimizer, Pool, Schedule, Weights
+from .choices import Device, Init, Model, Optimizer, Pool, Schedule, Weights
 from .common import CliError, from_setting, parse_ints, progress_bar
 
 # Options a resumed run may change; every other one is fixed by the run directory.
@@ -53,7 +53,8 @@ def train(
     jam_mean: Annotated[Optional[float], _a("jam_mean")] = _ACT.jam_mean,
     st_k: Annotated[float, _a("st_k")] = _ACT.st_k,
     st_beta: Annotated[float, _a("st_beta")] = _ACT.st_beta,
-    dataset: Annotated[Dataset, _t("dataset", _D)] = _TRAIN.dataset,
+    dataset: Annotated[str, _t("dataset", _D)] = _TRAIN.dataset,
+    input_size: Annotated[Optional[str], _t("input_size", _D)] = None,
     data_dir: Annotated[Optional[Path], _t("data_dir", _D)] = _TRAIN.data_dir,
     dim: Annotated[int, _t("dim", _D)] = _TRAIN.dim,
     n_samples: Annotated[int, _t("n_samples", _D)] = _TRAIN.n_samples,
@@ -80,7 +81,7 @@ def train(
             raise CliError(f"--arch builds its own network; drop --model {model.value}")
         model = Model("arch")
     name = arch if arch is not None else model.value
-    out = out or Path("runs") / f"{name}-{dataset.value}-{act.replace('/', '-')}"
+    out = out or Path("runs") / f"{name}-{_dataset_label(dataset)}-{act.replace('/', '-')}"
     progress = None if quiet else RichProgress()
     if resume:
         explicit = sorted(p for p in ctx.params if p not in _RESUMABLE and _given(ctx, p))
@@ -99,7 +100,8 @@ def train(
                 act_params=act_params,
             ),
             train=TrainConfig(
-                dataset=dataset.value, data_dir=str(data_dir) if data_dir else None, dim=dim, n_samples=n_samples,
+                dataset=dataset, data_dir=str(data_dir) if data_dir else None, dim=dim, n_samples=n_samples,
+                input_size=input_size or _TRAIN.input_size,
                 epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer.value, momentum=momentum,
                 schedule=schedule.value, grad_clip=grad_clip, seed=seed, device=device.value,
             ),
@@ -125,6 +127,14 @@ def _refuse_ignored(ctx: typer.Context, cfg) -> None:
     typed = [f"{option_name(n)} {why}" for n, why in cfg.ignored_settings().items() if _given(ctx, n)]
     if typed:
         raise CliError("; ".join(typed) + ": drop " + ("it" if len(typed) == 1 else "them"))
+
+
+def _dataset_label(dataset: str) -> str:
+    """folder:~/photos/train -> folder-train: a run directory name without the path."""
+    if ":" not in dataset:
+        return dataset
+    kind, path = dataset.split(":", 1)
+    return f"{kind}-{Path(path).stem or 'data'}"
 
 
 def _check_deployable(cfg) -> None:
