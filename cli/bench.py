@@ -52,9 +52,11 @@ def _print(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from .terminal import markup
+
     console = Console()
     m = result["machine"]
-    console.print(f"bnn bench {result['model']}: {result['threads']} threads, {m['cpu']}, "
+    console.print(f"bnn bench {markup(result['model'])}: {result['threads']} threads, {markup(m['cpu'])}, "
                   f"load average {m['load_average_1min']:.2f}")
     table = Table(caption="ORT fp32: onnxruntime on the float network of the same topology (ReLU, max pooling)")
     for col in ("engine", f"img/s @{result['batch']}", "p50 us", "p90 us", "img/s vs fp32", "p50 vs fp32"):
@@ -77,7 +79,7 @@ def _print(result: dict) -> None:
         prof.add_column(col, justify="left" if col in ("layer", "kind") else "right", no_wrap=True)
     for r in pc["layers"]:
         share = f"{r['share_of_peak']:.0%}" if r["share_of_peak"] is not None else "-"
-        prof.add_row(r["layer"], r["kind"], f"{r['seconds_per_image'] * 1e6:.2f}", f"{r['word_ops_per_image']:,}", share)
+        prof.add_row(markup(r["layer"]), markup(r["kind"]), f"{r['seconds_per_image'] * 1e6:.2f}", f"{r['word_ops_per_image']:,}", share)
     console.print(prof)
     if pc["binary_layers_share_of_peak"] is not None:
         console.print(f"binary layers together: {pc['binary_layers_share_of_peak']:.0%} of the AND+popcount peak")

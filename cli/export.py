@@ -50,20 +50,22 @@ def export(
 def _print_report(report) -> None:
     from rich.table import Table
 
+    from .terminal import markup, plain
+
     console = stderr_console()
     if not report.binary:
-        console.print(f"[yellow]no .bnn written:[/] {report.not_binary_reason}")
-    table = Table(title=f"bnn export {report.run_dir}", show_header=True)
+        console.print(f"[yellow]no .bnn written:[/] {markup(report.not_binary_reason)}")
+    table = Table(title=f"bnn export {markup(report.run_dir)}", show_header=True)
     table.add_column("check")
     table.add_column("result")
     table.add_column("detail")
     for c in report.checks:
-        table.add_row(c.name, "[green]ok[/]" if c.passed else "[red]FAILED[/]", c.detail)
+        table.add_row(markup(c.name), "[green]ok[/]" if c.passed else "[red]FAILED[/]", markup(c.detail))
     for name, acc in report.accuracy.items():
         table.add_row(f"test accuracy ({name})", "", f"{acc:.4%}")
     console.print(table)
     if report.bnn_path:
-        typer.echo(f"wrote {report.bnn_path}: {report.bnn_bytes:,} bytes, {report.compression:.1f}x smaller than the "
+        typer.echo(f"wrote {plain(report.bnn_path)}: {report.bnn_bytes:,} bytes, {report.compression:.1f}x smaller than the "
                    f"fp32 state dict ({report.state_dict_bytes:,} bytes)")
     if report.onnx_path:
-        typer.echo(f"wrote {report.onnx_path}: {report.onnx_bytes:,} bytes")
+        typer.echo(f"wrote {plain(report.onnx_path)}: {report.onnx_bytes:,} bytes")
