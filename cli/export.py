@@ -19,6 +19,8 @@ def export(
     data_dir: Annotated[Optional[Path], typer.Option(help="Where the run's dataset is now (mnist/fashion-mnist IDX files).")] = None,
     check_images: Annotated[Optional[int], typer.Option(help="Check on the first N test images [default: all].")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    require_complete: Annotated[bool, typer.Option(
+        "--require-complete", help="Refuse a run that has not trained all its planned epochs.")] = False,
 ) -> None:
     """Fold a trained binary network into packed bits with integer thresholds (.bnn) and an integer ONNX graph.
 
@@ -38,9 +40,14 @@ def export(
     onnx_path = None if no_onnx else (onnx or run_dir / "model.onnx")
     try:
         report = export_run(run_dir, bnn_path, onnx_path, data_dir=str(data_dir) if data_dir else None,
-                            check_images=check_images, require_bnn=output is not None or onnx_path is None)
+                            check_images=check_images, require_bnn=output is not None or onnx_path is None,
+                            require_complete=require_complete)
     except NotBinaryError as e:
         raise CliError(f"cannot write {bnn_path}: {e}; pass only --onnx to export the float network") from None
+    if report.unfinished_note:  # said on stderr in every output format
+        from .terminal import plain
+
+        typer.echo(f"warning: {plain(report.unfinished_note)}", err=True)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
         return
