@@ -4,7 +4,7 @@
 
     offset  size  field
     0       8     magic b"BNNMODEL"
-    8       4     format version, uint32 little-endian (this module: 1)
+    8       4     format version, uint32 little-endian (this module writes 2, reads 1 and 2)
     12      4     reserved, 0
     16      8     manifest length M, uint64 LE
     24      8     data length D, uint64 LE
@@ -38,7 +38,8 @@ from .errors import BnnFormatError
 from .fileio import atomic_write_bytes
 
 MAGIC = b"BNNMODEL"
-VERSION = 1
+VERSION = 2  # 2 adds conv "stride" and pool "stride" (docs/FORMAT.md); a version-1 file reads as stride 1
+READABLE_VERSIONS = (1, 2)
 HEADER = struct.Struct("<8sIIQQ32s")  # magic, version, reserved, M, D, sha256
 ALIGN = 8
 MAX_MANIFEST = limits.MAX_MANIFEST_BYTES  # decompressed manifest bytes a reader accepts
@@ -48,9 +49,9 @@ ENCODINGS_OUT = ("01", "pm1")
 # the keys each object of the manifest may have (anything else is refused, not ignored)
 MANIFEST_KEYS = frozenset({"format", "version", "input", "classes", "layers", "arrays", "provenance"})
 INPUT_KEYS = frozenset({"dtype", "shape"})
-LAYER_KEYS = frozenset({"name", "kind", "in_encoding", "in_shape", "kernel", "padding", "fan_in", "out_features",
-                        "output", "out_encoding", "pool", "out_shape", "arrays"})
-POOL_KEYS = frozenset({"kind", "size"})
+LAYER_KEYS = frozenset({"name", "kind", "in_encoding", "in_shape", "kernel", "padding", "stride", "fan_in",
+                        "out_features", "output", "out_encoding", "pool", "out_shape", "arrays"})
+POOL_KEYS = frozenset({"kind", "size", "stride"})
 ARRAY_SPEC_KEYS = frozenset({"dtype", "shape", "offset"})
 # dtype of each array a layer refers to
 ARRAY_DTYPES = {
@@ -105,13 +106,15 @@ def to_bytes(manifest: dict, arrays: dict[str, np.ndarray]) -> bytes:
         blobs.append(raw + b"\0" * pad)
         offset += len(raw) + pad
     manifest = {**manifest, "arrays": table}
-    return assemble(_canonical_json(manifest), b"".join(blobs))
+    version = manifest.get("version", VERSION)
+    return assemble(_canonical_json(manifest), b"".join(blobs), version if isinstance(version, int) else VERSION)
 
 
-def assemble(manifest_bytes: bytes, data: bytes) -> bytes:
-    """Header + manifest + data, with the checksum computed here (also used by tests to forge edits)."""
+def assemble(manifest_bytes: bytes, data: bytes, version: int = VERSION) -> bytes:
+    """Header + manifest + data, with the checksum computed here (also used by tests to forge edits).
+    The header's version is the manifest's (so tests can still write version-1 files)."""
     digest = hashlib.sha256(manifest_bytes + data).digest()
-    return HEADER.pack(MAGIC, VERSION, 0, len(manifest_bytes), len(data), digest) + manifest_bytes + data
+    return HEADER.pack(MAGIC, version, 0, len(manifest_bytes), len(data), digest) + manifest_bytes + data
 
 
 def write_bnn(path: str | Path, manifest: dict, arrays: dict[str, np.ndarray]) -> int:
@@ -153,8 +156,9 @@ def parse(data: bytes, source: str = "<bytes>") -> BnnFile:
     magic, version, reserved, m_len, d_len, digest = HEADER.unpack_from(data)
     if magic != MAGIC:
         fail("not a .bnn file (bad magic)")
-    if version != VERSION:
-        fail(f"unsupported .bnn format version {version}; this reader reads version {VERSION}")
+    if version not in READABLE_VERSIONS:
+        fail(f"unsupported .bnn format version {version}; this reader reads versions "
+             f"{', '.join(map(str, READABLE_VERSIONS))}")
     if reserved != 0:
         fail(f"header reserved field is {reserved}, must be 0")
     expected = HEADER.size + m_len + d_len
@@ -173,7 +177,7 @@ def parse(data: bytes, source: str = "<bytes>") -> BnnFile:
     except zlib.error as e:
         fail(f"manifest is not zlib-compressed JSON ({e})")
     try:
-        return _validate(limits.load_manifest_json(text), body[m_len:])
+        return _validate(limits.load_manifest_json(text), body[m_len:], version)
     except BnnFormatError as e:
         fail(str(e))
 
@@ -247,8 +251,8 @@ def _read_arrays(table: Any, data: bytes) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _conv_out(size: int, k: int, pad: int) -> int:
-    return size + 2 * pad - k + 1
+def _conv_out(size: int, k: int, pad: int, stride: int = 1) -> int:
+    return (size + 2 * pad - k) // stride + 1
 
 
 def _check_resources(where: str, layer: dict, costs: list, out_spatial: tuple, fan_in: int, out: int) -> None:
@@ -260,15 +264,48 @@ def _check_resources(where: str, layer: dict, costs: list, out_spatial: tuple, f
     costs.append((where, scratch, work))
 
 
-def _validate(manifest: Any, data: bytes) -> BnnFile:
+def _strides(obj: dict, where: str, version: int, default: tuple[int, int]) -> tuple[int, int]:
+    """A layer's or pool's ``stride`` (format version 2); absent: ``default``, as every version-1 file."""
+    if "stride" not in obj:
+        return default
+    if version < 2:
+        raise BnnFormatError(f"{where}.stride needs format version 2, the file is version {version}")
+    return _Schema.ints(obj, "stride", where, length=2)
+
+
+def _conv_geometry(layer: dict, where: str, in_shape: tuple[int, ...], enc: str, version: int) -> tuple[int, int]:
+    """(OH, OW) of a conv layer: kernel, padding and stride checked against its input."""
+    c, h, w = in_shape
+    kh, kw = _Schema.ints(layer, "kernel", where, length=2)
+    ph, pw = _Schema.ints(layer, "padding", where, length=2, minimum=0)
+    sh, sw = _strides(layer, where, version, (1, 1))
+    if enc == "pm1" and (ph or pw):
+        raise BnnFormatError(f"{where}: zero padding of a pm1 input is not supported in version {version}")
+    oh, ow = _conv_out(h, kh, ph, sh), _conv_out(w, kw, pw, sw)
+    if oh < 1 or ow < 1:
+        raise BnnFormatError(f"{where}: kernel {kh}x{kw} does not fit its {h}x{w} input")
+    return oh, ow
+
+
+def _pool_geometry(pool: dict, where: str, out_spatial: tuple[int, int], version: int) -> tuple[int, int]:
+    """(OH, OW) after OR-pooling over windows of ``size`` at ``stride`` (default: size), no padding."""
+    size = _Schema.ints(pool, "size", where, length=2)
+    sh, sw = _strides(pool, where, version, size)
+    pooled = (_conv_out(out_spatial[0], size[0], 0, sh), _conv_out(out_spatial[1], size[1], 0, sw))
+    if min(pooled) < 1:
+        raise BnnFormatError(f"{where}: pool {size[0]}x{size[1]} does not fit the {out_spatial[0]}x{out_spatial[1]} output")
+    return pooled
+
+
+def _validate(manifest: Any, data: bytes, version: int = VERSION) -> BnnFile:
     S = _Schema
     if not isinstance(manifest, dict):
         raise BnnFormatError("manifest must be a JSON object")
     S.keys(manifest, MANIFEST_KEYS, "manifest")
     if S.get(manifest, "format", str, "manifest") != "bnn":
         raise BnnFormatError("manifest.format is not 'bnn'")
-    if S.get(manifest, "version", int, "manifest") != VERSION:
-        raise BnnFormatError(f"manifest.version {manifest['version']} disagrees with the header's {VERSION}")
+    if S.get(manifest, "version", int, "manifest") != version:
+        raise BnnFormatError(f"manifest.version {manifest['version']} disagrees with the header's {version}")
     inp = S.get(manifest, "input", dict, "manifest")
     S.keys(inp, INPUT_KEYS, "input")
     if S.get(inp, "dtype", str, "input") != "uint8":
@@ -309,15 +346,8 @@ def _validate(manifest: Any, data: bytes) -> BnnFile:
         if kind == "conv":
             if len(cur_shape) != 3 or in_shape != cur_shape:
                 raise BnnFormatError(f"{where}.in_shape {list(in_shape)} does not match its input {list(cur_shape)}")
-            c, h, w = in_shape
-            kh, kw = S.ints(layer, "kernel", where, length=2)
-            ph, pw = S.ints(layer, "padding", where, length=2, minimum=0)
-            if enc == "pm1" and (ph or pw):
-                raise BnnFormatError(f"{where}: zero padding of a pm1 input is not supported in version {VERSION}")
-            oh, ow = _conv_out(h, kh, ph), _conv_out(w, kw, pw)
-            if oh < 1 or ow < 1:
-                raise BnnFormatError(f"{where}: kernel {kh}x{kw} does not fit its {h}x{w} input")
-            fan_in = c * kh * kw
+            oh, ow = _conv_geometry(layer, where, in_shape, enc, version)
+            fan_in = in_shape[0] * math.prod(layer["kernel"])
         elif kind == "dense":
             n = math.prod(cur_shape)
             if in_shape != (n,):
@@ -370,10 +400,7 @@ def _validate(manifest: Any, data: bytes) -> BnnFile:
                 if S.get(pool, "kind", str, f"{where}.pool") != "or":
                     raise BnnFormatError(f"{where}.pool.kind must be 'or'")
                 S.keys(pool, POOL_KEYS, f"{where}.pool")
-                sh, sw = S.ints(pool, "size", f"{where}.pool", length=2)
-                out_spatial = (out_spatial[0] // sh, out_spatial[1] // sw)
-                if min(out_spatial) < 1:
-                    raise BnnFormatError(f"{where}: pool {sh}x{sw} does not fit the {oh}x{ow} output")
+                out_spatial = _pool_geometry(pool, f"{where}.pool", out_spatial, version)
             if last and (out != 1 or len(classes) != 2):
                 raise BnnFormatError(f"{where}: a network ending in a threshold must have 1 unit and 2 classes")
         else:
@@ -395,4 +422,4 @@ def _validate(manifest: Any, data: bytes) -> BnnFile:
         raise BnnFormatError(f"arrays {sorted(unused)} belong to no layer")
     for a in arrays.values():
         a.setflags(write=False)
-    return BnnFile(manifest, arrays)
+    return BnnFile(manifest=manifest, arrays=arrays)

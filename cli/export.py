@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import CliError, stderr_console
+from .common import CliError, positive, stderr_console
+from .terminal import markup, plain
 
 
 def export(
@@ -17,7 +18,7 @@ def export(
     onnx: Annotated[Optional[Path], typer.Option("--onnx", help="The ONNX file [default: RUN_DIR/model.onnx].")] = None,
     no_onnx: Annotated[bool, typer.Option("--no-onnx", help="Write no ONNX file.")] = False,
     data_dir: Annotated[Optional[Path], typer.Option(help="Where the run's dataset is now (mnist/fashion-mnist IDX files).")] = None,
-    check_images: Annotated[Optional[int], typer.Option(help="Check on the first N test images [default: all].")] = None,
+    check_images: Annotated[Optional[int], typer.Option(help="Check on the first N test images [default: all].", callback=positive)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     require_complete: Annotated[bool, typer.Option(
         "--require-complete", help="Refuse a run that has not trained all its planned epochs.")] = False,
@@ -32,8 +33,6 @@ def export(
     from bnn_export.api import export_run
     from bnn_export.errors import NotBinaryError
 
-    if check_images is not None and check_images < 1:
-        raise CliError(f"--check-images must be a positive integer, got {check_images}")
     if no_onnx and onnx is not None:
         raise CliError("--onnx and --no-onnx contradict each other")
     bnn_path = output or run_dir / "model.bnn"
@@ -45,23 +44,19 @@ def export(
     except NotBinaryError as e:
         raise CliError(f"cannot write {bnn_path}: {e}; pass only --onnx to export the float network") from None
     if report.unfinished_note:  # said on stderr in every output format
-        from .terminal import plain
-
         typer.echo(f"warning: {plain(report.unfinished_note)}", err=True)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
-        return
-    _print_report(report)
+    else:
+        _print_report(report)
+    if not report.binary:  # said in every mode, on stderr (stdout stays the report)
+        typer.echo(f"no .bnn written, only the ONNX file: {plain(report.not_binary_reason)}", err=True)
 
 
 def _print_report(report) -> None:
     from rich.table import Table
 
-    from .terminal import markup, plain
-
     console = stderr_console()
-    if not report.binary:
-        console.print(f"[yellow]no .bnn written:[/] {markup(report.not_binary_reason)}")
     table = Table(title=f"bnn export {markup(report.run_dir)}", show_header=True)
     table.add_column("check")
     table.add_column("result")
@@ -75,4 +70,4 @@ def _print_report(report) -> None:
         typer.echo(f"wrote {plain(report.bnn_path)}: {report.bnn_bytes:,} bytes, {report.compression:.1f}x smaller than the "
                    f"fp32 state dict ({report.state_dict_bytes:,} bytes)")
     if report.onnx_path:
-        typer.echo(f"wrote {plain(report.onnx_path)}: {report.onnx_bytes:,} bytes")
+        typer.echo(f"wrote {plain(report.onnx_path)}: {report.onnx_bytes:,} bytes" + ("" if report.binary else " (ONNX only)"))

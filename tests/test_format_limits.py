@@ -68,7 +68,7 @@ def test_invalid_utf8_is_named(small):
 
 
 @pytest.mark.parametrize("where, key", [("layer", "strides"), ("manifest", "extra"), ("input", "range"),
-                                        ("pool", "stride"), ("array", "order")])
+                                        ("pool", "window"), ("array", "order")])
 def test_unknown_keys_are_refused_not_ignored(small, where, key):
     manifest, data = split(small)
     target = {"layer": manifest["layers"][0], "manifest": manifest, "input": manifest["input"],
