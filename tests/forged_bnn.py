@@ -14,7 +14,7 @@ import zlib
 import numpy as np
 
 from bnn_runtime.bits import pack_signs
-from bnn_runtime.format import HEADER, assemble, to_bytes
+from bnn_runtime.format import HEADER, VERSION, assemble, to_bytes
 
 
 def split(blob: bytes) -> tuple[dict, bytes]:
@@ -62,7 +62,7 @@ def conv_then_dense(rng: np.random.Generator, c: int, h: int, w: int, kernel: tu
         "c.threshold": rng.integers(-50, 50, n_out).astype(np.int32), "c.direction": np.ones(n_out, np.int8),
         "d.weight": signs(classes, dense_in), "d.scale": np.ones(classes), "d.offset": np.zeros(classes),
     }
-    manifest = {"format": "bnn", "version": 1, "input": {"dtype": "uint8", "shape": [c, h, w]},
+    manifest = {"format": "bnn", "version": VERSION, "input": {"dtype": "uint8", "shape": [c, h, w]},
                 "classes": [f"k{i}" for i in range(classes)], "layers": [conv, dense], "provenance": {}}
     return to_bytes(manifest, arrays)
 
@@ -73,6 +73,6 @@ def dense_u8(fan_in: int, out: int = 2) -> bytes:
              "out_features": out, "output": "scores", "pool": None, "out_shape": [out],
              "arrays": {"weight": "d.weight", "scale": "d.scale", "offset": "d.offset"}}
     arrays = {"d.weight": pack_signs(np.ones((out, fan_in), np.int8)), "d.scale": np.ones(out), "d.offset": np.zeros(out)}
-    manifest = {"format": "bnn", "version": 1, "input": {"dtype": "uint8", "shape": [fan_in]},
+    manifest = {"format": "bnn", "version": VERSION, "input": {"dtype": "uint8", "shape": [fan_in]},
                 "classes": [f"k{i}" for i in range(out)], "layers": [layer], "provenance": {}}
     return to_bytes(manifest, arrays)
