@@ -8,7 +8,13 @@ from typing import Annotated
 
 import typer
 
-from .common import positive, stderr_console
+from .common import CliError, positive, stderr_console
+
+# Upper limits of the options: a benchmark is minutes, not days, and its batch fits in memory.
+MAX_BATCH = 65536
+MAX_ROUNDS = 100
+MAX_LATENCY_CALLS = 100_000
+MAX_MIN_SECONDS = 600.0
 
 
 def bench(
@@ -26,6 +32,11 @@ def bench(
     latency (median, p90), their ratios, and the share of this machine's AND+popcount rate
     that the binary layers reach. A benchmark: the numbers depend on the machine and its load.
     """
+    for option, value, limit in (("--batch", batch, MAX_BATCH), ("--rounds", rounds, MAX_ROUNDS),
+                                 ("--latency-calls", latency_calls, MAX_LATENCY_CALLS),
+                                 ("--min-seconds", min_seconds, MAX_MIN_SECONDS)):
+        if value > limit:  # a benchmark told to run for days, or to allocate more than the machine has
+            raise CliError(f"{option} {value} is above the limit of {limit}")
     from bnn_export.bench import run_bench
 
     # Plain lines rather than a live spinner: its refresh thread would compete with the timed

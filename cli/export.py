@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from .common import CliError, positive, stderr_console
+from .paths import check_output_file
 from .terminal import markup, plain
 
 
@@ -37,6 +38,9 @@ def export(
         raise CliError("--onnx and --no-onnx contradict each other")
     bnn_path = output or run_dir / "model.bnn"
     onnx_path = None if no_onnx else (onnx or run_dir / "model.onnx")
+    check_output_file("--output", bnn_path)
+    if onnx_path is not None:
+        check_output_file("--onnx", onnx_path)
     try:
         report = export_run(run_dir, bnn_path, onnx_path, data_dir=str(data_dir) if data_dir else None,
                             check_images=check_images, require_bnn=output is not None or onnx_path is None,
