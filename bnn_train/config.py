@@ -200,6 +200,8 @@ class TrainConfig:
         _positive("--dim", self.dim, integer=True)
         _positive("--n-samples", self.n_samples, integer=True)
         _positive("--eval-batch-size", self.eval_batch_size, integer=True)
+        if not (isinstance(self.seed, int) and 0 <= self.seed < 2**63):  # torch.manual_seed takes 64-bit seeds
+            raise ConfigError(f"--seed must be an integer from 0 to {2**63 - 1}, got {self.seed}")
         if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):
             raise ConfigError(f"--momentum must be in [0, 1), got {self.momentum}")
         if self.grad_clip is not None:
