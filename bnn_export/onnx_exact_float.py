@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 
 from bnn_runtime.format import BnnFile
-from bnn_runtime.reference import unpacked_weights
+from bnn_runtime.reference import conv_stride, pool_stride, unpacked_weights
 
 from .graph import DOUBLE, FLOAT, INT32, INT64, UINT8, Graph, heaviside_of_integers
 
@@ -67,7 +67,7 @@ def _sums(g: Graph, model: BnnFile, layer: dict, x: str) -> str:
         ph, pw = layer["padding"]
         weights = g.const(w.reshape(-1, c, kh, kw).astype(np.float32), f"{name}_w")
         return g.op("Conv", [x, weights, g.const(bias.astype(np.float32), f"{name}_b")], name,
-                    kernel_shape=[kh, kw], pads=[ph, pw, ph, pw])
+                    kernel_shape=[kh, kw], pads=[ph, pw, ph, pw], strides=list(conv_stride(layer)))
     flat = g.op("Flatten", [x], "flatten", axis=1)
     weights = g.const(w.astype(np.float32), f"{name}_w")
     return g.op("Gemm", [flat, weights, g.const(bias.astype(np.float32), f"{name}_b")], name, transB=1)
@@ -84,7 +84,7 @@ def bnn_to_onnx_float(model: BnnFile, metadata: dict | None = None) -> onnx.Mode
             x = heaviside_of_integers(g, s)
             pool = layer.get("pool")
             if pool:
-                x = g.op("MaxPool", [x], "or_pool", kernel_shape=pool["size"], strides=pool["size"])
+                x = g.op("MaxPool", [x], "or_pool", kernel_shape=pool["size"], strides=list(pool_stride(pool)))
             continue
         logits = g.op("Add", [g.op("Mul", [g.op("Cast", [s], to=DOUBLE), g.const(model.array(layer, "scale"), "scale")]),
                               g.const(model.array(layer, "offset"), "offset")], "logits")

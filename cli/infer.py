@@ -13,10 +13,9 @@ import typer
 
 from bnn_train import choices
 
-from bnn_runtime.errors import dims
-
-from .common import CliError
-from .train import Dataset
+from .choices import Dataset
+from .common import CliError, positive
+from .terminal import markup, plain
 
 
 class Format(str, Enum):
@@ -32,7 +31,7 @@ def infer(
                                                 "(its manifest's range, e.g. 0..16 for Digits) to classify.")] = None,
     dataset: Annotated[Optional[Dataset], typer.Option(help="Evaluate on this test set [default: the model's own dataset].")] = None,
     data_dir: Annotated[Optional[Path], typer.Option(help="Folder with the IDX files of mnist/fashion-mnist.")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Evaluate on the first N test images only.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Evaluate on the first N test images only.", callback=positive)] = None,
     threads: Annotated[Optional[int], typer.Option(help="Threads the runtime uses [default: all cores].")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="Output: table, csv or json.")] = Format.table,
     logits: Annotated[bool, typer.Option("--logits", help="Also print every class's logit (the per-class affine "
@@ -41,8 +40,10 @@ def infer(
     """Classify images or a .npy batch with a .bnn model, or measure its accuracy and speed on a test set.
 
     With neither images nor --npy, the model is evaluated on the test set of --dataset (by
-    default the dataset it was trained on): accuracy and images/s. Image files are scaled from
-    0..255 to the input range the model's manifest records (e.g. 0..16 for Digits).
+    default the dataset it was trained on): accuracy and images/s. Every readable image is
+    classified; each one that cannot be read gets one line on stderr, and the exit status is 1.
+    Image files are scaled from 0..255 to the input range the model's manifest records (e.g.
+    0..16 for Digits); each prediction comes with its probability (the softmax of the logits).
     """
     from bnn_runtime.model import load
 
@@ -50,17 +51,16 @@ def infer(
         raise CliError("give image files or --npy, not both")
     if (images or npy is not None) and (dataset is not None or limit is not None):
         raise CliError("--dataset and --limit evaluate a test set; they do not combine with images or --npy")
-    if limit is not None and limit < 1:
-        raise CliError(f"--limit must be a positive integer, got {limit}")
     model = load(model_path, threads=threads)
     if images or npy is not None:
-        if images:
-            names, pixels = _read_images(images, model.input_spec)
-            x = model.input_spec.from_pixels(pixels)
-        else:
-            names, x = _read_npy(npy)
-        scores, labels = model.run(x)
-        _print_predictions(model, model_path, names, scores, labels, fmt, logits)
+        names, x, failures = _read_images(images, model.input_spec) if images else (*_read_npy(npy), [])
+        if x is not None:
+            scores, labels = model.run(x)
+            _print_predictions(model, model_path, names, scores, labels, fmt, logits)
+        if failures:  # every readable image was classified; each other one gets its line, and the exit status says so
+            for line in failures:
+                typer.echo(f"error: {plain(line)}", err=True)
+            raise typer.Exit(1)
         return
     _print_evaluation(_evaluate(model, model_path, dataset, data_dir, limit), fmt)
 
@@ -80,30 +80,24 @@ def _read_npy(path: Path):
 
 
 def _read_images(paths: list[Path], spec):
-    """uint8 pixels (N, C, H, W), 0..255, from image files in the model's colour (grey "L" or "RGB")."""
+    """(names, uint8 batch (N, C, H, W) of the readable files scaled to the model's input range (``spec``:
+    ``pixels.InputSpec``), one error line per unreadable file)."""
     import numpy as np
 
-    try:
-        from PIL import Image, UnidentifiedImageError
-    except ImportError:
-        raise CliError("reading image files needs Pillow: pip install 'untied-bnn[images]' (or pass a .npy batch with --npy)") from None
+    from .images import pillow, read_image
+
+    pillow()  # one line if Pillow is missing, rather than one per file
     if not spec.is_image:
         raise CliError(f"the model takes {spec.describe()}, not images; pass a .npy batch with --npy")
-    c, h, w = spec.shape
-    batch = []
+    names, batch, failures = [], [], []
     for path in paths:
         try:
-            with Image.open(path) as im:
-                im.load()
-                arr = np.asarray(im.convert(spec.color))
-        except FileNotFoundError:
-            raise CliError(f"{path}: no such file") from None
-        except (UnidentifiedImageError, OSError, ValueError) as e:
-            raise CliError(f"{path}: cannot decode the image ({e})") from None
-        if arr.shape[:2] != (h, w):
-            raise CliError(f"{path}: the image is {dims(*arr.shape[:2])} (H×W), the model takes {dims(h, w)}")
-        batch.append(arr[None] if c == 1 else arr.transpose(2, 0, 1))
-    return [str(p) for p in paths], np.stack(batch).astype(np.uint8)
+            batch.append(read_image(path, spec.shape))
+            names.append(str(path))
+        except CliError as e:
+            failures.append(str(e))
+    x = spec.from_pixels(np.stack(batch).astype(np.uint8)) if batch else None
+    return names, x, failures
 
 
 def _evaluate(model, model_path: Path, dataset, data_dir: Optional[Path], limit: Optional[int]) -> dict:
@@ -149,7 +143,7 @@ def _print_evaluation(result: dict, fmt: Format) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        table = Table(title=f"bnn infer {result['model']}")
+        table = Table(title=f"bnn infer {markup(result['model'])}")
         for col in ("dataset", "images", "accuracy", "images/s", "threads"):
             table.add_column(col)
         table.add_row(result["dataset"], f"{result['images']:,}", f"{result['accuracy']:.4%}",
@@ -176,19 +170,19 @@ def _print_predictions(model, model_path: Path, names: list[str], scores, labels
         import sys
 
         writer = csv.writer(sys.stdout, lineterminator="\n")
-        logit_columns = [f"logit_{c}" for c in classes] if show_logits else []
+        logit_columns = [f"logit_{plain(c)}" for c in classes] if show_logits else []
         writer.writerow(["input", "index", "class", "probability", *logit_columns])
         for r in rows:
-            writer.writerow([r["input"], r["index"], r["class"], repr(r["probability"]), *map(repr, r.get("logits", []))])
+            writer.writerow([plain(r["input"]), r["index"], plain(r["class"]), repr(r["probability"]),
+                             *map(repr, r.get("logits", []))])
     else:
         from rich.console import Console
-        from rich.markup import escape
         from rich.table import Table
 
         table = Table(title="bnn infer")
         for col in ("input", "class", "probability") + (("logits",) if show_logits else ()):
             table.add_column(col)
         for r in rows:  # file names only: full paths are in csv and json
-            cells = [escape(Path(r["input"]).name), escape(r["class"]), f"{r['probability']:.1%}"]
+            cells = [markup(Path(r["input"]).name), markup(r["class"]), f"{r['probability']:.1%}"]
             table.add_row(*cells, *([" ".join(f"{v:.3g}" for v in r["logits"])] if show_logits else []))
         Console().print(table)

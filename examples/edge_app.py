@@ -40,7 +40,7 @@ def main(argv: list[str]) -> int:
         model = bnn_runtime.load(argv[1])
         names, x = read(argv[2:], model.input_spec)
         probs = model.probabilities(x)  # validates x: a bad batch raises InputError, never crashes a kernel
-    except (bnn_runtime.BnnError, OSError, ValueError) as e:
+    except (bnn_runtime.BnnError, OSError, ValueError) as e:  # BnnError: a bad file, batch or setting
         print(f"error: {e}", file=sys.stderr)
         return 1
     for name, p in zip(names, probs):
