@@ -9,8 +9,9 @@
 #   2. mounts binfmt_misc and enables qemu-aarch64 (so arm64 programs run, also inside a chroot);
 #   3. builds an arm64 Debian root with debootstrap in $BNN_ARM64_ROOT (default /var/tmp/bnn-arm64)
 #      with python3 and python3-venv;
-#   4. creates a venv there and installs numpy, numba, pytest and hypothesis wheels from the package
-#      index (the versions of .venv when it exists, so both sides run the same releases);
+#   4. downloads the arm64 wheels of numpy, numba, pytest and hypothesis (and what they need) from the
+#      package index with the host's pip (the versions of .venv when it exists, so both sides run the
+#      same releases), and installs them offline into a venv inside the root;
 #   5. copies bnn_runtime/ and the torch-free tests into the root and runs, as aarch64:
 #      tests/test_runtime_portable.py (golden x86 scores, random layouts vs the reference),
 #      tests/test_runtime_kernels.py, tests/test_logits.py, tests/test_input_spec.py.
@@ -51,9 +52,6 @@ if [ ! -x "$ROOT/usr/bin/python3" ]; then
     rm -rf "$ROOT"
     mv "$ROOT.partial" "$ROOT"
 fi
-cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
-# the host's trust store (a proxy's certificate, if the host has one) for pip inside the root
-cp /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/host-ca-certificates.crt"
 in_root() { chroot "$ROOT" /usr/bin/env -i PATH=/usr/bin:/bin HOME=/root LANG=C.UTF-8 "$@"; }
 for fs in proc dev; do
     mountpoint -q "$ROOT/$fs" || mount --bind "/$fs" "$ROOT/$fs"
@@ -69,10 +67,16 @@ for p in ("numpy", "numba", "pytest", "hypothesis"):
     print(f"{p}=={version(p)}")')
 fi
 if ! in_root "$VENV/bin/python" -c "import numba, pytest, hypothesis" 2>/dev/null; then
-    say "installing ${pins[*]} into $VENV (arm64 wheels)"
+    say "downloading the arm64 wheels of ${pins[*]}; installing them into $VENV"
+    PIP=${PIP:-$REPO/.venv/bin/pip}
+    command -v "$PIP" >/dev/null || PIP=pip3
+    pyver=$(in_root python3 -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')
+    rm -rf "$ROOT/opt/wheels"
+    "$PIP" download -q --only-binary=:all: --implementation cp --python-version "$pyver" \
+        --platform manylinux_2_28_aarch64 --platform manylinux_2_17_aarch64 --platform manylinux2014_aarch64 \
+        -d "$ROOT/opt/wheels" "${pins[@]}" >&2
     in_root python3 -m venv "$VENV"
-    in_root "$VENV/bin/pip" install -q --disable-pip-version-check \
-        --cert /etc/ssl/certs/host-ca-certificates.crt "${pins[@]}" >&2
+    in_root "$VENV/bin/pip" install -q --disable-pip-version-check --no-index --find-links /opt/wheels "${pins[@]}" >&2
 fi
 
 # 5. the runtime and its torch-free tests, run as aarch64
