@@ -34,5 +34,7 @@ DATASETS: dict[str, DatasetFacts] = {
         DatasetFacts(name="digits", image_shape=(1, 8, 8), num_classes=10, max_value=16, idx_files=False),
         DatasetFacts(name="mnist", image_shape=(1, 28, 28), num_classes=10, max_value=255, idx_files=True),
         DatasetFacts(name="fashion-mnist", image_shape=(1, 28, 28), num_classes=10, max_value=255, idx_files=True),
+        # CIFAR-10's batches (bnn_train/sources.py): --data-dir, or downloaded into the cache
+        DatasetFacts(name="cifar10", image_shape=(3, 32, 32), num_classes=10, max_value=255, idx_files=False),
     )
 }
