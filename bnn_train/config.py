@@ -236,14 +236,14 @@ class RunConfig:
     def ignored_settings(self) -> dict[str, str]:
         """The settings this run does not use, each with why (the CLI refuses them when they are typed)."""
         m, t = self.model, self.train
-        idx = [name for name, facts in DATASET_FACTS.items() if facts.idx_files] + ["cifar10"]
+        files = [name for name, facts in DATASET_FACTS.items() if facts.from_files]
         rules = {
             "hidden": (m.model == "mlp", f"applies to --model mlp only, not {m.model}"),
             "width": (m.model == "lenet5", f"applies to --model lenet5 only, not {m.model}"),
             "pool": (m.model == "lenet5", f"applies to --model lenet5 only, not {m.model}"),
             "dim": (t.dataset == "ones", f"applies to --dataset ones only, not {t.dataset}"),
             "n_samples": (t.dataset == "ones", f"applies to --dataset ones only, not {t.dataset}"),
-            "data_dir": (t.dataset in idx, f"applies to --dataset {' or '.join(idx)} only, not {t.dataset}"),
+            "data_dir": (t.dataset in files, f"applies to --dataset {', '.join(files)} only, not {t.dataset}"),
             "momentum": (t.optimizer == "sgd", f"applies to --optimizer sgd only, not {t.optimizer}"),
         }
         return {name: why for name, (used, why) in rules.items() if not used}

@@ -48,7 +48,7 @@ def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-def _outputs(model: nn.Module, cfg: RunConfig, x: torch.Tensor, y: torch.Tensor):
+def loss_and_predictions(model: nn.Module, cfg: RunConfig, x: torch.Tensor, y: torch.Tensor):
     """Loss and predictions: cross-entropy on logits, or squared error on a SUC's activation."""
     out = model(x.float())
     if is_single_unit(cfg.model):
@@ -68,7 +68,7 @@ def evaluate(model: nn.Module, cfg: RunConfig, x: torch.Tensor, y: torch.Tensor)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     bs = cfg.train.eval_batch_size
     for i in range(0, len(y), bs):
-        loss, pred = _outputs(model, cfg, x[i : i + bs], y[i : i + bs])
+        loss, pred = loss_and_predictions(model, cfg, x[i : i + bs], y[i : i + bs])
         loss_sum += loss * len(pred)
         correct += (pred == y[i : i + bs]).sum()
     model.train(was_training)
@@ -117,7 +117,7 @@ def train_one_epoch(model, cfg: RunConfig, data: Data, optimizer, epoch: int, ca
     for step in range(steps):
         idx = order[step * t.batch_size : (step + 1) * t.batch_size]
         x, y = data.x_train[idx], data.y_train[idx]
-        loss, pred = _outputs(model, cfg, x, y)
+        loss, pred = loss_and_predictions(model, cfg, x, y)
         optimizer.zero_grad(set_to_none=True)
         (loss * len(y) if t.loss_reduction == "sum" else loss).backward()  # the logged loss stays a mean
         if t.grad_clip is not None:
@@ -137,7 +137,8 @@ def train_one_epoch(model, cfg: RunConfig, data: Data, optimizer, epoch: int, ca
             "images_per_s": seen / seconds, "train_seconds": seconds}
 
 
-def _optimizer(model: nn.Module, cfg: RunConfig):
+def make_optimizer(model: nn.Module, cfg: RunConfig):
+    """The run's optimiser over the model's parameters (Adam, or SGD with momentum)."""
     t = cfg.train
     if t.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=t.lr)
@@ -194,7 +195,7 @@ def resume(out_dir: str | Path, epochs: int | None = None, data_dir: str | None 
 def _run(cfg, data, device, model, out: Path, start_epoch: int, history: list, callback, plot, state=None) -> dict:
     callback = callback or Callback()
     model.to(device)
-    optimizer = _optimizer(model, cfg)
+    optimizer = make_optimizer(model, cfg)
     scheduler = _scheduler(optimizer, cfg)
     if state is not None:
         try:
@@ -238,9 +239,9 @@ def _run(cfg, data, device, model, out: Path, start_epoch: int, history: list, c
     final = _final_metrics(cfg, data, history)
     rundir.atomic_write_json(out / rundir.METRICS, final)
     if plot:
-        from .plots import plot_curves
+        from .plots import plot_curves, run_panels
 
-        plot_curves(history, out / rundir.CURVES, title=f"{cfg.model.model} {cfg.model.act} on {data.name}")
+        plot_curves(run_panels(history), out / rundir.CURVES, title=f"{cfg.model.model} {cfg.model.act} on {data.name}")
     return final
 
 
