@@ -63,7 +63,7 @@ def test_train_options_reach_the_config(tmp_path):
 
 BAD = [
     (["--model", "cnn"], ["'cnn' is not one of", "suc", "mlp", "lenet5"], 2),
-    (["--dataset", "cifar"], ["'cifar' is not one of", "ones", "digits", "mnist", "fashion-mnist"], 2),
+    (["--dataset", "cifar"], ["unknown --dataset 'cifar'", "ones", "digits", "mnist", "fashion-mnist", "folder:PATH"], 1),
     (["--optimizer", "rmsprop"], ["sgd", "adam"], 2),
     (["--act", "step/rect"], ["unknown forward 'step'", "heaviside, sign, logistic, relu, linear, tanh, sigmoid_tanh"], 1),
     (["--act", "heaviside/box"], ["unknown backward 'box'", "tied, const, d_logistic, rect, triang, ste, full_jam"], 1),
@@ -147,7 +147,7 @@ IGNORED = [
     (["--model", "mlp", "--width", "2"], ["--width applies to --model lenet5 only, not mlp"]),
     (["--model", "mlp", "--pool", "max"], ["--pool applies to --model lenet5 only, not mlp"]),
     (["--dataset", "digits", "--dim", "3"], ["--dim applies to --dataset ones only, not digits"]),
-    (["--dataset", "digits", "--data-dir", "."], ["--data-dir applies to --dataset mnist or fashion-mnist only"]),
+    (["--dataset", "digits", "--data-dir", "."], ["--data-dir applies to --dataset mnist or fashion-mnist or cifar10 only"]),
     (["--optimizer", "adam", "--momentum", "0.5"], ["--momentum applies to --optimizer sgd only, not adam"]),
     (["--model", "mlp", "--width", "2", "--pool", "max"], ["--width applies", "; --pool applies", "drop them"]),
 ]
