@@ -62,6 +62,8 @@ def train(
     momentum: Annotated[float, typer.Option(help="SGD momentum.", rich_help_panel=_T)] = 0.9,
     schedule: Annotated[Schedule, typer.Option(help="Learning-rate schedule: cosine decays it to 0 over --epochs (per epoch), none keeps it constant.", rich_help_panel=_T)] = "cosine",
     grad_clip: Annotated[Optional[float], typer.Option(help="Clip the gradient norm to this value.", rich_help_panel=_T)] = None,
+    augment_shift: Annotated[int, typer.Option(help="Shift each training image by up to this many pixels (zero fill); 0 = off (docs/ACCURACY.md).", rich_help_panel=_T)] = 0,
+    label_smoothing: Annotated[float, typer.Option(help="Label smoothing of the training loss; 0 = off (docs/ACCURACY.md).", rich_help_panel=_T)] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed of initialisation, shuffling and noise.", rich_help_panel=_T)] = 0,
     device: Annotated[Device, typer.Option(help="auto = cuda when available.", rich_help_panel=_T)] = "auto",
     out: Annotated[Optional[Path], typer.Option(help="Run directory [default: runs/MODEL-DATASET-FORWARD-BACKWARD].")] = None,
@@ -93,7 +95,8 @@ def train(
             TrainConfig(
                 dataset=dataset.value, data_dir=str(data_dir) if data_dir else None, dim=dim, n_samples=n_samples,
                 epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer.value, momentum=momentum,
-                schedule=schedule.value, grad_clip=grad_clip, seed=seed, device=device.value,
+                schedule=schedule.value, grad_clip=grad_clip, augment_shift=augment_shift,
+                label_smoothing=label_smoothing, seed=seed, device=device.value,
             ),
         )
         cfg.validate()  # every invalid option is rejected before any data is loaded
