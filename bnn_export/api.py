@@ -108,7 +108,7 @@ def export_run(run_dir: str | Path, bnn_path: str | Path | None = None, onnx_pat
     model, cfg, ckpt = rundir.load_run(run_dir)
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
-    report = ExportReport(str(run_dir), binary=True, state_dict_bytes=len(buf.getvalue()))
+    report = ExportReport(run_dir=str(run_dir), binary=True, state_dict_bytes=len(buf.getvalue()))
     try:
         layers, arrays = fold(model, cfg.model.in_shape)
     except NotBinaryError as e:
@@ -157,14 +157,14 @@ def export_run(run_dir: str | Path, bnn_path: str | Path | None = None, onnx_pat
             ref = reference_scores(bnn_model, xs)
             ort_out = _ort_run(session, xs)
             same = np.array_equal(ort_out["scores"], ref) and np.array_equal(ort_out["label"], predict_from_scores(bnn_model, ref))
-            report.checks.append(Check(f"onnxruntime == reference ({label})", same,
-                                       f"{len(xs)} inputs, integer scores and labels {'identical' if same else 'DIFFER'}"))
+            report.checks.append(Check(name=f"onnxruntime == reference ({label})", passed=same,
+                                       detail=f"{len(xs)} inputs, integer scores and labels {'identical' if same else 'DIFFER'}"))
         if x is not None:
             agree = float((predict_from_scores(bnn_model, ref_scores) == torch_pred).mean())
-            report.checks.append(Check("agreement with PyTorch", agree >= MIN_AGREEMENT,
-                                       f"{agree:.4%} of {data_note} (need >= {MIN_AGREEMENT:.1%})"))
+            report.checks.append(Check(name="agreement with PyTorch", passed=agree >= MIN_AGREEMENT,
+                                       detail=f"{agree:.4%} of {data_note} (need >= {MIN_AGREEMENT:.1%})"))
         else:
-            report.checks.append(Check("agreement with PyTorch", True, f"skipped: {data_note}"))
+            report.checks.append(Check(name="agreement with PyTorch", passed=True, detail=f"skipped: {data_note}"))
     else:
         onnx_model = float_to_onnx(model, cfg.model.in_shape, single_unit=is_single_unit(cfg.model),
                                    metadata={**metadata, "format": "float network"})
@@ -175,8 +175,8 @@ def export_run(run_dir: str | Path, bnn_path: str | Path | None = None, onnx_pat
         ref_logits, ref_pred = _torch_predict(model, cfg, xs)
         close = np.allclose(ort_out["logits"], ref_logits, rtol=1e-4, atol=1e-4)
         agree = float((ort_out["label"] == ref_pred).mean())
-        report.checks.append(Check("onnxruntime vs PyTorch (float)", close and agree >= MIN_AGREEMENT,
-                                   f"logits {'within 1e-4' if close else 'DIFFER'}, labels agree on {agree:.4%} of {len(xs)} inputs"))
+        report.checks.append(Check(name="onnxruntime vs PyTorch (float)", passed=close and agree >= MIN_AGREEMENT,
+                                   detail=f"logits {'within 1e-4' if close else 'DIFFER'}, labels agree on {agree:.4%} of {len(xs)} inputs"))
         if x is not None:
             report.accuracy["onnx"] = float((ort_out["label"] == y).mean())
 

@@ -16,6 +16,7 @@ from bnn_train.activations import Activation
 from bnn_train.layers import BinaryConv2d, BinaryLinear, QuadMeanPool2d, Scale
 
 from .errors import ExportError
+from .fold import check_conv
 from .graph import FLOAT, INT64, UINT8, Graph, heaviside
 
 
@@ -33,11 +34,9 @@ def _bias(g: Graph, m: nn.Module, n: int) -> str:
 
 
 def _conv(g: Graph, m: nn.Conv2d, x: str) -> str:
-    if m.stride != (1, 1) or m.dilation != (1, 1) or m.groups != 1 or m.padding_mode != "zeros":
-        raise ExportError("only stride-1, dilation-1, ungrouped, zero-padded convolutions export")
-    ph, pw = m.padding
+    ph, pw = m.padding  # float_to_onnx checked the convolution with fold's check_conv
     return g.op("Conv", [x, g.const(_weight(m), "w"), _bias(g, m, m.out_channels)], "conv",
-                kernel_shape=list(m.kernel_size), pads=[ph, pw, ph, pw])
+                kernel_shape=list(m.kernel_size), strides=list(m.stride), pads=[ph, pw, ph, pw])
 
 
 def _linear(g: Graph, m: nn.Linear, x: str) -> str:
@@ -109,6 +108,8 @@ def float_to_onnx(model: nn.Sequential, input_shape: tuple[int, ...], single_uni
     g = Graph("bnn_float")
     x = g.op("Cast", [g.input("images", UINT8, ["N", *input_shape])], to=FLOAT)
     for name, m in model.named_children():
+        if isinstance(m, nn.Conv2d):
+            check_conv(name, m)  # the same rule, and error type, as the .bnn exporter
         for kind, handler in HANDLERS:
             if isinstance(m, kind):
                 x = handler(g, m, x)

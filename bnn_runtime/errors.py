@@ -16,3 +16,7 @@ class BnnFormatError(BnnError, ValueError):
 
 class InputError(BnnError, ValueError):
     """An input batch the model cannot take: wrong dtype, shape, channel count, NaN, empty."""
+
+
+class SettingError(BnnError, ValueError):
+    """An invalid setting of the runtime itself: a thread count or tile size out of range."""

@@ -32,7 +32,7 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
 from . import kernels  # noqa: E402
-from .errors import InputError  # noqa: E402
+from .errors import BnnFormatError, SettingError  # noqa: E402
 from .format import BnnFile, read_bnn  # noqa: E402
 from .inputs import prepare_input  # noqa: E402
 from .plan import Plan, build_plan  # noqa: E402
@@ -58,8 +58,19 @@ def _check_threads(threads) -> int:
     if threads is None:
         return limit
     if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or not 1 <= threads <= limit:
-        raise InputError(f"threads must be an integer from 1 to {limit} (NUMBA_NUM_THREADS), got {threads!r}")
+        raise SettingError(f"threads must be an integer from 1 to {limit} (NUMBA_NUM_THREADS), got {threads!r}")
     return int(threads)
+
+
+def _refuse_strides(bnn: BnnFile) -> None:
+    """The kernels compute stride-1 convolutions and non-overlapping pools only (format version 1's
+    geometry): refuse a version-2 file that needs more, rather than compute wrong numbers."""
+    for layer in bnn.layers:
+        pool = layer.get("pool") or {}
+        if tuple(layer.get("stride", (1, 1))) != (1, 1) or tuple(pool.get("stride", pool.get("size", ()))) != tuple(
+                pool.get("size", ())):
+            raise BnnFormatError(f"layer {layer['name']!r}: strided convolution or overlapping pooling is not "
+                                 "supported by this runtime yet (bnn_runtime.reference runs it)")
 
 
 class BnnModel:
@@ -67,8 +78,9 @@ class BnnModel:
 
     def __init__(self, bnn: BnnFile, threads: int | None = None, tile: int | None = None):
         if tile is not None and (not isinstance(tile, int) or tile < 1):
-            raise InputError(f"tile must be a positive integer, got {tile!r}")
+            raise SettingError(f"tile must be a positive integer, got {tile!r}")
         self.file = bnn
+        _refuse_strides(bnn)
         self.plan: Plan = build_plan(bnn)
         self.threads = threads
         if tile is None:

@@ -8,16 +8,16 @@ from typing import Annotated
 
 import typer
 
-from .common import CliError, stderr_console
+from .common import positive, stderr_console
 
 
 def bench(
     model_path: Annotated[Path, typer.Argument(metavar="MODEL.bnn", help="The .bnn model file.")],
-    threads: Annotated[int, typer.Option(help="Threads of every engine (numba and onnxruntime intra-op).")] = 2,
-    batch: Annotated[int, typer.Option(help="Batch size of the throughput runs.")] = 256,
-    rounds: Annotated[int, typer.Option(help="Interleaved rounds (engine after engine).")] = 5,
-    latency_calls: Annotated[int, typer.Option(help="Batch-1 calls per engine and round.")] = 200,
-    min_seconds: Annotated[float, typer.Option(help="Seconds of batch runs per engine and round.")] = 0.25,
+    threads: Annotated[int, typer.Option(help="Threads of every engine (numba and onnxruntime intra-op).", callback=positive)] = 2,
+    batch: Annotated[int, typer.Option(help="Batch size of the throughput runs.", callback=positive)] = 256,
+    rounds: Annotated[int, typer.Option(help="Interleaved rounds (engine after engine).", callback=positive)] = 5,
+    latency_calls: Annotated[int, typer.Option(help="Batch-1 calls per engine and round.", callback=positive)] = 200,
+    min_seconds: Annotated[float, typer.Option(help="Seconds of batch runs per engine and round.", callback=positive)] = 0.25,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Time the runtime against onnxruntime on the same .bnn and on the float network of the same topology.
@@ -26,11 +26,6 @@ def bench(
     latency (median, p90), their ratios, and the share of this machine's AND+popcount rate
     that the binary layers reach. A benchmark: the numbers depend on the machine and its load.
     """
-    for name, value in (("--threads", threads), ("--batch", batch), ("--rounds", rounds), ("--latency-calls", latency_calls)):
-        if value < 1:
-            raise CliError(f"{name} must be a positive integer, got {value}")
-    if not min_seconds > 0:
-        raise CliError(f"--min-seconds must be positive, got {min_seconds}")
     from bnn_export.bench import run_bench
 
     # Plain lines rather than a live spinner: its refresh thread would compete with the timed

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import CliError, stderr_console
+from .common import CliError, positive, stderr_console
 
 
 def export(
@@ -17,7 +17,7 @@ def export(
     onnx: Annotated[Optional[Path], typer.Option("--onnx", help="The ONNX file [default: RUN_DIR/model.onnx].")] = None,
     no_onnx: Annotated[bool, typer.Option("--no-onnx", help="Write no ONNX file.")] = False,
     data_dir: Annotated[Optional[Path], typer.Option(help="Where the run's dataset is now (mnist/fashion-mnist IDX files).")] = None,
-    check_images: Annotated[Optional[int], typer.Option(help="Check on the first N test images [default: all].")] = None,
+    check_images: Annotated[Optional[int], typer.Option(help="Check on the first N test images [default: all].", callback=positive)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Fold a trained binary network into packed bits with integer thresholds (.bnn) and an integer ONNX graph.
@@ -30,8 +30,6 @@ def export(
     from bnn_export.api import export_run
     from bnn_export.errors import NotBinaryError
 
-    if check_images is not None and check_images < 1:
-        raise CliError(f"--check-images must be a positive integer, got {check_images}")
     if no_onnx and onnx is not None:
         raise CliError("--onnx and --no-onnx contradict each other")
     bnn_path = output or run_dir / "model.bnn"
@@ -43,22 +41,23 @@ def export(
         raise CliError(f"cannot write {bnn_path}: {e}; pass only --onnx to export the float network") from None
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
-        return
-    _print_report(report)
+    else:
+        _print_report(report)
+    if not report.binary:  # said in every mode, on stderr (stdout stays the report)
+        typer.echo(f"no .bnn written, only the ONNX file: {report.not_binary_reason}", err=True)
 
 
 def _print_report(report) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     console = stderr_console()
-    if not report.binary:
-        console.print(f"[yellow]no .bnn written:[/] {report.not_binary_reason}")
-    table = Table(title=f"bnn export {report.run_dir}", show_header=True)
+    table = Table(title=escape(f"bnn export {report.run_dir}"), show_header=True)
     table.add_column("check")
     table.add_column("result")
     table.add_column("detail")
     for c in report.checks:
-        table.add_row(c.name, "[green]ok[/]" if c.passed else "[red]FAILED[/]", c.detail)
+        table.add_row(escape(c.name), "[green]ok[/]" if c.passed else "[red]FAILED[/]", escape(c.detail))
     for name, acc in report.accuracy.items():
         table.add_row(f"test accuracy ({name})", "", f"{acc:.4%}")
     console.print(table)
@@ -66,4 +65,4 @@ def _print_report(report) -> None:
         typer.echo(f"wrote {report.bnn_path}: {report.bnn_bytes:,} bytes, {report.compression:.1f}x smaller than the "
                    f"fp32 state dict ({report.state_dict_bytes:,} bytes)")
     if report.onnx_path:
-        typer.echo(f"wrote {report.onnx_path}: {report.onnx_bytes:,} bytes")
+        typer.echo(f"wrote {report.onnx_path}: {report.onnx_bytes:,} bytes" + ("" if report.binary else " (ONNX only)"))

@@ -13,8 +13,8 @@ import typer
 
 from bnn_train import choices
 
-from .common import CliError
-from .train import Dataset
+from .choices import Dataset
+from .common import CliError, positive
 
 
 class Format(str, Enum):
@@ -29,7 +29,7 @@ def infer(
     npy: Annotated[Optional[Path], typer.Option(help="A .npy batch (N, *input shape) of pixel values 0..255 to classify.")] = None,
     dataset: Annotated[Optional[Dataset], typer.Option(help="Evaluate on this test set [default: the model's own dataset].")] = None,
     data_dir: Annotated[Optional[Path], typer.Option(help="Folder with the IDX files of mnist/fashion-mnist.")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Evaluate on the first N test images only.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Evaluate on the first N test images only.", callback=positive)] = None,
     threads: Annotated[Optional[int], typer.Option(help="Threads the runtime uses [default: all cores].")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="Output: table, csv or json.")] = Format.table,
 ) -> None:
@@ -44,8 +44,6 @@ def infer(
         raise CliError("give image files or --npy, not both")
     if (images or npy is not None) and (dataset is not None or limit is not None):
         raise CliError("--dataset and --limit evaluate a test set; they do not combine with images or --npy")
-    if limit is not None and limit < 1:
-        raise CliError(f"--limit must be a positive integer, got {limit}")
     model = load(model_path, threads=threads)
     if images or npy is not None:
         names, x = _read_images(images, model.input_shape) if images else _read_npy(npy)

@@ -11,9 +11,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from ..errors import ConfigError
 
 PAPER_CSV = Path(__file__).resolve().parent.parent / "paper" / "tables.csv"
+class PaperTableError(ValueError):
+    """The bundled tables.csv is malformed: a bug in the package, not a user error, so it is no BnnError and
+    keeps its traceback."""
+
+
 COLUMNS = ("table", "model", "dataset", "dim", "hidden", "batch_size", "lr", "config", "paper_label", "mean", "std")
 
 
@@ -42,7 +46,7 @@ def _opt_int(text: str) -> int | None:
 
 
 def parse_rows(rows: list[dict], source: str = "tables.csv") -> list[PaperCell]:
-    """Parse CSV rows (dicts keyed by ``COLUMNS``); a malformed row is a ConfigError naming its line."""
+    """Parse CSV rows (dicts keyed by ``COLUMNS``); a malformed row is a PaperTableError naming its line."""
     cells = []
     for line, r in enumerate(rows, start=2):
         try:
@@ -52,7 +56,7 @@ def parse_rows(rows: list[dict], source: str = "tables.csv") -> list[PaperCell]:
                 config=r["config"], label=r["paper_label"], mean=float(r["mean"]), std=float(r["std"]),
             ))
         except (KeyError, TypeError, ValueError) as e:
-            raise ConfigError(f"{source} line {line} is malformed ({e})") from None
+            raise PaperTableError(f"{source} line {line} is malformed ({e})") from None
     return cells
 
 
@@ -61,7 +65,7 @@ def load_paper(path: str | Path = PAPER_CSV) -> tuple[PaperCell, ...]:
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         if tuple(reader.fieldnames or ()) != COLUMNS:
-            raise ConfigError(f"{path} has columns {reader.fieldnames}; expected {', '.join(COLUMNS)}")
+            raise PaperTableError(f"{path} has columns {reader.fieldnames}; expected {', '.join(COLUMNS)}")
         return tuple(parse_rows(list(reader), Path(path).name))
 
 

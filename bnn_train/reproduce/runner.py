@@ -61,7 +61,7 @@ class Listener:
 
 def plan(cells: list[Cell], runs: int, seed: int) -> list[RunSpec]:
     """Run i of every cell uses seed ``seed + i``; run-index-major order."""
-    return [RunSpec(cell, i, seed + i) for i in range(runs) for cell in cells]
+    return [RunSpec(cell=cell, run=i, seed=seed + i) for i in range(runs) for cell in cells]
 
 
 def check_manifest(out: Path, exp: Experiment, epochs: int, seed: int) -> None:
