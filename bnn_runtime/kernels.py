@@ -1,7 +1,9 @@
 """Numba kernels of the runtime: packed popcount products with the threshold, OR-pooling and packing fused in.
 
-Every kernel is a plain module-level ``@njit(cache=True)`` function on arrays it is given (no
-globals), small enough to read at once; ``forward_serial`` / ``forward_parallel`` at the end
+Every kernel is a plain module-level ``@njit(cache=True)`` function on arrays it is given; the
+only globals are constants that numba freezes at compile time, among them ``VNNI_NATIVE`` (the
+CPU has AVX-512 VNNI), which picks the instruction the VNNI kernels compile to. Kernels are
+small enough to read at once; ``forward_serial`` / ``forward_parallel`` at the end
 run a whole network in one call, and ``model.BnnModel`` validates every input before a
 kernel sees it. All compiled code lives in this one file on purpose: numba's on-disk cache
 is invalidated by a change of the file that holds a function, not of the files it calls.
@@ -267,8 +269,8 @@ planes_sums1 = _popcount_cols(8, 1, True, False)
 # bytes and adds each group of 4 products to one of 16 int32 lanes: with the pixels as the unsigned
 # bytes and the +-1 weights as signed bytes it computes x . w for 16 outputs, 4 inputs at a time,
 # exactly (|x . w| <= 255 * fan_in < 2^31, and the instruction does not saturate). One instruction
-# does the work of the 8 bit-plane popcounts of dense_u8 for 64 products: 784 -> 4096 measured
-# 28 -> 11 us/image here. The weights take a byte each (8x the bits), which is why only the first
+# does the work of the 8 bit-plane popcounts of dense_u8 for 64 products (docs/PERFORMANCE.md has
+# the timing). The weights take a byte each (8x the bits), which is why only the first
 # layer (fed bytes anyway) uses it. BNN_RUNTIME_VNNI=off keeps the bit-plane kernel; =emulate runs
 # this kernel in portable vector code (what a CPU without VNNI compiles; it is never chosen there)
 # and is for tests: numba's cache does not tell the two builds apart, so give it its own
@@ -350,7 +352,7 @@ vnni_bits1x1 = _vnni_cols(1, 1, True)
 vnni_sums1x1 = _vnni_cols(1, 1, False)
 
 
-# Two rules keep these loops fast (both measured, 10-25x each):
+# Two rules keep these loops fast (both measured: docs/PERFORMANCE.md):
 # * no call to a small array-taking kernel inside a hot loop: numba increments and decrements the
 #   reference count of every array argument (atomic operations) on each such call, so register
 #   blocks, bit copies and epilogues are written inline, and kernels are called per layer or image;
@@ -1065,8 +1067,8 @@ def forward_parallel(x, tile, nthreads, sizes, params, wpool, cpool, taps, scale
     """Scores and labels of the batch x, its tiles shared out among nthreads threads by prange.
 
     Each tile runs in the scratch slot of the thread that takes it (get_thread_id). numba's
-    default static split is kept: handing tiles out one at a time (parallel_chunksize(1))
-    measured 2.5-4x slower for LeNet-5 batches of 256 here.
+    default static split is kept: handing tiles out one at a time (parallel_chunksize(1)) is
+    slower (docs/PERFORMANCE.md).
     """
     bits = np.zeros((nthreads, 2, tile, sizes[0]), np.uint64)
     rows = np.zeros((nthreads, sizes[1] * tile, sizes[2]), np.uint64)
