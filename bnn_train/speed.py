@@ -18,7 +18,7 @@ from .models import build_model
 from .train import Callback, loss_and_predictions, make_optimizer, resolve_device, train_one_epoch
 
 VARIANTS = {
-    "binary": dict(act="heaviside/rect", weights="binary", pool="max"),
+    "binary": dict(act=ModelConfig.act, weights="binary", pool="max"),  # bnn train's default backward
     "float_qmean": dict(act="relu/tied", weights="float", pool="qmean"),  # the paper's LeNet-5 pooling
     "float": dict(act="relu/tied", weights="float", pool="max"),  # the same topology as the binary one
 }
