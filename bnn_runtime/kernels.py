@@ -66,7 +66,8 @@ def _splat(builder, x, vec):
 def _popcount_block(nr, no):
     """An intrinsic: the nr x no popcount sums of one register block, in 512-bit vectors.
 
-    ``f(a, r, w, o, n8, half, acc)``: acc[i * no + j] = sum over k < 8 n8 + 4 half of popcount(a[r + i, k] & w[o + j, k])
+    ``f(a, r, w, o, n8, half, acc)``:
+    acc[i * no + j] = sum over k < 8 n8 + 4 half of popcount(a[r + i, k] & w[o + j, k])
     (a, w: C-contiguous 2-D uint64; acc: int64, at least 8 ceil(nr no / 8) long). The words go 8 at a
     time through <8 x i64> AND, ctpop (VPOPCNTQ) and add: LLVM's loop vectoriser stops at 256 bits on
     this CPU (its "prefer 256-bit" tuning), an explicit 512-bit vector does not. The nr * no lane sums
@@ -128,7 +129,7 @@ def _popcount_block(nr, no):
                     mlo, mhi = (ir.Constant(ir.VectorType(ir.IntType(32), 8), [ir.Constant(ir.IntType(32), t) for t in m])
                                 for m in (lo, hi))
                     level = [builder.add(builder.shuffle_vector(x, y, mlo), builder.shuffle_vector(x, y, mhi))
-                             for x, y in zip(level[::2], level[1::2])]
+                             for x, y in zip(level[::2], level[1::2], strict=True)]
                 builder.store(level[0], builder.gep(out, [ir.Constant(i64, blk)]), align=8)
             return context.get_dummy_value()
 
@@ -237,7 +238,7 @@ def _popcount_cols(nr, nv, planes, bits):
             if planes:
                 comb = p[0]
                 for i in range(1, nr):
-                    comb = [builder.add(x, builder.shl(y, splat(ir.Constant(i64, i)))) for x, y in zip(comb, p[i])]
+                    comb = [builder.add(x, builder.shl(y, splat(ir.Constant(i64, i)))) for x, y in zip(comb, p[i], strict=True)]
                 p = [comb]
             crow = _consts_loader(context, builder, sig.args[8], args[8], o_v, 8)
             pa_d = data(6).data
@@ -586,7 +587,8 @@ def _data(context, builder, arrty, arr):
 
 @intrinsic
 def lut_max16(typingctx, table, grid, toff, tbase, ntaps, pos, off, m, first):
-    """m[0:16] = max(m[0:16], acc) (acc itself when ``first``), acc = sum_t table[tbase[t] + grid[pos + toff[t]] + off : +16]
+    """m[0:16] = max(m[0:16], acc) (acc itself when ``first``),
+    acc = sum_t table[tbase[t] + grid[pos + toff[t]] + off : +16]
     in int16 lanes: the sums of one block of 16 outputs at one output position, one vector add per tap."""
     if not (isinstance(table, types.Array) and table.dtype == types.int16 and isinstance(m, types.Array)
             and m.dtype == types.int16 and isinstance(grid, types.Array) and grid.dtype == types.int32):
@@ -999,8 +1001,8 @@ def run_tile(x, i0, i1, params, wpool, cpool, taps, scores, bits, rows, rowbit, 
     n = i1 - i0
     image_bits = bits.shape[2] * 64
     cur = 0
-    for l in range(params.shape[0]):
-        p = params[l]
+    for layer in range(params.shape[0]):
+        p = params[layer]
         kind, last, n_out, n_out_pad, nw, alpha, beta = p[0], p[1], p[2], p[3], p[4], p[7], p[8]
         c, h, w, kh, kw, ph, pw, oh, ow, sh, sw = p[9], p[10], p[11], p[12], p[13], p[14], p[15], p[16], p[17], p[18], p[19]
         src, dst = bits[cur], bits[1 - cur]

@@ -150,7 +150,8 @@ class ModelConfig:
             raise ConfigError(f"lenet5 needs image input (C, H, W); this dataset gives shape {tuple(self.in_shape)}")
         if self.model == "suc" and self.num_classes != 2:
             raise ConfigError(
-                f"suc is a single-unit binary classifier; this dataset has {self.num_classes} classes (use --dataset ones)"
+                f"suc is a single-unit binary classifier; this dataset has {self.num_classes} classes "
+                "(use --dataset ones)"
             )
 
 
