@@ -242,7 +242,8 @@ def export_run(run_dir: str | Path, bnn_path: str | Path | None = None, onnx_pat
         close = np.allclose(ort_out["logits"], ref_logits, rtol=1e-4, atol=1e-4)
         agree = float((ort_out["label"] == ref_pred).mean())
         report.checks.append(Check(name="onnxruntime vs PyTorch (float)", passed=close and agree >= MIN_AGREEMENT,
-                                   detail=f"logits {'within 1e-4' if close else 'DIFFER'}, labels agree on {agree:.4%} of {len(xs)} inputs"))
+                                   detail=f"logits {'within 1e-4' if close else 'DIFFER'}, "
+                                          f"labels agree on {agree:.4%} of {len(xs)} inputs"))
         if x is not None:
             report.accuracy["onnx"] = float((ort_out["label"] == y).mean())
         bnn_bytes = None

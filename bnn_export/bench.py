@@ -30,8 +30,7 @@ from bnn_runtime.model import load
 from bnn_runtime.profile import layer_times
 
 # Pause before each engine's turn: the thread pools of the engine timed before (onnxruntime's
-# spin after every run) must have gone idle, or they take cores from the next one. Measured on
-# LeNet-5: the runtime ran 370k images/s right after an onnxruntime session's run, 430k after a pause.
+# spin after every run) must have gone idle, or they take cores from the next one (docs/PERFORMANCE.md).
 SETTLE_SECONDS = 0.2
 
 

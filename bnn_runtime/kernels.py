@@ -1,7 +1,9 @@
 """Numba kernels of the runtime: packed popcount products with the threshold, OR-pooling and packing fused in.
 
-Every kernel is a plain module-level ``@njit(cache=True)`` function on arrays it is given (no
-globals), small enough to read at once; ``forward_serial`` / ``forward_parallel`` at the end
+Every kernel is a plain module-level ``@njit(cache=True)`` function on arrays it is given; the
+only globals are constants that numba freezes at compile time, among them ``VNNI_NATIVE`` (the
+CPU has AVX-512 VNNI), which picks the instruction the VNNI kernels compile to. Kernels are
+small enough to read at once; ``forward_serial`` / ``forward_parallel`` at the end
 run a whole network in one call, and ``model.BnnModel`` validates every input before a
 kernel sees it. All compiled code lives in this one file on purpose: numba's on-disk cache
 is invalidated by a change of the file that holds a function, not of the files it calls.
@@ -64,7 +66,8 @@ def _splat(builder, x, vec):
 def _popcount_block(nr, no):
     """An intrinsic: the nr x no popcount sums of one register block, in 512-bit vectors.
 
-    ``f(a, r, w, o, n8, half, acc)``: acc[i * no + j] = sum over k < 8 n8 + 4 half of popcount(a[r + i, k] & w[o + j, k])
+    ``f(a, r, w, o, n8, half, acc)``:
+    acc[i * no + j] = sum over k < 8 n8 + 4 half of popcount(a[r + i, k] & w[o + j, k])
     (a, w: C-contiguous 2-D uint64; acc: int64, at least 8 ceil(nr no / 8) long). The words go 8 at a
     time through <8 x i64> AND, ctpop (VPOPCNTQ) and add: LLVM's loop vectoriser stops at 256 bits on
     this CPU (its "prefer 256-bit" tuning), an explicit 512-bit vector does not. The nr * no lane sums
@@ -126,7 +129,7 @@ def _popcount_block(nr, no):
                     mlo, mhi = (ir.Constant(ir.VectorType(ir.IntType(32), 8), [ir.Constant(ir.IntType(32), t) for t in m])
                                 for m in (lo, hi))
                     level = [builder.add(builder.shuffle_vector(x, y, mlo), builder.shuffle_vector(x, y, mhi))
-                             for x, y in zip(level[::2], level[1::2])]
+                             for x, y in zip(level[::2], level[1::2], strict=True)]
                 builder.store(level[0], builder.gep(out, [ir.Constant(i64, blk)]), align=8)
             return context.get_dummy_value()
 
@@ -235,7 +238,7 @@ def _popcount_cols(nr, nv, planes, bits):
             if planes:
                 comb = p[0]
                 for i in range(1, nr):
-                    comb = [builder.add(x, builder.shl(y, splat(ir.Constant(i64, i)))) for x, y in zip(comb, p[i])]
+                    comb = [builder.add(x, builder.shl(y, splat(ir.Constant(i64, i)))) for x, y in zip(comb, p[i], strict=True)]
                 p = [comb]
             crow = _consts_loader(context, builder, sig.args[8], args[8], o_v, 8)
             pa_d = data(6).data
@@ -267,8 +270,8 @@ planes_sums1 = _popcount_cols(8, 1, True, False)
 # bytes and adds each group of 4 products to one of 16 int32 lanes: with the pixels as the unsigned
 # bytes and the +-1 weights as signed bytes it computes x . w for 16 outputs, 4 inputs at a time,
 # exactly (|x . w| <= 255 * fan_in < 2^31, and the instruction does not saturate). One instruction
-# does the work of the 8 bit-plane popcounts of dense_u8 for 64 products: 784 -> 4096 measured
-# 28 -> 11 us/image here. The weights take a byte each (8x the bits), which is why only the first
+# does the work of the 8 bit-plane popcounts of dense_u8 for 64 products (docs/PERFORMANCE.md has
+# the timing). The weights take a byte each (8x the bits), which is why only the first
 # layer (fed bytes anyway) uses it. BNN_RUNTIME_VNNI=off keeps the bit-plane kernel; =emulate runs
 # this kernel in portable vector code (what a CPU without VNNI compiles; it is never chosen there)
 # and is for tests: numba's cache does not tell the two builds apart, so give it its own
@@ -350,7 +353,7 @@ vnni_bits1x1 = _vnni_cols(1, 1, True)
 vnni_sums1x1 = _vnni_cols(1, 1, False)
 
 
-# Two rules keep these loops fast (both measured, 10-25x each):
+# Two rules keep these loops fast (both measured: docs/PERFORMANCE.md):
 # * no call to a small array-taking kernel inside a hot loop: numba increments and decrements the
 #   reference count of every array argument (atomic operations) on each such call, so register
 #   blocks, bit copies and epilogues are written inline, and kernels are called per layer or image;
@@ -584,7 +587,8 @@ def _data(context, builder, arrty, arr):
 
 @intrinsic
 def lut_max16(typingctx, table, grid, toff, tbase, ntaps, pos, off, m, first):
-    """m[0:16] = max(m[0:16], acc) (acc itself when ``first``), acc = sum_t table[tbase[t] + grid[pos + toff[t]] + off : +16]
+    """m[0:16] = max(m[0:16], acc) (acc itself when ``first``),
+    acc = sum_t table[tbase[t] + grid[pos + toff[t]] + off : +16]
     in int16 lanes: the sums of one block of 16 outputs at one output position, one vector add per tap."""
     if not (isinstance(table, types.Array) and table.dtype == types.int16 and isinstance(m, types.Array)
             and m.dtype == types.int16 and isinstance(grid, types.Array) and grid.dtype == types.int32):
@@ -997,8 +1001,8 @@ def run_tile(x, i0, i1, params, wpool, cpool, taps, scores, bits, rows, rowbit, 
     n = i1 - i0
     image_bits = bits.shape[2] * 64
     cur = 0
-    for l in range(params.shape[0]):
-        p = params[l]
+    for layer in range(params.shape[0]):
+        p = params[layer]
         kind, last, n_out, n_out_pad, nw, alpha, beta = p[0], p[1], p[2], p[3], p[4], p[7], p[8]
         c, h, w, kh, kw, ph, pw, oh, ow, sh, sw = p[9], p[10], p[11], p[12], p[13], p[14], p[15], p[16], p[17], p[18], p[19]
         src, dst = bits[cur], bits[1 - cur]
@@ -1065,8 +1069,8 @@ def forward_parallel(x, tile, nthreads, sizes, params, wpool, cpool, taps, scale
     """Scores and labels of the batch x, its tiles shared out among nthreads threads by prange.
 
     Each tile runs in the scratch slot of the thread that takes it (get_thread_id). numba's
-    default static split is kept: handing tiles out one at a time (parallel_chunksize(1))
-    measured 2.5-4x slower for LeNet-5 batches of 256 here.
+    default static split is kept: handing tiles out one at a time (parallel_chunksize(1)) is
+    slower (docs/PERFORMANCE.md).
     """
     bits = np.zeros((nthreads, 2, tile, sizes[0]), np.uint64)
     rows = np.zeros((nthreads, sizes[1] * tile, sizes[2]), np.uint64)

@@ -18,13 +18,12 @@ import os
 import threading
 from pathlib import Path
 
-# How numba's OpenMP workers (libgomp here) wait for the next parallel call. Spinning without
-# bound starved the other thread of a 2-thread batch on a machine shared with other work (13x
-# slower, measured); sleeping at once (the passive policy alone: libgomp spins 0 times) made 2
-# threads only 1.2x faster than one on LeNet-5 batches of 256 (262k vs 417k images/s with the
-# spin below). So: the passive policy, and a bounded spin of 300,000 (libgomp's documented
-# default, about 0.1 ms), which libgomp takes over the passive policy's 0. Read when numba first
-# launches its threads (unless an OpenMP runtime is already running); values the user set win.
+# How numba's OpenMP workers (libgomp) wait for the next parallel call. Spinning without bound
+# starves the other thread of a 2-thread batch on a shared machine; sleeping at once (the passive
+# policy alone: libgomp spins 0 times) leaves 2 threads little faster than one (docs/PERFORMANCE.md).
+# So: the passive policy, and a bounded spin of 300,000 (libgomp's documented default, about
+# 0.1 ms), which libgomp takes over the passive policy's 0. Read when numba first launches its
+# threads (unless an OpenMP runtime is already running); values the user set win.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("GOMP_SPINCOUNT", "300000")
 
@@ -38,10 +37,8 @@ from .inputs import prepare_input  # noqa: E402
 from .plan import Plan, build_plan  # noqa: E402
 
 # Images per tile (a tile goes through every layer before the next one starts): a larger tile reads
-# each weight from cache for more images, a smaller one keeps a tile's activations in L1/L2. Measured
-# at batch 256, 2 threads (img/s, tile 16 / 64 / 128): MLP 784-4096-4096-4096-10 (4.8 MB of
-# weights) 41.9k / 45.3k / 46.9-48.9k; LeNet-5 (12 kB) 459k / 468k / 448-454k. So the tile follows
-# the size of the weights.
+# each weight from cache for more images, a smaller one keeps a tile's activations in L1/L2. So the
+# tile follows the size of the weights (measurements: docs/PERFORMANCE.md).
 DEFAULT_TILE, LARGE_TILE = 64, 128
 LARGE_WEIGHTS = 1 << 20  # bytes of re-packed weights above which LARGE_TILE is the default
 SERIAL_MAX = 16  # batches up to this size run in the calling thread (no thread start-up)
@@ -115,7 +112,8 @@ class BnnModel:
 
     def __repr__(self) -> str:
         kinds = "-".join(f"{layer['kind']}{layer['out_features']}" for layer in self.file.layers)
-        return f"BnnModel(input={list(self.input_shape)}, layers={kinds}, classes={len(self.classes)}, threads={self.threads})"
+        return (f"BnnModel(input={list(self.input_shape)}, layers={kinds}, classes={len(self.classes)}, "
+                f"threads={self.threads})")
 
     # ------------------------------------------------------------------ running it
     def run(self, x) -> tuple[np.ndarray, np.ndarray]:

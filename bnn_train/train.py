@@ -95,7 +95,7 @@ def recompute_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int) -> N
     model.train()
     for i in range(0, len(x), batch_size):
         model(x[i : i + batch_size].float())
-    for m, (momentum, tracked) in zip(bns, saved):
+    for m, (momentum, tracked) in zip(bns, saved, strict=True):
         m.momentum = momentum
         m.num_batches_tracked.copy_(tracked)
     model.train(was_training)

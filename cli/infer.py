@@ -148,7 +148,7 @@ def _print_evaluation(result: dict, fmt: Format) -> None:
 def _print_predictions(model, model_path: Path, names: list[str], scores, labels, fmt: Format) -> None:
     classes = model.classes
     rows = [{"input": n, "index": int(k), "class": classes[int(k)], "scores": [int(v) for v in s]}
-            for n, k, s in zip(names, labels, scores)]
+            for n, k, s in zip(names, labels, scores, strict=True)]
     if fmt is Format.json:
         typer.echo(json.dumps({"model": str(model_path), "classes": classes, "predictions": rows}, indent=2))
     elif fmt is Format.csv:

@@ -33,7 +33,7 @@ def main(argv: list[str]) -> int:
     except (bnn_runtime.BnnError, OSError, ValueError) as e:  # BnnError: a bad file, batch or setting
         print(f"error: {e}", file=sys.stderr)
         return 1
-    for name, k in zip(names, labels):
+    for name, k in zip(names, labels, strict=True):
         print(f"{name}\t{model.classes[k]}")
     return 0
 

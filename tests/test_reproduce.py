@@ -1,4 +1,5 @@
-"""``bnn reproduce``: the transcribed paper numbers against the grids, a tiny reproduction end to end, resume, bad input."""
+"""``bnn reproduce``: the transcribed paper numbers against the grids, a tiny reproduction end to end, resume,
+bad input."""
 
 import csv
 import json
@@ -248,3 +249,19 @@ def test_out_holding_another_reproduction_is_refused(tmp_path):
     result = run_cli("reproduce", "table2", "--epochs", "1", "--runs", "1", "--out", out)
     assert_user_error(result, "experiment=table13, not table2", code=1)
     assert json.loads((out / "reproduce.json").read_text())["experiment"] == "table13"
+
+
+def test_files_that_list_cites_ship_with_the_package():
+    """`bnn reproduce --list` cites files under bnn_train/paper/: they exist and package-data installs them."""
+    import fnmatch
+    import re
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")
+    root = Path(__file__).resolve().parent.parent
+    cited = set(re.findall(r"bnn_train/(paper/[\w.]+)", " ".join(e.note for e in EXPERIMENTS.values())))
+    shipped = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["bnn_train"]
+    assert cited
+    for path in cited:
+        assert (root / "bnn_train" / path).is_file(), path
+        assert any(fnmatch.fnmatch(path, pattern) for pattern in shipped), path
