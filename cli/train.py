@@ -9,7 +9,7 @@ import typer
 
 from bnn_train.config import ActParams, ModelConfig, TrainConfig, option_name
 
-from .choices import Dataset, Device, Init, Model, Optimizer, Pool, Schedule, Weights
+from .choices import Device, Init, Model, Optimizer, Pool, Schedule, Weights
 from .common import CliError, from_setting, parse_ints, progress_bar
 from .paths import check_output_dir
 from .terminal import plain
@@ -55,7 +55,8 @@ def train(
     jam_mean: Annotated[Optional[float], _a("jam_mean")] = _ACT.jam_mean,
     st_k: Annotated[float, _a("st_k")] = _ACT.st_k,
     st_beta: Annotated[float, _a("st_beta")] = _ACT.st_beta,
-    dataset: Annotated[Dataset, _t("dataset", _D)] = _TRAIN.dataset,
+    dataset: Annotated[str, _t("dataset", _D)] = _TRAIN.dataset,
+    input_size: Annotated[Optional[str], _t("input_size", _D)] = None,
     data_dir: Annotated[Optional[Path], _t("data_dir", _D)] = _TRAIN.data_dir,
     dim: Annotated[int, _t("dim", _D)] = _TRAIN.dim,
     n_samples: Annotated[int, _t("n_samples", _D)] = _TRAIN.n_samples,
@@ -66,6 +67,8 @@ def train(
     momentum: Annotated[float, _t("momentum")] = _TRAIN.momentum,
     schedule: Annotated[Schedule, _t("schedule")] = _TRAIN.schedule,
     grad_clip: Annotated[Optional[float], _t("grad_clip")] = _TRAIN.grad_clip,
+    augment_shift: Annotated[int, _t("augment_shift")] = _TRAIN.augment_shift,
+    label_smoothing: Annotated[float, _t("label_smoothing")] = _TRAIN.label_smoothing,
     seed: Annotated[int, _t("seed")] = _TRAIN.seed,
     device: Annotated[Device, _t("device")] = _TRAIN.device,
     out: Annotated[Optional[Path], typer.Option(help="Run directory [default: runs/MODEL-DATASET-FORWARD-BACKWARD].")] = None,
@@ -83,7 +86,7 @@ def train(
             raise CliError(f"--arch builds its own network; drop --model {model.value}")
         model = Model("arch")
     name = arch if arch is not None else model.value
-    out = out or Path("runs") / f"{name}-{dataset.value}-{act.replace('/', '-')}"
+    out = out or Path("runs") / f"{name}-{_dataset_label(dataset)}-{act.replace('/', '-')}"
     check_output_dir("--out", out)
     progress = None if quiet else RichProgress()
     if resume:
@@ -103,9 +106,11 @@ def train(
                 act_params=act_params,
             ),
             train=TrainConfig(
-                dataset=dataset.value, data_dir=str(data_dir) if data_dir else None, dim=dim, n_samples=n_samples,
+                dataset=dataset, data_dir=str(data_dir) if data_dir else None, dim=dim, n_samples=n_samples,
+                input_size=input_size or _TRAIN.input_size,
                 epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer.value, momentum=momentum,
-                schedule=schedule.value, grad_clip=grad_clip, seed=seed, device=device.value,
+                schedule=schedule.value, grad_clip=grad_clip, augment_shift=augment_shift,
+                label_smoothing=label_smoothing, seed=seed, device=device.value,
             ),
         )
         cfg.validate()  # every invalid option is rejected before any data is loaded
@@ -149,6 +154,14 @@ def _refuse_ignored(ctx: typer.Context, cfg) -> None:
     typed = [f"{option_name(n)} {why}" for n, why in cfg.ignored_settings().items() if _given(ctx, n)]
     if typed:
         raise CliError("; ".join(typed) + ": drop " + ("it" if len(typed) == 1 else "them"))
+
+
+def _dataset_label(dataset: str) -> str:
+    """folder:~/photos/train -> folder-train: a run directory name without the path."""
+    if ":" not in dataset:
+        return dataset
+    kind, path = dataset.split(":", 1)
+    return f"{kind}-{Path(path).stem or 'data'}"
 
 
 def _check_deployable(cfg) -> None:
