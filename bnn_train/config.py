@@ -15,6 +15,11 @@ from .datasets import DATASETS as DATASET_FACTS
 from .errors import ConfigError
 
 DEFAULT_DATASET = "digits"  # works offline; ModelConfig's input defaults are its facts
+DATASET_HELP = (
+    "ones, digits (offline), mnist, fashion-mnist, cifar10 (downloaded, or from --data-dir); "
+    "folder:PATH = one sub-folder of images per class (PATH/train and PATH/test, or a seeded 80/20 split); "
+    "npz:PATH = uint8 x_train, x_test and integer y_train, y_test."
+)
 ARCH_HELP = (
     "Your own network, in the notation of the BNN literature: tokens joined by '-'. "
     "[Nx]KCk[sS][pP] = N convolutions of K channels, k x k kernel, stride S (default 1), zero padding P "
@@ -153,10 +158,8 @@ class ModelConfig:
 class TrainConfig:
     """How to train: data, optimiser, schedule, budget, seed and device."""
 
-    dataset: str = setting(
-        DEFAULT_DATASET, "digits works offline; mnist/fashion-mnist download or read --data-dir.", DATASETS
-    )
-    data_dir: str | None = setting(None, "Folder with the four IDX files of mnist/fashion-mnist.")
+    dataset: str = setting(DEFAULT_DATASET, DATASET_HELP)  # checked by _dataset_choice: it also takes folder:, npz:
+    data_dir: str | None = setting(None, "Folder with the four IDX files of mnist/fashion-mnist, or CIFAR-10's batches.")
     dim: int = setting(10, "ones: input dimension.")
     n_samples: int = setting(10000, "ones: samples generated (80/20 split).")
     epochs: int = setting(30, "Epochs to train (with --resume: the new total).")
@@ -183,20 +186,31 @@ class TrainConfig:
     seed: int = setting(0, "Seed of initialisation, shuffling and noise.")
     device: str = setting("auto", "auto = cuda when available.", DEVICES)
     eval_batch_size: int = setting(1000, "Batch size of evaluation.")
+    input_size: str = setting("", "folder: datasets: convert every image to HxW (or CxHxW, C = 1 or 3), e.g. 32x32.")
 
     def dataset_shape(self) -> tuple[tuple[int, ...], int]:
-        """(input shape, number of classes) of the dataset, known without loading it."""
+        """(input shape, number of classes) of the dataset, known without loading it (for folder:PATH
+        and npz:PATH from the folder listing and the file headers, bnn_train/sources.py)."""
+        from . import sources
+
+        if self.dataset.startswith("folder:"):
+            return sources.folder_shape(sources.source_path(self.dataset), self.input_size)
+        if self.dataset.startswith("npz:"):
+            return sources.npz_shape(sources.source_path(self.dataset))
         facts = DATASET_FACTS[self.dataset]
         return facts.in_shape(self.dim), facts.num_classes
 
     def validate(self) -> None:
         _choices(self)
+        _dataset_choice(self)
         _positive("--lr", self.lr)
         _positive("--batch-size", self.batch_size, integer=True)
         _positive("--epochs", self.epochs, integer=True)
         _positive("--dim", self.dim, integer=True)
         _positive("--n-samples", self.n_samples, integer=True)
         _positive("--eval-batch-size", self.eval_batch_size, integer=True)
+        if not (isinstance(self.seed, int) and 0 <= self.seed < 2**63):  # torch.manual_seed takes 64-bit seeds
+            raise ConfigError(f"--seed must be an integer from 0 to {2**63 - 1}, got {self.seed}")
         if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):
             raise ConfigError(f"--momentum must be in [0, 1), got {self.momentum}")
         if self.grad_clip is not None:
@@ -205,6 +219,19 @@ class TrainConfig:
             raise ConfigError(f"--augment-shift must be an integer from 0 to 8 pixels, got {self.augment_shift}")
         if not (math.isfinite(self.label_smoothing) and 0 <= self.label_smoothing < 1):
             raise ConfigError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+
+
+def _dataset_choice(t: TrainConfig) -> None:
+    """A named dataset, or folder:PATH / npz:PATH (bnn_train/sources.py); --input-size for folders only."""
+    own = t.dataset.startswith(("folder:", "npz:")) and len(t.dataset.split(":", 1)[1]) > 0
+    if not own and t.dataset not in DATASETS:
+        raise ConfigError(f"unknown --dataset {t.dataset!r}; choose one of: {', '.join(DATASETS)}, folder:PATH, npz:PATH")
+    if t.input_size:
+        if not t.dataset.startswith("folder:"):
+            raise ConfigError(f"--input-size converts the images of a folder:PATH dataset, not {t.dataset}; drop it")
+        from .sources import parse_input_size
+
+        parse_input_size(t.input_size)
 
 
 @dataclass(frozen=True)
@@ -222,14 +249,14 @@ class RunConfig:
     def ignored_settings(self) -> dict[str, str]:
         """The settings this run does not use, each with why (the CLI refuses them when they are typed)."""
         m, t = self.model, self.train
-        idx = [name for name, facts in DATASET_FACTS.items() if facts.idx_files]
+        files = [name for name, facts in DATASET_FACTS.items() if facts.from_files]
         rules = {
             "hidden": (m.model == "mlp", f"applies to --model mlp only, not {m.model}"),
             "width": (m.model == "lenet5", f"applies to --model lenet5 only, not {m.model}"),
             "pool": (m.model == "lenet5", f"applies to --model lenet5 only, not {m.model}"),
             "dim": (t.dataset == "ones", f"applies to --dataset ones only, not {t.dataset}"),
             "n_samples": (t.dataset == "ones", f"applies to --dataset ones only, not {t.dataset}"),
-            "data_dir": (DATASET_FACTS[t.dataset].idx_files, f"applies to --dataset {' or '.join(idx)} only, not {t.dataset}"),
+            "data_dir": (t.dataset in files, f"applies to --dataset {', '.join(files)} only, not {t.dataset}"),
             "momentum": (t.optimizer == "sgd", f"applies to --optimizer sgd only, not {t.optimizer}"),
         }
         return {name: why for name, (used, why) in rules.items() if not used}

@@ -213,8 +213,32 @@ def load_idx_dataset(name: str, data_dir: str | None) -> Data:
     return _data(name, x_tr[:, None], x_te[:, None], y_tr, y_te, classes, str(paths[_IDX_FILES[0]].parent))
 
 
+def _own_data(cfg: TrainConfig) -> Data:
+    """cifar10, folder:PATH or npz:PATH (bnn_train/sources.py) as a Data."""
+    from . import sources
+
+    if cfg.dataset == "cifar10":
+        arrays = sources.load_cifar10(cfg.data_dir, default_data_root() / "cifar10")
+    elif cfg.dataset.startswith("folder:"):
+        arrays = sources.load_folder(sources.source_path(cfg.dataset), cfg.input_size, _split)
+    else:
+        arrays = sources.load_npz(sources.source_path(cfg.dataset))
+    x_tr, y_tr, x_te, y_te, classes, source = arrays
+    if cfg.dataset == "cifar10":
+        return _data(cfg.dataset, x_tr, x_te, y_tr, y_te, classes, source)
+
+    def t(a, dtype):
+        return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype)
+
+    return Data(name=cfg.dataset, x_train=t(x_tr, torch.uint8), y_train=t(y_tr, torch.int64),
+                x_test=t(x_te, torch.uint8), y_test=t(y_te, torch.int64), classes=list(classes), max_value=255,
+                source=source)
+
+
 def load_dataset(cfg: TrainConfig) -> Data:
     """The dataset named by ``cfg.dataset``; raises DatasetError with a way out if it is unavailable."""
+    if cfg.dataset == "cifar10" or cfg.dataset.startswith(("folder:", "npz:")):
+        return _own_data(cfg)
     if cfg.dataset == "ones":
         return load_ones(cfg.dim, cfg.n_samples)
     if cfg.dataset == "digits":

@@ -49,14 +49,14 @@ def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-def _outputs(model: nn.Module, cfg: RunConfig, x: torch.Tensor, y: torch.Tensor, smoothing: float = 0.0):
+def loss_and_predictions(model: nn.Module, cfg: RunConfig, x: torch.Tensor, y: torch.Tensor, smoothing: float = 0.0):
     """Loss and predictions: cross-entropy on logits (label ``smoothing``), or squared error on a SUC's activation."""
     out = model(x.float())
     if is_single_unit(cfg.model):
         act = model[-1].forward_fn
         out = out.squeeze(1)
         target = act.low + (act.high - act.low) * y.to(out.dtype)
-        return F.mse_loss(out, target), (out >= (act.low + act.high) / 2).long()
+        return F.mse_loss(out, target), (out >= act.decision_threshold).long()
     return F.cross_entropy(out, y, label_smoothing=smoothing), out.argmax(1)
 
 
@@ -69,7 +69,7 @@ def evaluate(model: nn.Module, cfg: RunConfig, x: torch.Tensor, y: torch.Tensor)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     bs = cfg.train.eval_batch_size
     for i in range(0, len(y), bs):
-        loss, pred = _outputs(model, cfg, x[i : i + bs], y[i : i + bs])
+        loss, pred = loss_and_predictions(model, cfg, x[i : i + bs], y[i : i + bs])
         loss_sum += loss * len(pred)
         correct += (pred == y[i : i + bs]).sum()
     model.train(was_training)
@@ -119,7 +119,7 @@ def train_one_epoch(model, cfg: RunConfig, data: Data, optimizer, epoch: int, ca
     for step in range(steps):
         idx = order[step * t.batch_size : (step + 1) * t.batch_size]
         x, y = random_shift(data.x_train[idx], t.augment_shift, shifts), data.y_train[idx]
-        loss, pred = _outputs(model, cfg, x, y, t.label_smoothing)
+        loss, pred = loss_and_predictions(model, cfg, x, y, t.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         (loss * len(y) if t.loss_reduction == "sum" else loss).backward()  # the logged loss stays a mean
         if t.grad_clip is not None:
@@ -139,7 +139,8 @@ def train_one_epoch(model, cfg: RunConfig, data: Data, optimizer, epoch: int, ca
             "images_per_s": seen / seconds, "train_seconds": seconds}
 
 
-def _optimizer(model: nn.Module, cfg: RunConfig):
+def make_optimizer(model: nn.Module, cfg: RunConfig):
+    """The run's optimiser over the model's parameters (Adam, or SGD with momentum)."""
     t = cfg.train
     if t.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=t.lr)
@@ -196,7 +197,7 @@ def resume(out_dir: str | Path, epochs: int | None = None, data_dir: str | None 
 def _run(cfg, data, device, model, out: Path, start_epoch: int, history: list, callback, plot, state=None) -> dict:
     callback = callback or Callback()
     model.to(device)
-    optimizer = _optimizer(model, cfg)
+    optimizer = make_optimizer(model, cfg)
     scheduler = _scheduler(optimizer, cfg)
     if state is not None:
         try:
@@ -210,6 +211,8 @@ def _run(cfg, data, device, model, out: Path, start_epoch: int, history: list, c
             raise CheckpointError(f"checkpoint in {out} does not match its configuration ({e})") from None
     data = data.to(device)  # small datasets stay resident on the device
     out.mkdir(parents=True, exist_ok=True)
+    rundir.remove_stale_temp_files(out)  # of writes a kill interrupted
+    rundir.reconcile_metrics_lines(out, history)  # metrics.json and the curves are rewritten at the end
     rundir.atomic_write_json(out / rundir.CONFIG, {"config": cfg.to_dict(), "data": data.info(),
                                                   "device": str(device), "torch": torch.__version__})
     steps = math.ceil(len(data.y_train) / cfg.train.batch_size)
@@ -238,9 +241,9 @@ def _run(cfg, data, device, model, out: Path, start_epoch: int, history: list, c
     final = _final_metrics(cfg, data, history)
     rundir.atomic_write_json(out / rundir.METRICS, final)
     if plot:
-        from .plots import plot_curves
+        from .plots import plot_curves, run_panels
 
-        plot_curves(history, out / rundir.CURVES, title=f"{cfg.model.model} {cfg.model.act} on {data.name}")
+        plot_curves(run_panels(history), out / rundir.CURVES, title=f"{cfg.model.model} {cfg.model.act} on {data.name}")
     return final
 
 

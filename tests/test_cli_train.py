@@ -172,7 +172,7 @@ IGNORED = [
     (["--model", "mlp", "--width", "2"], ["--width applies to --model lenet5 only, not mlp"]),
     (["--model", "mlp", "--pool", "max"], ["--pool applies to --model lenet5 only, not mlp"]),
     (["--dataset", "digits", "--dim", "3"], ["--dim applies to --dataset ones only, not digits"]),
-    (["--dataset", "digits", "--data-dir", "."], ["--data-dir applies to --dataset mnist or fashion-mnist only"]),
+    (["--dataset", "digits", "--data-dir", "."], ["--data-dir applies to --dataset mnist, fashion-mnist, cifar10 only"]),
     (["--optimizer", "adam", "--momentum", "0.5"], ["--momentum applies to --optimizer sgd only, not adam"]),
     (["--model", "mlp", "--width", "2", "--pool", "max"], ["--width applies", "; --pool applies", "drop them"]),
 ]

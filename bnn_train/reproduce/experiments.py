@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, replace
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..errors import ReproduceError
 
@@ -39,6 +39,21 @@ def split_config(config: str) -> tuple[str, frozenset[str]]:
     return act, frozenset(extras)
 
 
+class CellKey(NamedTuple):
+    """A cell's coordinates within its table: the one key that our runs, the paper's numbers and the plots share."""
+
+    config: str
+    batch_size: int
+    lr: float
+    dim: int | None
+    hidden: int | None
+
+    @property
+    def point(self) -> tuple:
+        """The grid point without the configuration: (dim, hidden, batch_size, lr)."""
+        return (self.dim, self.hidden, self.batch_size, self.lr)
+
+
 @dataclass(frozen=True)
 class Cell:
     """One cell of a table: a configuration at one grid point."""
@@ -50,8 +65,8 @@ class Cell:
     hidden: int | None = None
 
     @property
-    def key(self) -> tuple:
-        return (self.config, self.batch_size, self.lr, self.dim, self.hidden)
+    def key(self) -> CellKey:
+        return CellKey(config=self.config, batch_size=self.batch_size, lr=self.lr, dim=self.dim, hidden=self.hidden)
 
     @property
     def extra(self) -> int | None:
@@ -60,8 +75,8 @@ class Cell:
 
     @property
     def point(self) -> tuple:
-        """The grid point without the configuration: (dim, hidden, batch_size, lr)."""
-        return (self.dim, self.hidden, self.batch_size, self.lr)
+        """The grid point without the configuration (``CellKey.point``)."""
+        return self.key.point
 
     @property
     def name(self) -> str:
