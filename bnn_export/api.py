@@ -54,6 +54,16 @@ class ExportReport:
     state_dict_bytes: int = 0
     checks: list[Check] = field(default_factory=list)
     accuracy: dict = field(default_factory=dict)
+    trained_epochs: int = 0
+    planned_epochs: int = 0
+    finished: bool = True  # trained its planned epochs (or stopped because it diverged)
+
+    @property
+    def unfinished_note(self) -> str | None:
+        if self.finished:
+            return None
+        return (f"{self.run_dir} is unfinished: it trained {self.trained_epochs} of its {self.planned_epochs} "
+                f"planned epochs (continue it with: bnn train --resume --out {self.run_dir})")
 
     @property
     def compression(self) -> float | None:
@@ -65,6 +75,7 @@ class ExportReport:
             "bnn": self.bnn_path, "onnx": self.onnx_path, "bnn_bytes": self.bnn_bytes, "onnx_bytes": self.onnx_bytes,
             "state_dict_bytes": self.state_dict_bytes, "compression": self.compression, "accuracy": self.accuracy,
             "checks": [c.__dict__ for c in self.checks],
+            "trained_epochs": self.trained_epochs, "planned_epochs": self.planned_epochs, "finished": self.finished,
         }
 
 
@@ -94,7 +105,7 @@ def _torch_predict(model, single_unit: bool, x: np.ndarray, batch: int = 1000) -
     out = torch.cat(outs)
     if single_unit:
         act = model[-1].forward_fn
-        return out.numpy(), (out[:, 0] >= (act.low + act.high) / 2).long().numpy()
+        return out.numpy(), (out[:, 0] >= act.decision_threshold).long().numpy()
     return out.numpy(), out.argmax(1).numpy()
 
 
@@ -182,10 +193,16 @@ def export_model(model: torch.nn.Sequential, in_shape: tuple[int, ...], classes:
 
 
 def export_run(run_dir: str | Path, bnn_path: str | Path | None = None, onnx_path: str | Path | None = None,
-               data_dir: str | None = None, check_images: int | None = None, require_bnn: bool = True) -> ExportReport:
-    """Export the run in ``run_dir``; ``require_bnn=False`` lets a float model export ONNX alone."""
+               data_dir: str | None = None, check_images: int | None = None, require_bnn: bool = True,
+               require_complete: bool = False) -> ExportReport:
+    """Export the run in ``run_dir``; ``require_bnn=False`` lets a float model export ONNX alone;
+    ``require_complete`` refuses a run that has not trained its planned epochs (the report says so anyway)."""
     model, cfg, ckpt = rundir.load_run(run_dir)
-    report = ExportReport(run_dir=str(run_dir), binary=True, state_dict_bytes=_state_dict_bytes(model))
+    trained, planned, finished = rundir.progress(ckpt)
+    report = ExportReport(run_dir=str(run_dir), binary=True, state_dict_bytes=_state_dict_bytes(model),
+                          trained_epochs=trained, planned_epochs=planned, finished=finished)
+    if require_complete and not finished:
+        raise ExportError(f"{report.unfinished_note}; nothing written (--require-complete)")
     try:
         layers, arrays = fold(model, cfg.model.in_shape)
     except NotBinaryError as e:

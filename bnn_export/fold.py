@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bnn_runtime.bits import pack_signs
+from bnn_runtime.bits import pack_signs, sign_is_positive
 from bnn_train.activations import Activation
 from bnn_train.layers import BinaryConv2d, BinaryLinear, InputScale, QuadMeanPool2d, Scale
 
@@ -55,7 +55,7 @@ def _f64(t: torch.Tensor) -> np.ndarray:
 
 
 def _sign_bits(w: torch.Tensor) -> np.ndarray:
-    return np.where(w.detach().cpu().numpy() >= 0, 1, -1).astype(np.int8)
+    return np.where(sign_is_positive(w.detach().cpu().numpy()), 1, -1).astype(np.int8)
 
 
 def _start(state: _State, name: str, kind: str, weight: np.ndarray, bias, extra: dict) -> None:

@@ -12,6 +12,7 @@ import onnx
 import torch
 from torch import nn
 
+from bnn_runtime.bits import sign_is_positive
 from bnn_train.activations import Activation
 from bnn_train.layers import BinaryConv2d, BinaryLinear, QuadMeanPool2d, Scale
 
@@ -26,7 +27,9 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 def _weight(m: nn.Module) -> np.ndarray:
     w = _np(m.weight)
-    return np.where(w >= 0, 1.0, -1.0).astype(np.float32) if isinstance(m, (BinaryConv2d, BinaryLinear)) else w
+    if isinstance(m, (BinaryConv2d, BinaryLinear)):
+        return np.where(sign_is_positive(w), 1.0, -1.0).astype(np.float32)
+    return w
 
 
 def _bias(g: Graph, m: nn.Module, n: int) -> str:
@@ -118,7 +121,7 @@ def float_to_onnx(model: nn.Sequential, input_shape: tuple[int, ...], single_uni
             raise ExportError(f"{name}: no ONNX exporter for {type(m).__name__}")
     if single_unit:
         act = model[-1].forward_fn
-        middle = _f32(g, (act.low + act.high) / 2)
+        middle = _f32(g, act.decision_threshold)
         label = g.op("Squeeze", [g.op("Cast", [heaviside(g, x, middle)], to=INT64), g.const(np.array([1], np.int64))])
         g.output(x, "logits", FLOAT, ["N", 1])
     else:

@@ -20,3 +20,8 @@ class InputError(BnnError, ValueError):
 
 class SettingError(BnnError, ValueError):
     """An invalid setting of the runtime itself: a thread count or tile size out of range."""
+
+
+class FileWriteError(BnnError, OSError):
+    """A file that cannot be written (no space left, no permission, a read-only disk): the path and the reason;
+    the previous file, if any, is left as it was."""

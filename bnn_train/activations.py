@@ -21,6 +21,8 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from bnn_runtime.bits import sign_is_positive
+
 from .config import ActParams as ActParams  # the settings live in config (no torch); imported from here too
 from .errors import ConfigError
 
@@ -37,6 +39,11 @@ class Forward:
     high: float  # value for very positive z
     bits: str | None  # "01" or "pm1" when every output is a bit, else None
     doc: str
+
+    @property
+    def decision_threshold(self) -> float:
+        """A single-unit classifier says class 1 where its output is >= this: midway between low and high."""
+        return (self.low + self.high) / 2
 
 
 FORWARDS: dict[str, Forward] = {}
@@ -65,12 +72,12 @@ def _d_sigmoid_tanh(z: Tensor, p: ActParams) -> Tensor:
 
 def _heaviside(z: Tensor, p: ActParams) -> Tensor:
     """H(z) = 1 if z >= 0 else 0."""
-    return (z >= 0).to(z.dtype)
+    return sign_is_positive(z).to(z.dtype)
 
 
 def _sign(z: Tensor, p: ActParams) -> Tensor:
     """sign(z) = +1 if z >= 0 else -1."""
-    return torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+    return torch.where(sign_is_positive(z), 1.0, -1.0).to(z.dtype)
 
 
 def _zero(z: Tensor, p: ActParams) -> Tensor:

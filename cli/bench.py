@@ -10,6 +10,12 @@ import typer
 
 from .common import CliError, parse_ints, positive, stderr_console
 
+# Upper limits of the options: a benchmark is minutes, not days, and its batch fits in memory.
+MAX_BATCH = 65536
+MAX_ROUNDS = 100
+MAX_LATENCY_CALLS = 100_000
+MAX_MIN_SECONDS = 600.0
+
 
 def bench(
     model_path: Annotated[Optional[Path], typer.Argument(metavar="[MODEL.bnn]", help="The .bnn model file (or --arch).")] = None,
@@ -29,6 +35,11 @@ def bench(
     latency (median, p90), their ratios, and the share of this machine's AND+popcount rate
     that the binary layers reach. A benchmark: the numbers depend on the machine and its load.
     """
+    for option, value, limit in (("--batch", batch, MAX_BATCH), ("--rounds", rounds, MAX_ROUNDS),
+                                 ("--latency-calls", latency_calls, MAX_LATENCY_CALLS),
+                                 ("--min-seconds", min_seconds, MAX_MIN_SECONDS)):
+        if value > limit:  # a benchmark told to run for days, or to allocate more than the machine has
+            raise CliError(f"{option} {value} is above the limit of {limit}")
     from bnn_export.bench import run_bench
 
     model_path = _model_path(model_path, arch, input_shape, save)
@@ -68,9 +79,11 @@ def _print(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from .terminal import markup
+
     console = Console()
     m = result["machine"]
-    console.print(f"bnn bench {result['model']}: {result['threads']} threads, {m['cpu']}, "
+    console.print(f"bnn bench {markup(result['model'])}: {result['threads']} threads, {markup(m['cpu'])}, "
                   f"load average {m['load_average_1min']:.2f}")
     table = Table(caption="ORT fp32: onnxruntime on the float network of the same topology (ReLU, max pooling)")
     for col in ("engine", f"img/s @{result['batch']}", "p50 us", "p90 us", "img/s vs fp32", "p50 vs fp32"):
@@ -93,7 +106,7 @@ def _print(result: dict) -> None:
         prof.add_column(col, justify="left" if col in ("layer", "kind") else "right", no_wrap=True)
     for r in pc["layers"]:
         share = f"{r['share_of_peak']:.0%}" if r["share_of_peak"] is not None else "-"
-        prof.add_row(r["layer"], r["kind"], f"{r['seconds_per_image'] * 1e6:.2f}", f"{r['word_ops_per_image']:,}", share)
+        prof.add_row(markup(r["layer"]), markup(r["kind"]), f"{r['seconds_per_image'] * 1e6:.2f}", f"{r['word_ops_per_image']:,}", share)
     console.print(prof)
     if pc["binary_layers_share_of_peak"] is not None:
         console.print(f"binary layers together: {pc['binary_layers_share_of_peak']:.0%} of the AND+popcount peak")

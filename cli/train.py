@@ -11,6 +11,8 @@ from bnn_train.config import ActParams, ModelConfig, TrainConfig, option_name
 
 from .choices import Device, Init, Model, Optimizer, Pool, Schedule, Weights
 from .common import CliError, from_setting, parse_ints, progress_bar
+from .paths import check_output_dir
+from .terminal import plain
 
 # Options a resumed run may change; every other one is fixed by the run directory.
 _RESUMABLE = {"out", "resume", "epochs", "data_dir", "device", "quiet"}
@@ -65,6 +67,8 @@ def train(
     momentum: Annotated[float, _t("momentum")] = _TRAIN.momentum,
     schedule: Annotated[Schedule, _t("schedule")] = _TRAIN.schedule,
     grad_clip: Annotated[Optional[float], _t("grad_clip")] = _TRAIN.grad_clip,
+    augment_shift: Annotated[int, _t("augment_shift")] = _TRAIN.augment_shift,
+    label_smoothing: Annotated[float, _t("label_smoothing")] = _TRAIN.label_smoothing,
     seed: Annotated[int, _t("seed")] = _TRAIN.seed,
     device: Annotated[Device, _t("device")] = _TRAIN.device,
     out: Annotated[Optional[Path], typer.Option(help="Run directory [default: runs/MODEL-DATASET-FORWARD-BACKWARD].")] = None,
@@ -72,6 +76,7 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Train a network and write a run directory (config, checkpoint, metrics, curves)."""
+    from bnn_train.budget import check_budget
     from bnn_train.config import RunConfig
     from bnn_train.train import fit
     from bnn_train.train import resume as resume_run
@@ -82,6 +87,7 @@ def train(
         model = Model("arch")
     name = arch if arch is not None else model.value
     out = out or Path("runs") / f"{name}-{_dataset_label(dataset)}-{act.replace('/', '-')}"
+    check_output_dir("--out", out)
     progress = None if quiet else RichProgress()
     if resume:
         explicit = sorted(p for p in ctx.params if p not in _RESUMABLE and _given(ctx, p))
@@ -103,23 +109,44 @@ def train(
                 dataset=dataset, data_dir=str(data_dir) if data_dir else None, dim=dim, n_samples=n_samples,
                 input_size=input_size or _TRAIN.input_size,
                 epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer.value, momentum=momentum,
-                schedule=schedule.value, grad_clip=grad_clip, seed=seed, device=device.value,
+                schedule=schedule.value, grad_clip=grad_clip, augment_shift=augment_shift,
+                label_smoothing=label_smoothing, seed=seed, device=device.value,
             ),
         )
         cfg.validate()  # every invalid option is rejected before any data is loaded
+        check_budget(cfg)  # and every one that would ask for more memory than a run may take
         _refuse_ignored(ctx, cfg)
         if cfg.model.model == "arch":
             _check_deployable(cfg)
         run = lambda: fit(cfg, out, callback=progress)  # noqa: E731
-    if progress is not None:
-        with progress:
+    try:
+        if progress is not None:
+            with progress:
+                final = run()
+        else:
             final = run()
-    else:
-        final = run()
+    except KeyboardInterrupt:
+        typer.echo(_interrupted_line(out), err=True)
+        raise typer.Exit(130) from None
     typer.echo(
-        f"{out}: test accuracy {final['test_accuracy']:.4f} after {final['epochs']} epochs"
+        f"{plain(out)}: test accuracy {final['test_accuracy']:.4f} after {final['epochs']} epochs"
         f" ({final['images_per_s']:.0f} images/s){' — diverged' if final['diverged'] else ''}"
     )
+
+
+def _interrupted_line(out: Path) -> str:
+    """What Ctrl-C leaves behind, and the command that continues it."""
+    import shlex
+
+    from bnn_train import rundir
+
+    try:
+        ckpt = rundir.load_checkpoint(out)
+    except Exception:  # no (readable) checkpoint yet: nothing was saved
+        return f"interrupted before the first epoch was saved; start again: bnn train ... --out {plain(out)}"
+    done, planned, _ = rundir.progress(ckpt)
+    return (f"interrupted at epoch {done + 1} of {planned} ({done} saved); "
+            f"resume with: bnn train --resume --out {plain(shlex.quote(str(out)))}")
 
 
 def _refuse_ignored(ctx: typer.Context, cfg) -> None:

@@ -83,7 +83,7 @@ def torch_predict(model: nn.Sequential, cfg: ModelConfig, x: np.ndarray) -> np.n
     out = model(torch.from_numpy(x).float())
     if cfg.model == "suc":
         act = model[-1].forward_fn
-        return (out[:, 0] >= (act.low + act.high) / 2).long().numpy()
+        return (out[:, 0] >= act.decision_threshold).long().numpy()
     return out.argmax(1).numpy()
 
 

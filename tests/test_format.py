@@ -197,7 +197,7 @@ def test_edited_manifests_never_crash_the_reader(sample, data):
     (lambda m: m["layers"][0].update(fan_in=26), "fan_in"),
     (lambda m: m["layers"][0]["arrays"].update(weight="nope"), "array 'nope' (weight) is missing"),
     (lambda m: m["arrays"]["conv1.threshold"].update(shape=[2]), "starts at"),
-    (lambda m: m["arrays"]["conv1.threshold"].update(dtype="<f4"), "dtype <f4, expected <i4"),
+    (lambda m: m["arrays"]["conv1.threshold"].update(dtype="<f4"), "has dtype '<f4', not one of"),
     (lambda m: m["layers"][1].update(in_encoding="pm1"), "in_encoding"),
     (lambda m: m["layers"][-1].update(out_features=3), "expected [3, "),
     (lambda m: m.update(classes=["a"]), "at least two strings"),

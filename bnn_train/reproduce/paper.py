@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from .experiments import CellKey
+
 
 PAPER_CSV = Path(__file__).resolve().parent.parent / "paper" / "tables.csv"
 class PaperTableError(ValueError):
@@ -36,9 +38,8 @@ class PaperCell:
     std: float
 
     @property
-    def key(self) -> tuple:
-        """(config, batch_size, lr, dim, hidden): the coordinates of a cell within its table."""
-        return (self.config, self.batch_size, self.lr, self.dim, self.hidden)
+    def key(self) -> CellKey:
+        return CellKey(config=self.config, batch_size=self.batch_size, lr=self.lr, dim=self.dim, hidden=self.hidden)
 
 
 def _opt_int(text: str) -> int | None:
