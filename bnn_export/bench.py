@@ -45,14 +45,15 @@ def _mirror_float_network(bnn: BnnFile):
         last = i == len(bnn.layers) - 1
         if layer["kind"] == "conv":
             c = layer["in_shape"][0]
-            layers.append(nn.Conv2d(c, layer["out_features"], tuple(layer["kernel"]), padding=tuple(layer["padding"])))
+            layers.append(nn.Conv2d(c, layer["out_features"], tuple(layer["kernel"]), padding=tuple(layer["padding"]),
+                                    stride=tuple(layer.get("stride", (1, 1)))))
         else:
             if not flat:
                 layers.append(nn.Flatten())
                 flat = True
             layers.append(nn.Linear(layer["fan_in"], layer["out_features"]))
         if layer.get("pool"):
-            layers.append(nn.MaxPool2d(tuple(layer["pool"]["size"])))
+            layers.append(nn.MaxPool2d(tuple(layer["pool"]["size"]), tuple(layer["pool"].get("stride", layer["pool"]["size"]))))
         if not last:
             layers.append(Activation("relu/tied"))
     return nn.Sequential(*layers).eval(), False

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
-from .common import CliError, positive, stderr_console
+from .common import CliError, parse_ints, positive, stderr_console
 
 # Upper limits of the options: a benchmark is minutes, not days, and its batch fits in memory.
 MAX_BATCH = 65536
@@ -18,7 +18,10 @@ MAX_MIN_SECONDS = 600.0
 
 
 def bench(
-    model_path: Annotated[Path, typer.Argument(metavar="MODEL.bnn", help="The .bnn model file.")],
+    model_path: Annotated[Optional[Path], typer.Argument(metavar="[MODEL.bnn]", help="The .bnn model file (or --arch).")] = None,
+    arch: Annotated[Optional[str], typer.Option(help="Benchmark the untrained --arch network SPEC instead (random weights; see bnn train --help for the grammar).")] = None,
+    input_shape: Annotated[Optional[str], typer.Option(help="With --arch: the uint8 input, C,H,W (or D).")] = None,
+    save: Annotated[Optional[Path], typer.Option(help="With --arch: where to write its .bnn file.")] = None,
     threads: Annotated[int, typer.Option(help="Threads of every engine (numba and onnxruntime intra-op).", callback=positive)] = 2,
     batch: Annotated[int, typer.Option(help="Batch size of the throughput runs.", callback=positive)] = 256,
     rounds: Annotated[int, typer.Option(help="Interleaved rounds (engine after engine).", callback=positive)] = 5,
@@ -39,6 +42,7 @@ def bench(
             raise CliError(f"{option} {value} is above the limit of {limit}")
     from bnn_export.bench import run_bench
 
+    model_path = _model_path(model_path, arch, input_shape, save)
     # Plain lines rather than a live spinner: its refresh thread would compete with the timed
     # engines for the GIL and the two cores.
     console = stderr_console()
@@ -49,6 +53,23 @@ def bench(
         typer.echo(json.dumps(result, indent=2))
         return
     _print(result)
+
+
+def _model_path(model_path: Optional[Path], arch: Optional[str], input_shape: Optional[str], save: Optional[Path]) -> Path:
+    """The .bnn to time: MODEL.bnn, or the synthetic --arch network written to --save."""
+    if (model_path is None) == (arch is None):
+        raise CliError("give a MODEL.bnn or --arch SPEC (with --input-shape and --save), not both or neither")
+    if arch is None:
+        if input_shape is not None or save is not None:
+            raise CliError("--input-shape and --save go with --arch")
+        return model_path
+    if input_shape is None or save is None:
+        raise CliError("--arch needs --input-shape C,H,W and --save FILE.bnn")
+    from bnn_export.synthetic import synthetic_bnn
+    from bnn_runtime.format import write_bnn
+
+    write_bnn(save, *synthetic_bnn(arch, parse_ints("--input-shape", input_shape)))
+    return save
 
 
 _LABELS = {"runtime": "bnn runtime", "onnxruntime_integer": "ORT integer", "onnxruntime_fp32": "ORT fp32"}

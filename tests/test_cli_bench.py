@@ -109,3 +109,20 @@ def test_bench_errors(tmp_path):
     cfg = random_config(rng, "mlp", "heaviside", False, hidden=(7,), in_shape=(9,))
     (tmp_path / "ok.bnn").write_bytes(to_bnn(random_model(cfg, 1), cfg)[1])
     assert_user_error(run_cli("bench", tmp_path / "ok.bnn", "--threads", "1000", *QUICK[:2]), "threads must be an integer from 1")
+
+
+def test_bench_an_arch_network_without_training(tmp_path):
+    """bnn bench --arch: a synthetic .bnn of the spec, saved, then timed like any model file."""
+    from bnn_runtime import read_bnn
+
+    save = tmp_path / "net.bnn"
+    result = run_cli("bench", "--arch", "8C3-MP2-16C3-MP2-32FC", "--input-shape", "3,12,12", "--save", save,
+                     "--rounds", "1", "--latency-calls", "3", "--min-seconds", "0.01", "--batch", "8", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["layers"] == ["conv 8", "conv 16", "dense 32", "dense 10"]
+    assert read_bnn(save).input_shape == (3, 12, 12)
+    assert_user_error(run_cli("bench", "--arch", "8C3"), "--input-shape", code=1)
+    assert_user_error(run_cli("bench"), "MODEL.bnn or --arch", code=1)
+    assert_user_error(run_cli("bench", "--arch", "8Q", "--input-shape", "1,8,8", "--save", tmp_path / "x.bnn"),
+                      "'8Q'", code=1)
+    assert not (tmp_path / "x.bnn").exists()
