@@ -35,6 +35,7 @@ from .errors import BnnFormatError, SettingError  # noqa: E402
 from .format import BnnFile, read_bnn  # noqa: E402
 from .inputs import prepare_input  # noqa: E402
 from .plan import Plan, build_plan  # noqa: E402
+from .reference import logits_from_scores, softmax  # noqa: E402
 
 # Images per tile (a tile goes through every layer before the next one starts): a larger tile reads
 # each weight from cache for more images, a smaller one keeps a tile's activations in L1/L2. So the
@@ -146,6 +147,19 @@ class BnnModel:
     def predict(self, x) -> np.ndarray:
         """Class indices, int64 (N,): argmax of the per-class affine (first maximum), or the final unit's bit."""
         return self.run(x)[1]
+
+    def logits(self, x) -> np.ndarray:
+        """float64 (N, classes): the per-class affine of the integer scores; argmax == ``predict``."""
+        return logits_from_scores(self.file, self.scores(x))
+
+    def probabilities(self, x) -> np.ndarray:
+        """float64 (N, classes): the softmax of ``logits``."""
+        return softmax(self.logits(x))
+
+    @property
+    def input_spec(self):
+        """What the model takes (``pixels.InputSpec``): value range, layout, colour; ``from_pixels`` converts images."""
+        return self.file.input_spec
 
 
 def load(path: str | Path, threads: int | None = None) -> BnnModel:

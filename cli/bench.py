@@ -72,7 +72,8 @@ def _model_path(model_path: Optional[Path], arch: Optional[str], input_shape: Op
     return save
 
 
-_LABELS = {"runtime": "bnn runtime", "onnxruntime_integer": "ORT integer", "onnxruntime_fp32": "ORT fp32"}
+_LABELS = {"runtime": "bnn runtime", "onnxruntime_exported": "ORT exported .onnx", "onnxruntime_integer": "ORT integer",
+           "onnxruntime_fp32": "ORT fp32"}
 
 
 def _print(result: dict) -> None:
@@ -85,7 +86,8 @@ def _print(result: dict) -> None:
     m = result["machine"]
     console.print(f"bnn bench {markup(result['model'])}: {result['threads']} threads, {markup(m['cpu'])}, "
                   f"load average {m['load_average_1min']:.2f}")
-    table = Table(caption="ORT fp32: onnxruntime on the float network of the same topology (ReLU, max pooling)")
+    table = Table(caption="ORT exported .onnx: the graph bnn export writes (exact float32 where exact); ORT fp32: "
+                          "onnxruntime on the float network of the same topology (ReLU, max pooling)")
     for col in ("engine", f"img/s @{result['batch']}", "p50 us", "p90 us", "img/s vs fp32", "p50 vs fp32"):
         table.add_column(col, justify="right" if col != "engine" else "left", no_wrap=True)
     fp32 = result["results"]["onnxruntime_fp32"]
@@ -95,6 +97,9 @@ def _print(result: dict) -> None:
                       f"{r['latency_median_us'] / fp32['latency_median_us']:.2f}x")
     console.print(table)
     ratios = result["ratios"]
+    console.print(f"exported .onnx / fp32 network, both on onnxruntime: throughput "
+                  f"{ratios['throughput_onnxruntime_exported_over_onnxruntime_fp32']:.2f}x, "
+                  f"latency {ratios['latency_onnxruntime_exported_over_onnxruntime_fp32']:.2f}x")
     console.print(f"runtime / onnxruntime integer: throughput {ratios['throughput_runtime_over_onnxruntime_integer']:.2f}x, "
                   f"latency {ratios['latency_runtime_over_onnxruntime_integer']:.2f}x")
     pc = result["popcount"]

@@ -13,15 +13,16 @@ from .conftest import assert_user_error, run_cli
 from .random_models import random_config, random_model, to_bnn
 
 QUICK = ("--rounds", "1", "--latency-calls", "3", "--min-seconds", "0.01", "--batch", "32")
-ENGINES = {"runtime", "onnxruntime_integer", "onnxruntime_fp32"}
+ENGINES = {"runtime", "onnxruntime_exported", "onnxruntime_integer", "onnxruntime_fp32"}
 
 
 def check_bench_json(out: dict, threads: int) -> None:
     assert set(out["results"]) == ENGINES
     for r in out["results"].values():
         assert r["images_per_second"] > 0 and 0 < r["latency_median_us"] <= r["latency_p90_us"]
-    assert set(out["ratios"]) == {f"{kind}_runtime_over_{base}" for kind in ("throughput", "latency")
-                                  for base in ("onnxruntime_fp32", "onnxruntime_integer")}
+    assert set(out["ratios"]) == {f"{kind}_{engine}_over_{base}" for kind in ("throughput", "latency")
+                                  for engine, base in (("runtime", "onnxruntime_fp32"), ("runtime", "onnxruntime_integer"),
+                                                       ("onnxruntime_exported", "onnxruntime_fp32"))}
     rt, fp = out["results"]["runtime"], out["results"]["onnxruntime_fp32"]
     assert out["ratios"]["throughput_runtime_over_onnxruntime_fp32"] == pytest.approx(rt["images_per_second"] / fp["images_per_second"])
     assert out["threads"] == threads and out["batch"] == 32
@@ -63,7 +64,7 @@ def test_bench_table(trained):
     run, _ = trained
     result = run_cli("bench", run / "model.bnn", "--threads", "1", *QUICK)
     assert result.exit_code == 0, result.output
-    for text in ("bnn runtime", "ORT integer", "ORT fp32", "share of peak", "AND+popcount peak", "conv1"):
+    for text in ("bnn runtime", "ORT exported .onnx", "ORT integer", "ORT fp32", "share of peak", "AND+popcount peak", "conv1"):
         assert text in result.stdout
 
 
