@@ -14,28 +14,19 @@ threads (smaller tiles when there are too few images for every thread to get one
 
 from __future__ import annotations
 
-import os
 import threading
+import time
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 
-# How numba's OpenMP workers (libgomp here) wait for the next parallel call. Spinning without
-# bound starved the other thread of a 2-thread batch on a machine shared with other work (13x
-# slower, measured); sleeping at once (the passive policy alone: libgomp spins 0 times) made 2
-# threads only 1.2x faster than one on LeNet-5 batches of 256 (262k vs 417k images/s with the
-# spin below). So: the passive policy, and a bounded spin of 300,000 (libgomp's documented
-# default, about 0.1 ms), which libgomp takes over the passive policy's 0. Read when numba first
-# launches its threads (unless an OpenMP runtime is already running); values the user set win.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("GOMP_SPINCOUNT", "300000")
+import numba
+import numpy as np
 
-import numba  # noqa: E402
-import numpy as np  # noqa: E402
-
-from . import kernels  # noqa: E402
-from .errors import InputError  # noqa: E402
-from .format import BnnFile, read_bnn  # noqa: E402
-from .inputs import prepare_input  # noqa: E402
-from .plan import Plan, build_plan  # noqa: E402
+from . import compiled
+from .errors import InputError
+from .format import BnnFile, read_bnn
+from .inputs import prepare_input
+from .plan import Plan, build_plan
 
 # Images per tile (a tile goes through every layer before the next one starts): a larger tile reads
 # each weight from cache for more images, a smaller one keeps a tile's activations in L1/L2. Measured
@@ -45,7 +36,11 @@ from .plan import Plan, build_plan  # noqa: E402
 DEFAULT_TILE, LARGE_TILE = 64, 128
 LARGE_WEIGHTS = 1 << 20  # bytes of re-packed weights above which LARGE_TILE is the default
 SERIAL_MAX = 16  # batches up to this size run in the calling thread (no thread start-up)
-_PARALLEL_LOCK = threading.Lock()  # numba's workqueue threading layer must not be entered twice at once
+TILES_PER_THREAD = 4  # a parallel batch is cut into at least this many tiles per thread (for dynamic sharing)
+LATE = 2.0  # the calling thread takes over the open tiles after LATE x its own time per tile ...
+LATE_MIN_S = 1e-4  # ... and at least this long
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
 
 
 def max_threads() -> int:
@@ -114,19 +109,28 @@ class BnnModel:
         p = self.plan
         scores = np.empty((n, p.n_scores), np.int32)
         labels = np.empty(n, np.int64)
-        tile = min(self.tile, n, max(SERIAL_MAX, -(-n // self.threads)))
-        nthreads = min(self.threads, -(-n // tile))
-        args = (*p.kernel_args, scores, labels)
+        if n <= SERIAL_MAX or self.threads == 1:
+            tile, nthreads = min(self.tile, n), 1
+        else:
+            tile = min(self.tile, max(SERIAL_MAX // 2, -(-n // (TILES_PER_THREAD * self.threads))))
+            nthreads = min(self.threads, -(-n // tile))
+        state = np.zeros(1 + -(-n // tile), np.int64)
+        args = (flat, tile, p.sizes, *p.kernel_args, scores, labels, state)
+        forward = compiled.forward()
         if nthreads <= 1:
-            kernels.forward_serial(flat, tile, p.sizes, *args)
+            forward(*args, False)
             return scores, labels
-        with _PARALLEL_LOCK:
-            before = numba.get_num_threads()
-            numba.set_num_threads(nthreads)
-            try:
-                kernels.forward_parallel(flat, tile, nthreads, p.sizes, *args)
-            finally:
-                numba.set_num_threads(before)
+        pool = _pool()
+        helpers = [pool.submit(forward, *args, False) for _ in range(nthreads - 1)]
+        start = time.perf_counter()
+        mine = forward(*args, False)
+        per_tile = (time.perf_counter() - start) / max(mine, 1)
+        wait(helpers, timeout=max(LATE * per_tile, LATE_MIN_S), return_when=FIRST_EXCEPTION)
+        if not all(h.done() for h in helpers):  # a helper is late (descheduled): run its open tiles here
+            forward(*args, True)
+        for h in helpers:
+            if h.done() and h.exception() is not None:
+                raise h.exception()
         return scores, labels
 
     def scores(self, x) -> np.ndarray:
@@ -136,6 +140,15 @@ class BnnModel:
     def predict(self, x) -> np.ndarray:
         """Class indices, int64 (N,): argmax of the per-class affine (first maximum), or the final unit's bit."""
         return self.run(x)[1]
+
+
+def _pool() -> ThreadPoolExecutor:
+    """The process's helper threads (max_threads() - 1 of them), started on the first parallel batch."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=max(max_threads() - 1, 1), thread_name_prefix="bnn-runtime")
+        return _POOL
 
 
 def load(path: str | Path, threads: int | None = None) -> BnnModel:
