@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -18,6 +18,9 @@ def bench(
     rounds: Annotated[int, typer.Option(help="Interleaved rounds (engine after engine).")] = 5,
     latency_calls: Annotated[int, typer.Option(help="Batch-1 calls per engine and round.")] = 200,
     min_seconds: Annotated[float, typer.Option(help="Seconds of batch runs per engine and round.")] = 0.25,
+    load: Annotated[Optional[int], typer.Option(
+        "--load", help="Instead: start N busy background processes and time the runtime at its default thread count, "
+                       "at 1 thread, and onnxruntime fp32, under that load.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Time the runtime against onnxruntime on the same .bnn and on the float network of the same topology.
@@ -31,11 +34,22 @@ def bench(
             raise CliError(f"{name} must be a positive integer, got {value}")
     if not min_seconds > 0:
         raise CliError(f"--min-seconds must be positive, got {min_seconds}")
-    from bnn_export.bench import run_bench
+    if load is not None and load < 0:
+        raise CliError(f"--load must be 0 or more busy processes, got {load}")
+    from bnn_export.bench import run_bench, run_load_bench
 
     # Plain lines rather than a live spinner: its refresh thread would compete with the timed
     # engines for the GIL and the two cores.
     console = stderr_console()
+    if load is not None:
+        result = run_load_bench(model_path, load, batch=batch, rounds=rounds, latency_calls=latency_calls,
+                                min_seconds=min_seconds, progress=lambda r, n: console.print(
+                                    f"round {r}/{n} done" if r else f"timing {n} rounds under {load} busy processes..."))
+        if as_json:
+            typer.echo(json.dumps(result, indent=2))
+        else:
+            _print_load(result)
+        return
     result = run_bench(model_path, threads=threads, batch=batch, rounds=rounds, latency_calls=latency_calls,
                        min_seconds=min_seconds,
                        progress=lambda r, n: console.print(f"round {r}/{n} done" if r else f"timing {n} interleaved rounds..."))
@@ -43,6 +57,29 @@ def bench(
         typer.echo(json.dumps(result, indent=2))
         return
     _print(result)
+
+
+def _print_load(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    m = result["machine"]
+    console.print(f"bnn bench {result['model']} under {result['load']} busy processes: {m['cpus']} CPUs, {m['cpu']}, "
+                  f"load average {m['load_average_1min']:.2f} -> {m['load_average_1min_after']:.2f}")
+    table = Table(caption="rounds interleaved in one process; on a shared machine, compare the ratios, not the speeds")
+    for col in ("engine", f"img/s @{result['batch']}", "per round", "p50 us", "p90 us"):
+        table.add_column(col, justify="right" if col != "engine" else "left", no_wrap=True)
+    names = {"runtime_default_threads": f"bnn runtime, {result['default_threads']} threads (default)",
+             "runtime_1_thread": "bnn runtime, 1 thread", "onnxruntime_fp32": "ORT fp32 (default threads)"}
+    for name, r in result["results"].items():
+        rounds = " ".join(f"{v / 1e3:.0f}k" for v in r["rounds_images_per_second"])
+        table.add_row(names[name], f"{r['images_per_second']:,.0f}", rounds, f"{r['latency_median_us']:.1f}",
+                      f"{r['latency_p90_us']:.1f}")
+    console.print(table)
+    ratios = result["ratios"]
+    console.print(f"default / 1 thread: {ratios['default_over_1_thread']:.2f}x; "
+                  f"default / ORT fp32: {ratios['default_over_onnxruntime_fp32']:.2f}x")
 
 
 _LABELS = {"runtime": "bnn runtime", "onnxruntime_integer": "ORT integer", "onnxruntime_fp32": "ORT fp32"}
