@@ -23,7 +23,7 @@ import numba
 import numpy as np
 
 from . import compiled
-from .errors import InputError
+from .errors import SettingError
 from .format import BnnFile, read_bnn
 from .inputs import prepare_input
 from .plan import Plan, build_plan
@@ -53,7 +53,7 @@ def _check_threads(threads) -> int:
     if threads is None:
         return limit
     if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or not 1 <= threads <= limit:
-        raise InputError(f"threads must be an integer from 1 to {limit} (NUMBA_NUM_THREADS), got {threads!r}")
+        raise SettingError(f"threads must be an integer from 1 to {limit} (NUMBA_NUM_THREADS), got {threads!r}")
     return int(threads)
 
 
@@ -62,7 +62,7 @@ class BnnModel:
 
     def __init__(self, bnn: BnnFile, threads: int | None = None, tile: int | None = None):
         if tile is not None and (not isinstance(tile, int) or tile < 1):
-            raise InputError(f"tile must be a positive integer, got {tile!r}")
+            raise SettingError(f"tile must be a positive integer, got {tile!r}")
         self.file = bnn
         self.plan: Plan = build_plan(bnn)
         self.threads = threads

@@ -45,7 +45,7 @@ def compare_training_speed(train: TrainConfig, model: ModelConfig, epochs: int =
     variants = variants or VARIANTS
     device = resolve_device(train.device)
     data = load_dataset(train)
-    cfgs = {name: RunConfig(replace(model, **changes), train).with_dataset(data.in_shape, data.num_classes, data.input_scale)
+    cfgs = {name: RunConfig(model=replace(model, **changes), train=train).with_dataset(data.in_shape, data.num_classes, data.input_scale)
             for name, changes in variants.items()}
     data = data.to(device)
     models, opts = {}, {}

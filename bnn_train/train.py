@@ -55,7 +55,7 @@ def _outputs(model: nn.Module, cfg: RunConfig, x: torch.Tensor, y: torch.Tensor)
         act = model[-1].forward_fn
         out = out.squeeze(1)
         target = act.low + (act.high - act.low) * y.to(out.dtype)
-        return F.mse_loss(out, target), (out >= (act.low + act.high) / 2).long()
+        return F.mse_loss(out, target), (out >= act.decision_threshold).long()
     return F.cross_entropy(out, y), out.argmax(1)
 
 
@@ -208,6 +208,8 @@ def _run(cfg, data, device, model, out: Path, start_epoch: int, history: list, c
             raise CheckpointError(f"checkpoint in {out} does not match its configuration ({e})") from None
     data = data.to(device)  # small datasets stay resident on the device
     out.mkdir(parents=True, exist_ok=True)
+    rundir.remove_stale_temp_files(out)  # of writes a kill interrupted
+    rundir.reconcile_metrics_lines(out, history)  # metrics.json and the curves are rewritten at the end
     rundir.atomic_write_json(out / rundir.CONFIG, {"config": cfg.to_dict(), "data": data.info(),
                                                   "device": str(device), "torch": torch.__version__})
     steps = math.ceil(len(data.y_train) / cfg.train.batch_size)

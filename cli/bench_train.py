@@ -8,15 +8,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import CliError, command_line, stderr_console
-from .train import Dataset, Device, Model
+from .choices import Dataset, Device, Model
+from .common import command_line, positive, stderr_console
 
 
 def bench_train(
     dataset: Annotated[Dataset, typer.Option(help="Dataset to train on.")] = "mnist",
     data_dir: Annotated[Optional[Path], typer.Option(help="Folder with the IDX files of mnist/fashion-mnist.")] = None,
     model: Annotated[Model, typer.Option(help="Network to time.")] = "lenet5",
-    epochs: Annotated[int, typer.Option(help="Epochs per variant (interleaved).")] = 3,
+    epochs: Annotated[int, typer.Option(help="Epochs per variant (interleaved).", callback=positive)] = 3,
     batch_size: Annotated[int, typer.Option(help="Mini-batch size.")] = 256,
     batchnorm: Annotated[bool, typer.Option(help="BatchNorm in both variants.")] = True,
     device: Annotated[Device, typer.Option(help="auto = cuda when available.")] = "auto",
@@ -31,8 +31,6 @@ def bench_train(
     from bnn_train.config import ModelConfig, TrainConfig
     from bnn_train.speed import compare_training_speed
 
-    if epochs < 1:
-        raise CliError(f"--epochs must be a positive integer, got {epochs}")
     train = TrainConfig(dataset=dataset.value, data_dir=str(data_dir) if data_dir else None, batch_size=batch_size,
                         device=device.value, epochs=epochs)
     train.validate()

@@ -6,11 +6,10 @@ import json
 import pytest
 
 from bnn_train.config import RunConfig
-from bnn_train.errors import ConfigError
 from bnn_train.models import build_model
 from bnn_train.reproduce import runner
 from bnn_train.reproduce.experiments import EXPERIMENTS, ReproduceError, get_experiment, select_cells
-from bnn_train.reproduce.paper import load_paper, paper_table, parse_rows
+from bnn_train.reproduce.paper import PaperTableError, load_paper, paper_table, parse_rows
 from bnn_train.reproduce.report import cell_stats, markdown, summary
 
 from .conftest import assert_user_error, run_cli
@@ -76,7 +75,7 @@ def test_malformed_paper_row_names_its_line():
     row = {"table": "2", "model": "suc", "dataset": "ones", "dim": "2", "hidden": "", "batch_size": "32", "lr": "0.1",
            "config": "logistic/tied", "paper_label": "Log/d(Log)", "mean": "0.99", "std": "0.001"}
     assert parse_rows([row])[0].dim == 2
-    with pytest.raises(ConfigError, match="line 3"):
+    with pytest.raises(PaperTableError, match="line 3"):
         parse_rows([row, {**row, "mean": "0.9x"}])
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..plots import _pyplot, save_figure
-from .experiments import Experiment
+from .experiments import CellKey, Experiment
 from .report import CellStats
 
 
@@ -74,15 +74,15 @@ def _mean_curve(histories: list[list[dict]], key: str) -> tuple[np.ndarray, np.n
         return np.arange(1, length + 1), np.nanmean(vals, axis=0), np.nanstd(vals, axis=0)
 
 
-def plot_curves(exp: Experiment, run_dirs: dict[tuple, list[Path]], labels: dict[str, str], out: Path) -> list[Path]:
+def plot_curves(exp: Experiment, run_dirs: dict[CellKey, list[Path]], labels: dict[str, str], out: Path) -> list[Path]:
     """Figure 7 style, one PNG per grid point: train accuracy and train loss per epoch, one line per configuration.
 
-    ``run_dirs`` maps a cell key (config, bs, lr, dim, hidden) to the run directories of its runs.
+    ``run_dirs`` maps a cell's key to the run directories of its runs.
     """
     plt = _pyplot()
     points: dict[tuple, dict[str, list[Path]]] = {}
-    for (config, bs, lr, dim, hidden), dirs in run_dirs.items():
-        points.setdefault((dim, hidden, bs, lr), {})[config] = dirs
+    for key, dirs in run_dirs.items():
+        points.setdefault(key.point, {})[key.config] = dirs
     paths = []
     for (dim, hidden, bs, lr), by_config in points.items():
         fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(9, 3.4))
