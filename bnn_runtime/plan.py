@@ -42,6 +42,7 @@ from .errors import BnnFormatError
 from .format import BnnFile
 from .layout import (COLUMNS, KIND_CONV_BITS, KIND_CONV_LUT, KIND_CONV_U8, KIND_DENSE_BITS, KIND_DENSE_U8,
                      KIND_DENSE_VNNI, N_SLOTS, SLOT_BITS, SLOT_I16, SLOT_I32, SLOT_ROW_WORDS, SLOT_ROWS)
+from .reference import conv_stride, pool_stride
 
 LUT_MAX_CHANNELS = 8  # a table has 2 ** (g * C) rows, g * C <= 8
 LUT_MAX_BYTES = 256 * 1024
@@ -221,10 +222,10 @@ def conv_geometry(layer: dict) -> dict:
     c, h, w = layer["in_shape"]
     kh, kw = layer["kernel"]
     ph, pw = layer["padding"]
-    sh, sw = layer.get("stride", (1, 1))
+    sh, sw = conv_stride(layer)
     pool = layer.get("pool")
     qh, qw = pool["size"] if pool else (1, 1)
-    qsh, qsw = pool.get("stride", (qh, qw)) if pool else (1, 1)
+    qsh, qsw = pool_stride(pool) if pool else (1, 1)
     if min(sh, sw, qh, qw, qsh, qsw) < 1:
         raise BnnFormatError(f"layer {layer['name']!r}: strides and pooling windows must be >= 1")
     oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1

@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 from bnn_export.check import check_exportable
 from bnn_export.errors import NotBinaryError
 from bnn_export.onnx_bnn import bnn_to_onnx
-from bnn_runtime.errors import BnnFormatError
 from bnn_runtime.model import BnnModel
 from bnn_runtime.reference import predict_from_scores, reference_scores
 from bnn_train.arch import GRAMMAR, ArchError, Conv, Dense, Pool, arch_shapes, parse_arch
