@@ -3,8 +3,9 @@
 numba's on-disk cache checks only the file that holds a function, not the modules it calls or
 the constants it reads (layout.py): a kernel compiled against old constants would be loaded.
 So every ``@njit(cache=True)`` function of ``bnn_runtime`` is cached through ``KernelCacheLocator``,
-whose directory name and source stamp are a hash of all the runtime's ``.py`` files, numba's
-version and the VNNI mode (BNN_RUNTIME_VNNI): any edit compiles afresh into a new directory.
+whose directory name and source stamp are a hash of the files of compiled code and the constants
+it reads (KERNEL_SOURCES: a test checks that every file with a kernel is listed), numba's version
+and the VNNI mode (BNN_RUNTIME_VNNI): any edit of them compiles afresh into a new directory.
 (numba's own index keeps the CPU apart: one directory serves several machines.)
 
 The directory, first that can be written:
@@ -32,6 +33,7 @@ from .errors import BnnError
 
 PACKAGE = Path(__file__).resolve().parent
 ENV = "BNN_CACHE_DIR"
+KERNEL_SOURCES = ("layout.py", "simd.py", "kernels.py", "first_layer.py", "driver.py")
 READY = "ready-{}"  # a marker file per CPU (a hash of numba's target triple, CPU name and features)
 
 
@@ -41,13 +43,13 @@ class CacheError(BnnError, OSError):
 
 @functools.lru_cache(maxsize=None)
 def source_key() -> str:
-    """sha256 of every runtime source file, numba's version and the VNNI mode."""
+    """sha256 of the kernel source files, numba's version and the VNNI mode."""
     import numba
 
     h = hashlib.sha256(numba.__version__.encode())
     h.update(os.environ.get("BNN_RUNTIME_VNNI", "auto").strip().lower().encode())
-    for f in sorted(PACKAGE.glob("*.py")):
-        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    for name in KERNEL_SOURCES:
+        h.update(name.encode() + b"\0" + (PACKAGE / name).read_bytes())
     return h.hexdigest()
 
 
