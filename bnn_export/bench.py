@@ -211,10 +211,10 @@ def busy_processes(n: int):
             p.wait()
 
 
-def run_load_bench(path, load: int, batch: int = 256, rounds: int = 5, latency_calls: int = 200,
+def run_load_bench(path, busy: int, batch: int = 256, rounds: int = 5, latency_calls: int = 200,
                    min_seconds: float = 0.25, seed: int = 0, progress=None) -> dict:
     """The runtime at its default thread count and at 1 thread, and onnxruntime fp32 at the default thread count,
-    timed interleaved while ``load`` busy processes run; returns a JSON-able dict."""
+    timed interleaved while ``busy`` busy processes run; returns a JSON-able dict."""
     from .api import onnx_session
     from .onnx_float import float_to_onnx
 
@@ -232,7 +232,7 @@ def run_load_bench(path, load: int, batch: int = 256, rounds: int = 5, latency_c
         fn(x[:1])
     rates = {name: [] for name in engines}
     lat = {name: [] for name in engines}
-    with busy_processes(load):
+    with busy_processes(busy):
         before = machine()
         if progress:
             progress(0, rounds)
@@ -249,7 +249,7 @@ def run_load_bench(path, load: int, batch: int = 256, rounds: int = 5, latency_c
         results[name] = {"images_per_second": float(np.median(rates[name])), "rounds_images_per_second": rates[name],
                          "latency_median_us": float(np.median(ms)), "latency_p90_us": float(np.percentile(ms, 90))}
     d, one, f = (results[k]["images_per_second"] for k in engines)
-    return {"model": str(path), "load": load, "default_threads": default.threads, "batch": batch, "rounds": rounds,
+    return {"model": str(path), "load": busy, "default_threads": default.threads, "batch": batch, "rounds": rounds,
             "machine": {**before, "load_average_1min_after": os.getloadavg()[0]}, "results": results,
             "ratios": {"default_over_1_thread": d / one, "default_over_onnxruntime_fp32": d / f}}
 
