@@ -33,6 +33,7 @@ from .errors import BnnError
 
 PACKAGE = Path(__file__).resolve().parent
 ENV = "BNN_CACHE_DIR"
+IN_TREE = PACKAGE / "__pycache__"  # the cache of a writable install
 KERNEL_SOURCES = ("layout.py", "simd.py", "kernels.py", "first_layer.py", "driver.py")
 READY = "ready-{}"  # a marker file per CPU (a hash of numba's target triple, CPU name and features)
 
@@ -78,7 +79,7 @@ def cache_dir() -> Path:
             raise CacheError(f"cannot write the kernel cache in {chosen} ({ENV}): choose a writable directory")
         return path
     candidates = [Path(d) / "bnn_runtime" for d in [os.environ.get("NUMBA_CACHE_DIR")] if d]
-    candidates += [PACKAGE / "__pycache__", _user_cache()]
+    candidates += [IN_TREE, _user_cache()]
     for base in candidates:
         if _writable(base / sub):
             return base / sub

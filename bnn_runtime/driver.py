@@ -7,8 +7,8 @@ the next tile (a few images) from an atomic counter, ``state[0]``, runs it throu
 (so its activations stay in cache) into scores of its own, and commits them: a compare-and-swap
 of the tile's status ``state[1 + t]`` from TILE_OPEN to TILE_COMMITTING, the copy and the labels,
 then TILE_DONE. A thread the OS deschedules holds at most one tile, and not even that: the calling
-thread, once no tile is left to claim, may take over the open tiles (``takeover``) and commit them
-itself; the late thread's commit then fails and its result is dropped. Every layer is a row of
+thread, once no tile is left to claim, takes over the open tiles at once and commits them itself
+(the late thread's commit then fails and its result is dropped); it never sleeps on another thread. Every layer is a row of
 ``params`` (columns: layout.COL_*) over pooled arrays; ``run_tile`` dispatches on its kind.
 """
 
@@ -85,8 +85,9 @@ def layer_dense_bits(p, src, n, wpool, consts, out, image_bits, scores):
 
 
 @njit(cache=True, inline="always")
-def run_tile(x, i0, i1, params, wpool, cpool, taps, scores, bits, rows, rowbit, ibuf16, ibuf32, xsum):
-    """Images x[i0:i1] through every layer; the last layer writes scores[0 : i1 - i0]."""
+def run_tile(x, i0, i1, params, wpool, cpool, taps, scores, bits, rows, rowbit, ibuf16, ibuf32, xsum, state, watch):
+    """Images x[i0:i1] through every layer; the last layer writes scores[0 : i1 - i0]. With ``watch`` >= 0 (a
+    tile taken over), stop early (False) once another thread has committed tile ``watch``."""
     n = i1 - i0
     image_bits = bits.shape[2] * 64
     cur = 0
@@ -113,6 +114,9 @@ def run_tile(x, i0, i1, params, wpool, cpool, taps, scores, bits, rows, rowbit, 
         elif kind == KIND_DENSE_BITS:
             layer_dense_bits(p, src, n, wpool, consts, out, image_bits, scores)
         cur = 1 - cur
+        if watch >= 0 and atomic_load(state, 1 + watch) != TILE_OPEN:
+            return False
+    return True
 
 
 # --------------------------------------------------------------------------- labels
@@ -138,13 +142,26 @@ def labels_from_scores(scores, scale, offset, threshold_consts, labels):
 # --------------------------------------------------------------------------- the tile queue
 
 
-@njit(cache=True, nogil=True)
-def forward(x, tile, sizes, params, wpool, cpool, taps, scale, offset, final, scores, labels, state, takeover):
-    """Claim, run and commit tiles of the batch x (N, D) uint8 until none is left; returns how many it committed.
+@njit(cache=True, inline="always")
+def commit(t, tile, n, mine, scores, labels, scale, offset, final, state):
+    """Tile t's scores and labels into the batch's, unless another thread committed it first; returns whether."""
+    if not atomic_cas(state, 1 + t, TILE_OPEN, TILE_COMMITTING):
+        return False
+    i0, i1 = t * tile, min(n, (t + 1) * tile)
+    scores[i0:i1] = mine[: i1 - i0]
+    labels_from_scores(scores[i0:i1], scale, offset, final, labels[i0:i1])
+    atomic_store(state, 1 + t, TILE_DONE)
+    return True
 
-    state: int64 (1 + tiles,), zero for a new batch, shared by every thread of one call. ``takeover``:
-    instead of claiming, run every tile still open (claimed by a thread that has not finished it),
-    then wait until every commit is complete -- the calling thread's last step when a pool thread is late.
+
+@njit(cache=True, nogil=True)
+def forward(x, tile, sizes, params, wpool, cpool, taps, scale, offset, final, scores, labels, state, main):
+    """Claim, run and commit tiles of the batch x (N, D) uint8 until none is left to claim.
+
+    state: int64 (1 + tiles,), zero for a new batch, shared by every thread of one call. The ``main``
+    thread (the caller's) then takes over every tile still open -- claimed by a thread that has not
+    committed it, perhaps descheduled -- checking after each layer whether that thread committed after
+    all, and waits for the commits in progress (a copy each), so that the batch is complete when it returns.
     """
     n = x.shape[0]
     ntiles = (n + tile - 1) // tile
@@ -155,26 +172,20 @@ def forward(x, tile, sizes, params, wpool, cpool, taps, scale, offset, final, sc
     ibuf32 = np.empty(sizes[SLOT_I32], np.int32)
     xsum = np.zeros(tile, np.int64)
     mine = np.empty((tile, scores.shape[1]), np.int32)
-    committed = 0
-    t = -1
     while True:
-        if takeover:
-            t += 1
-            while t < ntiles and atomic_load(state, 1 + t) != TILE_OPEN:
-                t += 1
-        else:
-            t = atomic_add(state, 0, 1)
+        t = atomic_add(state, 0, 1)
         if t >= ntiles:
             break
-        i0, i1 = t * tile, min(n, (t + 1) * tile)
-        run_tile(x, i0, i1, params, wpool, cpool, taps, mine, bits, rows, rowbit, ibuf16, ibuf32, xsum)
-        if atomic_cas(state, 1 + t, TILE_OPEN, TILE_COMMITTING):
-            scores[i0:i1] = mine[: i1 - i0]
-            labels_from_scores(scores[i0:i1], scale, offset, final, labels[i0:i1])
-            atomic_store(state, 1 + t, TILE_DONE)
-            committed += 1
-    if takeover:
-        for t in range(ntiles):  # a commit in progress is one copy of a tile's scores
+        run_tile(x, t * tile, min(n, (t + 1) * tile), params, wpool, cpool, taps, mine, bits, rows, rowbit, ibuf16,
+                 ibuf32, xsum, state, -1)
+        commit(t, tile, n, mine, scores, labels, scale, offset, final, state)
+    if main:
+        for t in range(ntiles):
+            if atomic_load(state, 1 + t) != TILE_OPEN:
+                continue
+            if run_tile(x, t * tile, min(n, (t + 1) * tile), params, wpool, cpool, taps, mine, bits, rows, rowbit,
+                        ibuf16, ibuf32, xsum, state, t):
+                commit(t, tile, n, mine, scores, labels, scale, offset, final, state)
+        for t in range(ntiles):
             while atomic_load(state, 1 + t) != TILE_DONE:
                 pass
-    return committed

@@ -15,8 +15,7 @@ threads (smaller tiles when there are too few images for every thread to get one
 from __future__ import annotations
 
 import threading
-import time
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numba
@@ -37,8 +36,6 @@ DEFAULT_TILE, LARGE_TILE = 64, 128
 LARGE_WEIGHTS = 1 << 20  # bytes of re-packed weights above which LARGE_TILE is the default
 SERIAL_MAX = 16  # batches up to this size run in the calling thread (no thread start-up)
 TILES_PER_THREAD = 4  # a parallel batch is cut into at least this many tiles per thread (for dynamic sharing)
-LATE = 2.0  # the calling thread takes over the open tiles after LATE x its own time per tile ...
-LATE_MIN_S = 1e-4  # ... and at least this long
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 
@@ -118,19 +115,12 @@ class BnnModel:
         args = (flat, tile, p.sizes, *p.kernel_args, scores, labels, state)
         forward = compiled.forward()
         if nthreads <= 1:
-            forward(*args, False)
+            forward(*args, True)
             return scores, labels
         pool = _pool()
-        helpers = [pool.submit(forward, *args, False) for _ in range(nthreads - 1)]
-        start = time.perf_counter()
-        mine = forward(*args, False)
-        per_tile = (time.perf_counter() - start) / max(mine, 1)
-        wait(helpers, timeout=max(LATE * per_tile, LATE_MIN_S), return_when=FIRST_EXCEPTION)
-        if not all(h.done() for h in helpers):  # a helper is late (descheduled): run its open tiles here
-            forward(*args, True)
-        for h in helpers:
-            if h.done() and h.exception() is not None:
-                raise h.exception()
+        for _ in range(nthreads - 1):  # helpers: whatever they claim before the calling thread is done
+            pool.submit(forward, *args, False)
+        forward(*args, True)  # claims tiles, then takes over those still open: never waits for a helper
         return scores, labels
 
     def scores(self, x) -> np.ndarray:

@@ -48,7 +48,7 @@ def test_the_source_key_covers_every_kernel_module_and_the_vnni_mode(monkeypatch
 def test_a_read_only_install_falls_back_to_the_user_cache(fresh_dir, monkeypatch, tmp_path):
     blocker = tmp_path / "not_a_dir"
     blocker.write_text("")
-    monkeypatch.setattr(cache, "PACKAGE", blocker)  # PACKAGE/__pycache__ cannot be created
+    monkeypatch.setattr(cache, "IN_TREE", blocker / "__pycache__")  # cannot be created
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert cache.cache_dir().parent == tmp_path / "xdg" / "bnn"
 
@@ -69,7 +69,7 @@ def test_an_unwritable_chosen_directory_is_a_cache_error(fresh_dir, monkeypatch,
 def test_no_writable_directory_at_all_is_a_cache_error(fresh_dir, monkeypatch, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    monkeypatch.setattr(cache, "PACKAGE", blocker)
+    monkeypatch.setattr(cache, "IN_TREE", blocker / "__pycache__")
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
     with pytest.raises(cache.CacheError, match="set BNN_CACHE_DIR"):
         cache.cache_dir()
