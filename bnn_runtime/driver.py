@@ -172,20 +172,24 @@ def forward(x, tile, sizes, params, wpool, cpool, taps, scale, offset, final, sc
     ibuf32 = np.empty(sizes[SLOT_I32], np.int32)
     xsum = np.zeros(tile, np.int64)
     mine = np.empty((tile, scores.shape[1]), np.int32)
-    while True:
-        t = atomic_add(state, 0, 1)
-        if t >= ntiles:
-            break
-        run_tile(x, t * tile, min(n, (t + 1) * tile), params, wpool, cpool, taps, mine, bits, rows, rowbit, ibuf16,
-                 ibuf32, xsum, state, -1)
-        commit(t, tile, n, mine, scores, labels, scale, offset, final, state)
+    t, taking_over = -1, False
+    while True:  # one call site of run_tile (it is inlined: a second would double the compiled code)
+        if not taking_over:
+            t = atomic_add(state, 0, 1)
+            if t >= ntiles:
+                if not main:
+                    break
+                t, taking_over = -1, True
+        if taking_over:  # the next tile still open, if any
+            t += 1
+            while t < ntiles and atomic_load(state, 1 + t) != TILE_OPEN:
+                t += 1
+            if t >= ntiles:
+                break
+        if run_tile(x, t * tile, min(n, (t + 1) * tile), params, wpool, cpool, taps, mine, bits, rows, rowbit, ibuf16,
+                    ibuf32, xsum, state, t if taking_over else -1):
+            commit(t, tile, n, mine, scores, labels, scale, offset, final, state)
     if main:
-        for t in range(ntiles):
-            if atomic_load(state, 1 + t) != TILE_OPEN:
-                continue
-            if run_tile(x, t * tile, min(n, (t + 1) * tile), params, wpool, cpool, taps, mine, bits, rows, rowbit,
-                        ibuf16, ibuf32, xsum, state, t):
-                commit(t, tile, n, mine, scores, labels, scale, offset, final, state)
-        for t in range(ntiles):
+        for t in range(ntiles):  # commits in progress: a copy of a tile's scores each
             while atomic_load(state, 1 + t) != TILE_DONE:
                 pass
