@@ -309,7 +309,7 @@ def _validate(manifest: Any, data: bytes, version: int = VERSION) -> BnnFile:
     inp = S.get(manifest, "input", dict, "manifest")
     S.keys(inp, INPUT_KEYS, "input")
     if S.get(inp, "dtype", str, "input") != "uint8":
-        raise BnnFormatError(f"input.dtype must be 'uint8', got {inp['dtype']!r}")
+        raise BnnFormatError(f"input.dtype must be 'uint8', got {inp['dtype'][:40]!r}")
     shape = S.ints(inp, "shape", "input")
     if len(shape) not in (1, 3):
         raise BnnFormatError(f"input.shape must be (D,) or (C, H, W), got {list(shape)}")
@@ -340,7 +340,7 @@ def _validate(manifest: Any, data: bytes, version: int = VERSION) -> BnnFile:
         kind = S.get(layer, "kind", str, where)
         enc = S.get(layer, "in_encoding", str, where)
         if enc != cur_enc:
-            raise BnnFormatError(f"{where}.in_encoding is {enc!r} but its input is {cur_enc!r}")
+            raise BnnFormatError(f"{where}.in_encoding is {enc[:40]!r} but its input is {cur_enc!r}")
         in_shape = S.ints(layer, "in_shape", where)
         last = i == len(layers) - 1
         if kind == "conv":
@@ -354,7 +354,7 @@ def _validate(manifest: Any, data: bytes, version: int = VERSION) -> BnnFile:
                 raise BnnFormatError(f"{where}.in_shape {list(in_shape)} does not match its flattened input ({n},)")
             fan_in = n
         else:
-            raise BnnFormatError(f"{where}.kind {kind!r} is not 'conv' or 'dense'")
+            raise BnnFormatError(f"{where}.kind {kind[:40]!r} is not 'conv' or 'dense'")
         if S.size(layer, "fan_in", where) != fan_in:
             raise BnnFormatError(f"{where}.fan_in is {layer['fan_in']}, its shapes give {fan_in}")
         out = S.size(layer, "out_features", where)
@@ -365,7 +365,7 @@ def _validate(manifest: Any, data: bytes, version: int = VERSION) -> BnnFile:
         output = S.get(layer, "output", str, where)
         roles = {"threshold": ("weight", "threshold", "direction"), "scores": ("weight", "scale", "offset")}.get(output)
         if roles is None:
-            raise BnnFormatError(f"{where}.output {output!r} is not 'threshold' or 'scores'")
+            raise BnnFormatError(f"{where}.output {output[:40]!r} is not 'threshold' or 'scores'")
         if output == "scores" and not last:
             raise BnnFormatError(f"{where} outputs scores but is not the last layer")
         if set(refs) != set(roles):
@@ -374,7 +374,7 @@ def _validate(manifest: Any, data: bytes, version: int = VERSION) -> BnnFile:
         for role in roles:
             ref = refs[role]
             if not isinstance(ref, str) or ref not in arrays:
-                raise BnnFormatError(f"{where}: array {ref!r} ({role}) is missing")
+                raise BnnFormatError(f"{where}: array {str(ref)[:100]!r} ({role}) is missing")
             if ref in used:
                 raise BnnFormatError(f"{where}: array {ref!r} is used twice")
             used.add(ref)
@@ -390,7 +390,7 @@ def _validate(manifest: Any, data: bytes, version: int = VERSION) -> BnnFile:
         if output == "threshold":
             cur_enc = S.get(layer, "out_encoding", str, where)
             if cur_enc not in ENCODINGS_OUT:
-                raise BnnFormatError(f"{where}.out_encoding must be '01' or 'pm1', got {cur_enc!r}")
+                raise BnnFormatError(f"{where}.out_encoding must be '01' or 'pm1', got {cur_enc[:40]!r}")
             if not np.isin(arrays[refs["direction"]], (-1, 1)).all():
                 raise BnnFormatError(f"{where}: direction values must be -1 or +1")
             pool = layer.get("pool")

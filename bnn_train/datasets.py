@@ -16,7 +16,7 @@ class DatasetFacts:
     image_shape: tuple[int, ...] | None  # (C, H, W); None: a vector of ``dim`` values (the ``ones`` task)
     num_classes: int
     max_value: int  # largest raw input value; the model's InputScale divides by it
-    idx_files: bool  # read from IDX files (--data-dir, or downloaded into the cache); else generated or bundled
+    from_files: bool  # read from files (--data-dir, or downloaded into the cache); else generated or bundled
 
     def in_shape(self, dim: int) -> tuple[int, ...]:
         """The model's input shape; ``dim`` is the ``ones`` task's vector length."""
@@ -30,11 +30,11 @@ class DatasetFacts:
 DATASETS: dict[str, DatasetFacts] = {
     f.name: f
     for f in (
-        DatasetFacts(name="ones", image_shape=None, num_classes=2, max_value=1, idx_files=False),
-        DatasetFacts(name="digits", image_shape=(1, 8, 8), num_classes=10, max_value=16, idx_files=False),
-        DatasetFacts(name="mnist", image_shape=(1, 28, 28), num_classes=10, max_value=255, idx_files=True),
-        DatasetFacts(name="fashion-mnist", image_shape=(1, 28, 28), num_classes=10, max_value=255, idx_files=True),
+        DatasetFacts(name="ones", image_shape=None, num_classes=2, max_value=1, from_files=False),
+        DatasetFacts(name="digits", image_shape=(1, 8, 8), num_classes=10, max_value=16, from_files=False),
+        DatasetFacts(name="mnist", image_shape=(1, 28, 28), num_classes=10, max_value=255, from_files=True),
+        DatasetFacts(name="fashion-mnist", image_shape=(1, 28, 28), num_classes=10, max_value=255, from_files=True),
         # CIFAR-10's batches (bnn_train/sources.py): --data-dir, or downloaded into the cache
-        DatasetFacts(name="cifar10", image_shape=(3, 32, 32), num_classes=10, max_value=255, idx_files=False),
+        DatasetFacts(name="cifar10", image_shape=(3, 32, 32), num_classes=10, max_value=255, from_files=True),
     )
 }

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import rundir
+from .augment import random_shift
 from .config import RunConfig
 from .data import Data, load_dataset
 from .errors import CheckpointError, ConfigError
@@ -48,15 +49,15 @@ def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-def _outputs(model: nn.Module, cfg: RunConfig, x: torch.Tensor, y: torch.Tensor):
-    """Loss and predictions: cross-entropy on logits, or squared error on a SUC's activation."""
+def loss_and_predictions(model: nn.Module, cfg: RunConfig, x: torch.Tensor, y: torch.Tensor, smoothing: float = 0.0):
+    """Loss and predictions: cross-entropy on logits (label ``smoothing``), or squared error on a SUC's activation."""
     out = model(x.float())
     if is_single_unit(cfg.model):
         act = model[-1].forward_fn
         out = out.squeeze(1)
         target = act.low + (act.high - act.low) * y.to(out.dtype)
         return F.mse_loss(out, target), (out >= act.decision_threshold).long()
-    return F.cross_entropy(out, y), out.argmax(1)
+    return F.cross_entropy(out, y, label_smoothing=smoothing), out.argmax(1)
 
 
 @torch.no_grad()
@@ -68,7 +69,7 @@ def evaluate(model: nn.Module, cfg: RunConfig, x: torch.Tensor, y: torch.Tensor)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     bs = cfg.train.eval_batch_size
     for i in range(0, len(y), bs):
-        loss, pred = _outputs(model, cfg, x[i : i + bs], y[i : i + bs])
+        loss, pred = loss_and_predictions(model, cfg, x[i : i + bs], y[i : i + bs])
         loss_sum += loss * len(pred)
         correct += (pred == y[i : i + bs]).sum()
     model.train(was_training)
@@ -106,6 +107,7 @@ def train_one_epoch(model, cfg: RunConfig, data: Data, optimizer, epoch: int, ca
     device = data.x_train.device
     gen = torch.Generator().manual_seed(_epoch_seed(t.seed, epoch, 0))
     torch.manual_seed(_epoch_seed(t.seed, epoch, 1))  # jamming noise and any other sampling
+    shifts = torch.Generator().manual_seed(_epoch_seed(t.seed, epoch, 2))
     order = torch.randperm(len(data.y_train), generator=gen).to(device)
     binary = cfg.model.weights == "binary"
     model.train()
@@ -116,8 +118,8 @@ def train_one_epoch(model, cfg: RunConfig, data: Data, optimizer, epoch: int, ca
     steps = math.ceil(len(order) / t.batch_size)
     for step in range(steps):
         idx = order[step * t.batch_size : (step + 1) * t.batch_size]
-        x, y = data.x_train[idx], data.y_train[idx]
-        loss, pred = _outputs(model, cfg, x, y)
+        x, y = random_shift(data.x_train[idx], t.augment_shift, shifts), data.y_train[idx]
+        loss, pred = loss_and_predictions(model, cfg, x, y, t.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         (loss * len(y) if t.loss_reduction == "sum" else loss).backward()  # the logged loss stays a mean
         if t.grad_clip is not None:
@@ -137,7 +139,8 @@ def train_one_epoch(model, cfg: RunConfig, data: Data, optimizer, epoch: int, ca
             "images_per_s": seen / seconds, "train_seconds": seconds}
 
 
-def _optimizer(model: nn.Module, cfg: RunConfig):
+def make_optimizer(model: nn.Module, cfg: RunConfig):
+    """The run's optimiser over the model's parameters (Adam, or SGD with momentum)."""
     t = cfg.train
     if t.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=t.lr)
@@ -194,7 +197,7 @@ def resume(out_dir: str | Path, epochs: int | None = None, data_dir: str | None 
 def _run(cfg, data, device, model, out: Path, start_epoch: int, history: list, callback, plot, state=None) -> dict:
     callback = callback or Callback()
     model.to(device)
-    optimizer = _optimizer(model, cfg)
+    optimizer = make_optimizer(model, cfg)
     scheduler = _scheduler(optimizer, cfg)
     if state is not None:
         try:
@@ -238,9 +241,9 @@ def _run(cfg, data, device, model, out: Path, start_epoch: int, history: list, c
     final = _final_metrics(cfg, data, history)
     rundir.atomic_write_json(out / rundir.METRICS, final)
     if plot:
-        from .plots import plot_curves
+        from .plots import plot_curves, run_panels
 
-        plot_curves(history, out / rundir.CURVES, title=f"{cfg.model.model} {cfg.model.act} on {data.name}")
+        plot_curves(run_panels(history), out / rundir.CURVES, title=f"{cfg.model.model} {cfg.model.act} on {data.name}")
     return final
 
 

@@ -22,7 +22,8 @@ def bench_train(
     device: Annotated[Device, typer.Option(help="auto = cuda when available.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Time training epochs of the binary network (heaviside/rect, ±1 weights) against float twins (relu/tied).
+    """Time training epochs of the binary network (±1 weights, Heaviside with bnn train's default backward)
+    against float twins (relu/tied); all three train with TrainConfig's recipe (docs/ACCURACY.md).
 
     The float twin with max pooling has the binary network's topology; the one with
     quadratic-mean pooling is the paper's LeNet-5. Reports images/s per epoch (median over the

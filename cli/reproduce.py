@@ -12,6 +12,7 @@ from bnn_train.reproduce.experiments import PAPER_RUNS
 
 from .choices import Device
 from .common import CliError, command_line, positive, progress_bar, stderr_console
+from .paths import check_output_dir
 
 
 def reproduce(
@@ -52,6 +53,7 @@ def reproduce(
     if not cells:
         raise CliError(f"--only {only} keeps no cell of {exp.name}")
     out = out or Path("repro") / exp.name
+    check_output_dir("--out", out)
     command = command_line() if sys.argv[1:2] == ["reproduce"] else None
 
     from bnn_train.reproduce.runner import finished_rows, run_reproduction, write_outputs

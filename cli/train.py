@@ -67,6 +67,8 @@ def train(
     momentum: Annotated[float, _t("momentum")] = _TRAIN.momentum,
     schedule: Annotated[Schedule, _t("schedule")] = _TRAIN.schedule,
     grad_clip: Annotated[Optional[float], _t("grad_clip")] = _TRAIN.grad_clip,
+    augment_shift: Annotated[int, _t("augment_shift")] = _TRAIN.augment_shift,
+    label_smoothing: Annotated[float, _t("label_smoothing")] = _TRAIN.label_smoothing,
     seed: Annotated[int, _t("seed")] = _TRAIN.seed,
     device: Annotated[Device, _t("device")] = _TRAIN.device,
     out: Annotated[Optional[Path], typer.Option(help="Run directory [default: runs/MODEL-DATASET-FORWARD-BACKWARD].")] = None,
@@ -107,7 +109,8 @@ def train(
                 dataset=dataset, data_dir=str(data_dir) if data_dir else None, dim=dim, n_samples=n_samples,
                 input_size=input_size or _TRAIN.input_size,
                 epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer.value, momentum=momentum,
-                schedule=schedule.value, grad_clip=grad_clip, seed=seed, device=device.value,
+                schedule=schedule.value, grad_clip=grad_clip, augment_shift=augment_shift,
+                label_smoothing=label_smoothing, seed=seed, device=device.value,
             ),
         )
         cfg.validate()  # every invalid option is rejected before any data is loaded

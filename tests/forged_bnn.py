@@ -32,7 +32,7 @@ def forge(manifest, data: bytes, raw_json: str | None = None) -> bytes:
 
 def conv_then_dense(rng: np.random.Generator, c: int, h: int, w: int, kernel: tuple[int, int],
                     padding: tuple[int, int], pool: tuple[int, int] | None, out: int, classes: int = 2,
-                    max_bits: int = 2**22) -> bytes:
+                    max_bits: int = 2**22, stride: tuple[int, int] | None = None) -> bytes:
     """input (c, h, w) -> conv (kernel, padding, optional OR pool) -> dense scores, with arrays that fit any geometry.
 
     Nothing is checked here: the geometry may be absurd (that is the point); the arrays are sized
@@ -41,7 +41,9 @@ def conv_then_dense(rng: np.random.Generator, c: int, h: int, w: int, kernel: tu
     """
     kh, kw = kernel
     ph, pw = padding
-    oh, ow = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
+    sh, sw = stride or (1, 1)
+    oh = (h + 2 * ph - kh) // sh + 1 if sh > 0 else 0
+    ow = (w + 2 * pw - kw) // sw + 1 if sw > 0 else 0
     if pool:
         oh, ow = (oh // pool[0] if pool[0] > 0 else 0), (ow // pool[1] if pool[1] > 0 else 0)
     fan_in, dense_in = c * kh * kw, out * oh * ow
@@ -49,6 +51,8 @@ def conv_then_dense(rng: np.random.Generator, c: int, h: int, w: int, kernel: tu
             "padding": [ph, pw], "fan_in": fan_in, "out_features": out, "output": "threshold", "out_encoding": "01",
             "pool": {"kind": "or", "size": list(pool)} if pool else None, "out_shape": [out, oh, ow],
             "arrays": {"weight": "c.weight", "threshold": "c.threshold", "direction": "c.direction"}}
+    if stride is not None:
+        conv["stride"] = list(stride)
     dense = {"name": "d", "kind": "dense", "in_encoding": "01", "in_shape": [dense_in], "fan_in": dense_in,
              "out_features": classes, "output": "scores", "pool": None, "out_shape": [classes],
              "arrays": {"weight": "d.weight", "scale": "d.scale", "offset": "d.offset"}}

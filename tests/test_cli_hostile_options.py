@@ -166,3 +166,8 @@ def test_infer_answers_every_option_value(small_model, tmp_path_factory, option,
     np.save(npy, np.zeros((3, 6, 6), np.uint8))
     args = ["--npy", npy] if option != "--limit" else ["--dataset", "digits"]
     _one_line_or_result(run_cli("infer", small_model, *args, option, value))
+
+
+def test_reproduce_out_below_a_file_is_named(tmp_path):
+    (tmp_path / "file").write_text("x")
+    assert_user_error(run_cli("reproduce", "table14", "--out", tmp_path / "file" / "r"), "--out", "is a file, not a folder")

@@ -199,7 +199,7 @@ def write_outputs(exp: Experiment, cells: list[Cell], rows: list[dict], out: str
     rundir.atomic_write_bytes(report, markdown(exp, stats, epochs, seed, devices, command).encode())
     written = {"report": [report], "heatmaps": [], "curves": []}
     if plots and rows:
-        from .plots import plot_curves, plot_heatmaps
+        from .plots import plot_heatmaps, plot_table_curves
         from .report import row_key
 
         run_dirs: dict[CellKey, list[Path]] = {}
@@ -208,5 +208,5 @@ def write_outputs(exp: Experiment, cells: list[Cell], rows: list[dict], out: str
             run_dirs.setdefault(row_key(r), []).append(out / RUNS / cell_name / seed_dir)
         labels = {s.cell.config: s.paper_label for s in stats}
         written["heatmaps"] = plot_heatmaps(exp, stats, out)
-        written["curves"] = plot_curves(exp, run_dirs, labels, out)
+        written["curves"] = plot_table_curves(exp, run_dirs, labels, out)
     return written
