@@ -103,9 +103,13 @@ def _test_data(cfg, data_dir: str | None, limit: int | None):
 
 
 def export_run(run_dir: str | Path, bnn_path: str | Path | None = None, onnx_path: str | Path | None = None,
-               data_dir: str | None = None, check_images: int | None = None, require_bnn: bool = True) -> ExportReport:
-    """Export the run in ``run_dir``; ``require_bnn=False`` lets a float model export ONNX alone."""
-    model, cfg, ckpt = rundir.load_run(run_dir)
+               data_dir: str | None = None, check_images: int | None = None, require_bnn: bool = True,
+               checkpoint: str = "best") -> ExportReport:
+    """Export the run in ``run_dir``; ``require_bnn=False`` lets a float model export ONNX alone.
+
+    ``checkpoint`` "best" exports ``best.pt`` where the run kept one (it was validated), "last" the last epoch.
+    """
+    model, cfg, ckpt = rundir.load_run(rundir.select_checkpoint(run_dir, checkpoint))
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
     report = ExportReport(str(run_dir), binary=True, state_dict_bytes=len(buf.getvalue()))

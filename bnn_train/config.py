@@ -96,6 +96,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     eval_batch_size: int = 1000
+    val_split: float = 0.0  # share of the training set held out for validation (0: none, the paper's tables)
 
     def dataset_shape(self) -> tuple[tuple[int, ...], int]:
         """(input shape, number of classes) of the dataset, known without loading it."""
@@ -119,6 +120,8 @@ class TrainConfig:
             raise ConfigError(f"--momentum must be in [0, 1), got {self.momentum}")
         if self.grad_clip is not None:
             _positive("--grad-clip", self.grad_clip)
+        if not (isinstance(self.val_split, (int, float)) and math.isfinite(self.val_split) and 0 <= self.val_split < 1):
+            raise ConfigError(f"--val-split must be in [0, 1) (a share of the training set), got {self.val_split}")
 
 
 @dataclass(frozen=True)

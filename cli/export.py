@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from .common import CliError, stderr_console
+
+
+class Checkpoint(str, Enum):
+    best = "best"
+    last = "last"
 
 
 def export(
@@ -19,6 +25,7 @@ def export(
     data_dir: Annotated[Optional[Path], typer.Option(help="Where the run's dataset is now (mnist/fashion-mnist IDX files).")] = None,
     check_images: Annotated[Optional[int], typer.Option(help="Check on the first N test images [default: all].")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    checkpoint: Annotated[Checkpoint, typer.Option(help="best: best.pt, the epoch of highest validation accuracy (a run without --val-split has only its last); last: the last epoch.")] = "best",
 ) -> None:
     """Fold a trained binary network into packed bits with integer thresholds (.bnn) and an integer ONNX graph.
 
@@ -38,7 +45,8 @@ def export(
     onnx_path = None if no_onnx else (onnx or run_dir / "model.onnx")
     try:
         report = export_run(run_dir, bnn_path, onnx_path, data_dir=str(data_dir) if data_dir else None,
-                            check_images=check_images, require_bnn=output is not None or onnx_path is None)
+                            check_images=check_images, require_bnn=output is not None or onnx_path is None,
+                            checkpoint=checkpoint.value)
     except NotBinaryError as e:
         raise CliError(f"cannot write {bnn_path}: {e}; pass only --onnx to export the float network") from None
     if as_json:

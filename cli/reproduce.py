@@ -25,6 +25,7 @@ def reproduce(
     max_cells: Annotated[Optional[int], typer.Option(help="Keep only the first N cells (after --only).")] = None,
     no_plots: Annotated[bool, typer.Option("--no-plots", help="Write the CSV and the Markdown only.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (a line per run still prints).")] = False,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch [default: all cores].")] = None,
 ) -> None:
     """Re-run a table of the paper's §4-5: results.csv, report.md (ours next to the paper's) and plots.
 
@@ -55,6 +56,9 @@ def reproduce(
     command = command_line() if sys.argv[1:2] == ["reproduce"] else None
 
     from bnn_train.reproduce.runner import finished_rows, run_reproduction, write_outputs
+    from bnn_train.train import set_threads
+
+    set_threads(threads)
 
     progress = _Progress(exp, quiet)
     rows: list[dict] = []

@@ -27,7 +27,7 @@ Schedule = _enum("Schedule", choices.SCHEDULES)
 Device = _enum("Device", choices.DEVICES)
 
 # Options a resumed run may change; every other one is fixed by the run directory.
-_RESUMABLE = {"out", "resume", "epochs", "data_dir", "device", "quiet"}
+_RESUMABLE = {"out", "resume", "epochs", "data_dir", "device", "quiet", "threads"}
 
 _M = "Model"
 _A = "Activation (shape parameters of the backward functions)"
@@ -64,6 +64,8 @@ def train(
     grad_clip: Annotated[Optional[float], typer.Option(help="Clip the gradient norm to this value.", rich_help_panel=_T)] = None,
     seed: Annotated[int, typer.Option(help="Seed of initialisation, shuffling and noise.", rich_help_panel=_T)] = 0,
     device: Annotated[Device, typer.Option(help="auto = cuda when available.", rich_help_panel=_T)] = "auto",
+    val_split: Annotated[float, typer.Option(help="Hold out this share of the training set for validation: metrics per epoch on it, best.pt kept by it, the test set evaluated at the end. 0: none (the paper's tables).", rich_help_panel=_T)] = 0.0,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch [default: all cores].", rich_help_panel=_T)] = None,
     out: Annotated[Optional[Path], typer.Option(help="Run directory [default: runs/MODEL-DATASET-FORWARD-BACKWARD].")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last completed epoch.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -71,10 +73,11 @@ def train(
     """Train a network and write a run directory (config, checkpoint, metrics, curves)."""
     from bnn_train.activations import ActParams
     from bnn_train.config import ModelConfig, RunConfig, TrainConfig
-    from bnn_train.train import fit
+    from bnn_train.train import fit, set_threads
     from bnn_train.train import resume as resume_run
 
     out = out or Path("runs") / f"{model.value}-{dataset.value}-{act.replace('/', '-')}"
+    set_threads(threads)
     progress = None if quiet else RichProgress()
     if resume:
         explicit = sorted(p for p in ctx.params if p not in _RESUMABLE and _given(ctx, p))
@@ -93,7 +96,7 @@ def train(
             TrainConfig(
                 dataset=dataset.value, data_dir=str(data_dir) if data_dir else None, dim=dim, n_samples=n_samples,
                 epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer.value, momentum=momentum,
-                schedule=schedule.value, grad_clip=grad_clip, seed=seed, device=device.value,
+                schedule=schedule.value, grad_clip=grad_clip, seed=seed, device=device.value, val_split=val_split,
             ),
         )
         cfg.validate()  # every invalid option is rejected before any data is loaded
@@ -103,9 +106,12 @@ def train(
             final = run()
     else:
         final = run()
+    best = (f"; best.pt (epoch {final['best_epoch']}, validation {final['best_val_accuracy']:.4f}): "
+            f"test {final['best_test_accuracy']:.4f}") if final.get("best_epoch") else ""
+    speed = f" ({final['images_per_s']:.0f} images/s)" if final.get("images_per_s") else ""
     typer.echo(
         f"{out}: test accuracy {final['test_accuracy']:.4f} after {final['epochs']} epochs"
-        f" ({final['images_per_s']:.0f} images/s){' — diverged' if final['diverged'] else ''}"
+        f"{speed}{best}{' — diverged' if final['diverged'] else ''}"
     )
 
 
@@ -159,8 +165,10 @@ class RichProgress:
                              status=f"loss {loss:.4f}" if loss is not None else "")
 
     def on_epoch(self, r):
+        from bnn_train.train import epoch_line
+
         self.done_before += self.steps
-        self.progress.console.print(
-            f"epoch {r['epoch']:>3}  loss {r['loss']:.4f}  train {r['train_accuracy']:.4f}  "
-            f"test {r['test_accuracy']:.4f}  {r['images_per_s']:.0f} img/s  lr {r['lr']:.3g}"
-        )
+        self.progress.console.print(epoch_line(r), markup=False, highlight=False)
+
+    def on_notice(self, text):
+        self.progress.console.print(f"note: {text}", markup=False, highlight=False)
