@@ -37,7 +37,7 @@ class _Open:
     d: np.ndarray
     max_abs_sum: int
     extra: dict = field(default_factory=dict)
-    pool: tuple[int, int] | None = None
+    pool: dict | None = None  # {"kind": "or", "size": [..], "stride": [..] when not the size}
 
 
 @dataclass
@@ -73,18 +73,23 @@ def _start(state: _State, name: str, kind: str, weight: np.ndarray, bias, extra:
 def _conv(state: _State, name: str, m: nn.Conv2d) -> None:
     if not isinstance(m, BinaryConv2d):
         raise NotBinaryError(f"layer {name} has float weights (train with --weights binary)")
-    if m.stride != (1, 1) or m.dilation != (1, 1) or m.groups != 1 or m.padding_mode != "zeros":
-        raise NotBinaryError(f"layer {name}: only stride 1, dilation 1, groups 1, zero padding convolutions export")
+    if m.dilation != (1, 1) or m.groups != 1 or m.padding_mode != "zeros" or isinstance(m.padding, str):
+        raise NotBinaryError(f"layer {name}: only dilation 1, groups 1, numeric zero padding convolutions export")
     if len(state.shape) != 3:
         raise NotBinaryError(f"layer {name} is a convolution but its input has shape {state.shape}")
     if state.encoding == "pm1" and any(m.padding):
-        raise NotBinaryError(f"layer {name}: zero padding of sign activations is not representable in .bnn v1")
-    _start(state, name, "conv", _sign_bits(m.weight), m.bias,
-           {"kernel": list(m.kernel_size), "padding": list(m.padding)})
+        raise NotBinaryError(f"layer {name}: zero padding of sign activations is not representable in .bnn "
+                             "(a padded tap would be 0, which a sign bit cannot hold): use padding 0 (p0)")
+    extra = {"kernel": list(m.kernel_size), "padding": list(m.padding)}
+    if tuple(m.stride) != (1, 1):
+        extra["stride"] = list(m.stride)
     c, h, w = state.shape
-    kh, kw = m.kernel_size
-    ph, pw = m.padding
-    state.shape = (m.out_channels, h + 2 * ph - kh + 1, w + 2 * pw - kw + 1)
+    (kh, kw), (ph, pw), (sh, sw) = m.kernel_size, m.padding, m.stride
+    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    if oh < 1 or ow < 1:
+        raise NotBinaryError(f"layer {name}: a {kh}x{kw} kernel does not fit its {h}x{w} input")
+    _start(state, name, "conv", _sign_bits(m.weight), m.bias, extra)
+    state.shape = (m.out_channels, oh, ow)
 
 
 def _linear(state: _State, name: str, m: nn.Linear) -> None:
@@ -123,19 +128,27 @@ def _batchnorm(state: _State, name: str, m: nn.modules.batchnorm._BatchNorm) -> 
 def _maxpool(state: _State, name: str, m: nn.MaxPool2d) -> None:
     size = _pair(m.kernel_size)
     stride = _pair(m.stride if m.stride is not None else m.kernel_size)
-    if size != stride or _pair(m.padding) != (0, 0) or _pair(m.dilation) != (1, 1) or m.ceil_mode:
-        raise NotBinaryError(f"{name}: only non-overlapping max pooling without padding exports")
-    if state.open is not None:  # pooling of pre-activations: f(max z) = max f(z) = OR of the bits
-        state.open.pool = size
-    elif state.layers and state.layers[-1].get("pool") is None and state.layers[-1]["kind"] == "conv":
-        last = state.layers[-1]  # pooling of bits after the activation: OR
-        last["pool"] = {"kind": "or", "size": list(size)}
-        o, h, w = last["out_shape"]
-        last["out_shape"] = [o, h // size[0], w // size[1]]
-    else:
+    if _pair(m.padding) != (0, 0) or _pair(m.dilation) != (1, 1) or m.ceil_mode:
+        raise NotBinaryError(f"{name}: only max pooling without padding, dilation or ceil_mode exports")
+    if len(state.shape) != 3:
         raise NotBinaryError(f"{name}: pooling must follow a convolution")
     c, h, w = state.shape
-    state.shape = (c, h // size[0], w // size[1])
+    oh, ow = (h - size[0]) // stride[0] + 1, (w - size[1]) // stride[1] + 1
+    if oh < 1 or ow < 1:
+        raise NotBinaryError(f"{name}: a {size[0]}x{size[1]} pool does not fit its {h}x{w} input")
+    pool = {"kind": "or", "size": list(size)}
+    if stride != size:
+        pool["stride"] = list(stride)
+    if state.open is not None and state.open.kind == "conv" and state.open.pool is None:
+        state.open.pool = pool  # pooling of pre-activations: f(max z) = max f(z) = OR of the bits
+    elif (state.open is None and state.layers and state.layers[-1].get("pool") is None
+          and state.layers[-1]["kind"] == "conv"):
+        last = state.layers[-1]  # pooling of bits after the activation: OR
+        last["pool"] = pool
+        last["out_shape"] = [c, oh, ow]
+    else:
+        raise NotBinaryError(f"{name}: pooling must follow a convolution (and at most one pool per layer)")
+    state.shape = (c, oh, ow)
 
 
 def _pair(v) -> tuple[int, int]:
@@ -212,7 +225,7 @@ def _close(state: _State, output: str, arrays: dict, out_encoding: str | None = 
     layer = {
         "name": o.name, "kind": o.kind, "in_encoding": o.in_encoding, "in_shape": list(o.in_shape),
         "fan_in": int(o.weight.shape[1]), "out_features": out, "output": output,
-        "pool": {"kind": "or", "size": list(o.pool)} if o.pool else None, "out_shape": out_shape, **o.extra,
+        "pool": o.pool, "out_shape": out_shape, **o.extra,
     }
     if out_encoding:
         layer["out_encoding"] = out_encoding

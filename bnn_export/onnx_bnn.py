@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 
 from bnn_runtime.format import BnnFile
-from bnn_runtime.reference import unpacked_weights
+from bnn_runtime.reference import conv_stride, pool_stride, unpacked_weights
 
 from .graph import DOUBLE, INT32, INT64, UINT8, Graph, heaviside
 
@@ -26,7 +26,8 @@ def _conv(g: Graph, model: BnnFile, layer: dict, x: str) -> str:
     kh, kw = layer["kernel"]
     ph, pw = layer["padding"]
     w = unpacked_weights(model, layer).reshape(-1, c, kh, kw)
-    return g.op("ConvInteger", [x, g.const(w, f"{layer['name']}_w")], layer["name"], pads=[ph, pw, ph, pw])
+    return g.op("ConvInteger", [x, g.const(w, f"{layer['name']}_w")], layer["name"], pads=[ph, pw, ph, pw],
+                strides=list(conv_stride(layer)))
 
 
 def _dense(g: Graph, model: BnnFile, layer: dict, x: str) -> str:
@@ -50,7 +51,7 @@ def _threshold(g: Graph, model: BnnFile, layer: dict, s: str) -> str:
     bits = g.op("Cast", [heaviside(g, signed, g.const(t.astype(np.int32).reshape(shape), "thr"))], to=UINT8)
     pool = layer.get("pool")
     if pool:
-        bits = g.op("MaxPool", [bits], "or_pool", kernel_shape=pool["size"], strides=pool["size"])
+        bits = g.op("MaxPool", [bits], "or_pool", kernel_shape=pool["size"], strides=list(pool_stride(pool)))
     return bits
 
 

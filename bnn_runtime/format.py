@@ -4,7 +4,7 @@
 
     offset  size  field
     0       8     magic b"BNNMODEL"
-    8       4     format version, uint32 little-endian (this module: 1)
+    8       4     format version, uint32 little-endian (this module writes 2, reads 1 and 2)
     12      4     reserved, 0
     16      8     manifest length M, uint64 LE
     24      8     data length D, uint64 LE
@@ -36,7 +36,8 @@ from .errors import BnnFormatError
 from .fileio import atomic_write_bytes
 
 MAGIC = b"BNNMODEL"
-VERSION = 1
+VERSION = 2  # 2 adds conv "stride" and pool "stride" (docs/FORMAT.md); a version-1 file reads as stride 1
+READABLE_VERSIONS = (1, 2)
 HEADER = struct.Struct("<8sIIQQ32s")  # magic, version, reserved, M, D, sha256
 ALIGN = 8
 MAX_MANIFEST = 16 * 2**20  # decompressed manifest bytes a reader accepts
@@ -96,13 +97,15 @@ def to_bytes(manifest: dict, arrays: dict[str, np.ndarray]) -> bytes:
         blobs.append(raw + b"\0" * pad)
         offset += len(raw) + pad
     manifest = {**manifest, "arrays": table}
-    return assemble(_canonical_json(manifest), b"".join(blobs))
+    version = manifest.get("version", VERSION)
+    return assemble(_canonical_json(manifest), b"".join(blobs), version if isinstance(version, int) else VERSION)
 
 
-def assemble(manifest_bytes: bytes, data: bytes) -> bytes:
-    """Header + manifest + data, with the checksum computed here (also used by tests to forge edits)."""
+def assemble(manifest_bytes: bytes, data: bytes, version: int = VERSION) -> bytes:
+    """Header + manifest + data, with the checksum computed here (also used by tests to forge edits).
+    The header's version is the manifest's (so tests can still write version-1 files)."""
     digest = hashlib.sha256(manifest_bytes + data).digest()
-    return HEADER.pack(MAGIC, VERSION, 0, len(manifest_bytes), len(data), digest) + manifest_bytes + data
+    return HEADER.pack(MAGIC, version, 0, len(manifest_bytes), len(data), digest) + manifest_bytes + data
 
 
 def write_bnn(path: str | Path, manifest: dict, arrays: dict[str, np.ndarray]) -> int:
@@ -141,8 +144,9 @@ def parse(data: bytes, source: str = "<bytes>") -> BnnFile:
     magic, version, reserved, m_len, d_len, digest = HEADER.unpack_from(data)
     if magic != MAGIC:
         fail("not a .bnn file (bad magic)")
-    if version != VERSION:
-        fail(f"unsupported .bnn format version {version}; this reader reads version {VERSION}")
+    if version not in READABLE_VERSIONS:
+        fail(f"unsupported .bnn format version {version}; this reader reads versions "
+             f"{', '.join(map(str, READABLE_VERSIONS))}")
     expected = HEADER.size + m_len + d_len
     if len(data) < expected:
         fail(f"truncated: {len(data)} bytes, the header promises {expected}")
@@ -162,7 +166,7 @@ def parse(data: bytes, source: str = "<bytes>") -> BnnFile:
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         fail(f"manifest is not valid JSON ({e})")
     try:
-        return _validate(manifest, body[m_len:])
+        return _validate(manifest, body[m_len:], version)
     except BnnFormatError as e:
         fail(str(e))
 
@@ -221,18 +225,51 @@ def _read_arrays(table: Any, data: bytes) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _conv_out(size: int, k: int, pad: int) -> int:
-    return size + 2 * pad - k + 1
+def _conv_out(size: int, k: int, pad: int, stride: int = 1) -> int:
+    return (size + 2 * pad - k) // stride + 1
 
 
-def _validate(manifest: Any, data: bytes) -> BnnFile:
+def _strides(obj: dict, where: str, version: int, default: tuple[int, int]) -> tuple[int, int]:
+    """A layer's or pool's ``stride`` (format version 2); absent: ``default``, as every version-1 file."""
+    if "stride" not in obj:
+        return default
+    if version < 2:
+        raise BnnFormatError(f"{where}.stride needs format version 2, the file is version {version}")
+    return _Schema.ints(obj, "stride", where, length=2)
+
+
+def _conv_geometry(layer: dict, where: str, in_shape: tuple[int, ...], enc: str, version: int) -> tuple[int, int]:
+    """(OH, OW) of a conv layer: kernel, padding and stride checked against its input."""
+    c, h, w = in_shape
+    kh, kw = _Schema.ints(layer, "kernel", where, length=2)
+    ph, pw = _Schema.ints(layer, "padding", where, length=2, minimum=0)
+    sh, sw = _strides(layer, where, version, (1, 1))
+    if enc == "pm1" and (ph or pw):
+        raise BnnFormatError(f"{where}: zero padding of a pm1 input is not supported in version {version}")
+    oh, ow = _conv_out(h, kh, ph, sh), _conv_out(w, kw, pw, sw)
+    if oh < 1 or ow < 1:
+        raise BnnFormatError(f"{where}: kernel {kh}x{kw} does not fit its {h}x{w} input")
+    return oh, ow
+
+
+def _pool_geometry(pool: dict, where: str, out_spatial: tuple[int, int], version: int) -> tuple[int, int]:
+    """(OH, OW) after OR-pooling over windows of ``size`` at ``stride`` (default: size), no padding."""
+    size = _Schema.ints(pool, "size", where, length=2)
+    sh, sw = _strides(pool, where, version, size)
+    pooled = (_conv_out(out_spatial[0], size[0], 0, sh), _conv_out(out_spatial[1], size[1], 0, sw))
+    if min(pooled) < 1:
+        raise BnnFormatError(f"{where}: pool {size[0]}x{size[1]} does not fit the {out_spatial[0]}x{out_spatial[1]} output")
+    return pooled
+
+
+def _validate(manifest: Any, data: bytes, version: int = VERSION) -> BnnFile:
     S = _Schema
     if not isinstance(manifest, dict):
         raise BnnFormatError("manifest must be a JSON object")
     if S.get(manifest, "format", str, "manifest") != "bnn":
         raise BnnFormatError("manifest.format is not 'bnn'")
-    if S.get(manifest, "version", int, "manifest") != VERSION:
-        raise BnnFormatError(f"manifest.version {manifest['version']} disagrees with the header's {VERSION}")
+    if S.get(manifest, "version", int, "manifest") != version:
+        raise BnnFormatError(f"manifest.version {manifest['version']} disagrees with the header's {version}")
     inp = S.get(manifest, "input", dict, "manifest")
     if S.get(inp, "dtype", str, "input") != "uint8":
         raise BnnFormatError(f"input.dtype must be 'uint8', got {inp['dtype']!r}")
@@ -268,15 +305,8 @@ def _validate(manifest: Any, data: bytes) -> BnnFile:
         if kind == "conv":
             if len(cur_shape) != 3 or in_shape != cur_shape:
                 raise BnnFormatError(f"{where}.in_shape {list(in_shape)} does not match its input {list(cur_shape)}")
-            c, h, w = in_shape
-            kh, kw = S.ints(layer, "kernel", where, length=2)
-            ph, pw = S.ints(layer, "padding", where, length=2, minimum=0)
-            if enc == "pm1" and (ph or pw):
-                raise BnnFormatError(f"{where}: zero padding of a pm1 input is not supported in version {VERSION}")
-            oh, ow = _conv_out(h, kh, ph), _conv_out(w, kw, pw)
-            if oh < 1 or ow < 1:
-                raise BnnFormatError(f"{where}: kernel {kh}x{kw} does not fit its {h}x{w} input")
-            fan_in = c * kh * kw
+            oh, ow = _conv_geometry(layer, where, in_shape, enc, version)
+            fan_in = in_shape[0] * math.prod(layer["kernel"])
         elif kind == "dense":
             n = math.prod(cur_shape)
             if in_shape != (n,):
@@ -329,10 +359,7 @@ def _validate(manifest: Any, data: bytes) -> BnnFile:
                     raise BnnFormatError(f"{where}: only conv layers can pool")
                 if S.get(pool, "kind", str, f"{where}.pool") != "or":
                     raise BnnFormatError(f"{where}.pool.kind must be 'or'")
-                sh, sw = S.ints(pool, "size", f"{where}.pool", length=2)
-                out_spatial = (out_spatial[0] // sh, out_spatial[1] // sw)
-                if min(out_spatial) < 1:
-                    raise BnnFormatError(f"{where}: pool {sh}x{sw} does not fit the {oh}x{ow} output")
+                out_spatial = _pool_geometry(pool, f"{where}.pool", out_spatial, version)
             if last and (out != 1 or len(classes) != 2):
                 raise BnnFormatError(f"{where}: a network ending in a threshold must have 1 unit and 2 classes")
         else:

@@ -32,7 +32,7 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
 from . import kernels  # noqa: E402
-from .errors import InputError  # noqa: E402
+from .errors import BnnFormatError, InputError  # noqa: E402
 from .format import BnnFile, read_bnn  # noqa: E402
 from .inputs import prepare_input  # noqa: E402
 from .plan import Plan, build_plan  # noqa: E402
@@ -62,6 +62,17 @@ def _check_threads(threads) -> int:
     return int(threads)
 
 
+def _refuse_strides(bnn: BnnFile) -> None:
+    """The kernels compute stride-1 convolutions and non-overlapping pools only (format version 1's
+    geometry): refuse a version-2 file that needs more, rather than compute wrong numbers."""
+    for layer in bnn.layers:
+        pool = layer.get("pool") or {}
+        if tuple(layer.get("stride", (1, 1))) != (1, 1) or tuple(pool.get("stride", pool.get("size", ()))) != tuple(
+                pool.get("size", ())):
+            raise BnnFormatError(f"layer {layer['name']!r}: strided convolution or overlapping pooling is not "
+                                 "supported by this runtime yet (bnn_runtime.reference runs it)")
+
+
 class BnnModel:
     """A loaded binary network: ``scores``, ``predict``, and what the manifest says about it."""
 
@@ -69,6 +80,7 @@ class BnnModel:
         if tile is not None and (not isinstance(tile, int) or tile < 1):
             raise InputError(f"tile must be a positive integer, got {tile!r}")
         self.file = bnn
+        _refuse_strides(bnn)
         self.plan: Plan = build_plan(bnn)
         self.threads = threads
         if tile is None:

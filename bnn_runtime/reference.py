@@ -3,8 +3,9 @@
 It unpacks every weight to +-1 integers and every activation to 0/1 or +-1 integers and
 computes the network with int64 sums, exactly as docs/FORMAT.md describes it:
 
-* conv: zero padding, stride 1, cross-correlation, fan-in order (channel, row, column)
-* threshold: bit = s >= T if direction is +1 else s <= T; then OR-pooling
+* conv: zero padding, stride (default 1), cross-correlation, fan-in order (channel, row, column)
+* threshold: bit = s >= T if direction is +1 else s <= T; then OR-pooling over windows at a
+  stride (default: the window), no padding
 * dense: input flattened in (C, H, W) order
 * scores: the last layer's integer sums; the prediction is argmax(scale * s + offset)
   (first maximum), or the bit of a final single-unit threshold layer.
@@ -24,20 +25,28 @@ def _values(bits: np.ndarray, encoding: str) -> np.ndarray:
     return bits.astype(np.int64) * 2 - 1 if encoding == "pm1" else bits.astype(np.int64)
 
 
-def _conv_sums(a: np.ndarray, w: np.ndarray, padding: tuple[int, int]) -> np.ndarray:
+def _conv_sums(a: np.ndarray, w: np.ndarray, padding: tuple[int, int], stride: tuple[int, int] = (1, 1)) -> np.ndarray:
     """a: (N, C, H, W) int64, w: (O, C, kh, kw) int64 -> (N, O, OH, OW) int64."""
     ph, pw = padding
     a = np.pad(a, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    windows = sliding_window_view(a, w.shape[2:], axis=(2, 3))  # (N, C, OH, OW, kh, kw)
+    windows = sliding_window_view(a, w.shape[2:], axis=(2, 3))[:, :, :: stride[0], :: stride[1]]  # (N, C, OH, OW, kh, kw)
     return np.einsum("ncyxij,ocij->noyx", windows, w, optimize=True)
 
 
-def _or_pool(bits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    sh, sw = size
-    n, c, h, w = bits.shape
-    oh, ow = h // sh, w // sw
-    trimmed = bits[:, :, : oh * sh, : ow * sw].reshape(n, c, oh, sh, ow, sw)
-    return trimmed.max(axis=(3, 5))
+def _or_pool(bits: np.ndarray, size: tuple[int, int], stride: tuple[int, int]) -> np.ndarray:
+    """OR (max) of 0/1 bits over size windows every stride pixels; a remainder that fits no window is dropped."""
+    windows = sliding_window_view(bits, size, axis=(2, 3))[:, :, :: stride[0], :: stride[1]]
+    return windows.max(axis=(4, 5))
+
+
+def conv_stride(layer: dict) -> tuple[int, int]:
+    """A conv layer's stride: format version 2's ``stride``, (1, 1) when absent (every version-1 file)."""
+    return tuple(layer.get("stride", (1, 1)))
+
+
+def pool_stride(pool: dict) -> tuple[int, int]:
+    """A pool's stride: ``stride`` (format version 2), else its window ``size``."""
+    return tuple(pool.get("stride", pool["size"]))
 
 
 def layer_sums(model: BnnFile, layer: dict, a: np.ndarray) -> np.ndarray:
@@ -46,7 +55,7 @@ def layer_sums(model: BnnFile, layer: dict, a: np.ndarray) -> np.ndarray:
     if layer["kind"] == "conv":
         c = layer["in_shape"][0]
         kh, kw = layer["kernel"]
-        return _conv_sums(a, w.reshape(len(w), c, kh, kw), tuple(layer["padding"]))
+        return _conv_sums(a, w.reshape(len(w), c, kh, kw), tuple(layer["padding"]), conv_stride(layer))
     return _exact_matmul(a.reshape(len(a), -1), w.T)
 
 
@@ -77,7 +86,7 @@ def reference_forward(model: BnnFile, x) -> tuple[np.ndarray, list[np.ndarray]]:
             return s, hidden
         bits = threshold_bits(model, layer, s)
         if layer.get("pool"):
-            bits = _or_pool(bits, tuple(layer["pool"]["size"]))
+            bits = _or_pool(bits, tuple(layer["pool"]["size"]), pool_stride(layer["pool"]))
         hidden.append(bits)
         if layer is model.layers[-1]:
             return s, hidden

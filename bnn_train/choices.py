@@ -1,6 +1,6 @@
 """The fixed option choices of a run, importable without torch (the CLI builds its Enums from them)."""
 
-MODELS = ("suc", "mlp", "lenet5")
+MODELS = ("suc", "mlp", "lenet5", "arch")  # arch: the network of --arch (bnn_train/arch.py)
 DATASETS = ("ones", "digits", "mnist", "fashion-mnist")
 WEIGHTS = ("float", "binary")
 POOLS = ("auto", "max", "qmean")

@@ -10,6 +10,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from .activations import ActParams, parse_act
+from .arch import check_arch
 from .choices import DATASETS, DEVICES, INITS, LOSS_REDUCTIONS, MODELS, OPTIMIZERS, POOLS, SCHEDULES, WEIGHTS
 from .errors import ConfigError
 
@@ -33,6 +34,7 @@ class ModelConfig:
     """What network to build. ``in_shape``, ``num_classes`` and ``input_scale`` come from the dataset."""
 
     model: str = "lenet5"
+    arch: str = ""  # the --arch spec of model "arch" (bnn_train/arch.py)
     act: str = "heaviside/rect"
     weights: str = "binary"
     batchnorm: bool = True
@@ -69,6 +71,10 @@ class ModelConfig:
             for h in self.hidden:
                 _positive("--hidden widths", h, integer=True)
         _positive("--width", self.width)
+        if self.model != "arch" and self.arch:
+            raise ConfigError(f"--arch builds its own network; drop --model {self.model} (a preset) or --arch")
+        if self.model == "arch":
+            check_arch(self.arch, self.in_shape)
         if self.model == "lenet5" and len(self.in_shape) != 3:
             raise ConfigError(f"lenet5 needs image input (C, H, W); this dataset gives shape {tuple(self.in_shape)}")
         if self.model == "suc" and self.num_classes != 2:

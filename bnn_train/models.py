@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from .activations import Activation
+from .arch import Conv, Pool, arch_shapes, check_arch
 from .config import ModelConfig
 from .init import apply_init
 from .layers import BinaryConv2d, BinaryLinear, InputScale, QuadMeanPool2d, Scale
@@ -38,8 +39,8 @@ def _linear(cfg: ModelConfig, n_in: int, n_out: int) -> nn.Module:
     return (BinaryLinear if cfg.weights == "binary" else nn.Linear)(n_in, n_out)
 
 
-def _conv(cfg: ModelConfig, c_in: int, c_out: int, k: int, padding) -> nn.Module:
-    return (BinaryConv2d if cfg.weights == "binary" else nn.Conv2d)(c_in, c_out, k, padding=padding)
+def _conv(cfg: ModelConfig, c_in: int, c_out: int, k: int, padding, stride: int = 1) -> nn.Module:
+    return (BinaryConv2d if cfg.weights == "binary" else nn.Conv2d)(c_in, c_out, k, stride=stride, padding=padding)
 
 
 def _norm(cfg: ModelConfig, n: int, fan_in: int, conv: bool) -> nn.Module | None:
@@ -162,7 +163,61 @@ def build_lenet5(cfg: ModelConfig) -> nn.Sequential:
     return s.build()
 
 
-BUILDERS = {"suc": build_suc, "mlp": build_mlp, "lenet5": build_lenet5}
+def build_arch(cfg: ModelConfig) -> nn.Sequential:
+    """The network of ``cfg.arch`` (bnn_train/arch.py), then the classifier.
+
+    A hidden layer is linear -> norm -> activation; a max pool that follows a convolution of a
+    bit-valued forward pools the pre-activations before the activation (an OR of bits when
+    deployed, see the module docstring), otherwise it pools after the activation. Module names
+    carry the index of their linear layer (conv1, norm1, pool1, act1, linear2, ...); the
+    model's ``arch_tokens`` maps each name to the token it came from.
+    """
+    layers = check_arch(cfg.arch, cfg.in_shape)
+    bits_pool = cfg.forward_name in ("heaviside", "sign")
+    s = _Stack()
+    tokens: dict[str, str] = {}
+    s.add("input", InputScale(cfg.input_scale))
+    tokens["input"] = "the input"
+    shape = tuple(cfg.in_shape)
+    i = 0
+    for j, layer in enumerate(layers):
+        if isinstance(layer, Pool):
+            continue
+        i += 1
+        pool = layers[j + 1] if j + 1 < len(layers) and isinstance(layers[j + 1], Pool) else None
+        if isinstance(layer, Conv):
+            fan_in = shape[0] * layer.kernel**2
+            s.add("conv", _conv(cfg, shape[0], layer.channels, layer.kernel, layer.padding, layer.stride), i)
+            norm = _norm(cfg, layer.channels, fan_in, conv=True)
+        else:
+            if len(shape) != 1:
+                s.add("flatten", nn.Flatten())
+            fan_in = _flat_size(shape)
+            s.add("linear", _linear(cfg, fan_in, layer.units), i)
+            norm = _norm(cfg, layer.units, fan_in, conv=False)
+        s.add("norm", norm, i)
+        if pool is not None and bits_pool:
+            _centre_for_max_pool(norm, pool.size**2)
+            s.add("pool", nn.MaxPool2d(pool.size, pool.stride), i)
+        s.add("act", _act(cfg), i)
+        if pool is not None and not bits_pool:
+            s.add("pool", nn.MaxPool2d(pool.size, pool.stride), i)
+        for name in s.layers:
+            tokens.setdefault(name, pool.token if pool is not None and name == f"pool{i}" else layer.token)
+        shape = arch_shapes(layers[j : j + 2 if pool else j + 1], shape)[-1]
+    if len(shape) != 1:
+        s.add("flatten", nn.Flatten())
+    n = _flat_size(shape)
+    s.add("linear", _linear(cfg, n, cfg.num_classes), i + 1)
+    s.add("norm", _norm(cfg, cfg.num_classes, n, conv=False), i + 1)
+    for name in s.layers:
+        tokens.setdefault(name, "the classifier")
+    model = s.build()
+    model.arch_tokens = tokens
+    return model
+
+
+BUILDERS = {"suc": build_suc, "mlp": build_mlp, "lenet5": build_lenet5, "arch": build_arch}
 
 
 def build_model(cfg: ModelConfig) -> nn.Sequential:

@@ -29,6 +29,13 @@ Device = _enum("Device", choices.DEVICES)
 # Options a resumed run may change; every other one is fixed by the run directory.
 _RESUMABLE = {"out", "resume", "epochs", "data_dir", "device", "quiet", "threads"}
 
+ARCH_HELP = (
+    "Your own network, in the notation of the BNN literature: tokens joined by '-'. "
+    "[Nx]KCk[sS][pP] = N convolutions of K channels, k x k kernel, stride S (default 1), zero padding P "
+    "(default k//2); MPk[sS] = max pooling, window k, stride S (default k); [Nx]KFC = N dense layers of K units. "
+    "The classifier is appended; BatchNorm (--batchnorm) and --act follow every hidden layer. "
+    "E.g. 32C3-MP2-64C3-MP2-256FC. Checked against the input size and for export before any data is loaded."
+)
 _M = "Model"
 _A = "Activation (shape parameters of the backward functions)"
 _T = "Training"
@@ -37,7 +44,8 @@ _D = "Data"
 
 def train(
     ctx: typer.Context,
-    model: Annotated[Model, typer.Option(help="suc, mlp or lenet5 (paper §4.1).", rich_help_panel=_M)] = "lenet5",
+    model: Annotated[Model, typer.Option(help="suc, mlp or lenet5 (paper §4.1); arch: the network of --arch.", rich_help_panel=_M)] = "lenet5",
+    arch: Annotated[Optional[str], typer.Option(help=ARCH_HELP, rich_help_panel=_M)] = None,
     act: Annotated[str, typer.Option(help="FORWARD/BACKWARD, e.g. heaviside/rect, logistic/tied, relu/full_jam.", rich_help_panel=_M)] = "heaviside/rect",
     weights: Annotated[Weights, typer.Option(help="binary: sign(w) forward, clipped straight-through backward (BinaryConnect).", rich_help_panel=_M)] = "binary",
     batchnorm: Annotated[bool, typer.Option(help="BatchNorm after every linear/conv layer.", rich_help_panel=_M)] = True,
@@ -76,7 +84,12 @@ def train(
     from bnn_train.train import fit, set_threads
     from bnn_train.train import resume as resume_run
 
-    out = out or Path("runs") / f"{model.value}-{dataset.value}-{act.replace('/', '-')}"
+    if arch is not None:
+        if _given(ctx, "model") and model.value != "arch":
+            raise CliError(f"--arch builds its own network; drop --model {model.value}")
+        model = Model("arch")
+    name = arch if arch is not None else model.value
+    out = out or Path("runs") / f"{name}-{dataset.value}-{act.replace('/', '-')}"
     set_threads(threads)
     progress = None if quiet else RichProgress()
     if resume:
@@ -89,7 +102,7 @@ def train(
     else:
         cfg = RunConfig(
             ModelConfig(
-                model=model.value, act=act, weights=weights.value, batchnorm=batchnorm,
+                model=model.value, arch=arch or "", act=act, weights=weights.value, batchnorm=batchnorm,
                 hidden=parse_ints("--hidden", hidden), width=width, pool=pool.value, init=init.value,
                 act_params=ActParams(rect_width, triang_width, jam_width, jam_mean, st_k, st_beta),
             ),
@@ -100,6 +113,8 @@ def train(
             ),
         )
         cfg.validate()  # every invalid option is rejected before any data is loaded
+        if cfg.model.model == "arch":
+            _check_deployable(cfg)
         run = lambda: fit(cfg, out, callback=progress)  # noqa: E731
     if progress is not None:
         with progress:
@@ -113,6 +128,20 @@ def train(
         f"{out}: test accuracy {final['test_accuracy']:.4f} after {final['epochs']} epochs"
         f"{speed}{best}{' — diverged' if final['diverged'] else ''}"
     )
+
+
+def _check_deployable(cfg) -> None:
+    """A binary --arch network with a bit-valued forward must export: fold it before training (a float
+    or ReLU network is for comparison and exports as float ONNX)."""
+    from dataclasses import replace
+
+    if cfg.model.weights != "binary" or cfg.model.forward_name not in ("heaviside", "sign"):
+        return
+    from bnn_export.check import check_exportable
+    from bnn_train.models import build_model
+
+    in_shape, num_classes = cfg.train.dataset_shape()
+    check_exportable(build_model(replace(cfg.model, in_shape=in_shape, num_classes=num_classes)), in_shape)
 
 
 def _given(ctx: typer.Context, name: str) -> bool:

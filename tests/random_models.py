@@ -61,7 +61,7 @@ def random_model(cfg: ModelConfig, seed: int) -> nn.Sequential:
 
 def to_bnn(model: nn.Sequential, cfg: ModelConfig, classes: list[str] | None = None) -> tuple[BnnFile, bytes]:
     layers, arrays = fold(model, cfg.in_shape)
-    manifest = {"format": "bnn", "version": 1, "input": {"dtype": "uint8", "shape": list(cfg.in_shape)},
+    manifest = {"format": "bnn", "version": 2, "input": {"dtype": "uint8", "shape": list(cfg.in_shape)},
                 "classes": classes or [str(i) for i in range(cfg.num_classes)], "layers": layers,
                 "provenance": {"test": True}}
     data = to_bytes(manifest, arrays)

@@ -193,7 +193,7 @@ def test_edited_manifests_never_crash_the_reader(sample, data):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda m: m.update(version=2), "disagrees with the header"),
+    (lambda m: m.update(version=3), "disagrees with the header"),
     (lambda m: m["layers"][0].update(fan_in=26), "fan_in"),
     (lambda m: m["layers"][0]["arrays"].update(weight="nope"), "array 'nope' (weight) is missing"),
     (lambda m: m["arrays"]["conv1.threshold"].update(shape=[2]), "starts at"),
