@@ -62,13 +62,14 @@ def _root() -> None:
 
 
 def _register() -> None:
-    from . import bench, bench_train, export, infer, reproduce, train
+    from . import bench, bench_ensemble, bench_train, export, infer, reproduce, train
 
     app.command("train")(train.train)
     app.command("export")(export.export)
     app.command("infer")(infer.infer)
     app.command("bench")(bench.bench)
     app.command("bench-train")(bench_train.bench_train)
+    app.command("bench-ensemble")(bench_ensemble.bench_ensemble)
     app.command("reproduce")(reproduce.reproduce)
 
 
