@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import rundir
+from . import distributed, rundir
 from .config import RunConfig
 from .data import Data, load_dataset, split_validation
 from .errors import CheckpointError, ConfigError
@@ -99,7 +99,7 @@ def _outputs(model: nn.Module, cfg: RunConfig, x: torch.Tensor, y: torch.Tensor)
     """Loss and predictions: cross-entropy on logits, or squared error on a SUC's activation."""
     out = model(x.float())
     if is_single_unit(cfg.model):
-        act = model[-1].forward_fn
+        act = getattr(model, "module", model)[-1].forward_fn  # the network itself, also inside DDP
         out = out.squeeze(1)
         target = act.low + (act.high - act.low) * y.to(out.dtype)
         return F.mse_loss(out, target), (out >= (act.low + act.high) / 2).long()
@@ -162,7 +162,7 @@ def train_one_epoch(model, cfg: RunConfig, data: Data, optimizer, epoch: int, ca
     start = time.perf_counter()
     steps = math.ceil(len(order) / t.batch_size)
     for step in range(steps):
-        idx = order[step * t.batch_size : (step + 1) * t.batch_size]
+        idx = distributed.shard(order[step * t.batch_size : (step + 1) * t.batch_size])  # all of it outside torchrun
         x, y = data.x_train[idx], data.y_train[idx]
         loss, pred = _outputs(model, cfg, x, y)
         optimizer.zero_grad(set_to_none=True)
@@ -265,7 +265,9 @@ def _best_state(out: Path, history: list[dict]) -> tuple[float, dict | None]:
 
 
 def _run(cfg, data, device, model, out: Path, start_epoch: int, history: list, callback, plot, state=None) -> dict:
-    callback = callback or Callback()
+    device = distributed.setup(device)  # under torchrun: the process group, and this rank's GPU
+    main = distributed.is_main()  # only rank 0 writes and reports
+    callback = (callback or Callback()) if main else Callback()
     model.to(device)
     optimizer = _optimizer(model, cfg)
     if state is not None:
@@ -273,9 +275,12 @@ def _run(cfg, data, device, model, out: Path, start_epoch: int, history: list, c
     data = data.to(device)  # small datasets stay resident on the device
     validating = data.x_val is not None
     best_acc, best_model = _best_state(out, history) if validating else (-1.0, None)
-    out.mkdir(parents=True, exist_ok=True)
-    rundir.atomic_write_json(out / rundir.CONFIG, {"config": cfg.to_dict(), "data": data.info(),
-                                                  "device": str(device), "torch": torch.__version__})
+    trained = distributed.wrap(model, device)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        rundir.atomic_write_json(out / rundir.CONFIG, {"config": cfg.to_dict(), "data": data.info(),
+                                                      "device": str(device), "torch": torch.__version__,
+                                                      "processes": distributed.world()[1]})
     steps = math.ceil(len(data.y_train) / cfg.train.batch_size)
     callback.on_start(cfg, data, start_epoch, steps)
     diverged = any(r.get("diverged") for r in history)
@@ -285,7 +290,7 @@ def _run(cfg, data, device, model, out: Path, start_epoch: int, history: list, c
         lr = learning_rate(cfg, epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        record = {"epoch": epoch + 1, **train_one_epoch(model, cfg, data, optimizer, epoch, callback)}
+        record = {"epoch": epoch + 1, **train_one_epoch(trained, cfg, data, optimizer, epoch, callback)}
         recompute_batchnorm(model, data.x_train, cfg.train.eval_batch_size)
         held = ("val", data.x_val, data.y_val) if validating else ("test", data.x_test, data.y_test)
         record[f"{held[0]}_loss"], record[f"{held[0]}_accuracy"] = evaluate(model, cfg, held[1], held[2])
@@ -298,15 +303,18 @@ def _run(cfg, data, device, model, out: Path, start_epoch: int, history: list, c
                 "scheduler": {"schedule": cfg.train.schedule, "epochs": cfg.train.epochs}}
         if validating and not diverged and record["val_accuracy"] > best_acc:
             best_acc, best_model = record["val_accuracy"], {k: v.detach().clone() for k, v in model.state_dict().items()}
-            rundir.save_checkpoint(out, ckpt, rundir.BEST)
-        rundir.save_checkpoint(out, ckpt)
-        rundir.write_metrics_lines(out, history)
+            if main:
+                rundir.save_checkpoint(out, ckpt, rundir.BEST)
+        if main:
+            rundir.save_checkpoint(out, ckpt)
+            rundir.write_metrics_lines(out, history)
         callback.on_epoch(record)
     final = _final_metrics(cfg, data, history)
     if validating:
         final.update(_final_test(model, cfg, data, best_model))
-    rundir.atomic_write_json(out / rundir.METRICS, final)
-    if plot:
+    if main:
+        rundir.atomic_write_json(out / rundir.METRICS, final)
+    if plot and main:
         from .plots import plot_curves
 
         plot_curves(history, out / rundir.CURVES, title=f"{cfg.model.model} {cfg.model.act} on {data.name}")
