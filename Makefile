@@ -17,8 +17,8 @@ install: $(BIN)/bnn
 
 demo: $(BIN)/bnn
 	rm -rf $(DEMO)
-	$(BIN)/bnn train --model lenet5 --dataset digits --act heaviside/rect --weights binary --epochs 15 \
-		--batch-size 64 --lr 0.01 --schedule cosine --out $(DEMO)
+	$(BIN)/bnn train --model lenet5 --dataset digits --act heaviside/ste --weights binary --width 2 --epochs 40 \
+		--batch-size 64 --out $(DEMO)
 	$(BIN)/bnn export $(DEMO) -o $(DEMO)/model.bnn --onnx $(DEMO)/model.onnx
 	$(BIN)/bnn infer $(DEMO)/model.bnn --dataset digits
 

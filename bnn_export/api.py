@@ -54,6 +54,16 @@ class ExportReport:
     state_dict_bytes: int = 0
     checks: list[Check] = field(default_factory=list)
     accuracy: dict = field(default_factory=dict)
+    trained_epochs: int = 0
+    planned_epochs: int = 0
+    finished: bool = True  # trained its planned epochs (or stopped because it diverged)
+
+    @property
+    def unfinished_note(self) -> str | None:
+        if self.finished:
+            return None
+        return (f"{self.run_dir} is unfinished: it trained {self.trained_epochs} of its {self.planned_epochs} "
+                f"planned epochs (continue it with: bnn train --resume --out {self.run_dir})")
 
     @property
     def compression(self) -> float | None:
@@ -65,6 +75,7 @@ class ExportReport:
             "bnn": self.bnn_path, "onnx": self.onnx_path, "bnn_bytes": self.bnn_bytes, "onnx_bytes": self.onnx_bytes,
             "state_dict_bytes": self.state_dict_bytes, "compression": self.compression, "accuracy": self.accuracy,
             "checks": [c.__dict__ for c in self.checks],
+            "trained_epochs": self.trained_epochs, "planned_epochs": self.planned_epochs, "finished": self.finished,
         }
 
 
@@ -89,12 +100,12 @@ def _ort_run(session, x: np.ndarray, batch: int = 1000) -> dict[str, np.ndarray]
 
 
 @torch.no_grad()
-def _torch_predict(model, cfg, x: np.ndarray, batch: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+def _torch_predict(model, single_unit: bool, x: np.ndarray, batch: int = 1000) -> tuple[np.ndarray, np.ndarray]:
     outs = [model(torch.from_numpy(x[i : i + batch]).float()) for i in range(0, len(x), batch)]
     out = torch.cat(outs)
-    if is_single_unit(cfg.model):
+    if single_unit:
         act = model[-1].forward_fn
-        return out.numpy(), (out[:, 0] >= (act.low + act.high) / 2).long().numpy()
+        return out.numpy(), (out[:, 0] >= act.decision_threshold).long().numpy()
     return out.numpy(), out.argmax(1).numpy()
 
 
@@ -102,88 +113,49 @@ def _test_data(cfg, data_dir: str | None, limit: int | None):
     return load_test_arrays(replace(cfg.train, data_dir=data_dir) if data_dir else cfg.train, limit)
 
 
-def export_run(run_dir: str | Path, bnn_path: str | Path | None = None, onnx_path: str | Path | None = None,
-               data_dir: str | None = None, check_images: int | None = None, require_bnn: bool = True,
-               checkpoint: str = "best") -> ExportReport:
-    """Export the run in ``run_dir``; ``require_bnn=False`` lets a float model export ONNX alone.
-
-    ``checkpoint`` "best" exports ``best.pt`` where the run kept one (it was validated), "last" the last epoch.
-    """
-    model, cfg, ckpt = rundir.load_run(rundir.select_checkpoint(run_dir, checkpoint))
+def _state_dict_bytes(model) -> int:
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
-    report = ExportReport(str(run_dir), binary=True, state_dict_bytes=len(buf.getvalue()))
-    try:
-        layers, arrays = fold(model, cfg.model.in_shape)
-    except NotBinaryError as e:
-        if require_bnn:
-            raise
-        report.binary, report.not_binary_reason = False, str(e)
+    return len(buf.getvalue())
 
-    try:
-        data, x, y = _test_data(cfg, data_dir, check_images)
-        data_note = f"{len(y)} {data.name} test images"
-    except DatasetError as e:
-        data, x, y = None, None, None
-        data_note = f"no test images ({e})"
-    logits, torch_pred = _torch_predict(model, cfg, x) if x is not None else (None, None)
+
+def _binary_export(report: ExportReport, model, layers: list, arrays: dict, in_shape, classes: list[str], x, y,
+                   torch_pred, data_note: str, provenance: dict, metadata: dict) -> tuple[bytes, bytes]:
+    """(.bnn bytes, ONNX bytes) of a folded model; appends the checks of ``bnn export`` to the report."""
+    manifest = {"format": "bnn", "version": VERSION, "input": {"dtype": "uint8", "shape": list(in_shape)},
+                "classes": list(classes), "layers": layers, "provenance": provenance}
+    if x is not None:  # provenance records the deployed model's own test accuracy
+        draft = parse(to_bytes(manifest, arrays))
+        ref_scores = reference_scores(draft, x)
+        report.accuracy["bnn"] = float((predict_from_scores(draft, ref_scores) == y).mean())
+        manifest["provenance"]["test_accuracy"] = report.accuracy["bnn"]
+    bnn_bytes = to_bytes(manifest, arrays)
+    bnn_model = parse(bnn_bytes)
+    onnx_model = bnn_to_onnx(bnn_model, {**metadata, "test_accuracy": report.accuracy.get("bnn"),
+                                         "format": "bnn integer graph: scores are the .bnn integer scores"})
+    onnx_bytes = onnx_model.SerializeToString()
+    session = onnx_session(onnx_bytes)
     rng = np.random.default_rng(0)
-    x_random = rng.integers(0, 256, size=(RANDOM_INPUTS, *cfg.model.in_shape), dtype=np.uint8)
-    if x is not None:
-        report.accuracy["pytorch"] = float((torch_pred == y).mean())
-    metadata = {"classes": ckpt["data"]["classes"], "dataset": ckpt["data"]["name"],
-                "test_accuracy_pytorch": report.accuracy.get("pytorch"), "trained_epochs": int(ckpt["epoch"])}
-
-    if report.binary:
-        manifest = {
-            "format": "bnn", "version": VERSION,
-            "input": {"dtype": "uint8", "shape": list(cfg.model.in_shape)},
-            "classes": list(ckpt["data"]["classes"]),
-            "layers": layers,
-            "provenance": {"exporter": f"untied-bnn {_version()}", "run": Path(run_dir).name,
-                           "dataset": ckpt["data"]["name"], "trained_epochs": int(ckpt["epoch"]),
-                           "test_accuracy_pytorch": report.accuracy.get("pytorch"), "config": cfg.to_dict()},
-        }
-        if x is not None:  # provenance records the deployed model's own test accuracy
-            draft = parse(to_bytes(manifest, arrays))
-            ref_scores = reference_scores(draft, x)
-            report.accuracy["bnn"] = float((predict_from_scores(draft, ref_scores) == y).mean())
-            manifest["provenance"]["test_accuracy"] = report.accuracy["bnn"]
-        bnn_bytes = to_bytes(manifest, arrays)
-        bnn_model = parse(bnn_bytes)
-        onnx_model = bnn_to_onnx(bnn_model, {**metadata, "test_accuracy": report.accuracy.get("bnn"),
-                                             "format": "bnn integer graph: scores are the .bnn integer scores"})
-        onnx_bytes = onnx_model.SerializeToString()
-        session = onnx_session(onnx_bytes)
-        for label, xs in (("test images", x), ("random uint8 inputs", x_random)):
-            if xs is None:
-                continue
-            ref = reference_scores(bnn_model, xs)
-            ort_out = _ort_run(session, xs)
-            same = np.array_equal(ort_out["scores"], ref) and np.array_equal(ort_out["label"], predict_from_scores(bnn_model, ref))
-            report.checks.append(Check(f"onnxruntime == reference ({label})", same,
-                                       f"{len(xs)} inputs, integer scores and labels {'identical' if same else 'DIFFER'}"))
-        if x is not None:
-            agree = float((predict_from_scores(bnn_model, ref_scores) == torch_pred).mean())
-            report.checks.append(Check("agreement with PyTorch", agree >= MIN_AGREEMENT,
-                                       f"{agree:.4%} of {data_note} (need >= {MIN_AGREEMENT:.1%})"))
-        else:
-            report.checks.append(Check("agreement with PyTorch", True, f"skipped: {data_note}"))
-    else:
-        onnx_model = float_to_onnx(model, cfg.model.in_shape, single_unit=is_single_unit(cfg.model),
-                                   metadata={**metadata, "format": "float network"})
-        onnx_bytes = onnx_model.SerializeToString()
-        session = onnx_session(onnx_bytes)
-        xs = x if x is not None else x_random
+    x_random = rng.integers(0, 256, size=(RANDOM_INPUTS, *in_shape), dtype=np.uint8)
+    for label, xs in (("test images", x), ("random uint8 inputs", x_random)):
+        if xs is None:
+            continue
+        ref = reference_scores(bnn_model, xs)
         ort_out = _ort_run(session, xs)
-        ref_logits, ref_pred = _torch_predict(model, cfg, xs)
-        close = np.allclose(ort_out["logits"], ref_logits, rtol=1e-4, atol=1e-4)
-        agree = float((ort_out["label"] == ref_pred).mean())
-        report.checks.append(Check("onnxruntime vs PyTorch (float)", close and agree >= MIN_AGREEMENT,
-                                   f"logits {'within 1e-4' if close else 'DIFFER'}, labels agree on {agree:.4%} of {len(xs)} inputs"))
-        if x is not None:
-            report.accuracy["onnx"] = float((ort_out["label"] == y).mean())
+        same = np.array_equal(ort_out["scores"], ref) and np.array_equal(ort_out["label"], predict_from_scores(bnn_model, ref))
+        report.checks.append(Check(name=f"onnxruntime == reference ({label})", passed=same,
+                                   detail=f"{len(xs)} inputs, integer scores and labels {'identical' if same else 'DIFFER'}"))
+    if x is not None:
+        agree = float((predict_from_scores(bnn_model, ref_scores) == torch_pred).mean())
+        report.checks.append(Check(name="agreement with PyTorch", passed=agree >= MIN_AGREEMENT,
+                                   detail=f"{agree:.4%} of {data_note} (need >= {MIN_AGREEMENT:.1%})"))
+    else:
+        report.checks.append(Check(name="agreement with PyTorch", passed=True, detail=f"skipped: {data_note}"))
+    return bnn_bytes, onnx_bytes
 
+
+def _write(report: ExportReport, bnn_bytes: bytes | None, onnx_bytes: bytes, bnn_path, onnx_path) -> ExportReport:
+    """Write the files (atomically) only when every check passed; ExportError naming the first failure otherwise."""
     failed = [c for c in report.checks if not c.passed]
     if failed:
         raise ExportError(f"check failed, nothing written: {failed[0].name}: {failed[0].detail}")
@@ -198,6 +170,86 @@ def export_run(run_dir: str | Path, bnn_path: str | Path | None = None, onnx_pat
     return report
 
 
+def export_model(model: torch.nn.Sequential, in_shape: tuple[int, ...], classes: list[str],
+                 x_test: np.ndarray | None = None, y_test: np.ndarray | None = None,
+                 bnn_path: str | Path | None = None, onnx_path: str | Path | None = None,
+                 provenance: dict | None = None) -> ExportReport:
+    """Export your own binary ``nn.Sequential`` (bnn_train's layers, raw uint8 values in) with the checks
+    of ``bnn export``: onnxruntime == the NumPy reference exactly, >= 99.9 % agreement with PyTorch on
+    ``x_test``. Files are written only when every check passes; NotBinaryError / ExportError otherwise."""
+    model = model.eval()
+    report = ExportReport(run_dir="<model>", binary=True, state_dict_bytes=_state_dict_bytes(model))
+    layers, arrays = fold(model, tuple(in_shape))
+    torch_pred = None
+    if x_test is not None:
+        _, torch_pred = _torch_predict(model, False, x_test)
+        report.accuracy["pytorch"] = float((torch_pred == y_test).mean())
+    note = f"{len(x_test)} test images" if x_test is not None else "no test images given"
+    prov = {"exporter": f"untied-bnn {_version()}", "test_accuracy_pytorch": report.accuracy.get("pytorch"),
+            **(provenance or {})}
+    bnn_bytes, onnx_bytes = _binary_export(report, model, layers, arrays, in_shape, classes, x_test, y_test,
+                                           torch_pred, note, prov, {"classes": list(classes)})
+    return _write(report, bnn_bytes, onnx_bytes, bnn_path, onnx_path)
+
+
+def export_run(run_dir: str | Path, bnn_path: str | Path | None = None, onnx_path: str | Path | None = None,
+               data_dir: str | None = None, check_images: int | None = None, require_bnn: bool = True,
+               require_complete: bool = False, checkpoint: str = "best") -> ExportReport:
+    """Export the run in ``run_dir``; ``require_bnn=False`` lets a float model export ONNX alone;
+    ``require_complete`` refuses a run that has not trained its planned epochs (the report says so anyway);
+    ``checkpoint`` "best" exports ``best.pt`` where the run kept one (it was validated), "last" the last epoch."""
+    model, cfg, ckpt = rundir.load_run(rundir.select_checkpoint(run_dir, checkpoint))
+    trained, planned, finished = rundir.progress(ckpt)
+    report = ExportReport(run_dir=str(run_dir), binary=True, state_dict_bytes=_state_dict_bytes(model),
+                          trained_epochs=trained, planned_epochs=planned, finished=finished)
+    if require_complete and not finished:
+        raise ExportError(f"{report.unfinished_note}; nothing written (--require-complete)")
+    try:
+        layers, arrays = fold(model, cfg.model.in_shape)
+    except NotBinaryError as e:
+        if require_bnn:
+            raise
+        report.binary, report.not_binary_reason = False, str(e)
+
+    try:
+        data, x, y = _test_data(cfg, data_dir, check_images)
+        data_note = f"{len(y)} {data.name} test images"
+    except DatasetError as e:
+        data, x, y = None, None, None
+        data_note = f"no test images ({e})"
+    single_unit = is_single_unit(cfg.model)
+    logits, torch_pred = _torch_predict(model, single_unit, x) if x is not None else (None, None)
+    if x is not None:
+        report.accuracy["pytorch"] = float((torch_pred == y).mean())
+    metadata = {"classes": ckpt["data"]["classes"], "dataset": ckpt["data"]["name"],
+                "test_accuracy_pytorch": report.accuracy.get("pytorch"), "trained_epochs": int(ckpt["epoch"])}
+
+    if report.binary:
+        provenance = {"exporter": f"untied-bnn {_version()}", "run": Path(run_dir).name,
+                      "dataset": ckpt["data"]["name"], "trained_epochs": int(ckpt["epoch"]),
+                      "test_accuracy_pytorch": report.accuracy.get("pytorch"), "config": cfg.to_dict()}
+        bnn_bytes, onnx_bytes = _binary_export(report, model, layers, arrays, cfg.model.in_shape,
+                                               ckpt["data"]["classes"], x, y, torch_pred, data_note, provenance,
+                                               metadata)
+    else:
+        onnx_model = float_to_onnx(model, cfg.model.in_shape, single_unit=is_single_unit(cfg.model),
+                                   metadata={**metadata, "format": "float network"})
+        onnx_bytes = onnx_model.SerializeToString()
+        session = onnx_session(onnx_bytes)
+        xs = x if x is not None else np.random.default_rng(0).integers(0, 256, size=(RANDOM_INPUTS, *cfg.model.in_shape),
+                                                                       dtype=np.uint8)
+        ort_out = _ort_run(session, xs)
+        ref_logits, ref_pred = _torch_predict(model, single_unit, xs)
+        close = np.allclose(ort_out["logits"], ref_logits, rtol=1e-4, atol=1e-4)
+        agree = float((ort_out["label"] == ref_pred).mean())
+        report.checks.append(Check(name="onnxruntime vs PyTorch (float)", passed=close and agree >= MIN_AGREEMENT,
+                                   detail=f"logits {'within 1e-4' if close else 'DIFFER'}, labels agree on {agree:.4%} of {len(xs)} inputs"))
+        if x is not None:
+            report.accuracy["onnx"] = float((ort_out["label"] == y).mean())
+        bnn_bytes = None
+    return _write(report, bnn_bytes, onnx_bytes, bnn_path, onnx_path)
+
+
 def _version() -> str:
     try:
         from importlib.metadata import version
@@ -207,4 +259,4 @@ def _version() -> str:
         return "dev"
 
 
-__all__ = ["export_run", "ExportReport", "Check"]
+__all__ = ["export_run", "export_model", "ExportReport", "Check"]

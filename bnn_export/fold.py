@@ -15,11 +15,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from bnn_runtime.bits import pack_signs
+from bnn_runtime.bits import pack_signs, sign_is_positive
 from bnn_train.activations import Activation
 from bnn_train.layers import BinaryConv2d, BinaryLinear, InputScale, QuadMeanPool2d, Scale
 
-from .errors import NotBinaryError
+from .errors import NotBinaryError, UnsupportedLayerError
 
 INT32_MAX = 2**31 - 1
 
@@ -55,7 +55,7 @@ def _f64(t: torch.Tensor) -> np.ndarray:
 
 
 def _sign_bits(w: torch.Tensor) -> np.ndarray:
-    return np.where(w.detach().cpu().numpy() >= 0, 1, -1).astype(np.int8)
+    return np.where(sign_is_positive(w.detach().cpu().numpy()), 1, -1).astype(np.int8)
 
 
 def _start(state: _State, name: str, kind: str, weight: np.ndarray, bias, extra: dict) -> None:
@@ -66,15 +66,21 @@ def _start(state: _State, name: str, kind: str, weight: np.ndarray, bias, extra:
     value_bound = 255 if state.encoding == "uint8" else 1
     scale = state.input_scale if state.encoding == "uint8" else 1.0
     b = _f64(bias) if bias is not None else np.zeros(out)
-    state.open = _Open(name, kind, state.shape, state.encoding, weight.reshape(out, fan_in),
-                       np.full(out, scale), b, value_bound * fan_in, extra)
+    state.open = _Open(name=name, kind=kind, in_shape=state.shape, in_encoding=state.encoding,
+                       weight=weight.reshape(out, fan_in), a=np.full(out, scale), d=b, max_abs_sum=value_bound * fan_in,
+                       extra=extra)
+
+
+def check_conv(name: str, m: nn.Conv2d) -> None:
+    """The convolutions both exporters (.bnn and float ONNX) write; UnsupportedLayerError for any other."""
+    if m.dilation != (1, 1) or m.groups != 1 or m.padding_mode != "zeros" or isinstance(m.padding, str):
+        raise UnsupportedLayerError(f"layer {name}: only dilation 1, groups 1, numeric zero padding convolutions export")
 
 
 def _conv(state: _State, name: str, m: nn.Conv2d) -> None:
+    check_conv(name, m)
     if not isinstance(m, BinaryConv2d):
         raise NotBinaryError(f"layer {name} has float weights (train with --weights binary)")
-    if m.dilation != (1, 1) or m.groups != 1 or m.padding_mode != "zeros" or isinstance(m.padding, str):
-        raise NotBinaryError(f"layer {name}: only dilation 1, groups 1, numeric zero padding convolutions export")
     if len(state.shape) != 3:
         raise NotBinaryError(f"layer {name} is a convolution but its input has shape {state.shape}")
     if state.encoding == "pm1" and any(m.padding):

@@ -12,10 +12,12 @@ import onnx
 import torch
 from torch import nn
 
+from bnn_runtime.bits import sign_is_positive
 from bnn_train.activations import Activation
 from bnn_train.layers import BinaryConv2d, BinaryLinear, QuadMeanPool2d, Scale
 
 from .errors import ExportError
+from .fold import check_conv
 from .graph import FLOAT, INT64, UINT8, Graph, heaviside
 
 
@@ -25,7 +27,9 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 def _weight(m: nn.Module) -> np.ndarray:
     w = _np(m.weight)
-    return np.where(w >= 0, 1.0, -1.0).astype(np.float32) if isinstance(m, (BinaryConv2d, BinaryLinear)) else w
+    if isinstance(m, (BinaryConv2d, BinaryLinear)):
+        return np.where(sign_is_positive(w), 1.0, -1.0).astype(np.float32)
+    return w
 
 
 def _bias(g: Graph, m: nn.Module, n: int) -> str:
@@ -33,11 +37,9 @@ def _bias(g: Graph, m: nn.Module, n: int) -> str:
 
 
 def _conv(g: Graph, m: nn.Conv2d, x: str) -> str:
-    if m.stride != (1, 1) or m.dilation != (1, 1) or m.groups != 1 or m.padding_mode != "zeros":
-        raise ExportError("only stride-1, dilation-1, ungrouped, zero-padded convolutions export")
-    ph, pw = m.padding
+    ph, pw = m.padding  # float_to_onnx checked the convolution with fold's check_conv
     return g.op("Conv", [x, g.const(_weight(m), "w"), _bias(g, m, m.out_channels)], "conv",
-                kernel_shape=list(m.kernel_size), pads=[ph, pw, ph, pw])
+                kernel_shape=list(m.kernel_size), strides=list(m.stride), pads=[ph, pw, ph, pw])
 
 
 def _linear(g: Graph, m: nn.Linear, x: str) -> str:
@@ -109,6 +111,8 @@ def float_to_onnx(model: nn.Sequential, input_shape: tuple[int, ...], single_uni
     g = Graph("bnn_float")
     x = g.op("Cast", [g.input("images", UINT8, ["N", *input_shape])], to=FLOAT)
     for name, m in model.named_children():
+        if isinstance(m, nn.Conv2d):
+            check_conv(name, m)  # the same rule, and error type, as the .bnn exporter
         for kind, handler in HANDLERS:
             if isinstance(m, kind):
                 x = handler(g, m, x)
@@ -117,7 +121,7 @@ def float_to_onnx(model: nn.Sequential, input_shape: tuple[int, ...], single_uni
             raise ExportError(f"{name}: no ONNX exporter for {type(m).__name__}")
     if single_unit:
         act = model[-1].forward_fn
-        middle = _f32(g, (act.low + act.high) / 2)
+        middle = _f32(g, act.decision_threshold)
         label = g.op("Squeeze", [g.op("Cast", [heaviside(g, x, middle)], to=INT64), g.const(np.array([1], np.int64))])
         g.output(x, "logits", FLOAT, ["N", 1])
     else:

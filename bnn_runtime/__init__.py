@@ -9,11 +9,11 @@ device needs nothing else; ``reference`` is the plain NumPy executor used as the
     labels = model.predict(images)  # uint8 (N, H, W) or (N, C, H, W); int64 class indices
 """
 
-from .errors import BnnError, BnnFormatError, InputError
+from .errors import BnnError, BnnFormatError, InputError, SettingError
 from .format import BnnFile, read_bnn, write_bnn
 from .reference import reference_predict, reference_scores
 
-__all__ = ["BnnFormatError", "InputError", "BnnFile", "read_bnn", "write_bnn", "reference_scores", "reference_predict",
+__all__ = ["BnnError", "BnnFormatError", "InputError", "SettingError", "BnnFile", "read_bnn", "write_bnn", "reference_scores", "reference_predict",
            "BnnModel", "load"]
 
 

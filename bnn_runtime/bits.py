@@ -49,6 +49,12 @@ def unpack_bits(words: np.ndarray, n: int) -> np.ndarray:
     return np.unpackbits(as_bytes, axis=-1, count=n, bitorder="little")
 
 
+def sign_is_positive(x):
+    """True where sign(x) = +1, that is x >= 0: sign(0) = +1 (and H(0) = 1) for every binary weight and
+    activation, in training, in both exporters and here. Works on NumPy arrays and torch tensors alike."""
+    return x >= 0
+
+
 def pack_signs(values: np.ndarray) -> np.ndarray:
     """Pack +-1 values (last axis) with +1 -> bit 1, -1 -> bit 0."""
     values = np.asarray(values)

@@ -16,3 +16,12 @@ class BnnFormatError(BnnError, ValueError):
 
 class InputError(BnnError, ValueError):
     """An input batch the model cannot take: wrong dtype, shape, channel count, NaN, empty."""
+
+
+class SettingError(BnnError, ValueError):
+    """An invalid setting of the runtime itself: a thread count or tile size out of range."""
+
+
+class FileWriteError(BnnError, OSError):
+    """A file that cannot be written (no space left, no permission, a read-only disk): the path and the reason;
+    the previous file, if any, is left as it was."""

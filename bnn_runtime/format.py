@@ -13,8 +13,9 @@
     64+M    D     array data, every array 8-byte aligned at its manifest offset
 
 Nothing in the file is executed: arrays are read with ``np.frombuffer`` from the dtype,
-shape and offset the manifest declares. ``read_bnn`` checks magic, version, length, checksum,
-then the manifest's schema and every array's dtype and shape against the layer list, and
+shape and offset the manifest declares. ``read_bnn`` checks magic, version, reserved field,
+length, checksum, then the manifest's schema (unknown keys are refused) and every array's dtype
+and shape against the layer list, and the resources the geometry asks for (``limits``), and
 raises ``BnnFormatError`` naming the first problem.
 """
 
@@ -31,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from . import limits
 from .bits import n_words, padding_is_zero
 from .errors import BnnFormatError
 from .fileio import atomic_write_bytes
@@ -40,10 +42,17 @@ VERSION = 2  # 2 adds conv "stride" and pool "stride" (docs/FORMAT.md); a versio
 READABLE_VERSIONS = (1, 2)
 HEADER = struct.Struct("<8sIIQQ32s")  # magic, version, reserved, M, D, sha256
 ALIGN = 8
-MAX_MANIFEST = 16 * 2**20  # decompressed manifest bytes a reader accepts
+MAX_MANIFEST = limits.MAX_MANIFEST_BYTES  # decompressed manifest bytes a reader accepts
 
 ENCODINGS_IN = ("uint8", "01", "pm1")
 ENCODINGS_OUT = ("01", "pm1")
+# the keys each object of the manifest may have (anything else is refused, not ignored)
+MANIFEST_KEYS = frozenset({"format", "version", "input", "classes", "layers", "arrays", "provenance"})
+INPUT_KEYS = frozenset({"dtype", "shape"})
+LAYER_KEYS = frozenset({"name", "kind", "in_encoding", "in_shape", "kernel", "padding", "stride", "fan_in",
+                        "out_features", "output", "out_encoding", "pool", "out_shape", "arrays"})
+POOL_KEYS = frozenset({"kind", "size", "stride"})
+ARRAY_SPEC_KEYS = frozenset({"dtype", "shape", "offset"})
 # dtype of each array a layer refers to
 ARRAY_DTYPES = {
     "weight": np.dtype("<u8"),
@@ -123,6 +132,9 @@ def read_bnn(path: str | Path) -> BnnFile:
     """Read and fully validate a .bnn file."""
     path = Path(path)
     try:
+        if path.is_file() and path.stat().st_size > limits.MAX_FILE_BYTES:
+            raise BnnFormatError(f"{path}: {path.stat().st_size} bytes, larger than a .bnn file may be "
+                                 f"({limits.MAX_FILE_BYTES})")
         data = path.read_bytes()
     except FileNotFoundError:
         raise BnnFormatError(f"{path}: no such file") from None
@@ -147,6 +159,8 @@ def parse(data: bytes, source: str = "<bytes>") -> BnnFile:
     if version not in READABLE_VERSIONS:
         fail(f"unsupported .bnn format version {version}; this reader reads versions "
              f"{', '.join(map(str, READABLE_VERSIONS))}")
+    if reserved != 0:
+        fail(f"header reserved field is {reserved}, must be 0")
     expected = HEADER.size + m_len + d_len
     if len(data) < expected:
         fail(f"truncated: {len(data)} bytes, the header promises {expected}")
@@ -160,13 +174,10 @@ def parse(data: bytes, source: str = "<bytes>") -> BnnFile:
         text = inflater.decompress(body[:m_len], MAX_MANIFEST)
         if inflater.unconsumed_tail or not inflater.eof:
             fail("manifest is not a complete zlib stream (or is larger than 16 MiB)")
-        manifest = json.loads(text.decode("utf-8"))
     except zlib.error as e:
         fail(f"manifest is not zlib-compressed JSON ({e})")
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        fail(f"manifest is not valid JSON ({e})")
     try:
-        return _validate(manifest, body[m_len:], version)
+        return _validate(limits.load_manifest_json(text), body[m_len:], version)
     except BnnFormatError as e:
         fail(str(e))
 
@@ -188,29 +199,44 @@ class _Schema:
         return value
 
     @staticmethod
-    def ints(obj: Any, key: str, where: str, length: int | None = None, minimum: int = 1) -> tuple[int, ...]:
+    def ints(obj: Any, key: str, where: str, length: int | None = None, minimum: int = 1,
+             maximum: int = limits.MAX_SIZE) -> tuple[int, ...]:
         value = _Schema.get(obj, key, list, where)
         if length is not None and len(value) != length:
             raise BnnFormatError(f"{where}.{key} must have {length} entries, got {len(value)}")
-        if not value or not all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in value):
-            raise BnnFormatError(f"{where}.{key} must be a list of integers >= {minimum}, got {value}")
+        if not value or not all(isinstance(v, int) and not isinstance(v, bool) and minimum <= v <= maximum
+                                for v in value):
+            raise BnnFormatError(f"{where}.{key} must be a list of integers in [{minimum}, {maximum}], "
+                                 f"got {str(value)[:200]}")
         return tuple(value)
+
+    @staticmethod
+    def size(obj: Any, key: str, where: str, minimum: int = 1) -> int:
+        return limits.check_size(_Schema.get(obj, key, int, where), f"{where}.{key}", minimum)
+
+    @staticmethod
+    def keys(obj: dict, allowed: frozenset, where: str) -> None:
+        unknown = set(obj) - allowed
+        if unknown:
+            raise BnnFormatError(f"{where} has unknown keys {sorted(unknown)[:5]} (allowed: {', '.join(sorted(allowed))})")
 
 
 def _read_arrays(table: Any, data: bytes) -> dict[str, np.ndarray]:
     if not isinstance(table, dict):
         raise BnnFormatError("manifest.arrays must be an object")
     arrays, end = {}, 0
+    known = {d.str: d for d in ARRAY_DTYPES.values()}
     for name in sorted(table):
-        where = f"array {name!r}"
+        where = f"array {name[:100]!r}"
         spec = table[name]
-        try:
-            dtype = np.dtype(_Schema.get(spec, "dtype", str, where))
-        except TypeError:
-            raise BnnFormatError(f"{where} has an unknown dtype {spec.get('dtype')!r}") from None
-        if dtype.kind not in "uif" or dtype.hasobject:
-            raise BnnFormatError(f"{where} has a non-numeric dtype {dtype.str}")
-        shape = _Schema.ints(spec, "shape", where, minimum=0) if spec.get("shape") != [] else ()
+        dtype_str = _Schema.get(spec, "dtype", str, where)
+        _Schema.keys(spec, ARRAY_SPEC_KEYS, where)
+        if dtype_str not in known:  # never handed to np.dtype: only the format's own types are read
+            raise BnnFormatError(f"{where} has dtype {dtype_str[:40]!r}, not one of {', '.join(sorted(known))}")
+        dtype = known[dtype_str]
+        shape = _Schema.ints(spec, "shape", where, minimum=0)
+        if len(shape) > 2:
+            raise BnnFormatError(f"{where}.shape has {len(shape)} dimensions, at most 2")
         offset = _Schema.get(spec, "offset", int, where)
         nbytes = dtype.itemsize * math.prod(shape)
         if offset != end:
@@ -227,6 +253,15 @@ def _read_arrays(table: Any, data: bytes) -> dict[str, np.ndarray]:
 
 def _conv_out(size: int, k: int, pad: int, stride: int = 1) -> int:
     return (size + 2 * pad - k) // stride + 1
+
+
+def _check_resources(where: str, layer: dict, costs: list, out_spatial: tuple, fan_in: int, out: int) -> None:
+    """Before any array of the layer is touched: its sums fit int32; its scratch and work join ``costs``."""
+    limits.check_sum_bound(where, layer["in_encoding"], fan_in)
+    conv = layer["kind"] == "conv"
+    scratch, work = limits.layer_cost(tuple(layer["in_shape"]), layer["in_encoding"], out, fan_in,
+                                      out_spatial if conv else None, tuple(layer["padding"]) if conv else (0, 0))
+    costs.append((where, scratch, work))
 
 
 def _strides(obj: dict, where: str, version: int, default: tuple[int, int]) -> tuple[int, int]:
@@ -266,25 +301,30 @@ def _validate(manifest: Any, data: bytes, version: int = VERSION) -> BnnFile:
     S = _Schema
     if not isinstance(manifest, dict):
         raise BnnFormatError("manifest must be a JSON object")
+    S.keys(manifest, MANIFEST_KEYS, "manifest")
     if S.get(manifest, "format", str, "manifest") != "bnn":
         raise BnnFormatError("manifest.format is not 'bnn'")
     if S.get(manifest, "version", int, "manifest") != version:
         raise BnnFormatError(f"manifest.version {manifest['version']} disagrees with the header's {version}")
     inp = S.get(manifest, "input", dict, "manifest")
+    S.keys(inp, INPUT_KEYS, "input")
     if S.get(inp, "dtype", str, "input") != "uint8":
-        raise BnnFormatError(f"input.dtype must be 'uint8', got {inp['dtype']!r}")
+        raise BnnFormatError(f"input.dtype must be 'uint8', got {inp['dtype'][:40]!r}")
     shape = S.ints(inp, "shape", "input")
     if len(shape) not in (1, 3):
         raise BnnFormatError(f"input.shape must be (D,) or (C, H, W), got {list(shape)}")
     classes = S.get(manifest, "classes", list, "manifest")
     if len(classes) < 2 or not all(isinstance(c, str) for c in classes):
         raise BnnFormatError("manifest.classes must be a list of at least two strings")
+    limits.check_size(len(classes), "the number of classes", maximum=limits.MAX_CLASSES)
     if not isinstance(manifest.get("provenance", {}), dict):
         raise BnnFormatError("manifest.provenance must be an object")
     arrays = _read_arrays(S.get(manifest, "arrays", dict, "manifest"), data)
     layers = S.get(manifest, "layers", list, "manifest")
     if not layers:
         raise BnnFormatError("manifest.layers is empty")
+    limits.check_size(len(layers), "the number of layers", maximum=limits.MAX_LAYERS)
+    costs: list[tuple[str, int, int]] = []
 
     used: set[str] = set()
     names: set[str] = set()
@@ -292,14 +332,15 @@ def _validate(manifest: Any, data: bytes, version: int = VERSION) -> BnnFile:
     for i, layer in enumerate(layers):
         where = f"layers[{i}]"
         name = S.get(layer, "name", str, where)
-        where = f"layer {name!r}"
+        where = f"layer {name[:100]!r}"
+        S.keys(layer, LAYER_KEYS, where)
         if name in names:
             raise BnnFormatError(f"{where} appears twice")
         names.add(name)
         kind = S.get(layer, "kind", str, where)
         enc = S.get(layer, "in_encoding", str, where)
         if enc != cur_enc:
-            raise BnnFormatError(f"{where}.in_encoding is {enc!r} but its input is {cur_enc!r}")
+            raise BnnFormatError(f"{where}.in_encoding is {enc[:40]!r} but its input is {cur_enc!r}")
         in_shape = S.ints(layer, "in_shape", where)
         last = i == len(layers) - 1
         if kind == "conv":
@@ -313,19 +354,18 @@ def _validate(manifest: Any, data: bytes, version: int = VERSION) -> BnnFile:
                 raise BnnFormatError(f"{where}.in_shape {list(in_shape)} does not match its flattened input ({n},)")
             fan_in = n
         else:
-            raise BnnFormatError(f"{where}.kind {kind!r} is not 'conv' or 'dense'")
-        if S.get(layer, "fan_in", int, where) != fan_in:
+            raise BnnFormatError(f"{where}.kind {kind[:40]!r} is not 'conv' or 'dense'")
+        if S.size(layer, "fan_in", where) != fan_in:
             raise BnnFormatError(f"{where}.fan_in is {layer['fan_in']}, its shapes give {fan_in}")
-        out = S.get(layer, "out_features", int, where)
-        if out < 1:
-            raise BnnFormatError(f"{where}.out_features must be >= 1")
+        out = S.size(layer, "out_features", where)
         out_spatial = (oh, ow) if kind == "conv" else ()
+        _check_resources(where, layer, costs, out_spatial, fan_in, out)
 
         refs = S.get(layer, "arrays", dict, where)
         output = S.get(layer, "output", str, where)
         roles = {"threshold": ("weight", "threshold", "direction"), "scores": ("weight", "scale", "offset")}.get(output)
         if roles is None:
-            raise BnnFormatError(f"{where}.output {output!r} is not 'threshold' or 'scores'")
+            raise BnnFormatError(f"{where}.output {output[:40]!r} is not 'threshold' or 'scores'")
         if output == "scores" and not last:
             raise BnnFormatError(f"{where} outputs scores but is not the last layer")
         if set(refs) != set(roles):
@@ -334,7 +374,7 @@ def _validate(manifest: Any, data: bytes, version: int = VERSION) -> BnnFile:
         for role in roles:
             ref = refs[role]
             if not isinstance(ref, str) or ref not in arrays:
-                raise BnnFormatError(f"{where}: array {ref!r} ({role}) is missing")
+                raise BnnFormatError(f"{where}: array {str(ref)[:100]!r} ({role}) is missing")
             if ref in used:
                 raise BnnFormatError(f"{where}: array {ref!r} is used twice")
             used.add(ref)
@@ -350,7 +390,7 @@ def _validate(manifest: Any, data: bytes, version: int = VERSION) -> BnnFile:
         if output == "threshold":
             cur_enc = S.get(layer, "out_encoding", str, where)
             if cur_enc not in ENCODINGS_OUT:
-                raise BnnFormatError(f"{where}.out_encoding must be '01' or 'pm1', got {cur_enc!r}")
+                raise BnnFormatError(f"{where}.out_encoding must be '01' or 'pm1', got {cur_enc[:40]!r}")
             if not np.isin(arrays[refs["direction"]], (-1, 1)).all():
                 raise BnnFormatError(f"{where}: direction values must be -1 or +1")
             pool = layer.get("pool")
@@ -359,6 +399,7 @@ def _validate(manifest: Any, data: bytes, version: int = VERSION) -> BnnFile:
                     raise BnnFormatError(f"{where}: only conv layers can pool")
                 if S.get(pool, "kind", str, f"{where}.pool") != "or":
                     raise BnnFormatError(f"{where}.pool.kind must be 'or'")
+                S.keys(pool, POOL_KEYS, f"{where}.pool")
                 out_spatial = _pool_geometry(pool, f"{where}.pool", out_spatial, version)
             if last and (out != 1 or len(classes) != 2):
                 raise BnnFormatError(f"{where}: a network ending in a threshold must have 1 unit and 2 classes")
@@ -375,9 +416,10 @@ def _validate(manifest: Any, data: bytes, version: int = VERSION) -> BnnFile:
         cur_shape = (out, *out_spatial)
         if shape_out != cur_shape:
             raise BnnFormatError(f"{where}.out_shape {list(shape_out)} disagrees with its parameters {list(cur_shape)}")
+    limits.check_budget(costs)
     unused = set(arrays) - used
     if unused:
         raise BnnFormatError(f"arrays {sorted(unused)} belong to no layer")
     for a in arrays.values():
         a.setflags(write=False)
-    return BnnFile(manifest, arrays)
+    return BnnFile(manifest=manifest, arrays=arrays)

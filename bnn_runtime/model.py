@@ -32,7 +32,7 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
 from . import kernels  # noqa: E402
-from .errors import BnnFormatError, InputError  # noqa: E402
+from .errors import BnnFormatError, SettingError  # noqa: E402
 from .format import BnnFile, read_bnn  # noqa: E402
 from .inputs import prepare_input  # noqa: E402
 from .plan import Plan, build_plan  # noqa: E402
@@ -58,7 +58,7 @@ def _check_threads(threads) -> int:
     if threads is None:
         return limit
     if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or not 1 <= threads <= limit:
-        raise InputError(f"threads must be an integer from 1 to {limit} (NUMBA_NUM_THREADS), got {threads!r}")
+        raise SettingError(f"threads must be an integer from 1 to {limit} (NUMBA_NUM_THREADS), got {threads!r}")
     return int(threads)
 
 
@@ -78,7 +78,7 @@ class BnnModel:
 
     def __init__(self, bnn: BnnFile, threads: int | None = None, tile: int | None = None):
         if tile is not None and (not isinstance(tile, int) or tile < 1):
-            raise InputError(f"tile must be a positive integer, got {tile!r}")
+            raise SettingError(f"tile must be a positive integer, got {tile!r}")
         self.file = bnn
         _refuse_strides(bnn)
         self.plan: Plan = build_plan(bnn)

@@ -15,34 +15,16 @@ Unknown names raise :class:`~bnn_train.errors.ConfigError` listing the known one
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
+from bnn_runtime.bits import sign_is_positive
+
+from .config import ActParams as ActParams  # the settings live in config (no torch); imported from here too
 from .errors import ConfigError
-
-
-@dataclass(frozen=True)
-class ActParams:
-    """Shape parameters of the backward functions (defaults documented in ``docs/ACTIVATIONS.md``)."""
-
-    rect_width: float = 1.0  # rect: height 1/w on |z| <= w/2 (unit area)
-    triang_width: float = 8.0  # triang: base width w, peak 2/w (unit area; w=8 matches d_logistic)
-    jam_width: float = 10.0  # rect_jam: noise on |z| <= w/2 (paper Fig. 8c: |x| <= 5)
-    jam_mean: float | None = None  # mean of the jamming noise; None = rescaled as in §4.8
-    st_k: float = 6.0  # sigmoid_tanh: h(z) = sigmoid(k * tanh(beta * z))
-    st_beta: float = 1.0
-
-    def validate(self) -> None:
-        for name in ("rect_width", "triang_width", "jam_width", "st_k", "st_beta"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ConfigError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
-        if self.jam_mean is not None and not (math.isfinite(self.jam_mean) and self.jam_mean > 0):
-            raise ConfigError(f"--jam-mean must be a positive number, got {self.jam_mean}")
 
 
 # --------------------------------------------------------------------------- forwards
@@ -58,6 +40,11 @@ class Forward:
     bits: str | None  # "01" or "pm1" when every output is a bit, else None
     doc: str
 
+    @property
+    def decision_threshold(self) -> float:
+        """A single-unit classifier says class 1 where its output is >= this: midway between low and high."""
+        return (self.low + self.high) / 2
+
 
 FORWARDS: dict[str, Forward] = {}
 
@@ -65,7 +52,8 @@ FORWARDS: dict[str, Forward] = {}
 def _register_forward(name: str, low: float, high: float, bits: str | None = None):
     def wrap(pair: tuple[Callable, Callable]) -> tuple[Callable, Callable]:
         fn, derivative = pair
-        FORWARDS[name] = Forward(name, fn, derivative, low, high, bits, fn.__doc__ or "")
+        FORWARDS[name] = Forward(name=name, fn=fn, derivative=derivative, low=low, high=high, bits=bits,
+                                 doc=fn.__doc__ or "")
         return pair
 
     return wrap
@@ -84,12 +72,12 @@ def _d_sigmoid_tanh(z: Tensor, p: ActParams) -> Tensor:
 
 def _heaviside(z: Tensor, p: ActParams) -> Tensor:
     """H(z) = 1 if z >= 0 else 0."""
-    return (z >= 0).to(z.dtype)
+    return sign_is_positive(z).to(z.dtype)
 
 
 def _sign(z: Tensor, p: ActParams) -> Tensor:
     """sign(z) = +1 if z >= 0 else -1."""
-    return torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+    return torch.where(sign_is_positive(z), 1.0, -1.0).to(z.dtype)
 
 
 def _zero(z: Tensor, p: ActParams) -> Tensor:

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from .config import TrainConfig
+from .datasets import DATASETS
 from .errors import DatasetError
 
 ONES_THRESHOLD = 0.7
@@ -58,7 +59,7 @@ class Data:
         move = {k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_test", "y_test")}
         if self.x_val is not None:
             move.update(x_val=self.x_val.to(device), y_val=self.y_val.to(device))
-        return Data(self.name, classes=self.classes, max_value=self.max_value, source=self.source, **move)
+        return Data(name=self.name, classes=self.classes, max_value=self.max_value, source=self.source, **move)
 
     def info(self) -> dict:
         return {
@@ -80,12 +81,20 @@ def _split(x: np.ndarray, y: np.ndarray, test_fraction: float = 0.2) -> tuple[np
     return train_test_split(x, y, test_size=test_fraction, random_state=DATA_SEED, stratify=y)
 
 
-def _data(name, x_tr, x_te, y_tr, y_te, classes, max_value, source) -> Data:
+def _data(name: str, x_tr, x_te, y_tr, y_te, classes, source: str) -> Data:
+    """A dataset from arrays or tensors, checked against what ``datasets.DATASETS`` says it is."""
+
     def t(a, dtype):
         return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype)
 
-    return Data(name, t(x_tr, torch.uint8), t(y_tr, torch.int64), t(x_te, torch.uint8), t(y_te, torch.int64),
-                list(classes), max_value, source)
+    facts = DATASETS[name]
+    data = Data(name=name, x_train=t(x_tr, torch.uint8), y_train=t(y_tr, torch.int64), x_test=t(x_te, torch.uint8),
+                y_test=t(y_te, torch.int64), classes=list(classes), max_value=facts.max_value, source=source)
+    if facts.image_shape is not None and data.in_shape != facts.image_shape:
+        raise DatasetError(f"{name} from {source} has images of shape {data.in_shape}, expected {facts.image_shape}")
+    if data.num_classes != facts.num_classes:  # pragma: no cover - the loaders name the classes
+        raise DatasetError(f"{name} has {data.num_classes} classes, expected {facts.num_classes}")
+    return data
 
 
 def load_ones(dim: int, n_samples: int) -> Data:
@@ -101,7 +110,7 @@ def load_ones(dim: int, n_samples: int) -> Data:
     x = (ranks < k[:, None]).astype(np.uint8)
     y = (10 * k > 7 * dim).astype(np.int64)  # k/dim > 0.7 in integers
     n_train = int(round(0.8 * n_samples))
-    return _data("ones", x[:n_train], x[n_train:], y[:n_train], y[n_train:], ["share<=0.7", "share>0.7"], 1,
+    return _data("ones", x[:n_train], x[n_train:], y[:n_train], y[n_train:], ["share<=0.7", "share>0.7"],
                  f"synthetic (dim={dim}, n={n_samples}, seed={DATA_SEED})")
 
 
@@ -112,7 +121,7 @@ def load_digits() -> Data:
     d = sk_load_digits()
     x = d.images.astype(np.uint8)[:, None, :, :]
     x_tr, x_te, y_tr, y_te = _split(x, d.target)
-    return _data("digits", x_tr, x_te, y_tr, y_te, [str(c) for c in range(10)], 16, "scikit-learn load_digits")
+    return _data("digits", x_tr, x_te, y_tr, y_te, [str(c) for c in range(10)], "scikit-learn load_digits")
 
 
 # --------------------------------------------------------------------------- IDX datasets
@@ -206,12 +215,35 @@ def load_idx_dataset(name: str, data_dir: str | None) -> Data:
     classes = getattr(torchvision.datasets, _IDX_CLASSES[name]).classes
     if name == "mnist":
         classes = [str(c) for c in range(10)]
-    return Data(name, x_tr[:, None], y_tr, x_te[:, None], y_te, list(classes), 255,
-                str(paths[_IDX_FILES[0]].parent))
+    return _data(name, x_tr[:, None], x_te[:, None], y_tr, y_te, classes, str(paths[_IDX_FILES[0]].parent))
+
+
+def _own_data(cfg: TrainConfig) -> Data:
+    """cifar10, folder:PATH or npz:PATH (bnn_train/sources.py) as a Data."""
+    from . import sources
+
+    if cfg.dataset == "cifar10":
+        arrays = sources.load_cifar10(cfg.data_dir, default_data_root() / "cifar10")
+    elif cfg.dataset.startswith("folder:"):
+        arrays = sources.load_folder(sources.source_path(cfg.dataset), cfg.input_size, _split)
+    else:
+        arrays = sources.load_npz(sources.source_path(cfg.dataset))
+    x_tr, y_tr, x_te, y_te, classes, source = arrays
+    if cfg.dataset == "cifar10":
+        return _data(cfg.dataset, x_tr, x_te, y_tr, y_te, classes, source)
+
+    def t(a, dtype):
+        return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype)
+
+    return Data(name=cfg.dataset, x_train=t(x_tr, torch.uint8), y_train=t(y_tr, torch.int64),
+                x_test=t(x_te, torch.uint8), y_test=t(y_te, torch.int64), classes=list(classes), max_value=255,
+                source=source)
 
 
 def load_dataset(cfg: TrainConfig) -> Data:
     """The dataset named by ``cfg.dataset``; raises DatasetError with a way out if it is unavailable."""
+    if cfg.dataset == "cifar10" or cfg.dataset.startswith(("folder:", "npz:")):
+        return _own_data(cfg)
     if cfg.dataset == "ones":
         return load_ones(cfg.dim, cfg.n_samples)
     if cfg.dataset == "digits":

@@ -24,8 +24,9 @@ from .config import RunConfig
 from .ensemble import Ensemble
 from .errors import CheckpointError, ConfigError
 from .models import build_model, is_single_unit
-from .train import (Callback, _epoch_seed, _final_metrics, _final_test, _optimizer, _prepare,
-                    learning_rate, recompute_batchnorm)
+from .augment import random_shift
+from .train import (Callback, _epoch_seed, _final_metrics, _final_test, _prepare, learning_rate, make_optimizer,
+                    recompute_batchnorm)
 
 
 def check_members(cfgs: list[RunConfig]) -> None:
@@ -38,16 +39,18 @@ def check_members(cfgs: list[RunConfig]) -> None:
             raise ConfigError("ensemble members must differ in --seed only")
 
 
-def _losses(out: torch.Tensor, cfg: RunConfig, y: torch.Tensor, model0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-member mean losses (K,) and predictions (B, K); y is (B, K) or (B,) shared."""
+def _losses(out: torch.Tensor, cfg: RunConfig, y: torch.Tensor, model0,
+            smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-member mean losses (K,) and predictions (B, K); y is (B, K) or (B,) shared (as ``loss_and_predictions``)."""
     b, k = out.shape[:2]
     y = y if y.dim() == 2 else y[:, None].expand(b, k)
     if is_single_unit(cfg.model):
         act = model0[-1].forward_fn
         o = out.squeeze(2)
         target = act.low + (act.high - act.low) * y.to(o.dtype)
-        return ((o - target) ** 2).mean(0), (o >= (act.low + act.high) / 2).long()
-    ce = F.cross_entropy(out.reshape(b * k, -1), y.reshape(b * k), reduction="none").reshape(b, k)
+        return ((o - target) ** 2).mean(0), (o >= act.decision_threshold).long()
+    ce = F.cross_entropy(out.reshape(b * k, -1), y.reshape(b * k), reduction="none",
+                         label_smoothing=smoothing).reshape(b, k)
     return ce.mean(0), out.argmax(2)
 
 
@@ -98,7 +101,7 @@ def fit_ensemble(cfgs: list[RunConfig], out_dirs: list[str | Path], callbacks: l
         torch.manual_seed(c.train.seed)
         members.append(build_model(c.model))
     ens = Ensemble(members, data.in_shape, device).to(device)
-    optimizer = _optimizer(ens, cfg0)
+    optimizer = make_optimizer(ens, cfg0)
     start, histories = 0, [[] for _ in cfgs]
     if ckpts[0] is not None:
         start = int(ckpts[0]["epoch"])
@@ -180,6 +183,7 @@ def _train_epoch(ens: Ensemble, cfgs: list[RunConfig], data, optimizer, epoch: i
     orders = torch.stack([torch.randperm(n, generator=torch.Generator().manual_seed(_epoch_seed(c.train.seed, epoch, 0)))
                           for c in cfgs]).to(device)  # (K, N)
     ens.rng.seed([_epoch_seed(c.train.seed, epoch, 1) for c in cfgs])
+    shifts = [torch.Generator().manual_seed(_epoch_seed(c.train.seed, epoch, 2)) for c in cfgs]
     binary = cfgs[0].model.weights == "binary"
     ens.train()
     k = len(cfgs)
@@ -191,7 +195,9 @@ def _train_epoch(ens: Ensemble, cfgs: list[RunConfig], data, optimizer, epoch: i
     for step in range(steps):
         idx = orders[:, step * t.batch_size : (step + 1) * t.batch_size].t()  # (B, K)
         x, y = data.x_train[idx], data.y_train[idx]  # (B, K, ...), (B, K)
-        losses, pred = _losses(ens(x.float()), cfgs[0], y, model0)
+        if t.augment_shift > 0:  # each member's images shifted by its own generator, as in its own run
+            x = torch.stack([random_shift(x[:, j], t.augment_shift, shifts[j]) for j in range(k)], dim=1)
+        losses, pred = _losses(ens(x.float()), cfgs[0], y, model0, t.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         (losses.sum() * len(y) if t.loss_reduction == "sum" else losses.sum()).backward()
         if t.grad_clip is not None:

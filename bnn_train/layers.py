@@ -13,12 +13,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bnn_runtime.bits import sign_is_positive
+
 
 class _SignSTE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, w: Tensor) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(w)
-        return torch.where(w >= 0, 1.0, -1.0).to(w.dtype)
+        return torch.where(sign_is_positive(w), 1.0, -1.0).to(w.dtype)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]

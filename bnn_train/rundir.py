@@ -32,6 +32,7 @@ CONFIG = "config.json"
 METRICS_LINES = "metrics.jsonl"
 METRICS = "metrics.json"
 CURVES = "curves.png"
+OWNED = (CHECKPOINT, CONFIG, METRICS_LINES, METRICS, CURVES)  # the files this module writes
 FORMAT = "bnn-train-checkpoint"
 VERSION = 1
 
@@ -109,7 +110,48 @@ def load_checkpoint(run_dir: str | Path, map_location: str | torch.device = "cpu
     for key in ("config", "model", "epoch", "history", "data"):
         if key not in ckpt:
             raise CheckpointError(f"{path} is incomplete: it has no {key!r}")
+    from .runcheck import validate_checkpoint
+
+    validate_checkpoint(ckpt, path)
     return ckpt
+
+
+def progress(ckpt: dict) -> tuple[int, int, bool]:
+    """(epochs trained, epochs planned, finished): a run is finished when it has trained its planned
+    epochs, or stopped early because it diverged."""
+    trained, planned = int(ckpt["epoch"]), int(ckpt["config"]["train"]["epochs"])
+    diverged = any(r.get("diverged") for r in ckpt["history"])
+    return trained, planned, trained >= planned or diverged
+
+
+def stale_temp_files(run_dir: Path) -> list[Path]:
+    """Temporary files of this directory's own writes (``.NAME.XXXX.tmp``) that a killed write left behind."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    return sorted(p for name in OWNED for p in run_dir.glob(f".{name}.*.tmp") if p.is_file())
+
+
+def remove_stale_temp_files(run_dir: Path) -> list[Path]:
+    """Delete them (only this directory's own names, never anything else); returns what was removed."""
+    found = stale_temp_files(run_dir)
+    for p in found:
+        p.unlink(missing_ok=True)
+    return found
+
+
+def reconcile_metrics_lines(run_dir: Path, history: list[dict]) -> bool:
+    """Rewrite metrics.jsonl from the checkpoint's history when the file disagrees with it (a kill
+    between the checkpoint and the metrics write leaves it an epoch short); True if it was rewritten."""
+    want = [json.loads(dumps(r, indent=None)) for r in history]
+    try:
+        have = read_metrics_lines(run_dir)
+    except (ValueError, OSError):  # a torn or unreadable file: rewrite it
+        have = None
+    if have == want:
+        return False
+    write_metrics_lines(run_dir, history)
+    return True
 
 
 def load_run(run_dir: str | Path, map_location: str | torch.device = "cpu"):
@@ -118,7 +160,10 @@ def load_run(run_dir: str | Path, map_location: str | torch.device = "cpu"):
 
     ckpt = load_checkpoint(run_dir, map_location)
     cfg = RunConfig.from_dict(ckpt["config"])
-    model = build_model(cfg.model)
+    try:
+        model = build_model(cfg.model)
+    except (ValueError, TypeError, RuntimeError) as e:  # e.g. a configuration torch cannot build
+        raise CheckpointError(f"{checkpoint_path(run_dir)}: its model configuration cannot be built ({e})") from None
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:

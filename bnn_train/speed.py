@@ -15,10 +15,10 @@ import torch
 from .config import ModelConfig, RunConfig, TrainConfig
 from .data import load_dataset
 from .models import build_model
-from .train import Callback, _optimizer, resolve_device, train_one_epoch
+from .train import Callback, loss_and_predictions, make_optimizer, resolve_device, train_one_epoch
 
 VARIANTS = {
-    "binary": dict(act="heaviside/rect", weights="binary", pool="max"),
+    "binary": dict(act=ModelConfig.act, weights="binary", pool="max"),  # bnn train's default backward
     "float_qmean": dict(act="relu/tied", weights="float", pool="qmean"),  # the paper's LeNet-5 pooling
     "float": dict(act="relu/tied", weights="float", pool="max"),  # the same topology as the binary one
 }
@@ -27,14 +27,12 @@ WARMUP_BATCHES = 20
 
 def _warm_up(model, cfg, data, optimizer) -> None:
     """A few untimed steps so that allocator and thread-pool start-up costs stay out of epoch 1."""
-    from .train import _outputs
-
     bs = cfg.train.batch_size
     for i in range(WARMUP_BATCHES):
         x, y = data.x_train[i * bs : (i + 1) * bs], data.y_train[i * bs : (i + 1) * bs]
         if len(y) == 0:
             break
-        loss, _ = _outputs(model, cfg, x, y)
+        loss, _ = loss_and_predictions(model, cfg, x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
 
@@ -45,7 +43,7 @@ def compare_training_speed(train: TrainConfig, model: ModelConfig, epochs: int =
     variants = variants or VARIANTS
     device = resolve_device(train.device)
     data = load_dataset(train)
-    cfgs = {name: RunConfig(replace(model, **changes), train).with_dataset(data.in_shape, data.num_classes, data.input_scale)
+    cfgs = {name: RunConfig(model=replace(model, **changes), train=train).with_dataset(data.in_shape, data.num_classes, data.input_scale)
             for name, changes in variants.items()}
     data = data.to(device)
     models, opts = {}, {}
@@ -53,7 +51,7 @@ def compare_training_speed(train: TrainConfig, model: ModelConfig, epochs: int =
         cfg.validate()
         torch.manual_seed(train.seed)
         models[name] = build_model(cfg.model).to(device)
-        opts[name] = _optimizer(models[name], cfg)
+        opts[name] = make_optimizer(models[name], cfg)
         _warm_up(models[name], cfg, data, opts[name])
     rates: dict[str, list[float]] = {name: [] for name in cfgs}
     for epoch in range(epochs):

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed, rundir
+from .augment import random_shift
 from .config import RunConfig
 from .data import Data, load_dataset, split_validation
 from .errors import CheckpointError, ConfigError
@@ -95,15 +96,15 @@ def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-def _outputs(model: nn.Module, cfg: RunConfig, x: torch.Tensor, y: torch.Tensor):
-    """Loss and predictions: cross-entropy on logits, or squared error on a SUC's activation."""
+def loss_and_predictions(model: nn.Module, cfg: RunConfig, x: torch.Tensor, y: torch.Tensor, smoothing: float = 0.0):
+    """Loss and predictions: cross-entropy on logits (label ``smoothing``), or squared error on a SUC's activation."""
     out = model(x.float())
     if is_single_unit(cfg.model):
         act = getattr(model, "module", model)[-1].forward_fn  # the network itself, also inside DDP
         out = out.squeeze(1)
         target = act.low + (act.high - act.low) * y.to(out.dtype)
-        return F.mse_loss(out, target), (out >= (act.low + act.high) / 2).long()
-    return F.cross_entropy(out, y), out.argmax(1)
+        return F.mse_loss(out, target), (out >= act.decision_threshold).long()
+    return F.cross_entropy(out, y, label_smoothing=smoothing), out.argmax(1)
 
 
 @torch.no_grad()
@@ -115,7 +116,7 @@ def evaluate(model: nn.Module, cfg: RunConfig, x: torch.Tensor, y: torch.Tensor)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     bs = cfg.train.eval_batch_size
     for i in range(0, len(y), bs):
-        loss, pred = _outputs(model, cfg, x[i : i + bs], y[i : i + bs])
+        loss, pred = loss_and_predictions(model, cfg, x[i : i + bs], y[i : i + bs])
         loss_sum += loss * len(pred)
         correct += (pred == y[i : i + bs]).sum()
     model.train(was_training)
@@ -153,6 +154,7 @@ def train_one_epoch(model, cfg: RunConfig, data: Data, optimizer, epoch: int, ca
     device = data.x_train.device
     gen = torch.Generator().manual_seed(_epoch_seed(t.seed, epoch, 0))
     torch.manual_seed(_epoch_seed(t.seed, epoch, 1))  # jamming noise and any other sampling
+    shifts = torch.Generator().manual_seed(_epoch_seed(t.seed, epoch, 2))
     order = torch.randperm(len(data.y_train), generator=gen).to(device)
     binary = cfg.model.weights == "binary"
     model.train()
@@ -163,8 +165,8 @@ def train_one_epoch(model, cfg: RunConfig, data: Data, optimizer, epoch: int, ca
     steps = math.ceil(len(order) / t.batch_size)
     for step in range(steps):
         idx = distributed.shard(order[step * t.batch_size : (step + 1) * t.batch_size])  # all of it outside torchrun
-        x, y = data.x_train[idx], data.y_train[idx]
-        loss, pred = _outputs(model, cfg, x, y)
+        x, y = random_shift(data.x_train[idx], t.augment_shift, shifts), data.y_train[idx]
+        loss, pred = loss_and_predictions(model, cfg, x, y, t.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         (loss * len(y) if t.loss_reduction == "sum" else loss).backward()  # the logged loss stays a mean
         if t.grad_clip is not None:
@@ -184,7 +186,8 @@ def train_one_epoch(model, cfg: RunConfig, data: Data, optimizer, epoch: int, ca
             "images_per_s": seen / seconds, "train_seconds": seconds}
 
 
-def _optimizer(model: nn.Module, cfg: RunConfig):
+def make_optimizer(model: nn.Module, cfg: RunConfig):
+    """The run's optimiser over the model's parameters (Adam, or SGD with momentum)."""
     t = cfg.train
     if t.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=t.lr)
@@ -269,7 +272,7 @@ def _run(cfg, data, device, model, out: Path, start_epoch: int, history: list, c
     main = distributed.is_main()  # only rank 0 writes and reports
     callback = (callback or Callback()) if main else Callback()
     model.to(device)
-    optimizer = _optimizer(model, cfg)
+    optimizer = make_optimizer(model, cfg)
     if state is not None:
         _load_state(model, optimizer, state, out)
     data = data.to(device)  # small datasets stay resident on the device
@@ -278,6 +281,8 @@ def _run(cfg, data, device, model, out: Path, start_epoch: int, history: list, c
     trained = distributed.wrap(model, device)
     if main:
         out.mkdir(parents=True, exist_ok=True)
+        rundir.remove_stale_temp_files(out)  # of writes a kill interrupted
+        rundir.reconcile_metrics_lines(out, history)  # metrics.json and the curves are rewritten at the end
         rundir.atomic_write_json(out / rundir.CONFIG, {"config": cfg.to_dict(), "data": data.info(),
                                                       "device": str(device), "torch": torch.__version__,
                                                       "processes": distributed.world()[1]})
@@ -315,9 +320,9 @@ def _run(cfg, data, device, model, out: Path, start_epoch: int, history: list, c
     if main:
         rundir.atomic_write_json(out / rundir.METRICS, final)
     if plot and main:
-        from .plots import plot_curves
+        from .plots import plot_curves, run_panels
 
-        plot_curves(history, out / rundir.CURVES, title=f"{cfg.model.model} {cfg.model.act} on {data.name}")
+        plot_curves(run_panels(history), out / rundir.CURVES, title=f"{cfg.model.model} {cfg.model.act} on {data.name}")
     return final
 
 

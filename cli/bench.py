@@ -8,16 +8,22 @@ from typing import Annotated
 
 import typer
 
-from .common import CliError, stderr_console
+from .common import CliError, positive, stderr_console
+
+# Upper limits of the options: a benchmark is minutes, not days, and its batch fits in memory.
+MAX_BATCH = 65536
+MAX_ROUNDS = 100
+MAX_LATENCY_CALLS = 100_000
+MAX_MIN_SECONDS = 600.0
 
 
 def bench(
     model_path: Annotated[Path, typer.Argument(metavar="MODEL.bnn", help="The .bnn model file.")],
-    threads: Annotated[int, typer.Option(help="Threads of every engine (numba and onnxruntime intra-op).")] = 2,
-    batch: Annotated[int, typer.Option(help="Batch size of the throughput runs.")] = 256,
-    rounds: Annotated[int, typer.Option(help="Interleaved rounds (engine after engine).")] = 5,
-    latency_calls: Annotated[int, typer.Option(help="Batch-1 calls per engine and round.")] = 200,
-    min_seconds: Annotated[float, typer.Option(help="Seconds of batch runs per engine and round.")] = 0.25,
+    threads: Annotated[int, typer.Option(help="Threads of every engine (numba and onnxruntime intra-op).", callback=positive)] = 2,
+    batch: Annotated[int, typer.Option(help="Batch size of the throughput runs.", callback=positive)] = 256,
+    rounds: Annotated[int, typer.Option(help="Interleaved rounds (engine after engine).", callback=positive)] = 5,
+    latency_calls: Annotated[int, typer.Option(help="Batch-1 calls per engine and round.", callback=positive)] = 200,
+    min_seconds: Annotated[float, typer.Option(help="Seconds of batch runs per engine and round.", callback=positive)] = 0.25,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Time the runtime against onnxruntime on the same .bnn and on the float network of the same topology.
@@ -26,11 +32,11 @@ def bench(
     latency (median, p90), their ratios, and the share of this machine's AND+popcount rate
     that the binary layers reach. A benchmark: the numbers depend on the machine and its load.
     """
-    for name, value in (("--threads", threads), ("--batch", batch), ("--rounds", rounds), ("--latency-calls", latency_calls)):
-        if value < 1:
-            raise CliError(f"{name} must be a positive integer, got {value}")
-    if not min_seconds > 0:
-        raise CliError(f"--min-seconds must be positive, got {min_seconds}")
+    for option, value, limit in (("--batch", batch, MAX_BATCH), ("--rounds", rounds, MAX_ROUNDS),
+                                 ("--latency-calls", latency_calls, MAX_LATENCY_CALLS),
+                                 ("--min-seconds", min_seconds, MAX_MIN_SECONDS)):
+        if value > limit:  # a benchmark told to run for days, or to allocate more than the machine has
+            raise CliError(f"{option} {value} is above the limit of {limit}")
     from bnn_export.bench import run_bench
 
     # Plain lines rather than a live spinner: its refresh thread would compete with the timed
@@ -52,9 +58,11 @@ def _print(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from .terminal import markup
+
     console = Console()
     m = result["machine"]
-    console.print(f"bnn bench {result['model']}: {result['threads']} threads, {m['cpu']}, "
+    console.print(f"bnn bench {markup(result['model'])}: {result['threads']} threads, {markup(m['cpu'])}, "
                   f"load average {m['load_average_1min']:.2f}")
     table = Table(caption="ORT fp32: onnxruntime on the float network of the same topology (ReLU, max pooling)")
     for col in ("engine", f"img/s @{result['batch']}", "p50 us", "p90 us", "img/s vs fp32", "p50 vs fp32"):
@@ -77,7 +85,7 @@ def _print(result: dict) -> None:
         prof.add_column(col, justify="left" if col in ("layer", "kind") else "right", no_wrap=True)
     for r in pc["layers"]:
         share = f"{r['share_of_peak']:.0%}" if r["share_of_peak"] is not None else "-"
-        prof.add_row(r["layer"], r["kind"], f"{r['seconds_per_image'] * 1e6:.2f}", f"{r['word_ops_per_image']:,}", share)
+        prof.add_row(markup(r["layer"]), markup(r["kind"]), f"{r['seconds_per_image'] * 1e6:.2f}", f"{r['word_ops_per_image']:,}", share)
     console.print(prof)
     if pc["binary_layers_share_of_peak"] is not None:
         console.print(f"binary layers together: {pc['binary_layers_share_of_peak']:.0%} of the AND+popcount peak")

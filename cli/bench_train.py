@@ -8,21 +8,22 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import CliError, command_line, stderr_console
-from .train import Dataset, Device, Model
+from .choices import Dataset, Device, Model
+from .common import command_line, positive, stderr_console
 
 
 def bench_train(
     dataset: Annotated[Dataset, typer.Option(help="Dataset to train on.")] = "mnist",
     data_dir: Annotated[Optional[Path], typer.Option(help="Folder with the IDX files of mnist/fashion-mnist.")] = None,
     model: Annotated[Model, typer.Option(help="Network to time.")] = "lenet5",
-    epochs: Annotated[int, typer.Option(help="Epochs per variant (interleaved).")] = 3,
+    epochs: Annotated[int, typer.Option(help="Epochs per variant (interleaved).", callback=positive)] = 3,
     batch_size: Annotated[int, typer.Option(help="Mini-batch size.")] = 256,
     batchnorm: Annotated[bool, typer.Option(help="BatchNorm in both variants.")] = True,
     device: Annotated[Device, typer.Option(help="auto = cuda when available.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Time training epochs of the binary network (heaviside/rect, ±1 weights) against float twins (relu/tied).
+    """Time training epochs of the binary network (±1 weights, Heaviside with bnn train's default backward)
+    against float twins (relu/tied); all three train with TrainConfig's recipe (docs/ACCURACY.md).
 
     The float twin with max pooling has the binary network's topology; the one with
     quadratic-mean pooling is the paper's LeNet-5. Reports images/s per epoch (median over the
@@ -31,8 +32,6 @@ def bench_train(
     from bnn_train.config import ModelConfig, TrainConfig
     from bnn_train.speed import compare_training_speed
 
-    if epochs < 1:
-        raise CliError(f"--epochs must be a positive integer, got {epochs}")
     train = TrainConfig(dataset=dataset.value, data_dir=str(data_dir) if data_dir else None, batch_size=batch_size,
                         device=device.value, epochs=epochs)
     train.validate()

@@ -13,8 +13,9 @@ import typer
 
 from bnn_train import choices
 
-from .common import CliError
-from .train import Dataset
+from .choices import Dataset
+from .common import CliError, positive
+from .terminal import markup, plain
 
 
 class Format(str, Enum):
@@ -29,14 +30,15 @@ def infer(
     npy: Annotated[Optional[Path], typer.Option(help="A .npy batch (N, *input shape) of pixel values 0..255 to classify.")] = None,
     dataset: Annotated[Optional[Dataset], typer.Option(help="Evaluate on this test set [default: the model's own dataset].")] = None,
     data_dir: Annotated[Optional[Path], typer.Option(help="Folder with the IDX files of mnist/fashion-mnist.")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Evaluate on the first N test images only.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Evaluate on the first N test images only.", callback=positive)] = None,
     threads: Annotated[Optional[int], typer.Option(help="Threads the runtime uses [default: all cores].")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="Output: table, csv or json.")] = Format.table,
 ) -> None:
     """Classify images or a .npy batch with a .bnn model, or measure its accuracy and speed on a test set.
 
     With neither images nor --npy, the model is evaluated on the test set of --dataset (by
-    default the dataset it was trained on): accuracy and images/s.
+    default the dataset it was trained on): accuracy and images/s. Every readable image is
+    classified; each one that cannot be read gets one line on stderr, and the exit status is 1.
     """
     from bnn_runtime.model import load
 
@@ -44,13 +46,16 @@ def infer(
         raise CliError("give image files or --npy, not both")
     if (images or npy is not None) and (dataset is not None or limit is not None):
         raise CliError("--dataset and --limit evaluate a test set; they do not combine with images or --npy")
-    if limit is not None and limit < 1:
-        raise CliError(f"--limit must be a positive integer, got {limit}")
     model = load(model_path, threads=threads)
     if images or npy is not None:
-        names, x = _read_images(images, model.input_shape) if images else _read_npy(npy)
-        scores, labels = model.run(x)
-        _print_predictions(model, model_path, names, scores, labels, fmt)
+        names, x, failures = _read_images(images, model.input_shape) if images else (*_read_npy(npy), [])
+        if x is not None:
+            scores, labels = model.run(x)
+            _print_predictions(model, model_path, names, scores, labels, fmt)
+        if failures:  # every readable image was classified; each other one gets its line, and the exit status says so
+            for line in failures:
+                typer.echo(f"error: {plain(line)}", err=True)
+            raise typer.Exit(1)
         return
     _print_evaluation(_evaluate(model, model_path, dataset, data_dir, limit), fmt)
 
@@ -70,30 +75,23 @@ def _read_npy(path: Path):
 
 
 def _read_images(paths: list[Path], input_shape: tuple[int, ...]):
-    """uint8 batch (N, C, H, W) from image files: grayscale for 1-channel models, RGB for 3."""
+    """(names, uint8 batch (N, C, H, W) of the readable files, one error line per unreadable file)."""
     import numpy as np
 
-    try:
-        from PIL import Image, UnidentifiedImageError
-    except ImportError:
-        raise CliError("reading image files needs Pillow: pip install 'untied-bnn[images]' (or pass a .npy batch with --npy)") from None
+    from .images import pillow, read_image
+
+    pillow()  # one line if Pillow is missing, rather than one per file
     if len(input_shape) != 3 or input_shape[0] not in (1, 3):
         raise CliError(f"the model takes input of shape {list(input_shape)}, not images; pass a .npy batch with --npy")
-    c, h, w = input_shape
-    batch = []
+    names, batch, failures = [], [], []
     for path in paths:
         try:
-            with Image.open(path) as im:
-                im.load()
-                arr = np.asarray(im.convert("L" if c == 1 else "RGB"))
-        except FileNotFoundError:
-            raise CliError(f"{path}: no such file") from None
-        except (UnidentifiedImageError, OSError, ValueError) as e:
-            raise CliError(f"{path}: cannot decode the image ({e})") from None
-        if arr.shape[:2] != (h, w):
-            raise CliError(f"{path}: the image is {arr.shape[1]}x{arr.shape[0]} pixels, the model takes {w}x{h}")
-        batch.append(arr[None] if c == 1 else arr.transpose(2, 0, 1))
-    return [str(p) for p in paths], np.stack(batch).astype(np.uint8)
+            batch.append(read_image(path, input_shape))
+            names.append(str(path))
+        except CliError as e:
+            failures.append(str(e))
+    x = np.stack(batch).astype(np.uint8) if batch else None
+    return names, x, failures
 
 
 def _evaluate(model, model_path: Path, dataset, data_dir: Optional[Path], limit: Optional[int]) -> dict:
@@ -139,7 +137,7 @@ def _print_evaluation(result: dict, fmt: Format) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        table = Table(title=f"bnn infer {result['model']}")
+        table = Table(title=f"bnn infer {markup(result['model'])}")
         for col in ("dataset", "images", "accuracy", "images/s", "threads"):
             table.add_column(col)
         table.add_row(result["dataset"], f"{result['images']:,}", f"{result['accuracy']:.4%}",
@@ -160,7 +158,7 @@ def _print_predictions(model, model_path: Path, names: list[str], scores, labels
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(["input", "index", "class"])
         for r in rows:
-            writer.writerow([r["input"], r["index"], r["class"]])
+            writer.writerow([plain(r["input"]), r["index"], plain(r["class"])])
     else:
         from rich.console import Console
         from rich.table import Table
@@ -169,5 +167,6 @@ def _print_predictions(model, model_path: Path, names: list[str], scores, labels
         for col in ("input", "class", "index", "scores"):
             table.add_column(col)
         for r in rows:  # file names only: full paths are in csv and json
-            table.add_row(Path(r["input"]).name, r["class"], str(r["index"]), " ".join(map(str, r["scores"])))
+            table.add_row(markup(Path(r["input"]).name), markup(r["class"]), str(r["index"]),
+                          " ".join(map(str, r["scores"])))
         Console().print(table)

@@ -21,7 +21,9 @@ def is_user_error(e: BaseException) -> bool:
 
 
 def fail(message: str, code: int) -> None:
-    typer.echo(f"error: {message}", err=True)
+    from .terminal import plain
+
+    typer.echo(f"error: {plain(message)}", err=True)
     sys.exit(code)
 
 

@@ -8,8 +8,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import CliError, command_line, progress_bar, stderr_console
-from .train import Device
+from bnn_train.reproduce.experiments import PAPER_RUNS
+
+from .choices import Device
+from .common import CliError, command_line, positive, progress_bar, stderr_console
+from .paths import check_output_dir
 
 DEFAULT_ENSEMBLE = 8  # runs of a cell trained together by default (the throughput benchmark's K)
 
@@ -17,14 +20,16 @@ DEFAULT_ENSEMBLE = 8  # runs of a cell trained together by default (the throughp
 def reproduce(
     table: Annotated[Optional[str], typer.Argument(help="Experiment name: table2 ... table11, table13, table14.", show_default=False)] = None,
     list_: Annotated[bool, typer.Option("--list", help="List the experiments and exit.")] = False,
-    runs: Annotated[int, typer.Option(help="Runs per cell (the paper: 20).")] = 20,
-    epochs: Annotated[Optional[int], typer.Option(help="Epochs per run (default: per experiment, see --list).", show_default=False)] = None,
+    runs: Annotated[int, typer.Option(help="Runs per cell (the paper's number).", callback=positive)] = PAPER_RUNS,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs per run (default: per experiment, see --list).",
+                                                  show_default=False, callback=positive)] = None,
     out: Annotated[Optional[Path], typer.Option(help="Output folder (default: repro/TABLE); re-run the same command to resume.", show_default=False)] = None,
     device: Annotated[Device, typer.Option(help="auto = cuda when available.")] = "auto",
     seed: Annotated[int, typer.Option(help="Run i of every cell uses seed SEED + i.")] = 0,
     data_dir: Annotated[Optional[Path], typer.Option(help="Folder with the IDX files of mnist / fashion-mnist (or with mnist/ and fashion-mnist/ in it).")] = None,
     only: Annotated[Optional[str], typer.Option(help="Keep only some cells, e.g. bs=256,lr=0.1,config=relu/tied (a key given twice keeps either value).")] = None,
-    max_cells: Annotated[Optional[int], typer.Option(help="Keep only the first N cells (after --only).")] = None,
+    max_cells: Annotated[Optional[int], typer.Option(help="Keep only the first N cells (after --only).",
+                                                     callback=positive)] = None,
     no_plots: Annotated[bool, typer.Option("--no-plots", help="Write the CSV and the Markdown only.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (a line per run still prints).")] = False,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch [default: all cores].")] = None,
@@ -48,17 +53,14 @@ def reproduce(
     if table is None:
         raise CliError(f"name an experiment ({', '.join(EXPERIMENTS)}) or pass --list")
     exp = get_experiment(table)
-    if runs < 1:
-        raise CliError(f"--runs must be a positive integer, got {runs}")
     if ensemble < 1:
         raise CliError(f"--ensemble must be a positive integer (1: one run at a time), got {ensemble}")
-    if epochs is not None and epochs < 1:
-        raise CliError(f"--epochs must be a positive integer, got {epochs}")
     epochs = epochs or exp.epochs
     cells = select_cells(exp, only, max_cells)
     if not cells:
         raise CliError(f"--only {only} keeps no cell of {exp.name}")
     out = out or Path("repro") / exp.name
+    check_output_dir("--out", out)
     command = command_line() if sys.argv[1:2] == ["reproduce"] else None
 
     from bnn_train.reproduce.runner import finished_rows, run_reproduction, write_outputs

@@ -2,85 +2,84 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from bnn_train import choices
+from bnn_train.config import ActParams, ModelConfig, TrainConfig, option_name
 
-from .common import CliError, parse_ints, progress_bar
-
-
-def _enum(name: str, values: tuple[str, ...]) -> type[Enum]:
-    return Enum(name, [(v, v) for v in values], type=str)
-
-
-Model = _enum("Model", choices.MODELS)
-Dataset = _enum("Dataset", choices.DATASETS)
-Weights = _enum("Weights", choices.WEIGHTS)
-Pool = _enum("Pool", choices.POOLS)
-Init = _enum("Init", choices.INITS)
-Optimizer = _enum("Optimizer", choices.OPTIMIZERS)
-Schedule = _enum("Schedule", choices.SCHEDULES)
-Device = _enum("Device", choices.DEVICES)
+from .choices import Device, Init, Model, Optimizer, Pool, Schedule, Weights
+from .common import CliError, from_setting, parse_ints, progress_bar
+from .paths import check_output_dir
+from .terminal import plain
 
 # Options a resumed run may change; every other one is fixed by the run directory.
 _RESUMABLE = {"out", "resume", "epochs", "data_dir", "device", "quiet", "threads"}
 
-ARCH_HELP = (
-    "Your own network, in the notation of the BNN literature: tokens joined by '-'. "
-    "[Nx]KCk[sS][pP] = N convolutions of K channels, k x k kernel, stride S (default 1), zero padding P "
-    "(default k//2); MPk[sS] = max pooling, window k, stride S (default k); [Nx]KFC = N dense layers of K units. "
-    "The classifier is appended; BatchNorm (--batchnorm) and --act follow every hidden layer. "
-    "E.g. 32C3-MP2-64C3-MP2-256FC. Checked against the input size and for export before any data is loaded."
-)
 _M = "Model"
 _A = "Activation (shape parameters of the backward functions)"
 _T = "Training"
 _D = "Data"
 
 
+def _m(name: str, panel: str = _M):
+    return from_setting(ModelConfig, name, panel=panel)
+
+
+def _a(name: str):
+    return from_setting(ActParams, name, panel=_A)
+
+
+def _t(name: str, panel: str = _T):
+    return from_setting(TrainConfig, name, panel=panel)
+
+
+_MODEL, _ACT, _TRAIN = ModelConfig(), ActParams(), TrainConfig()
+
+
 def train(
     ctx: typer.Context,
-    model: Annotated[Model, typer.Option(help="suc, mlp or lenet5 (paper §4.1); arch: the network of --arch.", rich_help_panel=_M)] = "lenet5",
-    arch: Annotated[Optional[str], typer.Option(help=ARCH_HELP, rich_help_panel=_M)] = None,
-    act: Annotated[str, typer.Option(help="FORWARD/BACKWARD, e.g. heaviside/rect, logistic/tied, relu/full_jam.", rich_help_panel=_M)] = "heaviside/rect",
-    weights: Annotated[Weights, typer.Option(help="binary: sign(w) forward, clipped straight-through backward (BinaryConnect).", rich_help_panel=_M)] = "binary",
-    batchnorm: Annotated[bool, typer.Option(help="BatchNorm after every linear/conv layer.", rich_help_panel=_M)] = True,
-    hidden: Annotated[str, typer.Option(help="MLP hidden widths, comma-separated.", rich_help_panel=_M)] = "256,128",
-    width: Annotated[float, typer.Option(help="LeNet-5 channel/unit multiplier.", rich_help_panel=_M)] = 1.0,
-    pool: Annotated[Pool, typer.Option(help="LeNet-5 pooling; auto = max (OR of bits) for heaviside/sign, else quadratic mean.", rich_help_panel=_M)] = "auto",
-    init: Annotated[Init, typer.Option(help="Weight initialisation.", rich_help_panel=_M)] = "default",
-    rect_width: Annotated[float, typer.Option(help="rect: height 1/w on |z| <= w/2.", rich_help_panel=_A)] = 1.0,
-    triang_width: Annotated[float, typer.Option(help="triang: base width w, peak 2/w.", rich_help_panel=_A)] = 8.0,
-    jam_width: Annotated[float, typer.Option(help="rect_jam: noise on |z| <= w/2.", rich_help_panel=_A)] = 10.0,
-    jam_mean: Annotated[Optional[float], typer.Option(help="Mean of the jamming noise [default: mean of f' over the noise window].", rich_help_panel=_A)] = None,
-    st_k: Annotated[float, typer.Option(help="sigmoid_tanh: k in sigmoid(k tanh(beta z)).", rich_help_panel=_A)] = 6.0,
-    st_beta: Annotated[float, typer.Option(help="sigmoid_tanh: beta.", rich_help_panel=_A)] = 1.0,
-    dataset: Annotated[Dataset, typer.Option(help="digits works offline; mnist/fashion-mnist download or read --data-dir.", rich_help_panel=_D)] = "digits",
-    data_dir: Annotated[Optional[Path], typer.Option(help="Folder with the four IDX files of mnist/fashion-mnist.", rich_help_panel=_D)] = None,
-    dim: Annotated[int, typer.Option(help="ones: input dimension.", rich_help_panel=_D)] = 10,
-    n_samples: Annotated[int, typer.Option(help="ones: samples generated (80/20 split).", rich_help_panel=_D)] = 10000,
-    epochs: Annotated[int, typer.Option(help="Epochs to train (with --resume: the new total).", rich_help_panel=_T)] = 20,
-    batch_size: Annotated[int, typer.Option(help="Mini-batch size.", rich_help_panel=_T)] = 64,
-    lr: Annotated[float, typer.Option(help="Learning rate.", rich_help_panel=_T)] = 0.01,
-    optimizer: Annotated[Optimizer, typer.Option(help="sgd or adam.", rich_help_panel=_T)] = "adam",
-    momentum: Annotated[float, typer.Option(help="SGD momentum.", rich_help_panel=_T)] = 0.9,
-    schedule: Annotated[Schedule, typer.Option(help="Learning-rate schedule: cosine decays it to 0 over --epochs (per epoch), none keeps it constant.", rich_help_panel=_T)] = "cosine",
-    grad_clip: Annotated[Optional[float], typer.Option(help="Clip the gradient norm to this value.", rich_help_panel=_T)] = None,
-    seed: Annotated[int, typer.Option(help="Seed of initialisation, shuffling and noise.", rich_help_panel=_T)] = 0,
-    device: Annotated[Device, typer.Option(help="auto = cuda when available.", rich_help_panel=_T)] = "auto",
-    val_split: Annotated[float, typer.Option(help="Hold out this share of the training set for validation: metrics per epoch on it, best.pt kept by it, the test set evaluated at the end. 0: none (the paper's tables).", rich_help_panel=_T)] = 0.0,
+    model: Annotated[Model, _m("model")] = _MODEL.model,
+    arch: Annotated[Optional[str], _m("arch")] = None,
+    act: Annotated[str, _m("act")] = _MODEL.act,
+    weights: Annotated[Weights, _m("weights")] = _MODEL.weights,
+    batchnorm: Annotated[bool, _m("batchnorm")] = _MODEL.batchnorm,
+    hidden: Annotated[str, _m("hidden")] = ",".join(map(str, _MODEL.hidden)),
+    width: Annotated[float, _m("width")] = _MODEL.width,
+    pool: Annotated[Pool, _m("pool")] = _MODEL.pool,
+    init: Annotated[Init, _m("init")] = _MODEL.init,
+    rect_width: Annotated[float, _a("rect_width")] = _ACT.rect_width,
+    triang_width: Annotated[float, _a("triang_width")] = _ACT.triang_width,
+    jam_width: Annotated[float, _a("jam_width")] = _ACT.jam_width,
+    jam_mean: Annotated[Optional[float], _a("jam_mean")] = _ACT.jam_mean,
+    st_k: Annotated[float, _a("st_k")] = _ACT.st_k,
+    st_beta: Annotated[float, _a("st_beta")] = _ACT.st_beta,
+    dataset: Annotated[str, _t("dataset", _D)] = _TRAIN.dataset,
+    input_size: Annotated[Optional[str], _t("input_size", _D)] = None,
+    data_dir: Annotated[Optional[Path], _t("data_dir", _D)] = _TRAIN.data_dir,
+    dim: Annotated[int, _t("dim", _D)] = _TRAIN.dim,
+    n_samples: Annotated[int, _t("n_samples", _D)] = _TRAIN.n_samples,
+    epochs: Annotated[int, _t("epochs")] = _TRAIN.epochs,
+    batch_size: Annotated[int, _t("batch_size")] = _TRAIN.batch_size,
+    lr: Annotated[float, _t("lr")] = _TRAIN.lr,
+    optimizer: Annotated[Optimizer, _t("optimizer")] = _TRAIN.optimizer,
+    momentum: Annotated[float, _t("momentum")] = _TRAIN.momentum,
+    schedule: Annotated[Schedule, _t("schedule")] = _TRAIN.schedule,
+    grad_clip: Annotated[Optional[float], _t("grad_clip")] = _TRAIN.grad_clip,
+    augment_shift: Annotated[int, _t("augment_shift")] = _TRAIN.augment_shift,
+    label_smoothing: Annotated[float, _t("label_smoothing")] = _TRAIN.label_smoothing,
+    seed: Annotated[int, _t("seed")] = _TRAIN.seed,
+    device: Annotated[Device, _t("device")] = _TRAIN.device,
+    val_split: Annotated[float, _t("val_split")] = _TRAIN.val_split,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch [default: all cores].", rich_help_panel=_T)] = None,
     out: Annotated[Optional[Path], typer.Option(help="Run directory [default: runs/MODEL-DATASET-FORWARD-BACKWARD].")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last completed epoch.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Train a network and write a run directory (config, checkpoint, metrics, curves)."""
-    from bnn_train.activations import ActParams
-    from bnn_train.config import ModelConfig, RunConfig, TrainConfig
+    from bnn_train.budget import check_budget
+    from bnn_train.config import RunConfig
     from bnn_train.train import fit, set_threads
     from bnn_train.train import resume as resume_run
 
@@ -89,7 +88,8 @@ def train(
             raise CliError(f"--arch builds its own network; drop --model {model.value}")
         model = Model("arch")
     name = arch if arch is not None else model.value
-    out = out or Path("runs") / f"{name}-{dataset.value}-{act.replace('/', '-')}"
+    out = out or Path("runs") / f"{name}-{_dataset_label(dataset)}-{act.replace('/', '-')}"
+    check_output_dir("--out", out)
     set_threads(threads)
     progress = None if quiet else RichProgress()
     if resume:
@@ -100,34 +100,74 @@ def train(
         overrides = {k: ctx.params[k] for k in ("epochs", "data_dir", "device") if _given(ctx, k)}
         run = lambda: resume_run(out, callback=progress, **_resume_kwargs(overrides))  # noqa: E731
     else:
+        act_params = ActParams(rect_width=rect_width, triang_width=triang_width, jam_width=jam_width,
+                               jam_mean=jam_mean, st_k=st_k, st_beta=st_beta)
         cfg = RunConfig(
-            ModelConfig(
-                model=model.value, arch=arch or "", act=act, weights=weights.value, batchnorm=batchnorm,
+            model=ModelConfig(
+                model=model.value, arch=arch or _MODEL.arch, act=act, weights=weights.value, batchnorm=batchnorm,
                 hidden=parse_ints("--hidden", hidden), width=width, pool=pool.value, init=init.value,
-                act_params=ActParams(rect_width, triang_width, jam_width, jam_mean, st_k, st_beta),
+                act_params=act_params,
             ),
-            TrainConfig(
-                dataset=dataset.value, data_dir=str(data_dir) if data_dir else None, dim=dim, n_samples=n_samples,
+            train=TrainConfig(
+                dataset=dataset, data_dir=str(data_dir) if data_dir else None, dim=dim, n_samples=n_samples,
+                input_size=input_size or _TRAIN.input_size,
                 epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer.value, momentum=momentum,
-                schedule=schedule.value, grad_clip=grad_clip, seed=seed, device=device.value, val_split=val_split,
+                schedule=schedule.value, grad_clip=grad_clip, augment_shift=augment_shift,
+                label_smoothing=label_smoothing, seed=seed, device=device.value, val_split=val_split,
             ),
         )
         cfg.validate()  # every invalid option is rejected before any data is loaded
+        check_budget(cfg)  # and every one that would ask for more memory than a run may take
+        _refuse_ignored(ctx, cfg)
         if cfg.model.model == "arch":
             _check_deployable(cfg)
         run = lambda: fit(cfg, out, callback=progress)  # noqa: E731
-    if progress is not None:
-        with progress:
+    try:
+        if progress is not None:
+            with progress:
+                final = run()
+        else:
             final = run()
-    else:
-        final = run()
+    except KeyboardInterrupt:
+        typer.echo(_interrupted_line(out), err=True)
+        raise typer.Exit(130) from None
     best = (f"; best.pt (epoch {final['best_epoch']}, validation {final['best_val_accuracy']:.4f}): "
             f"test {final['best_test_accuracy']:.4f}") if final.get("best_epoch") else ""
     speed = f" ({final['images_per_s']:.0f} images/s)" if final.get("images_per_s") else ""
     typer.echo(
-        f"{out}: test accuracy {final['test_accuracy']:.4f} after {final['epochs']} epochs"
+        f"{plain(out)}: test accuracy {final['test_accuracy']:.4f} after {final['epochs']} epochs"
         f"{speed}{best}{' — diverged' if final['diverged'] else ''}"
     )
+
+
+def _interrupted_line(out: Path) -> str:
+    """What Ctrl-C leaves behind, and the command that continues it."""
+    import shlex
+
+    from bnn_train import rundir
+
+    try:
+        ckpt = rundir.load_checkpoint(out)
+    except Exception:  # no (readable) checkpoint yet: nothing was saved
+        return f"interrupted before the first epoch was saved; start again: bnn train ... --out {plain(out)}"
+    done, planned, _ = rundir.progress(ckpt)
+    return (f"interrupted at epoch {done + 1} of {planned} ({done} saved); "
+            f"resume with: bnn train --resume --out {plain(shlex.quote(str(out)))}")
+
+
+def _refuse_ignored(ctx: typer.Context, cfg) -> None:
+    """An option typed for a setting this run does not use (``--hidden`` for lenet5) is a mistake: say so."""
+    typed = [f"{option_name(n)} {why}" for n, why in cfg.ignored_settings().items() if _given(ctx, n)]
+    if typed:
+        raise CliError("; ".join(typed) + ": drop " + ("it" if len(typed) == 1 else "them"))
+
+
+def _dataset_label(dataset: str) -> str:
+    """folder:~/photos/train -> folder-train: a run directory name without the path."""
+    if ":" not in dataset:
+        return dataset
+    kind, path = dataset.split(":", 1)
+    return f"{kind}-{Path(path).stem or 'data'}"
 
 
 def _check_deployable(cfg) -> None:

@@ -30,7 +30,7 @@ def main(argv: list[str]) -> int:
         model = bnn_runtime.load(argv[1])
         names, x = read(argv[2:], model.input_shape[0])
         labels = model.predict(x)  # validates x: a bad batch raises InputError, never crashes a kernel
-    except (bnn_runtime.BnnFormatError, bnn_runtime.InputError, OSError, ValueError) as e:
+    except (bnn_runtime.BnnError, OSError, ValueError) as e:  # BnnError: a bad file, batch or setting
         print(f"error: {e}", file=sys.stderr)
         return 1
     for name, k in zip(names, labels):

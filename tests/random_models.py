@@ -83,5 +83,46 @@ def torch_predict(model: nn.Sequential, cfg: ModelConfig, x: np.ndarray) -> np.n
     out = model(torch.from_numpy(x).float())
     if cfg.model == "suc":
         act = model[-1].forward_fn
-        return (out[:, 0] >= (act.low + act.high) / 2).long().numpy()
+        return (out[:, 0] >= act.decision_threshold).long().numpy()
     return out.argmax(1).numpy()
+
+
+def random_arch(rng: np.random.Generator, act: str, in_shape: tuple[int, int, int], runtime_geometry: bool = False) -> str:
+    """A random --arch spec that fits ``in_shape``: kernels 1-7, strides 1-3, any padding, pools of any
+    window and stride; sign networks pad only their first convolution (a padded sign bit has no value).
+    ``runtime_geometry``: stride-1 convolutions and non-overlapping pools only (what the Numba runtime runs)."""
+    from bnn_train.arch import ArchError, check_arch
+
+    for _ in range(200):
+        tokens = []
+        for i in range(int(rng.integers(1, 4))):
+            k = int(rng.integers(1, 8))
+            s = 1 if runtime_geometry else int(rng.integers(1, 4))
+            p = 0 if act == "sign" and i > 0 else int(rng.integers(0, k // 2 + 2))
+            c = int(rng.choice([1, 3, 5, 8, 13]))
+            tokens.append(f"{c}C{k}s{s}p{p}")
+            if rng.random() < 0.5:
+                size = int(rng.integers(1, 4))
+                stride = size if runtime_geometry else int(rng.integers(1, 4))
+                tokens.append(f"MP{size}s{stride}")
+        if rng.random() < 0.2:  # dense-only network
+            tokens = []
+        tokens += [f"{int(rng.choice([1, 7, 33, 65, 100]))}FC" for _ in range(int(rng.integers(0, 3)))]
+        if not tokens:
+            tokens = ["9FC"]
+        spec = "-".join(tokens)
+        try:
+            check_arch(spec, in_shape)
+            return spec
+        except ArchError:
+            continue
+    return "5C1-9FC"
+
+
+def random_arch_config(rng: np.random.Generator, act: str = "heaviside", batchnorm: bool = True,
+                       runtime_geometry: bool = False) -> ModelConfig:
+    c = int(rng.choice([1, 3]))
+    in_shape = (c, int(rng.integers(5, 21)), int(rng.integers(5, 21)))
+    return ModelConfig(model="arch", arch=random_arch(rng, act, in_shape, runtime_geometry), act=f"{act}/ste",
+                       weights="binary", batchnorm=batchnorm, in_shape=in_shape,
+                       num_classes=int(rng.integers(2, 12)), input_scale=1 / 255)

@@ -61,9 +61,34 @@ def test_train_options_reach_the_config(tmp_path):
         "sgd", 0.5, "cosine", 1.5, 7, "cpu")
 
 
+def test_defaults_are_the_recipe_of_the_config_dataclasses(tmp_path):
+    """`bnn train` with no model/training options runs exactly ModelConfig() / TrainConfig() (docs/ACCURACY.md)."""
+    from dataclasses import asdict
+
+    from bnn_train.config import ModelConfig, TrainConfig
+
+    result = run_cli("train", "--epochs", "1", "--out", tmp_path / "r", "-q")
+    assert result.exit_code == 0, result.output
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())["config"]
+    model = {k: v for k, v in asdict(ModelConfig()).items() if k not in ("in_shape", "num_classes", "input_scale")}
+    assert {k: cfg["model"][k] for k in model} == {**model, "hidden": list(model["hidden"])}
+    assert cfg["train"] == {**asdict(TrainConfig()), "epochs": 1}
+    assert (cfg["model"]["act"], cfg["train"]["label_smoothing"], cfg["train"]["augment_shift"]) == ("heaviside/ste", 0.1, 0)
+
+
+def test_recipe_options_reach_the_config(tmp_path):
+    result = run_cli("train", "--model", "mlp", "--hidden", "8", "--augment-shift", "2", "--label-smoothing", "0",
+                     "--epochs", "1", "--out", tmp_path / "r", "-q")
+    assert result.exit_code == 0, result.output
+    t = json.loads((tmp_path / "r" / "config.json").read_text())["config"]["train"]
+    assert (t["augment_shift"], t["label_smoothing"]) == (2, 0.0)
+
+
 BAD = [
+    (["--augment-shift", "-1"], ["--augment-shift must be an integer from 0 to 8"], 1),
+    (["--label-smoothing", "1"], ["--label-smoothing must be in [0, 1)"], 1),
     (["--model", "cnn"], ["'cnn' is not one of", "suc", "mlp", "lenet5"], 2),
-    (["--dataset", "cifar"], ["'cifar' is not one of", "ones", "digits", "mnist", "fashion-mnist"], 2),
+    (["--dataset", "cifar"], ["unknown --dataset 'cifar'", "ones", "digits", "mnist", "fashion-mnist", "folder:PATH"], 1),
     (["--optimizer", "rmsprop"], ["sgd", "adam"], 2),
     (["--act", "step/rect"], ["unknown forward 'step'", "heaviside, sign, logistic, relu, linear, tanh, sigmoid_tanh"], 1),
     (["--act", "heaviside/box"], ["unknown backward 'box'", "tied, const, d_logistic, rect, triang, ste, full_jam"], 1),
@@ -140,3 +165,29 @@ def test_bench_train_reports_the_ratio():
 
 def test_bench_train_bad_input():
     assert_user_error(run_cli("bench-train", "--epochs", "0"), "--epochs", code=1)
+
+
+IGNORED = [
+    (["--model", "lenet5", "--hidden", "64"], ["--hidden applies to --model mlp only, not lenet5"]),
+    (["--model", "mlp", "--width", "2"], ["--width applies to --model lenet5 only, not mlp"]),
+    (["--model", "mlp", "--pool", "max"], ["--pool applies to --model lenet5 only, not mlp"]),
+    (["--dataset", "digits", "--dim", "3"], ["--dim applies to --dataset ones only, not digits"]),
+    (["--dataset", "digits", "--data-dir", "."], ["--data-dir applies to --dataset mnist, fashion-mnist, cifar10 only"]),
+    (["--optimizer", "adam", "--momentum", "0.5"], ["--momentum applies to --optimizer sgd only, not adam"]),
+    (["--model", "mlp", "--width", "2", "--pool", "max"], ["--width applies", "; --pool applies", "drop them"]),
+]
+
+
+@pytest.mark.parametrize("args, fragments", IGNORED, ids=[" ".join(a) for a, _ in IGNORED])
+def test_an_option_the_run_would_ignore_is_refused(tmp_path, args, fragments):
+    out = tmp_path / "run"
+    assert_user_error(run_cli("train", *args, "--out", out), *fragments, code=1)
+    assert not out.exists()
+
+
+def test_a_default_run_has_ignored_settings():
+    """The default lenet5 run leaves --hidden's default unused: only a typed --hidden is refused (the CLI
+    tests above train lenet5 with every default)."""
+    from bnn_train.config import RunConfig
+
+    assert "hidden" in RunConfig().ignored_settings()

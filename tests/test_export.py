@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bnn_export.api import export_run
-from bnn_export.errors import NotBinaryError
+from bnn_export.errors import NotBinaryError, UnsupportedLayerError
 from bnn_export.fold import fold, thresholds
 from bnn_export.onnx_bnn import bnn_to_onnx
 from bnn_export.onnx_float import float_to_onnx
@@ -128,6 +128,26 @@ def test_float_networks_export_to_onnx(act):
     # float32 rounding, amplified up to 1/sqrt(eps) by the zero-variance BatchNorm channels
     np.testing.assert_allclose(out["logits"], ref, rtol=1e-3, atol=1e-4 * np.abs(ref).max())
     assert (out["label"] == ref.argmax(1)).mean() >= 0.95
+
+
+def test_an_unsupported_convolution_is_one_error_in_both_exporters():
+    from bnn_train.layers import BinaryConv2d, InputScale
+
+    model = torch.nn.Sequential(InputScale(1 / 255), BinaryConv2d(1, 4, 3, dilation=2), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 24 * 24, 10)).eval()
+    for export in (lambda: fold(model, (1, 28, 28)), lambda: float_to_onnx(model, (1, 28, 28))):
+        with pytest.raises(UnsupportedLayerError, match="layer 1: only dilation 1"):
+            export()
+
+
+def test_float_onnx_takes_strided_convolutions():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3, stride=2, padding=1), torch.nn.Flatten()).eval()
+    x = random_inputs(np.random.default_rng(0), (1, 9, 9), 4)
+    out = ort_run(float_to_onnx(model, (1, 9, 9)), x)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x).float()).numpy()
+    np.testing.assert_allclose(out["logits"], ref, rtol=1e-5, atol=1e-3)
 
 
 # ----------------------------------------------------------------- sizes

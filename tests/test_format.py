@@ -197,7 +197,7 @@ def test_edited_manifests_never_crash_the_reader(sample, data):
     (lambda m: m["layers"][0].update(fan_in=26), "fan_in"),
     (lambda m: m["layers"][0]["arrays"].update(weight="nope"), "array 'nope' (weight) is missing"),
     (lambda m: m["arrays"]["conv1.threshold"].update(shape=[2]), "starts at"),
-    (lambda m: m["arrays"]["conv1.threshold"].update(dtype="<f4"), "dtype <f4, expected <i4"),
+    (lambda m: m["arrays"]["conv1.threshold"].update(dtype="<f4"), "has dtype '<f4', not one of"),
     (lambda m: m["layers"][1].update(in_encoding="pm1"), "in_encoding"),
     (lambda m: m["layers"][-1].update(out_features=3), "expected [3, "),
     (lambda m: m.update(classes=["a"]), "at least two strings"),
@@ -257,3 +257,29 @@ def test_write_refuses_an_invalid_model(tmp_path, sample):
     with pytest.raises(BnnFormatError):
         write_bnn(tmp_path / "bad.bnn", bnn.manifest, arrays)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_version_1_files_still_read_and_version_2_adds_strides(sample):
+    """Version 1 (no stride fields) reads as stride 1; a stride needs version 2; a pool's stride moves its size."""
+    _, bnn, blob = sample
+    manifest, data = _split(blob)
+    v1 = dict(manifest, version=1)
+    text = json.dumps(v1, sort_keys=True, separators=(",", ":"))
+    old = parse(assemble(zlib.compress(text.encode()), data, version=1))
+    assert np.array_equal(reference_scores(old, np.zeros((1, *old.input_shape), np.uint8)),
+                          reference_scores(bnn, np.zeros((1, *bnn.input_shape), np.uint8)))
+    v1["layers"][0]["stride"] = [1, 1]
+    text = json.dumps(v1, sort_keys=True, separators=(",", ":"))
+    with pytest.raises(BnnFormatError, match="stride needs format version 2"):
+        parse(assemble(zlib.compress(text.encode()), data, version=1))
+    layer = manifest["layers"][0]  # lenet5 conv1 on 8x8 digits: 20x20 -> pool 2 -> 10x10
+    oh, ow = layer["out_shape"][1:]
+    layer["pool"]["stride"] = [1, 1]
+    with pytest.raises(BnnFormatError, match="out_shape"):
+        parse(_forge(manifest, data))
+    layer["out_shape"] = [layer["out_shape"][0], 2 * oh - 1, 2 * ow - 1]
+    with pytest.raises(BnnFormatError, match="in_shape"):  # the next layer's input grew too
+        parse(_forge(manifest, data))
+    layer["pool"]["stride"] = [0, 1]
+    with pytest.raises(BnnFormatError, match="integers >= 1"):
+        parse(_forge(manifest, data))

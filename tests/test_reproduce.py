@@ -6,11 +6,10 @@ import json
 import pytest
 
 from bnn_train.config import RunConfig
-from bnn_train.errors import ConfigError
 from bnn_train.models import build_model
 from bnn_train.reproduce import runner
 from bnn_train.reproduce.experiments import EXPERIMENTS, ReproduceError, get_experiment, select_cells
-from bnn_train.reproduce.paper import load_paper, paper_table, parse_rows
+from bnn_train.reproduce.paper import PaperTableError, load_paper, paper_table, parse_rows
 from bnn_train.reproduce.report import cell_stats, markdown, summary
 
 from .conftest import assert_user_error, run_cli
@@ -72,11 +71,33 @@ def test_every_cell_builds_the_documented_run(name):
         assert RunConfig.from_dict(cfg.to_dict()) == cfg
 
 
+@pytest.mark.parametrize("name", list(EXPERIMENTS))
+def test_a_reproduction_trains_with_the_papers_plain_settings_whatever_bnn_trains_defaults(name):
+    """bnn train's accuracy recipe (docs/ACCURACY.md) must not leak into the paper's runs: each cell's
+    TrainConfig equals one written out field by field with the plain values, and naming every field
+    makes a new TrainConfig field fail here until its plain value is decided."""
+    from dataclasses import fields
+
+    from bnn_train.config import TrainConfig
+
+    exp = EXPERIMENTS[name]
+    for cell in exp.cells():
+        t = exp.run_config(cell, epochs=3, seed=7, device="cpu", data_dir="D").train
+        plain = dict(
+            dataset=exp.dataset, data_dir="D", dim=cell.dim if cell.dim is not None else 10, n_samples=10000,
+            epochs=3, batch_size=cell.batch_size, lr=cell.lr, optimizer="sgd", momentum=0.0, schedule="none",
+            grad_clip=1.0 if cell.config.endswith("+gc") else None, augment_shift=0, label_smoothing=0.0,
+            loss_reduction=exp.loss_reduction, seed=7, device="cpu", eval_batch_size=1000,
+        )
+        assert set(plain) == {f.name for f in fields(TrainConfig)}
+        assert t == TrainConfig(**plain), cell
+
+
 def test_malformed_paper_row_names_its_line():
     row = {"table": "2", "model": "suc", "dataset": "ones", "dim": "2", "hidden": "", "batch_size": "32", "lr": "0.1",
            "config": "logistic/tied", "paper_label": "Log/d(Log)", "mean": "0.99", "std": "0.001"}
     assert parse_rows([row])[0].dim == 2
-    with pytest.raises(ConfigError, match="line 3"):
+    with pytest.raises(PaperTableError, match="line 3"):
         parse_rows([row, {**row, "mean": "0.9x"}])
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import bnn_runtime
-from bnn_runtime import BnnFormatError, BnnModel, InputError, load
+from bnn_runtime import BnnFormatError, BnnModel, InputError, SettingError, load
 from bnn_runtime.format import parse, to_bytes
 from bnn_runtime.reference import predict_from_scores, reference_scores
 
@@ -96,15 +96,15 @@ def test_bad_inputs_are_refused_before_any_kernel(lenet, make, message):
 
 @pytest.mark.parametrize("threads", [0, -1, 10**6, 1.5, "2", True])
 def test_bad_thread_counts_are_refused(lenet, threads):
-    with pytest.raises(InputError, match="threads must be an integer from 1 to"):
+    with pytest.raises(SettingError, match="threads must be an integer from 1 to"):
         load(lenet[0], threads=threads)
     model = load(lenet[0])
-    with pytest.raises(InputError):
+    with pytest.raises(SettingError):
         model.threads = threads
 
 
 def test_bad_tile_is_refused(lenet):
-    with pytest.raises(InputError, match="tile"):
+    with pytest.raises(SettingError, match="tile"):
         BnnModel(lenet[1], tile=0)
 
 

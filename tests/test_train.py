@@ -57,9 +57,10 @@ def _strip_timing(history):
 
 
 def test_resume_equals_the_uninterrupted_run(tmp_path):
-    # jamming noise, shuffling, cosine schedule and Adam state must all be restored
+    # jamming noise, shuffling, image shifts, cosine schedule and Adam state must all be restored
     cfg = RunConfig(ModelConfig(model="lenet5", act="heaviside/rect_jam"),
-                    TrainConfig(epochs=4, batch_size=100, schedule="cosine", seed=3))
+                    TrainConfig(epochs=4, batch_size=100, schedule="cosine", seed=3, augment_shift=1,
+                                label_smoothing=0.1))
     fit(cfg, tmp_path / "whole", plot=False)
     with pytest.raises(KeyboardInterrupt):
         fit(cfg, tmp_path / "killed", callback=_kill_after(2), plot=False)

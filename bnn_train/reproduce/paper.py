@@ -11,9 +11,15 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from ..errors import ConfigError
+from .experiments import CellKey
+
 
 PAPER_CSV = Path(__file__).resolve().parent.parent / "paper" / "tables.csv"
+class PaperTableError(ValueError):
+    """The bundled tables.csv is malformed: a bug in the package, not a user error, so it is no BnnError and
+    keeps its traceback."""
+
+
 COLUMNS = ("table", "model", "dataset", "dim", "hidden", "batch_size", "lr", "config", "paper_label", "mean", "std")
 
 
@@ -32,9 +38,8 @@ class PaperCell:
     std: float
 
     @property
-    def key(self) -> tuple:
-        """(config, batch_size, lr, dim, hidden): the coordinates of a cell within its table."""
-        return (self.config, self.batch_size, self.lr, self.dim, self.hidden)
+    def key(self) -> CellKey:
+        return CellKey(config=self.config, batch_size=self.batch_size, lr=self.lr, dim=self.dim, hidden=self.hidden)
 
 
 def _opt_int(text: str) -> int | None:
@@ -42,7 +47,7 @@ def _opt_int(text: str) -> int | None:
 
 
 def parse_rows(rows: list[dict], source: str = "tables.csv") -> list[PaperCell]:
-    """Parse CSV rows (dicts keyed by ``COLUMNS``); a malformed row is a ConfigError naming its line."""
+    """Parse CSV rows (dicts keyed by ``COLUMNS``); a malformed row is a PaperTableError naming its line."""
     cells = []
     for line, r in enumerate(rows, start=2):
         try:
@@ -52,7 +57,7 @@ def parse_rows(rows: list[dict], source: str = "tables.csv") -> list[PaperCell]:
                 config=r["config"], label=r["paper_label"], mean=float(r["mean"]), std=float(r["std"]),
             ))
         except (KeyError, TypeError, ValueError) as e:
-            raise ConfigError(f"{source} line {line} is malformed ({e})") from None
+            raise PaperTableError(f"{source} line {line} is malformed ({e})") from None
     return cells
 
 
@@ -61,7 +66,7 @@ def load_paper(path: str | Path = PAPER_CSV) -> tuple[PaperCell, ...]:
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         if tuple(reader.fieldnames or ()) != COLUMNS:
-            raise ConfigError(f"{path} has columns {reader.fieldnames}; expected {', '.join(COLUMNS)}")
+            raise PaperTableError(f"{path} has columns {reader.fieldnames}; expected {', '.join(COLUMNS)}")
         return tuple(parse_rows(list(reader), Path(path).name))
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..plots import _pyplot, save_figure
-from .experiments import Experiment
+from ..plots import Curve, Panel, plot_curves, pyplot, save_figure
+from .experiments import CellKey, Experiment
 from .report import CellStats
 
 
@@ -20,7 +20,7 @@ def _slug(text: str) -> str:
 
 def plot_heatmaps(exp: Experiment, stats: list[CellStats], out: Path) -> list[Path]:
     """One PNG per configuration: for each dim/hidden value a row of two heatmaps, ours and the paper's."""
-    plt = _pyplot()
+    plt = pyplot()
     axis = exp.extra_axis
     paths = []
     for config in dict.fromkeys(s.cell.config for s in stats):
@@ -74,43 +74,33 @@ def _mean_curve(histories: list[list[dict]], key: str) -> tuple[np.ndarray, np.n
         return np.arange(1, length + 1), np.nanmean(vals, axis=0), np.nanstd(vals, axis=0)
 
 
-def plot_curves(exp: Experiment, run_dirs: dict[tuple, list[Path]], labels: dict[str, str], out: Path) -> list[Path]:
+def plot_table_curves(exp: Experiment, run_dirs: dict[CellKey, list[Path]], labels: dict[str, str],
+                      out: Path) -> list[Path]:
     """Figure 7 style, one PNG per grid point: train accuracy and train loss per epoch, one line per configuration.
 
-    ``run_dirs`` maps a cell key (config, bs, lr, dim, hidden) to the run directories of its runs.
+    ``run_dirs`` maps a cell's key to the run directories of its runs.
     """
-    plt = _pyplot()
     points: dict[tuple, dict[str, list[Path]]] = {}
-    for (config, bs, lr, dim, hidden), dirs in run_dirs.items():
-        points.setdefault((dim, hidden, bs, lr), {})[config] = dirs
+    for key, dirs in run_dirs.items():
+        points.setdefault(key.point, {})[key.config] = dirs
     paths = []
     for (dim, hidden, bs, lr), by_config in points.items():
-        fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(9, 3.4))
-        drawn = False
+        acc, loss = [], []
         for config, dirs in by_config.items():
             hs = _histories(dirs)
             if not hs:
                 continue
-            drawn = True
             label = f"{labels.get(config, config)} (n={len(hs)})"
-            for ax, key in ((ax_acc, "train_accuracy"), (ax_loss, "loss")):
+            for curves, key in ((acc, "train_accuracy"), (loss, "loss")):
                 x, m, s = _mean_curve(hs, key)
-                line, = ax.plot(x, m, marker="o", ms=3, label=label)
-                ax.fill_between(x, m - s, m + s, color=line.get_color(), alpha=0.15)
-        if not drawn:
-            plt.close(fig)
+                curves.append(Curve(label=label, x=x, y=m, spread=s))
+        if not acc:
             continue
-        ax_acc.set_ylabel("train accuracy")
-        ax_acc.set_ylim(0, 1.0)
-        ax_loss.set_ylabel("train loss")
-        for ax in (ax_acc, ax_loss):
-            ax.set_xlabel("epoch")
-            ax.grid(alpha=0.3)
-        ax_acc.legend(fontsize=8)
         where = (f"dim {dim}, " if dim is not None else "") + (f"hidden {hidden}, " if hidden is not None else "")
-        fig.suptitle(f"Table {exp.table}: {where}batch size {bs}, learning rate {lr:g} (mean ± std over runs)")
         name = (f"dim={dim}_" if dim is not None else "") + (f"hidden={hidden}_" if hidden is not None else "")
         path = out / "curves" / f"{name}bs={bs}_lr={lr:g}.png"
-        save_figure(fig, path)
+        plot_curves([Panel(ylabel="train accuracy", curves=acc, ylim=(0, 1.0)),
+                     Panel(ylabel="train loss", curves=loss, legend=False)], path,
+                    title=f"Table {exp.table}: {where}batch size {bs}, learning rate {lr:g} (mean ± std over runs)")
         paths.append(path)
     return paths

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .experiments import Cell, Experiment
+from .experiments import Cell, CellKey, Experiment
 from .paper import paper_table
 
 
@@ -36,8 +36,10 @@ def _opt(value) -> int | None:
     return None if value in ("", None) else int(value)
 
 
-def row_key(row: dict) -> tuple:
-    return (row["config"], int(row["batch_size"]), float(row["lr"]), _opt(row["dim"]), _opt(row["hidden"]))
+def row_key(row: dict) -> CellKey:
+    """The cell of a results.csv row."""
+    return CellKey(config=row["config"], batch_size=int(row["batch_size"]), lr=float(row["lr"]), dim=_opt(row["dim"]),
+                   hidden=_opt(row["hidden"]))
 
 
 def _acc(row: dict) -> float:

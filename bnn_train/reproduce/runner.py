@@ -32,7 +32,7 @@ from pathlib import Path
 
 from .. import rundir
 from ..errors import CheckpointError
-from .experiments import Cell, Experiment, ReproduceError
+from .experiments import Cell, CellKey, Experiment, ReproduceError
 
 MANIFEST = "reproduce.json"
 RESULTS = "results.csv"
@@ -69,7 +69,7 @@ class Listener:
 
 def plan(cells: list[Cell], runs: int, seed: int) -> list[RunSpec]:
     """Run i of every cell uses seed ``seed + i``; run-index-major order."""
-    return [RunSpec(cell, i, seed + i) for i in range(runs) for cell in cells]
+    return [RunSpec(cell=cell, run=i, seed=seed + i) for i in range(runs) for cell in cells]
 
 
 def check_manifest(out: Path, exp: Experiment, epochs: int, seed: int) -> None:
@@ -285,14 +285,14 @@ def write_outputs(exp: Experiment, cells: list[Cell], rows: list[dict], out: str
     rundir.atomic_write_bytes(report, markdown(exp, stats, epochs, seed, devices, command).encode())
     written = {"report": [report], "heatmaps": [], "curves": []}
     if plots and rows:
-        from .plots import plot_curves, plot_heatmaps
+        from .plots import plot_heatmaps, plot_table_curves
         from .report import row_key
 
-        run_dirs: dict[tuple, list[Path]] = {}
+        run_dirs: dict[CellKey, list[Path]] = {}
         for r in rows:
             cell_name, seed_dir = r["run_key"].split("/")
             run_dirs.setdefault(row_key(r), []).append(out / RUNS / cell_name / seed_dir)
         labels = {s.cell.config: s.paper_label for s in stats}
         written["heatmaps"] = plot_heatmaps(exp, stats, out)
-        written["curves"] = plot_curves(exp, run_dirs, labels, out)
+        written["curves"] = plot_table_curves(exp, run_dirs, labels, out)
     return written
