@@ -216,10 +216,11 @@ def export_model(model: torch.nn.Sequential, in_shape: tuple[int, ...], classes:
 
 def export_run(run_dir: str | Path, bnn_path: str | Path | None = None, onnx_path: str | Path | None = None,
                data_dir: str | None = None, check_images: int | None = None, require_bnn: bool = True,
-               require_complete: bool = False) -> ExportReport:
+               require_complete: bool = False, checkpoint: str = "best") -> ExportReport:
     """Export the run in ``run_dir``; ``require_bnn=False`` lets a float model export ONNX alone;
-    ``require_complete`` refuses a run that has not trained its planned epochs (the report says so anyway)."""
-    model, cfg, ckpt = rundir.load_run(run_dir)
+    ``require_complete`` refuses a run that has not trained its planned epochs (the report says so anyway);
+    ``checkpoint`` "best" exports ``best.pt`` where the run kept one (it was validated), "last" the last epoch."""
+    model, cfg, ckpt = rundir.load_run(rundir.select_checkpoint(run_dir, checkpoint))
     trained, planned, finished = rundir.progress(ckpt)
     report = ExportReport(run_dir=str(run_dir), binary=True, state_dict_bytes=_state_dict_bytes(model),
                           trained_epochs=trained, planned_epochs=planned, finished=finished)

@@ -84,13 +84,14 @@ def _root(
 
 
 def _register() -> None:
-    from . import bench, bench_train, export, infer, reproduce, train, warmup
+    from . import bench, bench_ensemble, bench_train, export, infer, reproduce, train, warmup
 
     app.command("train")(train.train)
     app.command("export")(export.export)
     app.command("infer")(infer.infer)
     app.command("bench")(bench.bench)
     app.command("bench-train")(bench_train.bench_train)
+    app.command("bench-ensemble")(bench_ensemble.bench_ensemble)
     app.command("reproduce")(reproduce.reproduce)
     app.command("warmup")(warmup.warmup)
 
