@@ -216,10 +216,11 @@ def export_model(model: torch.nn.Sequential, in_shape: tuple[int, ...], classes:
 
 def export_run(run_dir: str | Path, bnn_path: str | Path | None = None, onnx_path: str | Path | None = None,
                data_dir: str | None = None, check_images: int | None = None, require_bnn: bool = True,
-               require_complete: bool = False) -> ExportReport:
+               require_complete: bool = False, checkpoint: str = "best") -> ExportReport:
     """Export the run in ``run_dir``; ``require_bnn=False`` lets a float model export ONNX alone;
-    ``require_complete`` refuses a run that has not trained its planned epochs (the report says so anyway)."""
-    model, cfg, ckpt = rundir.load_run(run_dir)
+    ``require_complete`` refuses a run that has not trained its planned epochs (the report says so anyway);
+    ``checkpoint`` "best" exports ``best.pt`` where the run kept one (it was validated), "last" the last epoch."""
+    model, cfg, ckpt = rundir.load_run(rundir.select_checkpoint(run_dir, checkpoint))
     trained, planned, finished = rundir.progress(ckpt)
     report = ExportReport(run_dir=str(run_dir), binary=True, state_dict_bytes=_state_dict_bytes(model),
                           trained_epochs=trained, planned_epochs=planned, finished=finished)
@@ -264,7 +265,8 @@ def export_run(run_dir: str | Path, bnn_path: str | Path | None = None, onnx_pat
         close = np.allclose(ort_out["logits"], ref_logits, rtol=1e-4, atol=1e-4)
         agree = float((ort_out["label"] == ref_pred).mean())
         report.checks.append(Check(name="onnxruntime vs PyTorch (float)", passed=close and agree >= MIN_AGREEMENT,
-                                   detail=f"logits {'within 1e-4' if close else 'DIFFER'}, labels agree on {agree:.4%} of {len(xs)} inputs"))
+                                   detail=f"logits {'within 1e-4' if close else 'DIFFER'}, "
+                                          f"labels agree on {agree:.4%} of {len(xs)} inputs"))
         if x is not None:
             report.accuracy["onnx"] = float((ort_out["label"] == y).mean())
         bnn_bytes = None

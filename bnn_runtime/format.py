@@ -45,7 +45,6 @@ HEADER = struct.Struct("<8sIIQQ32s")  # magic, version, reserved, M, D, sha256
 ALIGN = 8
 MAX_MANIFEST = limits.MAX_MANIFEST_BYTES  # decompressed manifest bytes a reader accepts
 
-ENCODINGS_IN = ("uint8", "01", "pm1")
 ENCODINGS_OUT = ("01", "pm1")
 # the keys each object of the manifest may have (anything else is refused, not ignored)
 MANIFEST_KEYS = frozenset({"format", "version", "input", "classes", "layers", "arrays", "provenance"})

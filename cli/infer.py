@@ -159,7 +159,7 @@ def _print_predictions(model, model_path: Path, names: list[str], scores, labels
     logits = logits_from_scores(model.file, scores)
     probs = softmax(logits)
     rows = []
-    for n, k, s, z, p in zip(names, labels, scores, logits, probs):
+    for n, k, s, z, p in zip(names, labels, scores, logits, probs, strict=True):
         row = {"input": n, "index": int(k), "class": classes[int(k)], "probability": float(p[k]),
                "scores": [int(v) for v in s]}
         rows.append({**row, "logits": [float(v) for v in z]} if show_logits else row)

@@ -78,17 +78,22 @@ def _root(
                                                help="Print the version and exit.")] = False,
 ) -> None:
     """Train binary neural networks with untied backward functions, export them to bits and ONNX, run them."""
+    from bnn_runtime import compiled
+
+    compiled.set_notice(lambda message: typer.echo(message, err=True))  # once, when the kernels compile
 
 
 def _register() -> None:
-    from . import bench, bench_train, export, infer, reproduce, train
+    from . import bench, bench_ensemble, bench_train, export, infer, reproduce, train, warmup
 
     app.command("train")(train.train)
     app.command("export")(export.export)
     app.command("infer")(infer.infer)
     app.command("bench")(bench.bench)
     app.command("bench-train")(bench_train.bench_train)
+    app.command("bench-ensemble")(bench_ensemble.bench_ensemble)
     app.command("reproduce")(reproduce.reproduce)
+    app.command("warmup")(warmup.warmup)
 
 
 _register()

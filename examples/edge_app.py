@@ -43,7 +43,7 @@ def main(argv: list[str]) -> int:
     except (bnn_runtime.BnnError, OSError, ValueError) as e:  # BnnError: a bad file, batch or setting
         print(f"error: {e}", file=sys.stderr)
         return 1
-    for name, p in zip(names, probs):
+    for name, p in zip(names, probs, strict=True):
         k = int(p.argmax())
         print(f"{name}\t{model.classes[k]}\t{p[k]:.3f}")
     return 0

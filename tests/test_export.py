@@ -29,7 +29,7 @@ def ort_run(model_proto: onnx.ModelProto, x: np.ndarray) -> dict:
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     s = ort.InferenceSession(model_proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    return dict(zip([o.name for o in s.get_outputs()], s.run(None, {"images": x})))
+    return dict(zip([o.name for o in s.get_outputs()], s.run(None, {"images": x}), strict=True))
 
 
 # ----------------------------------------------------------------- thresholds
@@ -93,7 +93,7 @@ def test_hidden_bits_equal_pytorch_activations(act, seed):
             if type(m).__name__ == "Activation":
                 acts.append(h.numpy())
     assert len(acts) == len(hidden) == 4
-    for bits, a in zip(hidden, acts):
+    for bits, a in zip(hidden, acts, strict=True):
         values = bits.astype(np.int64) * 2 - 1 if act == "sign" else bits
         assert (values.reshape(a.shape) == a).mean() >= 0.999
 
