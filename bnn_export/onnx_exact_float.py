@@ -86,8 +86,8 @@ def bnn_to_onnx_float(model: BnnFile, metadata: dict | None = None) -> onnx.Mode
             if pool:
                 x = g.op("MaxPool", [x], "or_pool", kernel_shape=pool["size"], strides=list(pool_stride(pool)))
             continue
-        logits = g.op("Add", [g.op("Mul", [g.op("Cast", [s], to=DOUBLE), g.const(model.array(layer, "scale"), "scale")]),
-                              g.const(model.array(layer, "offset"), "offset")], "logits")
+        scaled = g.op("Mul", [g.op("Cast", [s], to=DOUBLE), g.const(model.array(layer, "scale"), "scale")])
+        logits = g.op("Add", [scaled, g.const(model.array(layer, "offset"), "offset")], "logits")
         g.output(g.op("Cast", [s], to=INT32), "scores", INT32, ["N", layer["out_features"]])
         g.output(logits, "logits", DOUBLE, ["N", layer["out_features"]])
         g.output(g.op("ArgMax", [logits], "argmax", axis=1, keepdims=0, select_last_index=0), "label", INT64, ["N"])
@@ -103,8 +103,8 @@ def bnn_to_onnx_float(model: BnnFile, metadata: dict | None = None) -> onnx.Mode
                                           g.const(np.array(d, np.int32), "dir")]),
                              g.const(np.array(t_clipped, np.int32), "thr")])
         g.output(score, "scores", INT32, ["N", 1])
-        g.output(g.op("Cast", [g.op("Squeeze", [x, g.const(np.array([1], np.int64), "axis")])], to=INT64), "label", INT64,
-                 ["N"])
+        bit = g.op("Squeeze", [x, g.const(np.array([1], np.int64), "axis")])
+        g.output(g.op("Cast", [bit], to=INT64), "label", INT64, ["N"])
     return g.model(metadata)
 
 
