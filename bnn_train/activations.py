@@ -245,6 +245,10 @@ def rect_jam(z: Tensor, p: ActParams, f: Forward) -> Tensor:
     return _jam(z, jam_mean(f, (-h, h), p), z.abs() <= h)
 
 
+# The backward functions that draw from torch's random generator (an ensemble gives each member its own).
+RANDOM_BACKWARDS = frozenset({"full_jam", "pos_jam", "rect_jam"})
+
+
 @backward("sigmoid_tanh")
 def sigmoid_tanh(z: Tensor, p: ActParams, f: Forward) -> Tensor:
     """g'(z) = k beta s (1 - s) sech^2(beta z), s = sigmoid(k tanh(beta z)): derivative of the smooth step h.

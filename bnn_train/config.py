@@ -188,6 +188,10 @@ class TrainConfig:
     device: str = setting("auto", "auto = cuda when available.", DEVICES)
     eval_batch_size: int = setting(1000, "Batch size of evaluation.")
     input_size: str = setting("", "folder: datasets: convert every image to HxW (or CxHxW, C = 1 or 3), e.g. 32x32.")
+    val_split: float = setting(
+        0.0, "Hold out this share of the training set for validation: metrics per epoch on it, best.pt kept by it, "
+        "the test set evaluated at the end. 0: none (the paper's tables)."
+    )
 
     def dataset_shape(self) -> tuple[tuple[int, ...], int]:
         """(input shape, number of classes) of the dataset, known without loading it (for folder:PATH
@@ -216,6 +220,8 @@ class TrainConfig:
             raise ConfigError(f"--momentum must be in [0, 1), got {self.momentum}")
         if self.grad_clip is not None:
             _positive("--grad-clip", self.grad_clip)
+        if not (isinstance(self.val_split, (int, float)) and math.isfinite(self.val_split) and 0 <= self.val_split < 1):
+            raise ConfigError(f"--val-split must be in [0, 1) (a share of the training set), got {self.val_split}")
         if not (isinstance(self.augment_shift, int) and 0 <= self.augment_shift <= 8):
             raise ConfigError(f"--augment-shift must be an integer from 0 to 8 pixels, got {self.augment_shift}")
         if not (math.isfinite(self.label_smoothing) and 0 <= self.label_smoothing < 1):

@@ -41,6 +41,8 @@ class Data:
     classes: list[str]
     max_value: int
     source: str
+    x_val: Tensor | None = None  # the validation part of the training set (TrainConfig.val_split), if any
+    y_val: Tensor | None = None
 
     @property
     def in_shape(self) -> tuple[int, ...]:
@@ -56,6 +58,8 @@ class Data:
 
     def to(self, device: torch.device) -> "Data":
         move = {k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_test", "y_test")}
+        if self.x_val is not None:
+            move.update(x_val=self.x_val.to(device), y_val=self.y_val.to(device))
         return Data(name=self.name, classes=self.classes, max_value=self.max_value, source=self.source, **move)
 
     def info(self) -> dict:
@@ -66,6 +70,7 @@ class Data:
             "max_value": self.max_value,
             "n_train": len(self.y_train),
             "n_test": len(self.y_test),
+            "n_val": 0 if self.y_val is None else len(self.y_val),
             "source": self.source,
         }
 
@@ -246,6 +251,24 @@ def load_dataset(cfg: TrainConfig) -> Data:
     if cfg.dataset == "digits":
         return load_digits()
     return load_idx_dataset(cfg.dataset, cfg.data_dir)
+
+
+def split_validation(data: Data, fraction: float) -> Data:
+    """Hold out ``fraction`` of the training set as validation data, chosen by a fixed seed (never the run's).
+
+    The same fraction of the same dataset always holds out the same images, so runs with
+    different seeds are validated on the same images and a resumed run on the ones it started with.
+    """
+    if fraction <= 0:
+        return data
+    n = len(data.y_train)
+    n_val = max(1, round(fraction * n))
+    if n_val >= n:
+        raise DatasetError(f"--val-split {fraction} leaves no training data out of {n} samples")
+    order = torch.from_numpy(np.random.default_rng([DATA_SEED, n]).permutation(n))
+    train, val = order[: n - n_val].sort().values, order[n - n_val :].sort().values
+    return Data(data.name, data.x_train[train], data.y_train[train], data.x_test, data.y_test, data.classes,
+                data.max_value, data.source, x_val=data.x_train[val], y_val=data.y_train[val])
 
 
 def load_test_arrays(cfg: TrainConfig, limit: int | None = None) -> tuple[Data, np.ndarray, np.ndarray]:

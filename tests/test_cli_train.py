@@ -88,7 +88,7 @@ BAD = [
     (["--augment-shift", "-1"], ["--augment-shift must be an integer from 0 to 8"], 1),
     (["--label-smoothing", "1"], ["--label-smoothing must be in [0, 1)"], 1),
     (["--model", "cnn"], ["'cnn' is not one of", "suc", "mlp", "lenet5"], 2),
-    (["--dataset", "cifar"], ["'cifar' is not one of", "ones", "digits", "mnist", "fashion-mnist"], 2),
+    (["--dataset", "cifar"], ["unknown --dataset 'cifar'", "ones", "digits", "mnist", "fashion-mnist", "folder:PATH"], 1),
     (["--optimizer", "rmsprop"], ["sgd", "adam"], 2),
     (["--act", "step/rect"], ["unknown forward 'step'", "heaviside, sign, logistic, relu, linear, tanh, sigmoid_tanh"], 1),
     (["--act", "heaviside/box"], ["unknown backward 'box'", "tied, const, d_logistic, rect, triang, ste, full_jam"], 1),

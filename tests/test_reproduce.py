@@ -1,5 +1,4 @@
-"""``bnn reproduce``: the transcribed paper numbers against the grids, a tiny reproduction end to end, resume,
-bad input."""
+"""``bnn reproduce``: the transcribed paper numbers against the grids, a tiny reproduction end to end, resume, bad input."""
 
 import csv
 import json
@@ -88,7 +87,7 @@ def test_a_reproduction_trains_with_the_papers_plain_settings_whatever_bnn_train
             dataset=exp.dataset, data_dir="D", dim=cell.dim if cell.dim is not None else 10, n_samples=10000,
             epochs=3, batch_size=cell.batch_size, lr=cell.lr, optimizer="sgd", momentum=0.0, schedule="none",
             grad_clip=1.0 if cell.config.endswith("+gc") else None, augment_shift=0, label_smoothing=0.0,
-            loss_reduction=exp.loss_reduction, seed=7, device="cpu", eval_batch_size=1000,
+            loss_reduction=exp.loss_reduction, seed=7, device="cpu", eval_batch_size=1000, input_size="",
         )
         assert set(plain) == {f.name for f in fields(TrainConfig)}
         assert t == TrainConfig(**plain), cell
@@ -229,6 +228,7 @@ BAD = [
     (["table13", "--only", "bs=100"], ["--only bs=100", "bs 32, 64"]),
     (["table13", "--only", "speed=3"], ["KEY one of"]),
     (["table13", "--max-cells", "0"], ["--max-cells must be a positive integer"]),
+    (["table13", "--ensemble", "0"], ["--ensemble must be a positive integer"]),
     ([], ["name an experiment", "--list"]),
 ]
 
@@ -249,19 +249,3 @@ def test_out_holding_another_reproduction_is_refused(tmp_path):
     result = run_cli("reproduce", "table2", "--epochs", "1", "--runs", "1", "--out", out)
     assert_user_error(result, "experiment=table13, not table2", code=1)
     assert json.loads((out / "reproduce.json").read_text())["experiment"] == "table13"
-
-
-def test_files_that_list_cites_ship_with_the_package():
-    """`bnn reproduce --list` cites files under bnn_train/paper/: they exist and package-data installs them."""
-    import fnmatch
-    import re
-    from pathlib import Path
-
-    tomllib = pytest.importorskip("tomllib")
-    root = Path(__file__).resolve().parent.parent
-    cited = set(re.findall(r"bnn_train/(paper/[\w.]+)", " ".join(e.note for e in EXPERIMENTS.values())))
-    shipped = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["bnn_train"]
-    assert cited
-    for path in cited:
-        assert (root / "bnn_train" / path).is_file(), path
-        assert any(fnmatch.fnmatch(path, pattern) for pattern in shipped), path
