@@ -4,7 +4,8 @@ Each builder below returns an ``@intrinsic`` that emits one register block of a 
 vector IR: 512-bit AND + popcount blocks of weight rows (_popcount_block, for im2col rows) and of
 weights stored by columns of 8 outputs (_popcount_cols, dense layers and bit planes), the VNNI
 first layer (_vnni_cols), and the 16-lane int16 table sums of conv_lut (lut_max16, ge_mask16).
-They are called from the njit kernels (kernels.py, first_layer.py); none reads a global array.
+They are called from the njit kernels (kernels.py, first_layer.py); none reads a global array. Code
+generation reads one global flag, ``VNNI_NATIVE`` (the CPU has AVX-512 VNNI), to pick the instruction.
 
 Bit products, for a row ``a`` of activation bits and a row ``w`` of weight bits
 (``p = popcount(a & w)``, ``pa = popcount(a)``, ``pw = popcount(w)``, ``n`` = fan-in):
@@ -253,8 +254,8 @@ planes_sums1 = _popcount_cols(8, 1, True, False)
 # bytes and adds each group of 4 products to one of 16 int32 lanes: with the pixels as the unsigned
 # bytes and the +-1 weights as signed bytes it computes x . w for 16 outputs, 4 inputs at a time,
 # exactly (|x . w| <= 255 * fan_in < 2^31, and the instruction does not saturate). One instruction
-# does the work of the 8 bit-plane popcounts of dense_u8 for 64 products: 784 -> 4096 measured
-# 28 -> 11 us/image here. The weights take a byte each (8x the bits), which is why only the first
+# does the work of the 8 bit-plane popcounts of dense_u8 for 64 products (docs/PERFORMANCE.md has
+# the timing). The weights take a byte each (8x the bits), which is why only the first
 # layer (fed bytes anyway) uses it. BNN_RUNTIME_VNNI=off keeps the bit-plane kernel; =emulate runs
 # this kernel in portable vector code (what a CPU without VNNI compiles; it is never chosen there)
 # and is for tests: numba's cache does not tell the two builds apart, so give it its own
