@@ -51,7 +51,8 @@ def _splat(builder, x, vec):
 def _popcount_block(nr, no):
     """An intrinsic: the nr x no popcount sums of one register block, in 512-bit vectors.
 
-    ``f(a, r, w, o, n8, half, acc)``: acc[i * no + j] = sum over k < 8 n8 + 4 half of popcount(a[r + i, k] & w[o + j, k])
+    ``f(a, r, w, o, n8, half, acc)``:
+    acc[i * no + j] = sum over k < 8 n8 + 4 half of popcount(a[r + i, k] & w[o + j, k])
     (a, w: C-contiguous 2-D uint64; acc: int64, at least 8 ceil(nr no / 8) long). The words go 8 at a
     time through <8 x i64> AND, ctpop (VPOPCNTQ) and add: LLVM's loop vectoriser stops at 256 bits on
     this CPU (its "prefer 256-bit" tuning), an explicit 512-bit vector does not. The nr * no lane sums
@@ -113,7 +114,7 @@ def _popcount_block(nr, no):
                     mlo, mhi = (ir.Constant(ir.VectorType(ir.IntType(32), 8), [ir.Constant(ir.IntType(32), t) for t in m])
                                 for m in (lo, hi))
                     level = [builder.add(builder.shuffle_vector(x, y, mlo), builder.shuffle_vector(x, y, mhi))
-                             for x, y in zip(level[::2], level[1::2])]
+                             for x, y in zip(level[::2], level[1::2], strict=True)]
                 builder.store(level[0], builder.gep(out, [ir.Constant(i64, blk)]), align=8)
             return context.get_dummy_value()
 
@@ -222,7 +223,7 @@ def _popcount_cols(nr, nv, planes, bits):
             if planes:
                 comb = p[0]
                 for i in range(1, nr):
-                    comb = [builder.add(x, builder.shl(y, splat(ir.Constant(i64, i)))) for x, y in zip(comb, p[i])]
+                    comb = [builder.add(x, builder.shl(y, splat(ir.Constant(i64, i)))) for x, y in zip(comb, p[i], strict=True)]
                 p = [comb]
             crow = _consts_loader(context, builder, sig.args[8], args[8], o_v, 8)
             pa_d = data(6).data
@@ -353,7 +354,8 @@ def _data(context, builder, arrty, arr):
 
 @intrinsic
 def lut_max16(typingctx, table, grid, toff, tbase, ntaps, pos, off, m, first):
-    """m[0:16] = max(m[0:16], acc) (acc itself when ``first``), acc = sum_t table[tbase[t] + grid[pos + toff[t]] + off : +16]
+    """m[0:16] = max(m[0:16], acc) (acc itself when ``first``),
+    acc = sum_t table[tbase[t] + grid[pos + toff[t]] + off : +16]
     in int16 lanes: the sums of one block of 16 outputs at one output position, one vector add per tap."""
     if not (isinstance(table, types.Array) and table.dtype == types.int16 and isinstance(m, types.Array)
             and m.dtype == types.int16 and isinstance(grid, types.Array) and grid.dtype == types.int32):

@@ -1,4 +1,5 @@
-"""``bnn reproduce``: the transcribed paper numbers against the grids, a tiny reproduction end to end, resume, bad input."""
+"""``bnn reproduce``: the transcribed paper numbers against the grids, a tiny reproduction end to end, resume,
+bad input."""
 
 import csv
 import json
