@@ -228,6 +228,7 @@ BAD = [
     (["table13", "--only", "bs=100"], ["--only bs=100", "bs 32, 64"]),
     (["table13", "--only", "speed=3"], ["KEY one of"]),
     (["table13", "--max-cells", "0"], ["--max-cells must be a positive integer"]),
+    (["table13", "--ensemble", "0"], ["--ensemble must be a positive integer"]),
     ([], ["name an experiment", "--list"]),
 ]
 
