@@ -1,9 +1,11 @@
 """``bnn bench``: the runtime against onnxruntime on the same .bnn, and against the float network it replaces.
 
-Three engines, timed interleaved in one process with the same thread count:
+Four engines, timed interleaved in one process with the same thread count:
 
 * ``runtime``: ``bnn_runtime`` (Numba popcount kernels), ``predict``;
-* ``onnxruntime_integer``: onnxruntime on the integer ONNX graph of the same .bnn (``bnn_to_onnx``);
+* ``onnxruntime_exported``: onnxruntime on the ONNX graph ``bnn export`` writes (``bnn_to_onnx``: the
+  exact float32 graph where it is exact, else the integer one);
+* ``onnxruntime_integer``: onnxruntime on the integer ONNX graph of the same .bnn (``bnn_to_onnx_integer``);
 * ``onnxruntime_fp32``: onnxruntime on the float network of the same topology -- ReLU, the same
   widths, max pooling, no BatchNorm -- built by ``bnn_train`` from the model's training
   configuration (random weights: speed does not depend on them) and exported by ``float_to_onnx``.
@@ -33,8 +35,7 @@ from bnn_runtime.model import load
 from bnn_runtime.profile import layer_times
 
 # Pause before each engine's turn: the thread pools of the engine timed before (onnxruntime's
-# spin after every run) must have gone idle, or they take cores from the next one. Measured on
-# LeNet-5: the runtime ran 370k images/s right after an onnxruntime session's run, 430k after a pause.
+# spin after every run) must have gone idle, or they take cores from the next one (docs/PERFORMANCE.md).
 SETTLE_SECONDS = 0.2
 
 
@@ -49,14 +50,15 @@ def _mirror_float_network(bnn: BnnFile):
         last = i == len(bnn.layers) - 1
         if layer["kind"] == "conv":
             c = layer["in_shape"][0]
-            layers.append(nn.Conv2d(c, layer["out_features"], tuple(layer["kernel"]), padding=tuple(layer["padding"])))
+            layers.append(nn.Conv2d(c, layer["out_features"], tuple(layer["kernel"]), padding=tuple(layer["padding"]),
+                                    stride=tuple(layer.get("stride", (1, 1)))))
         else:
             if not flat:
                 layers.append(nn.Flatten())
                 flat = True
             layers.append(nn.Linear(layer["fan_in"], layer["out_features"]))
         if layer.get("pool"):
-            layers.append(nn.MaxPool2d(tuple(layer["pool"]["size"])))
+            layers.append(nn.MaxPool2d(tuple(layer["pool"]["size"]), tuple(layer["pool"].get("stride", layer["pool"]["size"]))))
         if not last:
             layers.append(Activation("relu/tied"))
     return nn.Sequential(*layers).eval(), False
@@ -129,14 +131,15 @@ def run_bench(path, threads: int = 2, batch: int = 256, rounds: int = 5, latency
               min_seconds: float = 0.25, seed: int = 0, progress=None) -> dict:
     """Time the three engines on the model at ``path``; returns the result as a JSON-able dict."""
     from .api import onnx_session
-    from .onnx_bnn import bnn_to_onnx
+    from .onnx_bnn import bnn_to_onnx, bnn_to_onnx_integer
     from .onnx_float import float_to_onnx
 
     model = load(path, threads=threads)
     bnn = model.file
     float_model, single_unit = float_baseline(bnn)
     sessions = {
-        "onnxruntime_integer": onnx_session(bnn_to_onnx(bnn).SerializeToString(), threads),
+        "onnxruntime_exported": onnx_session(bnn_to_onnx(bnn).SerializeToString(), threads),
+        "onnxruntime_integer": onnx_session(bnn_to_onnx_integer(bnn).SerializeToString(), threads),
         "onnxruntime_fp32": onnx_session(float_to_onnx(float_model, bnn.input_shape, single_unit=single_unit)
                                      .SerializeToString(), threads),
     }
@@ -171,6 +174,11 @@ def run_bench(path, threads: int = 2, batch: int = 256, rounds: int = 5, latency
         b = results[base]
         ratios[f"throughput_runtime_over_{base}"] = rt["images_per_second"] / b["images_per_second"]
         ratios[f"latency_runtime_over_{base}"] = rt["latency_median_us"] / b["latency_median_us"]
+    exported, fp32 = results["onnxruntime_exported"], results["onnxruntime_fp32"]
+    ratios["throughput_onnxruntime_exported_over_onnxruntime_fp32"] = (exported["images_per_second"]
+                                                                      / fp32["images_per_second"])
+    ratios["latency_onnxruntime_exported_over_onnxruntime_fp32"] = (exported["latency_median_us"]
+                                                                   / fp32["latency_median_us"])
     return {
         "model": str(path), "input_shape": list(bnn.input_shape),
         "layers": [f"{layer['kind']} {layer['out_features']}" for layer in bnn.layers],

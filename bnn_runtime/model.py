@@ -26,12 +26,11 @@ from .errors import SettingError
 from .format import BnnFile, read_bnn
 from .inputs import prepare_input
 from .plan import Plan, build_plan
+from .reference import logits_from_scores, softmax
 
 # Images per tile (a tile goes through every layer before the next one starts): a larger tile reads
-# each weight from cache for more images, a smaller one keeps a tile's activations in L1/L2. Measured
-# at batch 256, 2 threads (img/s, tile 16 / 64 / 128): MLP 784-4096-4096-4096-10 (4.8 MB of
-# weights) 41.9k / 45.3k / 46.9-48.9k; LeNet-5 (12 kB) 459k / 468k / 448-454k. So the tile follows
-# the size of the weights.
+# each weight from cache for more images, a smaller one keeps a tile's activations in L1/L2. So the
+# tile follows the size of the weights (measurements: docs/PERFORMANCE.md).
 DEFAULT_TILE, LARGE_TILE = 64, 128
 LARGE_WEIGHTS = 1 << 20  # bytes of re-packed weights above which LARGE_TILE is the default
 SERIAL_MAX = 16  # batches up to this size run in the calling thread (no thread start-up)
@@ -95,7 +94,8 @@ class BnnModel:
 
     def __repr__(self) -> str:
         kinds = "-".join(f"{layer['kind']}{layer['out_features']}" for layer in self.file.layers)
-        return f"BnnModel(input={list(self.input_shape)}, layers={kinds}, classes={len(self.classes)}, threads={self.threads})"
+        return (f"BnnModel(input={list(self.input_shape)}, layers={kinds}, classes={len(self.classes)}, "
+                f"threads={self.threads})")
 
     # ------------------------------------------------------------------ running it
     def run(self, x) -> tuple[np.ndarray, np.ndarray]:
@@ -130,6 +130,19 @@ class BnnModel:
     def predict(self, x) -> np.ndarray:
         """Class indices, int64 (N,): argmax of the per-class affine (first maximum), or the final unit's bit."""
         return self.run(x)[1]
+
+    def logits(self, x) -> np.ndarray:
+        """float64 (N, classes): the per-class affine of the integer scores; argmax == ``predict``."""
+        return logits_from_scores(self.file, self.scores(x))
+
+    def probabilities(self, x) -> np.ndarray:
+        """float64 (N, classes): the softmax of ``logits``."""
+        return softmax(self.logits(x))
+
+    @property
+    def input_spec(self):
+        """What the model takes (``pixels.InputSpec``): value range, layout, colour; ``from_pixels`` converts images."""
+        return self.file.input_spec
 
 
 def _pool() -> ThreadPoolExecutor:

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import CliError, positive, stderr_console
+from .common import CliError, parse_ints, positive, stderr_console
 
 # Upper limits of the options: a benchmark is minutes, not days, and its batch fits in memory.
 MAX_BATCH = 65536
@@ -19,7 +19,10 @@ MAX_MIN_SECONDS = 600.0
 
 
 def bench(
-    model_path: Annotated[Path, typer.Argument(metavar="MODEL.bnn", help="The .bnn model file.")],
+    model_path: Annotated[Optional[Path], typer.Argument(metavar="[MODEL.bnn]", help="The .bnn model file (or --arch).")] = None,
+    arch: Annotated[Optional[str], typer.Option(help="Benchmark the untrained --arch network SPEC instead (random weights; see bnn train --help for the grammar).")] = None,
+    input_shape: Annotated[Optional[str], typer.Option(help="With --arch: the uint8 input, C,H,W (or D).")] = None,
+    save: Annotated[Optional[Path], typer.Option(help="With --arch: where to write its .bnn file.")] = None,
     threads: Annotated[int, typer.Option(help="Threads of every engine (numba and onnxruntime intra-op).", callback=positive)] = 2,
     batch: Annotated[int, typer.Option(help="Batch size of the throughput runs.", callback=positive)] = 256,
     rounds: Annotated[int, typer.Option(help="Interleaved rounds (engine after engine).", callback=positive)] = 5,
@@ -45,6 +48,7 @@ def bench(
         raise CliError(f"--load must be from 0 to {MAX_LOAD} busy processes, got {load}")
     from bnn_export.bench import run_bench, run_load_bench
 
+    model_path = _model_path(model_path, arch, input_shape, save)
     # Plain lines rather than a live spinner: its refresh thread would compete with the timed
     # engines for the GIL and the two cores.
     console = stderr_console()
@@ -66,6 +70,23 @@ def bench(
         typer.echo(json.dumps(result, indent=2))
         return
     _print(result)
+
+
+def _model_path(model_path: Optional[Path], arch: Optional[str], input_shape: Optional[str], save: Optional[Path]) -> Path:
+    """The .bnn to time: MODEL.bnn, or the synthetic --arch network written to --save."""
+    if (model_path is None) == (arch is None):
+        raise CliError("give a MODEL.bnn or --arch SPEC (with --input-shape and --save), not both or neither")
+    if arch is None:
+        if input_shape is not None or save is not None:
+            raise CliError("--input-shape and --save go with --arch")
+        return model_path
+    if input_shape is None or save is None:
+        raise CliError("--arch needs --input-shape C,H,W and --save FILE.bnn")
+    from bnn_export.synthetic import synthetic_bnn
+    from bnn_runtime.format import write_bnn
+
+    write_bnn(save, *synthetic_bnn(arch, parse_ints("--input-shape", input_shape)))
+    return save
 
 
 def _print_load(result: dict) -> None:
@@ -91,7 +112,8 @@ def _print_load(result: dict) -> None:
                   f"default / ORT fp32: {ratios['default_over_onnxruntime_fp32']:.2f}x")
 
 
-_LABELS = {"runtime": "bnn runtime", "onnxruntime_integer": "ORT integer", "onnxruntime_fp32": "ORT fp32"}
+_LABELS = {"runtime": "bnn runtime", "onnxruntime_exported": "ORT exported .onnx", "onnxruntime_integer": "ORT integer",
+           "onnxruntime_fp32": "ORT fp32"}
 
 
 def _print(result: dict) -> None:
@@ -104,7 +126,8 @@ def _print(result: dict) -> None:
     m = result["machine"]
     console.print(f"bnn bench {markup(result['model'])}: {result['threads']} threads, {markup(m['cpu'])}, "
                   f"load average {m['load_average_1min']:.2f}")
-    table = Table(caption="ORT fp32: onnxruntime on the float network of the same topology (ReLU, max pooling)")
+    table = Table(caption="ORT exported .onnx: the graph bnn export writes (exact float32 where exact); ORT fp32: "
+                          "onnxruntime on the float network of the same topology (ReLU, max pooling)")
     for col in ("engine", f"img/s @{result['batch']}", "p50 us", "p90 us", "img/s vs fp32", "p50 vs fp32"):
         table.add_column(col, justify="right" if col != "engine" else "left", no_wrap=True)
     fp32 = result["results"]["onnxruntime_fp32"]
@@ -114,6 +137,9 @@ def _print(result: dict) -> None:
                       f"{r['latency_median_us'] / fp32['latency_median_us']:.2f}x")
     console.print(table)
     ratios = result["ratios"]
+    console.print(f"exported .onnx / fp32 network, both on onnxruntime: throughput "
+                  f"{ratios['throughput_onnxruntime_exported_over_onnxruntime_fp32']:.2f}x, "
+                  f"latency {ratios['latency_onnxruntime_exported_over_onnxruntime_fp32']:.2f}x")
     console.print(f"runtime / onnxruntime integer: throughput {ratios['throughput_runtime_over_onnxruntime_integer']:.2f}x, "
                   f"latency {ratios['latency_runtime_over_onnxruntime_integer']:.2f}x")
     pc = result["popcount"]
