@@ -150,7 +150,8 @@ class ModelConfig:
             raise ConfigError(f"lenet5 needs image input (C, H, W); this dataset gives shape {tuple(self.in_shape)}")
         if self.model == "suc" and self.num_classes != 2:
             raise ConfigError(
-                f"suc is a single-unit binary classifier; this dataset has {self.num_classes} classes (use --dataset ones)"
+                f"suc is a single-unit binary classifier; this dataset has {self.num_classes} classes "
+                "(use --dataset ones)"
             )
 
 
@@ -167,7 +168,7 @@ class TrainConfig:
     lr: float = setting(0.01, "Learning rate.")
     optimizer: str = setting("adam", "sgd or adam.", OPTIMIZERS)
     momentum: float = setting(0.9, "SGD momentum.")
-    # cosine ends a fixed budget at a small lr: binary LeNet-5/MNIST 20 epochs 97.9 % vs 95.4 % constant
+    # cosine ends a fixed budget at a small learning rate (docs/PERFORMANCE.md has the gain)
     schedule: str = setting(
         "cosine",
         "Learning-rate schedule: cosine decays it to 0 over --epochs (per epoch), none keeps it constant.",
@@ -187,6 +188,10 @@ class TrainConfig:
     device: str = setting("auto", "auto = cuda when available.", DEVICES)
     eval_batch_size: int = setting(1000, "Batch size of evaluation.")
     input_size: str = setting("", "folder: datasets: convert every image to HxW (or CxHxW, C = 1 or 3), e.g. 32x32.")
+    val_split: float = setting(
+        0.0, "Hold out this share of the training set for validation: metrics per epoch on it, best.pt kept by it, "
+        "the test set evaluated at the end. 0: none (the paper's tables)."
+    )
 
     def dataset_shape(self) -> tuple[tuple[int, ...], int]:
         """(input shape, number of classes) of the dataset, known without loading it (for folder:PATH
@@ -215,6 +220,8 @@ class TrainConfig:
             raise ConfigError(f"--momentum must be in [0, 1), got {self.momentum}")
         if self.grad_clip is not None:
             _positive("--grad-clip", self.grad_clip)
+        if not (isinstance(self.val_split, (int, float)) and math.isfinite(self.val_split) and 0 <= self.val_split < 1):
+            raise ConfigError(f"--val-split must be in [0, 1) (a share of the training set), got {self.val_split}")
         if not (isinstance(self.augment_shift, int) and 0 <= self.augment_shift <= 8):
             raise ConfigError(f"--augment-shift must be an integer from 0 to 8 pixels, got {self.augment_shift}")
         if not (math.isfinite(self.label_smoothing) and 0 <= self.label_smoothing < 1):

@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from .config import TrainConfig
 from .datasets import DATASETS
 from .errors import DatasetError
 
-ONES_THRESHOLD = 0.7
+ONES_SHARE = Fraction(7, 10)  # the ones task: is the share of 1s above this? (paper §4.2)
 DATA_SEED = 0  # the split and the synthetic data never depend on the run's --seed
 
 
@@ -40,6 +41,8 @@ class Data:
     classes: list[str]
     max_value: int
     source: str
+    x_val: Tensor | None = None  # the validation part of the training set (TrainConfig.val_split), if any
+    y_val: Tensor | None = None
 
     @property
     def in_shape(self) -> tuple[int, ...]:
@@ -55,6 +58,8 @@ class Data:
 
     def to(self, device: torch.device) -> "Data":
         move = {k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_test", "y_test")}
+        if self.x_val is not None:
+            move.update(x_val=self.x_val.to(device), y_val=self.y_val.to(device))
         return Data(name=self.name, classes=self.classes, max_value=self.max_value, source=self.source, **move)
 
     def info(self) -> dict:
@@ -65,6 +70,7 @@ class Data:
             "max_value": self.max_value,
             "n_train": len(self.y_train),
             "n_test": len(self.y_test),
+            "n_val": 0 if self.y_val is None else len(self.y_val),
             "source": self.source,
         }
 
@@ -93,19 +99,20 @@ def _data(name: str, x_tr, x_te, y_tr, y_te, classes, source: str) -> Data:
 
 
 def load_ones(dim: int, n_samples: int) -> Data:
-    """Is the share of 1s in a binary vector above 70 %? (paper §4.2)
+    """Is the share of 1s in a binary vector above ``ONES_SHARE`` (70 %)? (paper §4.2)
 
     The number of ones k is drawn uniformly from {0, ..., dim} and placed at random positions,
     so every share is equally likely and the classes are about 30/70; the label is
-    k / dim > 0.7. Linearly separable (w = 1, b = -0.7 dim).
+    k / dim > ONES_SHARE. Linearly separable (w = 1, b = -0.7 dim).
     """
     rng = np.random.default_rng([DATA_SEED, dim, n_samples])
     k = rng.integers(0, dim + 1, size=n_samples)
     ranks = rng.random((n_samples, dim)).argsort(axis=1).argsort(axis=1)
     x = (ranks < k[:, None]).astype(np.uint8)
-    y = (10 * k > 7 * dim).astype(np.int64)  # k/dim > 0.7 in integers
+    y = (ONES_SHARE.denominator * k > ONES_SHARE.numerator * dim).astype(np.int64)  # k/dim > share, in integers
     n_train = int(round(0.8 * n_samples))
-    return _data("ones", x[:n_train], x[n_train:], y[:n_train], y[n_train:], ["share<=0.7", "share>0.7"],
+    share = f"{float(ONES_SHARE):g}"
+    return _data("ones", x[:n_train], x[n_train:], y[:n_train], y[n_train:], [f"share<={share}", f"share>{share}"],
                  f"synthetic (dim={dim}, n={n_samples}, seed={DATA_SEED})")
 
 
@@ -244,6 +251,24 @@ def load_dataset(cfg: TrainConfig) -> Data:
     if cfg.dataset == "digits":
         return load_digits()
     return load_idx_dataset(cfg.dataset, cfg.data_dir)
+
+
+def split_validation(data: Data, fraction: float) -> Data:
+    """Hold out ``fraction`` of the training set as validation data, chosen by a fixed seed (never the run's).
+
+    The same fraction of the same dataset always holds out the same images, so runs with
+    different seeds are validated on the same images and a resumed run on the ones it started with.
+    """
+    if fraction <= 0:
+        return data
+    n = len(data.y_train)
+    n_val = max(1, round(fraction * n))
+    if n_val >= n:
+        raise DatasetError(f"--val-split {fraction} leaves no training data out of {n} samples")
+    order = torch.from_numpy(np.random.default_rng([DATA_SEED, n]).permutation(n))
+    train, val = order[: n - n_val].sort().values, order[n - n_val :].sort().values
+    return Data(data.name, data.x_train[train], data.y_train[train], data.x_test, data.y_test, data.classes,
+                data.max_value, data.source, x_val=data.x_train[val], y_val=data.y_train[val])
 
 
 def load_test_arrays(cfg: TrainConfig, limit: int | None = None) -> tuple[Data, np.ndarray, np.ndarray]:

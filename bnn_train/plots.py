@@ -52,7 +52,7 @@ def plot_curves(panels: list[Panel], path: Path, title: str = "") -> None:
     """Side-by-side panels of curves against the epoch, one PNG: a run's history or a table's mean over runs."""
     plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.4), squeeze=False)
-    for ax, panel in zip(axes[0], panels):
+    for ax, panel in zip(axes[0], panels, strict=True):
         for c in panel.curves:
             (line,) = ax.plot(c.x, c.y, marker="o", ms=3, label=c.label)
             if c.spread is not None:
@@ -71,12 +71,14 @@ def plot_curves(panels: list[Panel], path: Path, title: str = "") -> None:
 
 
 def run_panels(history: list[dict]) -> list[Panel]:
-    """A run's loss (left) and train/test accuracy (right) per epoch, from its metrics history."""
+    """A run's loss (left) and train/held-out accuracy (right) per epoch, from its metrics history; held out is
+    the validation part where the run has one (--val-split), else the test set."""
     epochs = [r["epoch"] for r in history]
+    held = "val" if any("val_accuracy" in r for r in history) else "test"
 
-    def curves(train_key: str, test_key: str) -> list[Curve]:
-        return [Curve(label=label, x=epochs, y=[r[key] for r in history])
-                for label, key in (("train", train_key), ("test", test_key))]
+    def curves(train_key: str, held_key: str) -> list[Curve]:
+        return [Curve(label=label, x=epochs, y=[r.get(key) for r in history])
+                for label, key in (("train", train_key), (held, held_key))]
 
-    return [Panel(ylabel="loss", curves=curves("loss", "test_loss")),
-            Panel(ylabel="accuracy", curves=curves("train_accuracy", "test_accuracy"), ylim=(0, 1.0))]
+    return [Panel(ylabel="loss", curves=curves("loss", f"{held}_loss")),
+            Panel(ylabel="accuracy", curves=curves("train_accuracy", f"{held}_accuracy"), ylim=(0, 1.0))]

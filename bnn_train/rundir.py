@@ -3,8 +3,9 @@
 ::
 
     RUN_DIR/config.json     the RunConfig and dataset facts, human-readable
-    RUN_DIR/checkpoint.pt   model, optimiser, scheduler, epoch, config, history
+    RUN_DIR/checkpoint.pt   the last epoch: model, optimiser, scheduler, epoch, config, history
                             (plain tensors and containers: loads with weights_only=True)
+    RUN_DIR/best.pt         with a validation split: the epoch of highest validation accuracy (same format)
     RUN_DIR/metrics.jsonl   one JSON line per completed epoch
     RUN_DIR/metrics.json    final numbers, test_accuracy among them
     RUN_DIR/curves.png      training curves
@@ -25,6 +26,8 @@ from .config import RunConfig
 from .errors import CheckpointError
 
 CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
+CHECKPOINTS = {"last": CHECKPOINT, "best": BEST}  # what --checkpoint names
 CONFIG = "config.json"
 METRICS_LINES = "metrics.jsonl"
 METRICS = "metrics.json"
@@ -66,10 +69,22 @@ def read_metrics_lines(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def save_checkpoint(run_dir: Path, state: dict) -> None:
+def save_checkpoint(run_dir: Path, state: dict, name: str = CHECKPOINT) -> None:
     buf = io.BytesIO()
     torch.save({"format": FORMAT, "version": VERSION, **state}, buf)
-    atomic_write_bytes(Path(run_dir) / CHECKPOINT, buf.getvalue())
+    atomic_write_bytes(Path(run_dir) / name, buf.getvalue())
+
+
+def select_checkpoint(run_dir: str | Path, which: str = "best") -> Path:
+    """What ``load_checkpoint`` / ``load_run`` should read for checkpoint ``which`` ("best" or "last").
+
+    "best" is ``RUN_DIR/best.pt`` where the run kept one (it was trained with a validation split),
+    the last checkpoint otherwise: without validation data there is nothing to pick by.
+    """
+    if which not in CHECKPOINTS:
+        raise CheckpointError(f"unknown checkpoint {which!r}; choose one of: {', '.join(CHECKPOINTS)}")
+    p = Path(run_dir)
+    return p / BEST if which == "best" and (p / BEST).is_file() else p
 
 
 def checkpoint_path(run_dir: str | Path) -> Path:

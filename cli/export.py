@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,6 +12,11 @@ import typer
 from .common import CliError, positive, stderr_console
 from .paths import check_output_file
 from .terminal import markup, plain
+
+
+class Checkpoint(str, Enum):
+    best = "best"
+    last = "last"
 
 
 def export(
@@ -23,6 +29,7 @@ def export(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     require_complete: Annotated[bool, typer.Option(
         "--require-complete", help="Refuse a run that has not trained all its planned epochs.")] = False,
+    checkpoint: Annotated[Checkpoint, typer.Option(help="best: best.pt, the epoch of highest validation accuracy (a run without --val-split has only its last); last: the last epoch.")] = "best",
 ) -> None:
     """Fold a trained binary network into packed bits with integer thresholds (.bnn) and an integer ONNX graph.
 
@@ -44,7 +51,7 @@ def export(
     try:
         report = export_run(run_dir, bnn_path, onnx_path, data_dir=str(data_dir) if data_dir else None,
                             check_images=check_images, require_bnn=output is not None or onnx_path is None,
-                            require_complete=require_complete)
+                            require_complete=require_complete, checkpoint=checkpoint.value)
     except NotBinaryError as e:
         raise CliError(f"cannot write {bnn_path}: {e}; pass only --onnx to export the float network") from None
     if report.unfinished_note:  # said on stderr in every output format

@@ -14,6 +14,8 @@ from .choices import Device
 from .common import CliError, command_line, positive, progress_bar, stderr_console
 from .paths import check_output_dir
 
+DEFAULT_ENSEMBLE = 8  # runs of a cell trained together by default (the throughput benchmark's K)
+
 
 def reproduce(
     table: Annotated[Optional[str], typer.Argument(help="Experiment name: table2 ... table11, table13, table14.", show_default=False)] = None,
@@ -30,6 +32,9 @@ def reproduce(
                                                      callback=positive)] = None,
     no_plots: Annotated[bool, typer.Option("--no-plots", help="Write the CSV and the Markdown only.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (a line per run still prints).")] = False,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch [default: all cores].")] = None,
+    ray: Annotated[Optional[str], typer.Option(help="Send the runs to a Ray cluster as tasks: 'local' starts one here, HOST:PORT joins one (needs the [ray] extra; --out on storage every worker sees).")] = None,
+    ensemble: Annotated[int, typer.Option(help="Train up to K runs of a cell at once as one batched network (1: one at a time). Members match their one-at-a-time runs to rounding (docs/REPRODUCTION.md).")] = DEFAULT_ENSEMBLE,
 ) -> None:
     """Re-run a table of the paper's §4-5: results.csv, report.md (ours next to the paper's) and plots.
 
@@ -48,6 +53,8 @@ def reproduce(
     if table is None:
         raise CliError(f"name an experiment ({', '.join(EXPERIMENTS)}) or pass --list")
     exp = get_experiment(table)
+    if ensemble < 1:
+        raise CliError(f"--ensemble must be a positive integer (1: one run at a time), got {ensemble}")
     epochs = epochs or exp.epochs
     cells = select_cells(exp, only, max_cells)
     if not cells:
@@ -57,13 +64,16 @@ def reproduce(
     command = command_line() if sys.argv[1:2] == ["reproduce"] else None
 
     from bnn_train.reproduce.runner import finished_rows, run_reproduction, write_outputs
+    from bnn_train.train import set_threads
+
+    set_threads(threads)
 
     progress = _Progress(exp, quiet)
     rows: list[dict] = []
     try:
         with progress:
             rows = run_reproduction(exp, cells, out, runs, epochs, seed, device.value,
-                                    str(data_dir) if data_dir else None, listener=progress)
+                                    str(data_dir) if data_dir else None, listener=progress, ensemble=ensemble, ray_address=ray, threads=threads)
     finally:  # also when interrupted or failed: report what has finished
         if not rows and progress.started:
             rows = finished_rows(out, cells, runs, seed)
@@ -115,6 +125,9 @@ class _Progress:
 
     def on_epoch(self, spec, record):
         self.progress.update(self.task, status=f"{spec.key} epoch {record['epoch']} acc {record['test_accuracy']:.3f}")
+
+    def on_run_failed(self, spec, reason):
+        self.console.print(f"{spec.key}: failed ({reason}); run the same command again to retry it", markup=False)
 
     def on_run_end(self, spec, row, reused):
         self.progress.advance(self.task)

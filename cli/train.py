@@ -15,7 +15,7 @@ from .paths import check_output_dir
 from .terminal import plain
 
 # Options a resumed run may change; every other one is fixed by the run directory.
-_RESUMABLE = {"out", "resume", "epochs", "data_dir", "device", "quiet"}
+_RESUMABLE = {"out", "resume", "epochs", "data_dir", "device", "quiet", "threads"}
 
 _M = "Model"
 _A = "Activation (shape parameters of the backward functions)"
@@ -71,6 +71,8 @@ def train(
     label_smoothing: Annotated[float, _t("label_smoothing")] = _TRAIN.label_smoothing,
     seed: Annotated[int, _t("seed")] = _TRAIN.seed,
     device: Annotated[Device, _t("device")] = _TRAIN.device,
+    val_split: Annotated[float, _t("val_split")] = _TRAIN.val_split,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch [default: all cores].", rich_help_panel=_T)] = None,
     out: Annotated[Optional[Path], typer.Option(help="Run directory [default: runs/MODEL-DATASET-FORWARD-BACKWARD].")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last completed epoch.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -78,7 +80,7 @@ def train(
     """Train a network and write a run directory (config, checkpoint, metrics, curves)."""
     from bnn_train.budget import check_budget
     from bnn_train.config import RunConfig
-    from bnn_train.train import fit
+    from bnn_train.train import fit, set_threads
     from bnn_train.train import resume as resume_run
 
     if arch is not None:
@@ -88,12 +90,14 @@ def train(
     name = arch if arch is not None else model.value
     out = out or Path("runs") / f"{name}-{_dataset_label(dataset)}-{act.replace('/', '-')}"
     check_output_dir("--out", out)
+    set_threads(threads)
     progress = None if quiet else RichProgress()
     if resume:
         explicit = sorted(p for p in ctx.params if p not in _RESUMABLE and _given(ctx, p))
         if explicit:
-            opts = ", ".join("--" + p.replace("_", "-") for p in explicit)
-            raise CliError(f"--resume continues {out} with its own configuration; drop {opts} (only --epochs, --data-dir, --device may change)")
+            opts = ", ".join(option_name(p) for p in explicit)
+            raise CliError(f"--resume continues {out} with its own configuration; drop {opts} "
+                           "(only --epochs, --data-dir, --device may change)")
         overrides = {k: ctx.params[k] for k in ("epochs", "data_dir", "device") if _given(ctx, k)}
         run = lambda: resume_run(out, callback=progress, **_resume_kwargs(overrides))  # noqa: E731
     else:
@@ -110,7 +114,7 @@ def train(
                 input_size=input_size or _TRAIN.input_size,
                 epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer.value, momentum=momentum,
                 schedule=schedule.value, grad_clip=grad_clip, augment_shift=augment_shift,
-                label_smoothing=label_smoothing, seed=seed, device=device.value,
+                label_smoothing=label_smoothing, seed=seed, device=device.value, val_split=val_split,
             ),
         )
         cfg.validate()  # every invalid option is rejected before any data is loaded
@@ -128,9 +132,12 @@ def train(
     except KeyboardInterrupt:
         typer.echo(_interrupted_line(out), err=True)
         raise typer.Exit(130) from None
+    best = (f"; best.pt (epoch {final['best_epoch']}, validation {final['best_val_accuracy']:.4f}): "
+            f"test {final['best_test_accuracy']:.4f}") if final.get("best_epoch") else ""
+    speed = f" ({final['images_per_s']:.0f} images/s)" if final.get("images_per_s") else ""
     typer.echo(
         f"{plain(out)}: test accuracy {final['test_accuracy']:.4f} after {final['epochs']} epochs"
-        f" ({final['images_per_s']:.0f} images/s){' — diverged' if final['diverged'] else ''}"
+        f"{speed}{best}{' — diverged' if final['diverged'] else ''}"
     )
 
 
@@ -228,8 +235,10 @@ class RichProgress:
                              status=f"loss {loss:.4f}" if loss is not None else "")
 
     def on_epoch(self, r):
+        from bnn_train.train import epoch_line
+
         self.done_before += self.steps
-        self.progress.console.print(
-            f"epoch {r['epoch']:>3}  loss {r['loss']:.4f}  train {r['train_accuracy']:.4f}  "
-            f"test {r['test_accuracy']:.4f}  {r['images_per_s']:.0f} img/s  lr {r['lr']:.3g}"
-        )
+        self.progress.console.print(epoch_line(r), markup=False, highlight=False)
+
+    def on_notice(self, text):
+        self.progress.console.print(f"note: {text}", markup=False, highlight=False)

@@ -87,7 +87,7 @@ def test_a_reproduction_trains_with_the_papers_plain_settings_whatever_bnn_train
             dataset=exp.dataset, data_dir="D", dim=cell.dim if cell.dim is not None else 10, n_samples=10000,
             epochs=3, batch_size=cell.batch_size, lr=cell.lr, optimizer="sgd", momentum=0.0, schedule="none",
             grad_clip=1.0 if cell.config.endswith("+gc") else None, augment_shift=0, label_smoothing=0.0,
-            loss_reduction=exp.loss_reduction, seed=7, device="cpu", eval_batch_size=1000,
+            loss_reduction=exp.loss_reduction, seed=7, device="cpu", eval_batch_size=1000, input_size="",
         )
         assert set(plain) == {f.name for f in fields(TrainConfig)}
         assert t == TrainConfig(**plain), cell
@@ -228,6 +228,7 @@ BAD = [
     (["table13", "--only", "bs=100"], ["--only bs=100", "bs 32, 64"]),
     (["table13", "--only", "speed=3"], ["KEY one of"]),
     (["table13", "--max-cells", "0"], ["--max-cells must be a positive integer"]),
+    (["table13", "--ensemble", "0"], ["--ensemble must be a positive integer"]),
     ([], ["name an experiment", "--list"]),
 ]
 

@@ -11,6 +11,12 @@ Runs go run index first (every cell's run 0, then every cell's run 1, ...), so a
 short has the same number of runs in every cell, give or take one. Resuming skips every run
 with a CSV row, recovers a row from a finished run directory (killed between the two writes),
 and continues an interrupted run from its last epoch checkpoint (``bnn_train.train.resume``).
+
+With ``ensemble`` K > 1 the runs of a cell train K at a time as one batched network
+(``bnn_train.ensemble_fit``): up to K runs of a cell that have not started form one work unit,
+cells interleaved unit by unit (every cell's runs 0..K-1, then K..2K-1, ...). Each member
+still writes its own run directory and CSV row; a row's ``seconds`` is the unit's wall time
+divided by its members. A run interrupted mid-way continues on its own, as with K = 1.
 """
 
 from __future__ import annotations
@@ -57,6 +63,8 @@ class Listener:
     def on_epoch(self, spec: RunSpec, record: dict) -> None: ...
 
     def on_run_end(self, spec: RunSpec, row: dict, reused: bool) -> None: ...
+
+    def on_run_failed(self, spec: RunSpec, reason: str) -> None: ...
 
 
 def plan(cells: list[Cell], runs: int, seed: int) -> list[RunSpec]:
@@ -144,6 +152,49 @@ def _train(exp: Experiment, spec: RunSpec, run_dir: Path, epochs: int, device: s
     return final, time.perf_counter() - start
 
 
+def _train_group(exp: Experiment, specs: list[RunSpec], run_dirs: list[Path], epochs: int, device: str,
+                 data_dir: str | None, listener: Listener) -> tuple[list[dict], float]:
+    """Train fresh runs of one cell together as an ensemble; returns (their final metrics, seconds per run)."""
+    import torch
+
+    from ..ensemble_fit import fit_ensemble
+    from ..train import Callback
+
+    class EpochHook(Callback):
+        def __init__(self, spec):
+            self.spec = spec
+
+        def on_epoch(self, record: dict) -> None:
+            listener.on_epoch(self.spec, record)
+
+    for d in run_dirs:  # a member that never finished its first epoch left at most a config file
+        if d.exists() and not (d / rundir.CHECKPOINT).exists():
+            shutil.rmtree(d)
+    cfgs = [exp.run_config(s.cell, epochs, s.seed, device, data_dir) for s in specs]
+    start = time.perf_counter()
+    try:
+        finals = fit_ensemble(cfgs, run_dirs, callbacks=[EpochHook(s) for s in specs])
+    except CheckpointError:  # members' checkpoints disagree (killed between two writes): one at a time
+        finals = [_train(exp, s, d, epochs, device, data_dir, listener)[0] for s, d in zip(specs, run_dirs)]
+    except torch.cuda.OutOfMemoryError:
+        raise ReproduceError(f"the GPU ran out of memory training {len(specs)} runs as one ensemble; "
+                             f"pass a smaller --ensemble") from None
+    return finals, (time.perf_counter() - start) / len(specs)
+
+
+def work_units(specs: list[RunSpec], out: Path, ensemble: int) -> list[list[RunSpec]]:
+    """The runs to train, as units trained together: up to K runs of one cell that have finished the same number
+    of epochs (0 for fresh ones), cells interleaved unit by unit."""
+    if ensemble <= 1:
+        return [[s] for s in specs]
+    groups: dict[tuple, list[RunSpec]] = {}
+    for s in specs:
+        groups.setdefault((s.cell, len(rundir.read_metrics_lines(_run_dir(out, s)))), []).append(s)
+    chunks = {key: [v[i : i + ensemble] for i in range(0, len(v), ensemble)] for key, v in groups.items()}
+    rounds = max((len(v) for v in chunks.values()), default=0)
+    return [chunks[key][i] for i in range(rounds) for key in chunks if i < len(chunks[key])]
+
+
 def _recover(run_dir: Path, epochs: int) -> dict | None:
     """Final metrics of a run that finished but has no CSV row yet, else None."""
     path = run_dir / rundir.METRICS
@@ -154,31 +205,66 @@ def _recover(run_dir: Path, epochs: int) -> dict | None:
 
 
 def run_reproduction(exp: Experiment, cells: list[Cell], out: str | Path, runs: int, epochs: int, seed: int = 0,
-                     device: str = "auto", data_dir: str | None = None, listener: Listener | None = None) -> list[dict]:
-    """Train every planned run not yet in ``OUT/results.csv``; returns the rows of the planned runs."""
+                     device: str = "auto", data_dir: str | None = None, listener: Listener | None = None,
+                     ensemble: int = 1, ray_address: str | None = None, threads: int | None = None) -> list[dict]:
+    """Train every planned run not yet in ``OUT/results.csv`` (``ensemble`` runs of a cell at a time; as Ray
+    tasks on the cluster at ``ray_address``, "local" for one started here); returns the rows of the planned runs
+    (finished ones: a run that failed on Ray has none, and the same call again trains it)."""
+    if not (isinstance(ensemble, int) and ensemble >= 1):
+        raise ReproduceError(f"--ensemble must be a positive integer (1: one run at a time), got {ensemble}")
     listener = listener or Listener()
     out = Path(out)
+    if ray_address is not None:  # before anything is written: an unreachable cluster leaves OUT as it was
+        from . import ray_backend
+
+        ray = ray_backend.connect(ray_address)
     check_manifest(out, exp, epochs, seed)
     specs = plan(cells, runs, seed)
     done = {r["run_key"]: r for r in read_results(out)}
     todo = [s for s in specs if s.key not in done]
     listener.on_plan(len(specs), len(specs) - len(todo))
     rows = {s.key: done[s.key] for s in specs if s.key in done}
-    for spec in todo:
-        run_dir = out / RUNS / spec.cell.name / f"seed{spec.seed}"
-        final, reused, seconds = _recover(run_dir, epochs), True, 0.0
-        if final is None:
-            listener.on_run_start(spec)
-            final, seconds = _train(exp, spec, run_dir, epochs, device, data_dir, listener)
-            reused = False
-        else:
-            seconds = float(final.get("train_seconds") or 0.0)
+
+    def finish(spec: RunSpec, final: dict, seconds: float, reused: bool) -> None:
+        run_dir = _run_dir(out, spec)
         used = json.loads((run_dir / rundir.CONFIG).read_text()).get("device", device)
         row = _row(exp, spec, epochs, final, rundir.read_metrics_lines(run_dir), seconds, used)
         _append(out, row)
         rows[spec.key] = row
         listener.on_run_end(spec, row, reused)
-    return [rows[s.key] for s in specs]
+
+    pending = []
+    for spec in todo:  # finished but unrecorded runs (killed between the two writes) first
+        final = _recover(_run_dir(out, spec), epochs)
+        if final is None:
+            pending.append(spec)
+        else:
+            finish(spec, final, float(final.get("train_seconds") or 0.0), True)
+    units = work_units(pending, out, ensemble)
+    if ray_address is not None:
+        for unit in units:
+            for spec in unit:
+                listener.on_run_start(spec)
+        ray_backend.run_units(ray, units, exp, out, epochs, device, data_dir, threads,
+                              on_done=lambda unit, finals, seconds: [finish(s, f, seconds, False)
+                                                                     for s, f in zip(unit, finals)],
+                              on_failed=lambda unit, why: [listener.on_run_failed(s, why) for s in unit])
+        units = []
+    for unit in units:
+        for spec in unit:
+            listener.on_run_start(spec)
+        if len(unit) == 1:
+            final, seconds = _train(exp, unit[0], _run_dir(out, unit[0]), epochs, device, data_dir, listener)
+            finish(unit[0], final, seconds, False)
+            continue
+        finals, seconds = _train_group(exp, unit, [_run_dir(out, s) for s in unit], epochs, device, data_dir, listener)
+        for spec, final in zip(unit, finals):
+            finish(spec, final, seconds, False)
+    return [rows[s.key] for s in specs if s.key in rows]
+
+
+def _run_dir(out: Path, spec: RunSpec) -> Path:
+    return out / RUNS / spec.cell.name / f"seed{spec.seed}"
 
 
 def finished_rows(out: str | Path, cells: list[Cell], runs: int, seed: int) -> list[dict]:
