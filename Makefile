@@ -1,11 +1,11 @@
 # Two commands on a fresh machine: `make demo` (install, then train -> export -> infer on the
-# offline Digits data) and `make test` (install the dev extras, run the test suite).
+# offline Digits data) and `make test` (install the dev extras, run the test suite); `make lint` runs ruff.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO := runs/demo
 
-.PHONY: demo test install clean
+.PHONY: demo test lint install clean
 
 $(BIN)/bnn: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ demo: $(BIN)/bnn
 
 test: $(BIN)/bnn
 	$(BIN)/python -m pytest
+
+lint: $(BIN)/bnn
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m ruff format --check .
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis

@@ -3,8 +3,8 @@
 Everything is built in memory and checked first; files are written (atomically) only when the
 checks pass, so a failed export leaves nothing behind:
 
-* onnxruntime on the exported graph == the NumPy reference executor, exactly (integer scores
-  and labels), on the test images and on random uint8 inputs;
+* onnxruntime on the exported graph == the NumPy reference executor, exactly (integer scores,
+  logits and labels), on the test images and on random uint8 inputs;
 * the reference's predictions agree with the PyTorch model in eval mode on >= 99.9 % of the
   test images (the numerics contract of docs/FORMAT.md).
 """
@@ -18,10 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bnn_runtime.about import DISTRIBUTION, version
 from bnn_runtime.fileio import atomic_write_bytes
 from bnn_runtime.format import VERSION, parse, to_bytes
-from bnn_runtime.reference import predict_from_scores, reference_scores
+from bnn_runtime.pixels import InputSpec
+from bnn_runtime.reference import logits_from_scores, predict_from_scores, reference_scores
 from bnn_train import rundir
+from bnn_train.datasets import DATASETS
 from bnn_train.data import load_test_arrays
 from bnn_train.errors import DatasetError
 from bnn_train.models import is_single_unit
@@ -119,11 +122,27 @@ def _state_dict_bytes(model) -> int:
     return len(buf.getvalue())
 
 
+def _input_fields(shape, max_value: int | None) -> dict:
+    """The manifest's input range, layout and colour for values 0..``max_value`` (what the dataset loader knows);
+    nothing when it is unknown (the file then reads as version-1 files do: 0..255)."""
+    if not isinstance(max_value, int) or isinstance(max_value, bool) or not 0 < max_value <= 255:
+        return {}
+    return InputSpec.for_data(tuple(shape), max_value).manifest_fields()
+
+
+def _run_max_value(data_info: dict) -> int | None:
+    """The largest input value of a run's dataset: as its checkpoint recorded it, else as the dataset facts say."""
+    facts = DATASETS.get(data_info.get("name"))
+    return data_info.get("max_value", facts.max_value if facts else None)
+
+
 def _binary_export(report: ExportReport, model, layers: list, arrays: dict, in_shape, classes: list[str], x, y,
-                   torch_pred, data_note: str, provenance: dict, metadata: dict) -> tuple[bytes, bytes]:
+                   torch_pred, data_note: str, provenance: dict, metadata: dict,
+                   max_value: int | None = None) -> tuple[bytes, bytes]:
     """(.bnn bytes, ONNX bytes) of a folded model; appends the checks of ``bnn export`` to the report."""
-    manifest = {"format": "bnn", "version": VERSION, "input": {"dtype": "uint8", "shape": list(in_shape)},
-                "classes": list(classes), "layers": layers, "provenance": provenance}
+    manifest = {"format": "bnn", "version": VERSION, "classes": list(classes), "layers": layers,
+                "input": {"dtype": "uint8", "shape": list(in_shape), **_input_fields(in_shape, max_value)},
+                "provenance": provenance}
     if x is not None:  # provenance records the deployed model's own test accuracy
         draft = parse(to_bytes(manifest, arrays))
         ref_scores = reference_scores(draft, x)
@@ -132,7 +151,7 @@ def _binary_export(report: ExportReport, model, layers: list, arrays: dict, in_s
     bnn_bytes = to_bytes(manifest, arrays)
     bnn_model = parse(bnn_bytes)
     onnx_model = bnn_to_onnx(bnn_model, {**metadata, "test_accuracy": report.accuracy.get("bnn"),
-                                         "format": "bnn integer graph: scores are the .bnn integer scores"})
+                                         "format": "bnn graph: scores are the .bnn integer scores"})
     onnx_bytes = onnx_model.SerializeToString()
     session = onnx_session(onnx_bytes)
     rng = np.random.default_rng(0)
@@ -143,8 +162,10 @@ def _binary_export(report: ExportReport, model, layers: list, arrays: dict, in_s
         ref = reference_scores(bnn_model, xs)
         ort_out = _ort_run(session, xs)
         same = np.array_equal(ort_out["scores"], ref) and np.array_equal(ort_out["label"], predict_from_scores(bnn_model, ref))
+        if "logits" in ort_out:  # the exact float graph also gives the logits
+            same = same and np.array_equal(ort_out["logits"], logits_from_scores(bnn_model, ref))
         report.checks.append(Check(name=f"onnxruntime == reference ({label})", passed=same,
-                                   detail=f"{len(xs)} inputs, integer scores and labels {'identical' if same else 'DIFFER'}"))
+                                   detail=f"{len(xs)} inputs, {', '.join(ort_out)} {'identical' if same else 'DIFFER'}"))
     if x is not None:
         agree = float((predict_from_scores(bnn_model, ref_scores) == torch_pred).mean())
         report.checks.append(Check(name="agreement with PyTorch", passed=agree >= MIN_AGREEMENT,
@@ -173,10 +194,11 @@ def _write(report: ExportReport, bnn_bytes: bytes | None, onnx_bytes: bytes, bnn
 def export_model(model: torch.nn.Sequential, in_shape: tuple[int, ...], classes: list[str],
                  x_test: np.ndarray | None = None, y_test: np.ndarray | None = None,
                  bnn_path: str | Path | None = None, onnx_path: str | Path | None = None,
-                 provenance: dict | None = None) -> ExportReport:
+                 provenance: dict | None = None, max_value: int | None = None) -> ExportReport:
     """Export your own binary ``nn.Sequential`` (bnn_train's layers, raw uint8 values in) with the checks
     of ``bnn export``: onnxruntime == the NumPy reference exactly, >= 99.9 % agreement with PyTorch on
-    ``x_test``. Files are written only when every check passes; NotBinaryError / ExportError otherwise."""
+    ``x_test``. Files are written only when every check passes; NotBinaryError / ExportError otherwise.
+    ``max_value``: the largest input value of the training data, recorded as the input range 0..max_value."""
     model = model.eval()
     report = ExportReport(run_dir="<model>", binary=True, state_dict_bytes=_state_dict_bytes(model))
     layers, arrays = fold(model, tuple(in_shape))
@@ -185,10 +207,10 @@ def export_model(model: torch.nn.Sequential, in_shape: tuple[int, ...], classes:
         _, torch_pred = _torch_predict(model, False, x_test)
         report.accuracy["pytorch"] = float((torch_pred == y_test).mean())
     note = f"{len(x_test)} test images" if x_test is not None else "no test images given"
-    prov = {"exporter": f"untied-bnn {_version()}", "test_accuracy_pytorch": report.accuracy.get("pytorch"),
+    prov = {"exporter": f"{DISTRIBUTION} {version()}", "test_accuracy_pytorch": report.accuracy.get("pytorch"),
             **(provenance or {})}
     bnn_bytes, onnx_bytes = _binary_export(report, model, layers, arrays, in_shape, classes, x_test, y_test,
-                                           torch_pred, note, prov, {"classes": list(classes)})
+                                           torch_pred, note, prov, {"classes": list(classes)}, max_value)
     return _write(report, bnn_bytes, onnx_bytes, bnn_path, onnx_path)
 
 
@@ -225,12 +247,12 @@ def export_run(run_dir: str | Path, bnn_path: str | Path | None = None, onnx_pat
                 "test_accuracy_pytorch": report.accuracy.get("pytorch"), "trained_epochs": int(ckpt["epoch"])}
 
     if report.binary:
-        provenance = {"exporter": f"untied-bnn {_version()}", "run": Path(run_dir).name,
+        provenance = {"exporter": f"{DISTRIBUTION} {version()}", "run": Path(run_dir).name,
                       "dataset": ckpt["data"]["name"], "trained_epochs": int(ckpt["epoch"]),
                       "test_accuracy_pytorch": report.accuracy.get("pytorch"), "config": cfg.to_dict()}
         bnn_bytes, onnx_bytes = _binary_export(report, model, layers, arrays, cfg.model.in_shape,
                                                ckpt["data"]["classes"], x, y, torch_pred, data_note, provenance,
-                                               metadata)
+                                               metadata, _run_max_value(ckpt["data"]))
     else:
         onnx_model = float_to_onnx(model, cfg.model.in_shape, single_unit=is_single_unit(cfg.model),
                                    metadata={**metadata, "format": "float network"})
@@ -243,20 +265,12 @@ def export_run(run_dir: str | Path, bnn_path: str | Path | None = None, onnx_pat
         close = np.allclose(ort_out["logits"], ref_logits, rtol=1e-4, atol=1e-4)
         agree = float((ort_out["label"] == ref_pred).mean())
         report.checks.append(Check(name="onnxruntime vs PyTorch (float)", passed=close and agree >= MIN_AGREEMENT,
-                                   detail=f"logits {'within 1e-4' if close else 'DIFFER'}, labels agree on {agree:.4%} of {len(xs)} inputs"))
+                                   detail=f"logits {'within 1e-4' if close else 'DIFFER'}, "
+                                          f"labels agree on {agree:.4%} of {len(xs)} inputs"))
         if x is not None:
             report.accuracy["onnx"] = float((ort_out["label"] == y).mean())
         bnn_bytes = None
     return _write(report, bnn_bytes, onnx_bytes, bnn_path, onnx_path)
-
-
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("untied-bnn")
-    except Exception:  # running from a source tree without installation
-        return "dev"
 
 
 __all__ = ["export_run", "export_model", "ExportReport", "Check"]

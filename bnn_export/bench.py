@@ -1,9 +1,11 @@
 """``bnn bench``: the runtime against onnxruntime on the same .bnn, and against the float network it replaces.
 
-Three engines, timed interleaved in one process with the same thread count:
+Four engines, timed interleaved in one process with the same thread count:
 
 * ``runtime``: ``bnn_runtime`` (Numba popcount kernels), ``predict``;
-* ``onnxruntime_integer``: onnxruntime on the integer ONNX graph of the same .bnn (``bnn_to_onnx``);
+* ``onnxruntime_exported``: onnxruntime on the ONNX graph ``bnn export`` writes (``bnn_to_onnx``: the
+  exact float32 graph where it is exact, else the integer one);
+* ``onnxruntime_integer``: onnxruntime on the integer ONNX graph of the same .bnn (``bnn_to_onnx_integer``);
 * ``onnxruntime_fp32``: onnxruntime on the float network of the same topology -- ReLU, the same
   widths, max pooling, no BatchNorm -- built by ``bnn_train`` from the model's training
   configuration (random weights: speed does not depend on them) and exported by ``float_to_onnx``.
@@ -17,8 +19,11 @@ This is a benchmark, not a test: nothing here asserts on time.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import subprocess
+import sys
 import time
 from dataclasses import replace
 
@@ -30,8 +35,7 @@ from bnn_runtime.model import load
 from bnn_runtime.profile import layer_times
 
 # Pause before each engine's turn: the thread pools of the engine timed before (onnxruntime's
-# spin after every run) must have gone idle, or they take cores from the next one. Measured on
-# LeNet-5: the runtime ran 370k images/s right after an onnxruntime session's run, 430k after a pause.
+# spin after every run) must have gone idle, or they take cores from the next one (docs/PERFORMANCE.md).
 SETTLE_SECONDS = 0.2
 
 
@@ -46,14 +50,15 @@ def _mirror_float_network(bnn: BnnFile):
         last = i == len(bnn.layers) - 1
         if layer["kind"] == "conv":
             c = layer["in_shape"][0]
-            layers.append(nn.Conv2d(c, layer["out_features"], tuple(layer["kernel"]), padding=tuple(layer["padding"])))
+            layers.append(nn.Conv2d(c, layer["out_features"], tuple(layer["kernel"]), padding=tuple(layer["padding"]),
+                                    stride=tuple(layer.get("stride", (1, 1)))))
         else:
             if not flat:
                 layers.append(nn.Flatten())
                 flat = True
             layers.append(nn.Linear(layer["fan_in"], layer["out_features"]))
         if layer.get("pool"):
-            layers.append(nn.MaxPool2d(tuple(layer["pool"]["size"])))
+            layers.append(nn.MaxPool2d(tuple(layer["pool"]["size"]), tuple(layer["pool"].get("stride", layer["pool"]["size"]))))
         if not last:
             layers.append(Activation("relu/tied"))
     return nn.Sequential(*layers).eval(), False
@@ -126,14 +131,15 @@ def run_bench(path, threads: int = 2, batch: int = 256, rounds: int = 5, latency
               min_seconds: float = 0.25, seed: int = 0, progress=None) -> dict:
     """Time the three engines on the model at ``path``; returns the result as a JSON-able dict."""
     from .api import onnx_session
-    from .onnx_bnn import bnn_to_onnx
+    from .onnx_bnn import bnn_to_onnx, bnn_to_onnx_integer
     from .onnx_float import float_to_onnx
 
     model = load(path, threads=threads)
     bnn = model.file
     float_model, single_unit = float_baseline(bnn)
     sessions = {
-        "onnxruntime_integer": onnx_session(bnn_to_onnx(bnn).SerializeToString(), threads),
+        "onnxruntime_exported": onnx_session(bnn_to_onnx(bnn).SerializeToString(), threads),
+        "onnxruntime_integer": onnx_session(bnn_to_onnx_integer(bnn).SerializeToString(), threads),
         "onnxruntime_fp32": onnx_session(float_to_onnx(float_model, bnn.input_shape, single_unit=single_unit)
                                      .SerializeToString(), threads),
     }
@@ -168,6 +174,11 @@ def run_bench(path, threads: int = 2, batch: int = 256, rounds: int = 5, latency
         b = results[base]
         ratios[f"throughput_runtime_over_{base}"] = rt["images_per_second"] / b["images_per_second"]
         ratios[f"latency_runtime_over_{base}"] = rt["latency_median_us"] / b["latency_median_us"]
+    exported, fp32 = results["onnxruntime_exported"], results["onnxruntime_fp32"]
+    ratios["throughput_onnxruntime_exported_over_onnxruntime_fp32"] = (exported["images_per_second"]
+                                                                      / fp32["images_per_second"])
+    ratios["latency_onnxruntime_exported_over_onnxruntime_fp32"] = (exported["latency_median_us"]
+                                                                   / fp32["latency_median_us"])
     return {
         "model": str(path), "input_shape": list(bnn.input_shape),
         "layers": [f"{layer['kind']} {layer['out_features']}" for layer in bnn.layers],
@@ -191,4 +202,64 @@ def _popcount_share(model, x: np.ndarray) -> dict:
             "binary_layers_share_of_peak": ops / secs / peak if secs > 0 else None}
 
 
-__all__ = ["run_bench", "float_baseline", "popcount_rate"]
+@contextlib.contextmanager
+def busy_processes(n: int):
+    """n background processes that spin on one core each, stopped (by their pids) when the block ends."""
+    procs = []
+    try:
+        for _ in range(n):
+            procs.append(subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        time.sleep(0.2 if n else 0)  # let them get going
+        yield procs
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()
+
+
+def run_load_bench(path, busy: int, batch: int = 256, rounds: int = 5, latency_calls: int = 200,
+                   min_seconds: float = 0.25, seed: int = 0, progress=None) -> dict:
+    """The runtime at its default thread count and at 1 thread, and onnxruntime fp32 at the default thread count,
+    timed interleaved while ``busy`` busy processes run; returns a JSON-able dict."""
+    from .api import onnx_session
+    from .onnx_float import float_to_onnx
+
+    default = load(path)
+    single = load(path, threads=1)
+    bnn = default.file
+    float_model, single_unit = float_baseline(bnn)
+    fp32 = onnx_session(float_to_onnx(float_model, bnn.input_shape, single_unit=single_unit).SerializeToString(),
+                        default.threads)
+    engines = {"runtime_default_threads": default.predict, "runtime_1_thread": single.predict,
+               "onnxruntime_fp32": lambda x: fp32.run(None, {"images": x})}
+    x = np.random.default_rng(seed).integers(0, 256, size=(batch, *bnn.input_shape), dtype=np.uint8)
+    for fn in engines.values():
+        fn(x)
+        fn(x[:1])
+    rates = {name: [] for name in engines}
+    lat = {name: [] for name in engines}
+    with busy_processes(busy):
+        before = machine()
+        if progress:
+            progress(0, rounds)
+        for r in range(rounds):
+            for name, fn in engines.items():
+                time.sleep(SETTLE_SECONDS)
+                rates[name].append(_throughput(fn, x, min_seconds))
+                lat[name] += _latencies(fn, x[:1], latency_calls)
+            if progress:
+                progress(r + 1, rounds)
+    results = {}
+    for name in engines:
+        ms = np.array(lat[name]) * 1e6
+        results[name] = {"images_per_second": float(np.median(rates[name])), "rounds_images_per_second": rates[name],
+                         "latency_median_us": float(np.median(ms)), "latency_p90_us": float(np.percentile(ms, 90))}
+    d, one, f = (results[k]["images_per_second"] for k in engines)
+    return {"model": str(path), "load": busy, "default_threads": default.threads, "batch": batch, "rounds": rounds,
+            "machine": {**before, "load_average_1min_after": os.getloadavg()[0]}, "results": results,
+            "ratios": {"default_over_1_thread": d / one, "default_over_onnxruntime_fp32": d / f}}
+
+
+__all__ = ["run_bench", "run_load_bench", "busy_processes", "float_baseline", "popcount_rate"]

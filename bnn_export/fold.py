@@ -21,7 +21,6 @@ from bnn_train.layers import BinaryConv2d, BinaryLinear, InputScale, QuadMeanPoo
 
 from .errors import NotBinaryError, UnsupportedLayerError
 
-INT32_MAX = 2**31 - 1
 
 
 @dataclass

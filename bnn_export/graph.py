@@ -1,4 +1,5 @@
-"""A small ONNX graph builder and the one ONNX form of the Heaviside step, shared by both exporters."""
+"""A small ONNX graph builder and the ONNX form of the Heaviside step (on any values, and on integer-valued
+floats), shared by the exporters."""
 
 from __future__ import annotations
 
@@ -59,6 +60,12 @@ class Graph:
 def heaviside(g: Graph, z: str, threshold: str) -> str:
     """H(z - t) = 1 if z >= t else 0 as bool: the Heaviside step, in every graph bnn writes."""
     return g.op("GreaterOrEqual", [z, threshold], "step")
+
+
+def heaviside_of_integers(g: Graph, z: str) -> str:
+    """The same step on a float tensor of integers ``z = s - t + 1``: ``Clip(z, 0, 1)`` is 1 exactly when s >= t,
+    as a float 0/1 -- one operator that onnxruntime fuses into the Conv or Gemm before it."""
+    return g.op("Clip", [z, g.const(np.array(0, np.float32), "zero"), g.const(np.array(1, np.float32), "one")], "step")
 
 
 FLOAT = TensorProto.FLOAT

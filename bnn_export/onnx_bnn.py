@@ -1,7 +1,9 @@
-"""The deployed .bnn network as a standard-operator ONNX graph in the integer domain.
+"""The deployed .bnn network as a standard-operator ONNX graph: ``bnn_to_onnx`` picks the form.
 
-Built from the .bnn model itself, one handler per layer kind, so onnxruntime computes exactly
-the numbers the runtime does:
+``bnn_to_onnx`` writes the exact float32 graph of ``onnx_exact_float`` (fast float kernels) when
+every sum fits float32 exactly, else the integer graph built here (``bnn_to_onnx_integer``).
+Both are built from the .bnn model itself, one handler per layer kind, so onnxruntime computes
+exactly the numbers the runtime does. The integer graph:
 
 * every layer takes uint8 (pixels, or bits as 0/1): ``ConvInteger`` / ``MatMulInteger`` with
   int8 +-1 weights give the int32 sums; for ``pm1`` inputs ``s = 2 * s01 - sum(w)``;
@@ -19,6 +21,7 @@ from bnn_runtime.format import BnnFile
 from bnn_runtime.reference import conv_stride, pool_stride, unpacked_weights
 
 from .graph import DOUBLE, INT32, INT64, UINT8, Graph, heaviside
+from .onnx_exact_float import bnn_to_onnx_float, exact_float_fits
 
 
 def _conv(g: Graph, model: BnnFile, layer: dict, x: str) -> str:
@@ -56,6 +59,13 @@ def _threshold(g: Graph, model: BnnFile, layer: dict, s: str) -> str:
 
 
 def bnn_to_onnx(model: BnnFile, metadata: dict | None = None) -> onnx.ModelProto:
+    """The ONNX model to deploy: the exact float32 graph where it is exact, else the integer graph."""
+    if exact_float_fits(model):
+        return bnn_to_onnx_float(model, {**(metadata or {}), "graph": "exact float32"})
+    return bnn_to_onnx_integer(model, {**(metadata or {}), "graph": "integer"})
+
+
+def bnn_to_onnx_integer(model: BnnFile, metadata: dict | None = None) -> onnx.ModelProto:
     """An ONNX model computing ``model``'s integer scores and labels; checked with onnx.checker."""
     g = Graph("bnn")
     x = g.input("images", UINT8, ["N", *model.input_shape])

@@ -25,3 +25,8 @@ class SettingError(BnnError, ValueError):
 class FileWriteError(BnnError, OSError):
     """A file that cannot be written (no space left, no permission, a read-only disk): the path and the reason;
     the previous file, if any, is left as it was."""
+
+
+def dims(*sizes: int) -> str:
+    """Sizes in messages, one convention everywhere: height×width (``28×28``), or C×H×W for a whole input."""
+    return "×".join(str(int(s)) for s in sizes)

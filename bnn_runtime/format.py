@@ -34,8 +34,9 @@ import numpy as np
 
 from . import limits
 from .bits import n_words, padding_is_zero
-from .errors import BnnFormatError
+from .errors import BnnFormatError, dims
 from .fileio import atomic_write_bytes
+from .pixels import InputSpec
 
 MAGIC = b"BNNMODEL"
 VERSION = 2  # 2 adds conv "stride" and pool "stride" (docs/FORMAT.md); a version-1 file reads as stride 1
@@ -44,11 +45,10 @@ HEADER = struct.Struct("<8sIIQQ32s")  # magic, version, reserved, M, D, sha256
 ALIGN = 8
 MAX_MANIFEST = limits.MAX_MANIFEST_BYTES  # decompressed manifest bytes a reader accepts
 
-ENCODINGS_IN = ("uint8", "01", "pm1")
 ENCODINGS_OUT = ("01", "pm1")
 # the keys each object of the manifest may have (anything else is refused, not ignored)
 MANIFEST_KEYS = frozenset({"format", "version", "input", "classes", "layers", "arrays", "provenance"})
-INPUT_KEYS = frozenset({"dtype", "shape"})
+INPUT_KEYS = frozenset({"dtype", "shape", "range", "layout", "color"})  # the last three optional (pixels.py)
 LAYER_KEYS = frozenset({"name", "kind", "in_encoding", "in_shape", "kernel", "padding", "stride", "fan_in",
                         "out_features", "output", "out_encoding", "pool", "out_shape", "arrays"})
 POOL_KEYS = frozenset({"kind", "size", "stride"})
@@ -77,6 +77,11 @@ class BnnFile:
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.manifest["input"]["shape"])
+
+    @property
+    def input_spec(self) -> InputSpec:
+        """Value range, layout and colour of the input (the defaults of version 1 where the file is silent)."""
+        return InputSpec.from_manifest(self.manifest["input"])
 
     @property
     def classes(self) -> list[str]:
@@ -283,7 +288,7 @@ def _conv_geometry(layer: dict, where: str, in_shape: tuple[int, ...], enc: str,
         raise BnnFormatError(f"{where}: zero padding of a pm1 input is not supported in version {version}")
     oh, ow = _conv_out(h, kh, ph, sh), _conv_out(w, kw, pw, sw)
     if oh < 1 or ow < 1:
-        raise BnnFormatError(f"{where}: kernel {kh}x{kw} does not fit its {h}x{w} input")
+        raise BnnFormatError(f"{where}: kernel {dims(kh, kw)} does not fit its {dims(h, w)} input (H×W)")
     return oh, ow
 
 
@@ -293,7 +298,7 @@ def _pool_geometry(pool: dict, where: str, out_spatial: tuple[int, int], version
     sh, sw = _strides(pool, where, version, size)
     pooled = (_conv_out(out_spatial[0], size[0], 0, sh), _conv_out(out_spatial[1], size[1], 0, sw))
     if min(pooled) < 1:
-        raise BnnFormatError(f"{where}: pool {size[0]}x{size[1]} does not fit the {out_spatial[0]}x{out_spatial[1]} output")
+        raise BnnFormatError(f"{where}: pool {dims(*size)} does not fit the {dims(*out_spatial)} output (H×W)")
     return pooled
 
 
@@ -313,6 +318,7 @@ def _validate(manifest: Any, data: bytes, version: int = VERSION) -> BnnFile:
     shape = S.ints(inp, "shape", "input")
     if len(shape) not in (1, 3):
         raise BnnFormatError(f"input.shape must be (D,) or (C, H, W), got {list(shape)}")
+    InputSpec.from_manifest(inp)  # the optional range, layout and colour
     classes = S.get(manifest, "classes", list, "manifest")
     if len(classes) < 2 or not all(isinstance(c, str) for c in classes):
         raise BnnFormatError("manifest.classes must be a list of at least two strings")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, dims
 
 
 def prepare_input(x, input_shape: tuple[int, ...]) -> np.ndarray:
@@ -25,7 +25,7 @@ def prepare_input(x, input_shape: tuple[int, ...]) -> np.ndarray:
     shape = x.shape
     if len(want) == 3 and want[0] == 1 and x.ndim == 3:  # (N, H, W) for a single-channel model
         if shape[1:] != want[1:]:
-            raise InputError(f"input images are {shape[1]}x{shape[2]}, the model takes {want[1]}x{want[2]}")
+            raise InputError(f"input images are {dims(*shape[1:])} (H×W), the model takes {dims(*want[1:])}")
         x = x[:, None]
     elif x.ndim != len(want) + 1:
         expected = f"(N, {', '.join(map(str, want))})" + (f" or (N, {want[1]}, {want[2]})" if len(want) == 3 and want[0] == 1 else "")
@@ -34,7 +34,7 @@ def prepare_input(x, input_shape: tuple[int, ...]) -> np.ndarray:
         if len(want) == 3 and x.shape[1] != want[0]:
             raise InputError(f"input has {x.shape[1]} channels, the model takes {want[0]}")
         if len(want) == 3:
-            raise InputError(f"input images are {x.shape[2]}x{x.shape[3]}, the model takes {want[1]}x{want[2]}")
+            raise InputError(f"input images are {dims(*x.shape[2:])} (H×W), the model takes {dims(*want[1:])}")
         raise InputError(f"input vectors have {x.shape[1]} values, the model takes {want[0]}")
     if x.shape[0] == 0:
         raise InputError("empty batch: the input has no samples")

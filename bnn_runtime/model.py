@@ -14,38 +14,29 @@ threads (smaller tiles when there are too few images for every thread to get one
 
 from __future__ import annotations
 
-import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-# How numba's OpenMP workers (libgomp here) wait for the next parallel call. Spinning without
-# bound starved the other thread of a 2-thread batch on a machine shared with other work (13x
-# slower, measured); sleeping at once (the passive policy alone: libgomp spins 0 times) made 2
-# threads only 1.2x faster than one on LeNet-5 batches of 256 (262k vs 417k images/s with the
-# spin below). So: the passive policy, and a bounded spin of 300,000 (libgomp's documented
-# default, about 0.1 ms), which libgomp takes over the passive policy's 0. Read when numba first
-# launches its threads (unless an OpenMP runtime is already running); values the user set win.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("GOMP_SPINCOUNT", "300000")
+import numba
+import numpy as np
 
-import numba  # noqa: E402
-import numpy as np  # noqa: E402
-
-from . import kernels  # noqa: E402
-from .errors import BnnFormatError, SettingError  # noqa: E402
-from .format import BnnFile, read_bnn  # noqa: E402
-from .inputs import prepare_input  # noqa: E402
-from .plan import Plan, build_plan  # noqa: E402
+from . import compiled
+from .errors import SettingError
+from .format import BnnFile, read_bnn
+from .inputs import prepare_input
+from .plan import Plan, build_plan
+from .reference import logits_from_scores, softmax
 
 # Images per tile (a tile goes through every layer before the next one starts): a larger tile reads
-# each weight from cache for more images, a smaller one keeps a tile's activations in L1/L2. Measured
-# at batch 256, 2 threads (img/s, tile 16 / 64 / 128): MLP 784-4096-4096-4096-10 (4.8 MB of
-# weights) 41.9k / 45.3k / 46.9-48.9k; LeNet-5 (12 kB) 459k / 468k / 448-454k. So the tile follows
-# the size of the weights.
+# each weight from cache for more images, a smaller one keeps a tile's activations in L1/L2. So the
+# tile follows the size of the weights (measurements: docs/PERFORMANCE.md).
 DEFAULT_TILE, LARGE_TILE = 64, 128
 LARGE_WEIGHTS = 1 << 20  # bytes of re-packed weights above which LARGE_TILE is the default
 SERIAL_MAX = 16  # batches up to this size run in the calling thread (no thread start-up)
-_PARALLEL_LOCK = threading.Lock()  # numba's workqueue threading layer must not be entered twice at once
+TILES_PER_THREAD = 4  # a parallel batch is cut into at least this many tiles per thread (for dynamic sharing)
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
 
 
 def max_threads() -> int:
@@ -62,17 +53,6 @@ def _check_threads(threads) -> int:
     return int(threads)
 
 
-def _refuse_strides(bnn: BnnFile) -> None:
-    """The kernels compute stride-1 convolutions and non-overlapping pools only (format version 1's
-    geometry): refuse a version-2 file that needs more, rather than compute wrong numbers."""
-    for layer in bnn.layers:
-        pool = layer.get("pool") or {}
-        if tuple(layer.get("stride", (1, 1))) != (1, 1) or tuple(pool.get("stride", pool.get("size", ()))) != tuple(
-                pool.get("size", ())):
-            raise BnnFormatError(f"layer {layer['name']!r}: strided convolution or overlapping pooling is not "
-                                 "supported by this runtime yet (bnn_runtime.reference runs it)")
-
-
 class BnnModel:
     """A loaded binary network: ``scores``, ``predict``, and what the manifest says about it."""
 
@@ -80,7 +60,6 @@ class BnnModel:
         if tile is not None and (not isinstance(tile, int) or tile < 1):
             raise SettingError(f"tile must be a positive integer, got {tile!r}")
         self.file = bnn
-        _refuse_strides(bnn)
         self.plan: Plan = build_plan(bnn)
         self.threads = threads
         if tile is None:
@@ -115,7 +94,8 @@ class BnnModel:
 
     def __repr__(self) -> str:
         kinds = "-".join(f"{layer['kind']}{layer['out_features']}" for layer in self.file.layers)
-        return f"BnnModel(input={list(self.input_shape)}, layers={kinds}, classes={len(self.classes)}, threads={self.threads})"
+        return (f"BnnModel(input={list(self.input_shape)}, layers={kinds}, classes={len(self.classes)}, "
+                f"threads={self.threads})")
 
     # ------------------------------------------------------------------ running it
     def run(self, x) -> tuple[np.ndarray, np.ndarray]:
@@ -126,19 +106,21 @@ class BnnModel:
         p = self.plan
         scores = np.empty((n, p.n_scores), np.int32)
         labels = np.empty(n, np.int64)
-        tile = min(self.tile, n, max(SERIAL_MAX, -(-n // self.threads)))
-        nthreads = min(self.threads, -(-n // tile))
-        args = (*p.kernel_args, scores, labels)
+        if n <= SERIAL_MAX or self.threads == 1:
+            tile, nthreads = min(self.tile, n), 1
+        else:
+            tile = min(self.tile, max(SERIAL_MAX // 2, -(-n // (TILES_PER_THREAD * self.threads))))
+            nthreads = min(self.threads, -(-n // tile))
+        state = np.zeros(1 + -(-n // tile), np.int64)
+        args = (flat, tile, p.sizes, *p.kernel_args, scores, labels, state)
+        forward = compiled.forward()
         if nthreads <= 1:
-            kernels.forward_serial(flat, tile, p.sizes, *args)
+            forward(*args, True)
             return scores, labels
-        with _PARALLEL_LOCK:
-            before = numba.get_num_threads()
-            numba.set_num_threads(nthreads)
-            try:
-                kernels.forward_parallel(flat, tile, nthreads, p.sizes, *args)
-            finally:
-                numba.set_num_threads(before)
+        pool = _pool()
+        for _ in range(nthreads - 1):  # helpers: whatever they claim before the calling thread is done
+            pool.submit(forward, *args, False)
+        forward(*args, True)  # claims tiles, then takes over those still open: never waits for a helper
         return scores, labels
 
     def scores(self, x) -> np.ndarray:
@@ -148,6 +130,28 @@ class BnnModel:
     def predict(self, x) -> np.ndarray:
         """Class indices, int64 (N,): argmax of the per-class affine (first maximum), or the final unit's bit."""
         return self.run(x)[1]
+
+    def logits(self, x) -> np.ndarray:
+        """float64 (N, classes): the per-class affine of the integer scores; argmax == ``predict``."""
+        return logits_from_scores(self.file, self.scores(x))
+
+    def probabilities(self, x) -> np.ndarray:
+        """float64 (N, classes): the softmax of ``logits``."""
+        return softmax(self.logits(x))
+
+    @property
+    def input_spec(self):
+        """What the model takes (``pixels.InputSpec``): value range, layout, colour; ``from_pixels`` converts images."""
+        return self.file.input_spec
+
+
+def _pool() -> ThreadPoolExecutor:
+    """The process's helper threads (max_threads() - 1 of them), started on the first parallel batch."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=max(max_threads() - 1, 1), thread_name_prefix="bnn-runtime")
+        return _POOL
 
 
 def load(path: str | Path, threads: int | None = None) -> BnnModel:

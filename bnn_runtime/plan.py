@@ -11,15 +11,15 @@ The file keeps the canonical bit layout of docs/FORMAT.md; the runtime re-packs 
   of 4 (whole register blocks; the padded outputs are never written); a dense layer pads its
   outputs to a multiple of 8 and stores its weights by columns of 8 outputs,
   ``wt[(b * nw + k) * 8 + j] = w[8 b + j, k]``, so that one 512-bit load holds word k of 8
-  outputs (kernels.dense_bits, kernels.dense_u8);
+  outputs (kernels.dense_bits, first_layer.dense_u8);
 * thresholds become ``dir * T`` so that a bit is ``dir * s >= dir * T``; ``pm1`` layers get the
   constants of ``s = 4 p - 2 pa - 2 pw + n`` (see kernels.py);
 * a first dense layer on uint8 input whose fan-in is a multiple of 4 keeps one signed byte per
-  weight, by blocks of 16 outputs, on a CPU with AVX512-VNNI (kernels._vnni_cols; off with
-  ``BNN_RUNTIME_VNNI=off``); otherwise it runs on the 8 bit planes of the input (kernels.dense_u8);
+  weight, by blocks of 16 outputs, on a CPU with AVX512-VNNI (simd._vnni_cols; off with
+  ``BNN_RUNTIME_VNNI=off``); otherwise it runs on the 8 bit planes of the input (first_layer.dense_u8);
 * a first convolution on uint8 input becomes, per output, the list of its taps of the rarer
   sign (flat offsets into the zero-padded image) and that sign: ``s = sigma (2 A - B)``
-  (kernels.conv_u8); its sums are int16 when ``255 * fan_in`` fits, else int32;
+  (first_layer.conv_u8); its sums are int16 when ``255 * fan_in`` fits, else int32;
 * a convolution of bits with at most 8 input channels becomes a table (kernels.conv_lut): per
   group of g pixels of one kernel row (g * C <= 8 bits), every output's share of the sum for
   every value of those bits, dir-signed, int16; it is stored in ``wpool`` (as int16 viewed in
@@ -32,20 +32,18 @@ columns in ``COLUMNS``), so that one compiled function serves every model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import kernels
+from . import simd
 from .bits import n_words, pack_bits, unpack_signs
 from .errors import BnnFormatError
 from .format import BnnFile
+from .layout import (COLUMNS, KIND_CONV_BITS, KIND_CONV_LUT, KIND_CONV_U8, KIND_DENSE_BITS, KIND_DENSE_U8,
+                     KIND_DENSE_VNNI, N_SLOTS, SLOT_BITS, SLOT_I16, SLOT_I32, SLOT_ROW_WORDS, SLOT_ROWS)
+from .reference import conv_stride, pool_stride
 
-KIND_CONV_U8, KIND_DENSE_U8, KIND_CONV_BITS, KIND_DENSE_BITS, KIND_CONV_LUT, KIND_DENSE_VNNI = 0, 1, 2, 3, 4, 5
-# one row of ``params`` per layer, in this order (kernels.run_tile reads them by position)
-COLUMNS = ("kind", "last", "n_out", "n_out_pad", "nw", "w_off", "c_off", "alpha", "beta",
-           "c", "h", "w", "kh", "kw", "ph", "pw", "oh", "ow", "sh", "sw", "acc16", "rows_per_image",
-           "lut_g", "lut_taps", "lut_size")
 LUT_MAX_CHANNELS = 8  # a table has 2 ** (g * C) rows, g * C <= 8
 LUT_MAX_BYTES = 256 * 1024
 LUT_LANES = 16  # outputs per table block (one 16 x int16 vector)
@@ -66,14 +64,57 @@ class Plan:
     scale: np.ndarray  # float64 per class (ones for a single-unit network)
     offset: np.ndarray
     final_threshold: np.ndarray  # (3, 1) consts of a final single-unit threshold layer, else (3, 0)
-    sizes: np.ndarray  # scratch: [bit words per image, rows per image, row words, int16 conv buffer, int32 conv buffer]
+    sizes: np.ndarray  # scratch sizes, by the slots layout.SLOT_*
     n_scores: int
     word_ops: list[int]  # AND+popcount word operations per image, per layer (0 for the integer conv)
 
     @property
     def kernel_args(self) -> tuple:
-        """The arrays kernels.forward_serial / forward_parallel take after the batch, tile and sizes."""
+        """The arrays driver.forward takes after the batch, tile and sizes."""
         return self.params, self.wpool, self.cpool, self.taps, self.scale, self.offset, self.final_threshold
+
+
+@dataclass
+class LayerInput:
+    """What a planner gets: one layer of the file, its +-1 weights (O, fan_in) in canonical order, its place."""
+
+    bnn: BnnFile
+    layer: dict
+    signs: np.ndarray
+    after_conv: bool  # a dense layer after a convolution reads its input as (y, x, c)
+    last: bool
+
+    @property
+    def n_out(self) -> int:
+        return self.layer["out_features"]
+
+    @property
+    def alpha_beta(self) -> tuple[int, int]:
+        return (4, -2) if self.layer["in_encoding"] == "pm1" else (2, -1)
+
+    def row(self, kind: int, n_out_pad: int, **columns) -> dict:
+        """The layer's params row: the columns every kind has, then the kind's own."""
+        alpha, beta = self.alpha_beta
+        return dict(kind=kind, last=int(self.last), n_out=self.n_out, n_out_pad=n_out_pad, alpha=alpha, beta=beta,
+                    rows_per_image=1) | columns
+
+    def consts(self, n_out_pad: int, signs: np.ndarray | None = None) -> np.ndarray:
+        return _consts(self.layer, self.bnn, self.signs if signs is None else signs, n_out_pad)
+
+
+@dataclass
+class LayerPlan:
+    """What a planner returns: its params row (by column name), its weights and constants, its scratch needs."""
+
+    row: dict
+    weights: np.ndarray  # uint64 blob, appended to Plan.wpool
+    consts: np.ndarray  # int64 blob, appended to Plan.cpool
+    scratch: dict = field(default_factory=dict)  # layout.SLOT_* -> size this layer needs
+    word_ops: int = 0  # AND+popcount word operations per image
+    taps: np.ndarray | None = None  # a first convolution's tap lists
+
+
+NO_WEIGHTS = np.zeros(0, np.uint64)
 
 
 def _round_up(n: int, m: int) -> int:
@@ -167,113 +208,173 @@ def lut_table(signs: np.ndarray, alpha: int, beta: int, consts: np.ndarray, pitc
     return table.ravel().astype(np.int16), thr.astype(np.int16), toff, tbase
 
 
+def params_row(**columns) -> np.ndarray:
+    """One row of Plan.params from column values by name (layout.COL_*; the rest 0)."""
+    unknown = set(columns) - set(COLUMNS)
+    if unknown:
+        raise ValueError(f"not columns of Plan.params: {sorted(unknown)}")
+    return np.array([columns.get(k, 0) for k in COLUMNS], np.int64)
+
+
+def conv_geometry(layer: dict) -> dict:
+    """The params columns of a convolution: input, kernel, padding, stride, its output, pooling window and
+    stride, the pooled output (format version 2: ``stride`` and ``pool.stride``; absent = 1 and the pool size)."""
+    c, h, w = layer["in_shape"]
+    kh, kw = layer["kernel"]
+    ph, pw = layer["padding"]
+    sh, sw = conv_stride(layer)
+    pool = layer.get("pool")
+    qh, qw = pool["size"] if pool else (1, 1)
+    qsh, qsw = pool_stride(pool) if pool else (1, 1)
+    if min(sh, sw, qh, qw, qsh, qsw) < 1:
+        raise BnnFormatError(f"layer {layer['name']!r}: strides and pooling windows must be >= 1")
+    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    out_h, out_w = (oh - qh) // qsh + 1, (ow - qw) // qsw + 1
+    if min(oh, ow, out_h, out_w) < 1 or list(layer["out_shape"]) != [layer["out_features"], out_h, out_w]:
+        raise BnnFormatError(f"layer {layer['name']!r}: out_shape {layer['out_shape']} disagrees with its "
+                             f"kernel, padding, stride and pooling ({out_h}x{out_w})")
+    return dict(c=c, h=h, w=w, kh=kh, kw=kw, ph=ph, pw=pw, sh=sh, sw=sw, oh=oh, ow=ow, pool_h=qh, pool_w=qw,
+                pool_sh=qsh, pool_sw=qsw, out_h=out_h, out_w=out_w)
+
+
+def conv_u8_scratch(geo: dict) -> int:
+    """Elements of first_layer.conv_u8's buffer: padded image + kw, 3 maps of stride-1 rows, row sums."""
+    hp, pitch = geo["h"] + 2 * geo["ph"], geo["w"] + 2 * geo["pw"]
+    return geo["c"] * hp * pitch + geo["kw"] + 3 * (hp - geo["kh"] + 1) * pitch + hp * pitch
+
+
+# --------------------------------------------------------------------------- one planner per layer kind
+
+
+def plan_conv_u8(li: LayerInput) -> LayerPlan:
+    """First convolution on uint8 pixels: per output, the taps of its rarer sign and that sign (first_layer.conv_u8)."""
+    geo = conv_geometry(li.layer)
+    o, n_out_pad = li.n_out, _round_up(li.n_out, BLOCK)
+    hp, pitch = geo["h"] + 2 * geo["ph"], geo["w"] + 2 * geo["pw"]
+    taps, sigma = _conv_taps(li.signs.reshape(o, geo["c"], geo["kh"], geo["kw"]), hp, pitch)
+    acc16 = int(255 * li.layer["fan_in"] <= INT16_MAX)
+    consts = li.consts(n_out_pad)
+    consts[0, :o] = sigma
+    return LayerPlan(row=li.row(KIND_CONV_U8, n_out_pad, acc16=acc16, **geo), weights=NO_WEIGHTS,
+                     consts=consts.ravel(), scratch={SLOT_I16 if acc16 else SLOT_I32: conv_u8_scratch(geo)}, taps=taps)
+
+
+def plan_conv_lut(li: LayerInput) -> LayerPlan | None:
+    """Convolution of bits with few channels by table lookup (kernels.conv_lut); None when its table does not fit."""
+    geo = conv_geometry(li.layer)
+    o, n_out_pad = li.n_out, _round_up(li.n_out, BLOCK)
+    g, _ = lut_layout(geo["c"], geo["kw"])
+    pitch = geo["w"] + 2 * geo["pw"] + g - 1
+    alpha, beta = li.alpha_beta
+    lut = lut_table(li.signs.reshape(o, geo["c"], geo["kh"], geo["kw"]), alpha, beta, li.consts(n_out_pad), pitch)
+    if lut is None:
+        return None
+    table, thr, toff, tbase = lut
+    blob = np.concatenate([table, thr])
+    weights = np.concatenate([blob, np.zeros(-len(blob) % 4, np.int16)]).view(np.uint64)
+    row = li.row(KIND_CONV_LUT, n_out_pad, lut_g=g, lut_taps=len(toff), lut_size=len(table), **geo)
+    scratch = {SLOT_I16: LUT_LANES, SLOT_I32: (geo["h"] + 2 * geo["ph"]) * pitch}  # window maxima; the tap grid
+    return LayerPlan(row=row, weights=weights, consts=np.concatenate([toff, tbase]), scratch=scratch)
+
+
+def plan_conv_bits(li: LayerInput) -> LayerPlan:
+    """Convolution of bits: im2col rows in (i, j, c) order times packed weight rows (kernels.gemm)."""
+    geo = conv_geometry(li.layer)
+    o, n_out_pad, fan_in = li.n_out, _round_up(li.n_out, BLOCK), li.layer["fan_in"]
+    signs = li.signs.reshape(o, geo["c"], geo["kh"], geo["kw"]).transpose(0, 2, 3, 1).reshape(o, -1)
+    nw = _round_up(n_words(fan_in), WORD_ALIGN)
+    rows = geo["out_h"] * geo["out_w"] * geo["pool_h"] * geo["pool_w"]  # one patch per pooling window position
+    return LayerPlan(row=li.row(KIND_CONV_BITS, n_out_pad, nw=nw, rows_per_image=rows, **geo),
+                     weights=_pack_rows(signs, n_out_pad, nw).ravel(), consts=li.consts(n_out_pad, signs).ravel(),
+                     scratch={SLOT_ROWS: rows, SLOT_ROW_WORDS: nw}, word_ops=rows * o * n_words(fan_in))
+
+
+def plan_dense_vnni(li: LayerInput) -> LayerPlan:
+    """First dense layer on bytes with VNNI: +-1 bytes by blocks of 16 outputs (simd._vnni_cols)."""
+    o, fan_in = li.n_out, li.layer["fan_in"]
+    n_out_pad = _round_up(o, VNNI_COLUMN)
+    w = np.zeros((n_out_pad, fan_in), np.int8)
+    w[:o] = li.signs
+    w = w.reshape(-1, VNNI_COLUMN, fan_in // 4, 4).transpose(0, 2, 1, 3)
+    return LayerPlan(row=li.row(KIND_DENSE_VNNI, n_out_pad, nw=fan_in // 4),
+                     weights=np.ascontiguousarray(w).reshape(-1).view(np.uint64), consts=li.consts(n_out_pad).ravel())
+
+
+def _dense_columns(li: LayerInput, kind: int, signs: np.ndarray, rows: int) -> LayerPlan:
+    """Weights by columns of 8 outputs, wt[(b * nw + k) * 8 + j] = w[8 b + j, k] (kernels.dense_bits)."""
+    o, fan_in = li.n_out, li.layer["fan_in"]
+    nw, n_out_pad = _round_up(n_words(fan_in), WORD_ALIGN), _round_up(o, COLUMN)
+    w = _pack_rows(signs, n_out_pad, nw)
+    scratch = {SLOT_ROW_WORDS: nw, **({SLOT_ROWS: rows} if kind == KIND_DENSE_U8 else {})}
+    return LayerPlan(row=li.row(kind, n_out_pad, nw=nw, rows_per_image=rows),
+                     weights=w.reshape(-1, COLUMN, nw).transpose(0, 2, 1).ravel(),
+                     consts=li.consts(n_out_pad, signs).ravel(), scratch=scratch, word_ops=rows * o * n_words(fan_in))
+
+
+def plan_dense_u8(li: LayerInput) -> LayerPlan:
+    """First dense layer on bytes: its 8 bit planes (first_layer.dense_u8)."""
+    return _dense_columns(li, KIND_DENSE_U8, li.signs, rows=8)
+
+
+def plan_dense_bits(li: LayerInput) -> LayerPlan:
+    """Dense layer on bits; after a convolution its fan-in is read as (y, x, c), the conv's bit order."""
+    signs = li.signs
+    if li.after_conv:
+        pc, ph, pw = li.bnn.layers[li.bnn.layers.index(li.layer) - 1]["out_shape"]
+        signs = signs.reshape(li.n_out, pc, ph, pw).transpose(0, 2, 3, 1).reshape(li.n_out, -1)
+    return _dense_columns(li, KIND_DENSE_BITS, signs, rows=1)
+
+
+def plan_layer(li: LayerInput) -> LayerPlan:
+    """The planner of a layer's kind, by its kind, input encoding and shape."""
+    uint8 = li.layer["in_encoding"] == "uint8"
+    if li.layer["kind"] == "conv":
+        return plan_conv_u8(li) if uint8 else plan_conv_lut(li) or plan_conv_bits(li)
+    if uint8:
+        return plan_dense_vnni(li) if simd.USE_VNNI and li.layer["fan_in"] % 4 == 0 else plan_dense_u8(li)
+    return plan_dense_bits(li)
+
+
 def build_plan(bnn: BnnFile) -> Plan:
     layers = bnn.layers
     if layers[-1]["kind"] != "dense":
         raise BnnFormatError(f"layer {layers[-1]['name']!r}: the runtime needs a dense last layer, not a convolution")
-    rows, wblobs, cblobs, w_off, c_off = [], [], [], 0, 0
+    rows, wblobs, cblobs, word_ops = [], [], [], []
     taps = np.zeros((1, 1), np.int64)
-    word_ops, sizes = [], np.zeros(5, np.int64)
-    out_words = [n_words(int(np.prod(layer["out_shape"]))) for layer in layers]
-    prev_shape = tuple(bnn.input_shape)
+    sizes = np.ones(N_SLOTS, np.int64)
+    w_off = c_off = 0
     for idx, layer in enumerate(layers):
-        p = dict.fromkeys(COLUMNS, 0)
-        o, fan_in = layer["out_features"], layer["fan_in"]
-        signs = unpack_signs(bnn.array(layer, "weight"), fan_in)
+        signs = unpack_signs(bnn.array(layer, "weight"), layer["fan_in"])
+        after_conv = idx > 0 and layers[idx - 1]["kind"] == "conv"
         last = idx == len(layers) - 1
-        p.update(last=int(last), n_out=o, n_out_pad=_round_up(o, BLOCK), sh=1, sw=1, rows_per_image=1)
-        p["alpha"], p["beta"] = (4, -2) if layer["in_encoding"] == "pm1" else (2, -1)
-        conv = layer["kind"] == "conv"
-        if conv:
-            c, h, w = layer["in_shape"]
-            kh, kw = layer["kernel"]
-            ph, pw = layer["padding"]
-            oh, ow = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
-            sh, sw = layer["pool"]["size"] if layer.get("pool") else (1, 1)
-            p.update(c=c, h=h, w=w, kh=kh, kw=kw, ph=ph, pw=pw, oh=oh, ow=ow, sh=sh, sw=sw)
-        if layer["in_encoding"] == "uint8" and conv:
-            p["kind"] = KIND_CONV_U8
-            taps, sigma = _conv_taps(signs.reshape(o, c, kh, kw), h + 2 * ph, w + 2 * pw)
-            p["acc16"] = int(255 * fan_in <= INT16_MAX)
-            hp, pitch = h + 2 * ph, w + 2 * pw
-            sizes[4 - p["acc16"]] = c * hp * pitch + kw + 3 * oh * pitch + hp * pitch  # kernels.conv_u8
-            word_ops.append(0)
-        else:
-            lut = None
-            if conv:  # canonical (c, i, j) -> (i, j, c), matching the channels-last bit strings
-                g, _ = lut_layout(c, kw)
-                lut = lut_table(signs.reshape(o, c, kh, kw), p["alpha"], p["beta"],
-                                _consts(layer, bnn, signs, p["n_out_pad"]), w + 2 * pw + g - 1)
-                signs = signs.reshape(o, c, kh, kw).transpose(0, 2, 3, 1).reshape(o, -1)
-                p["kind"] = KIND_CONV_BITS
-                p["rows_per_image"] = (oh // sh) * (ow // sw) * sh * sw
-            elif len(prev_shape) == 3 and idx > 0:  # a dense layer after a conv reads (y, x, c)
-                pc, ph_, pw_ = prev_shape
-                signs = signs.reshape(o, pc, ph_, pw_).transpose(0, 2, 3, 1).reshape(o, -1)
-                p["kind"] = KIND_DENSE_BITS
-            elif layer["in_encoding"] == "uint8" and kernels.USE_VNNI and fan_in % 4 == 0:
-                p["kind"] = KIND_DENSE_VNNI
-            else:
-                p["kind"] = KIND_DENSE_U8 if layer["in_encoding"] == "uint8" else KIND_DENSE_BITS
-            if p["kind"] == KIND_DENSE_VNNI:  # bytes by blocks of 16 outputs (kernels._vnni_cols)
-                p["n_out_pad"] = _round_up(o, VNNI_COLUMN)
-                p["nw"] = fan_in // 4
-                w = np.zeros((p["n_out_pad"], fan_in), np.int8)
-                w[:o] = signs
-                w = w.reshape(-1, VNNI_COLUMN, fan_in // 4, 4).transpose(0, 2, 1, 3)
-                wblobs.append(np.ascontiguousarray(w).reshape(-1).view(np.uint64))
-                word_ops.append(0)
-            elif lut is not None:  # a table instead of im2col rows and weight words
-                table, thr, toff, tbase = lut
-                blob = np.concatenate([table, thr])
-                wblobs.append(np.concatenate([blob, np.zeros(-len(blob) % 4, np.int16)]).view(np.uint64))
-                p.update(kind=KIND_CONV_LUT, lut_g=g, lut_taps=len(toff), lut_size=len(table), rows_per_image=1)
-                sizes[3] = max(sizes[3], LUT_LANES)  # the window maxima
-                sizes[4] = max(sizes[4], (h + 2 * ph) * (w + 2 * pw + g - 1))  # the table-row grid
-                word_ops.append(0)
-            else:
-                if p["kind"] == KIND_DENSE_U8:
-                    p["rows_per_image"] = 8  # bit planes
-                p["nw"] = _round_up(n_words(fan_in), WORD_ALIGN)
-                if p["kind"] == KIND_CONV_BITS:
-                    wblobs.append(_pack_rows(signs, p["n_out_pad"], p["nw"]).ravel())
-                else:  # dense: by columns of 8 outputs, wt[(b * nw + k) * 8 + j] = w[8 b + j, k] (kernels.dense_bits)
-                    p["n_out_pad"] = _round_up(o, COLUMN)
-                    w = _pack_rows(signs, p["n_out_pad"], p["nw"])
-                    wblobs.append(w.reshape(-1, COLUMN, p["nw"]).transpose(0, 2, 1).ravel())
-                if p["kind"] != KIND_DENSE_BITS:
-                    sizes[1] = max(sizes[1], p["rows_per_image"])
-                sizes[2] = max(sizes[2], p["nw"])
-                word_ops.append(p["rows_per_image"] * o * n_words(fan_in))  # rows: bit planes, patches or 1
-            p["w_off"], w_off = w_off, w_off + wblobs[-1].size
-        if idx > 0:  # the input bit string (with one spare word for im2col reads) and the words read
-            sizes[0] = max(sizes[0], out_words[idx - 1] + 1, p["nw"])
-        consts = _consts(layer, bnn, signs, p["n_out_pad"])
-        if p["kind"] == KIND_CONV_U8:
-            consts[0, :o] = sigma
-        if p["kind"] == KIND_CONV_LUT:  # tap offsets into the grid, then table offsets
-            consts = np.concatenate([toff, tbase])
-        cblobs.append(consts.ravel())
-        p["c_off"], c_off = c_off, c_off + cblobs[-1].size
-        rows.append([p[k] for k in COLUMNS])
-        prev_shape = tuple(layer["out_shape"])
-    sizes[0] = max(sizes[0], 1)
-    sizes[1], sizes[2] = max(sizes[1], 1), max(sizes[2], 1)
-    sizes[3], sizes[4] = max(sizes[3], 1), max(sizes[4], 1)
+        lp = plan_layer(LayerInput(bnn=bnn, layer=layer, signs=signs, after_conv=after_conv, last=last))
+        for slot, size in lp.scratch.items():
+            sizes[slot] = max(sizes[slot], size)
+        if idx > 0:  # the input bit string, with one spare word for im2col reads, and the words a dense row reads
+            in_words = n_words(int(np.prod(layers[idx - 1]["out_shape"])))
+            sizes[SLOT_BITS] = max(sizes[SLOT_BITS], in_words + 1, lp.row.get("nw", 0))
+        if lp.taps is not None:
+            taps = lp.taps
+        rows.append(params_row(**lp.row, w_off=w_off, c_off=c_off))
+        wblobs.append(lp.weights)
+        cblobs.append(lp.consts)
+        word_ops.append(lp.word_ops)
+        w_off, c_off = w_off + lp.weights.size, c_off + lp.consts.size
+    sizes[SLOT_BITS] = max(sizes[SLOT_BITS], n_words(int(np.prod(layers[-1]["out_shape"]))) + 1)
 
     last = layers[-1]
-    n_scores = last["out_features"]
     if last["output"] == "scores":
         scale, offset = bnn.array(last, "scale").astype(np.float64), bnn.array(last, "offset").astype(np.float64)
         final = np.zeros((3, 0), np.int64)
     else:
         scale, offset = np.ones(1), np.zeros(1)
         final = np.ascontiguousarray(cblobs[-1].reshape(3, -1)[:, :1])
+    wpool = np.concatenate(wblobs)
     return Plan(
         params=np.array(rows, dtype=np.int64),
-        wpool=np.concatenate(wblobs) if wblobs else np.zeros(1, np.uint64),
+        wpool=wpool if wpool.size else np.zeros(1, np.uint64),
         cpool=np.concatenate(cblobs),
         taps=taps,
         scale=np.ascontiguousarray(scale), offset=np.ascontiguousarray(offset), final_threshold=final,
-        sizes=sizes, n_scores=n_scores, word_ops=word_ops,
+        sizes=sizes, n_scores=last["out_features"], word_ops=word_ops,
     )

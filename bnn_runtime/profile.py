@@ -14,14 +14,14 @@ from dataclasses import replace
 
 import numpy as np
 
-from . import kernels
+from . import compiled
 from .inputs import prepare_input
-from .plan import COLUMNS, KIND_DENSE_VNNI
+from .layout import COL_KIND, COL_LAST, KIND_DENSE_VNNI
 
 
 def _prefix(plan, k: int):
     params = plan.params[:k].copy()
-    params[-1, COLUMNS.index("last")] = 0  # a prefix ends in bits
+    params[-1, COL_LAST] = 0  # a prefix ends in bits
     return replace(plan, params=params)
 
 
@@ -35,14 +35,17 @@ def layer_times(model, x, repeats: int = 15) -> list[dict]:
     layers = model.file.layers
     plans = [_prefix(model.plan, k) for k in range(1, len(layers))] + [model.plan]
     best = [np.inf] * len(plans)
-    for _ in range(repeats + 1):  # the first round compiles and warms up
+    forward = compiled.forward()
+    state = np.zeros(1 + -(-len(x) // tile), np.int64)
+    for _ in range(repeats + 1):  # the first round warms up
         for k, p in enumerate(plans):
+            state[:] = 0
             t = time.perf_counter()
-            kernels.forward_serial(flat, tile, p.sizes, *p.kernel_args, scores, labels)
+            forward(flat, tile, p.sizes, *p.kernel_args, scores, labels, state, False)
             best[k] = min(best[k], time.perf_counter() - t)
     out, before = [], 0.0
     for k, layer in enumerate(layers):
-        vnni = " (VNNI)" if model.plan.params[k, COLUMNS.index("kind")] == KIND_DENSE_VNNI else ""
+        vnni = " (VNNI)" if model.plan.params[k, COL_KIND] == KIND_DENSE_VNNI else ""
         out.append({"layer": layer["name"], "kind": f"{layer['kind']} {layer['in_encoding']}{vnni}",
                     "seconds_per_image": max(best[k] - before, 0.0) / len(x),
                     "word_ops_per_image": model.plan.word_ops[k]})

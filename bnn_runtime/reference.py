@@ -7,8 +7,9 @@ computes the network with int64 sums, exactly as docs/FORMAT.md describes it:
 * threshold: bit = s >= T if direction is +1 else s <= T; then OR-pooling over windows at a
   stride (default: the window), no padding
 * dense: input flattened in (C, H, W) order
-* scores: the last layer's integer sums; the prediction is argmax(scale * s + offset)
-  (first maximum), or the bit of a final single-unit threshold layer.
+* scores: the last layer's integer sums; the logits are scale * s + offset and the prediction
+  their argmax (first maximum), or the bit of a final single-unit threshold layer;
+  probabilities are the softmax of the logits.
 """
 
 from __future__ import annotations
@@ -101,17 +102,45 @@ def reference_scores(model: BnnFile, x, chunk: int = 256) -> np.ndarray:
     return np.concatenate(parts).astype(np.int32)
 
 
-def predict_from_scores(model: BnnFile, scores: np.ndarray) -> np.ndarray:
-    """Class indices from integer scores: argmax of the per-class affine, or the final unit's bit."""
+def logits_from_scores(model: BnnFile, scores: np.ndarray) -> np.ndarray:
+    """float64 logits (N, classes): the per-class affine ``scale * s + offset`` of the integer scores.
+
+    A single-unit network (its last layer thresholds) has two classes and no affine in the file:
+    its logits are ``(0, direction * (s - T) + 1/2)``, the margin of the sum over the threshold,
+    so that class 1 wins exactly when the unit's bit is 1. Their argmax is the prediction.
+    """
     last = model.layers[-1]
+    s = np.asarray(scores).astype(np.float64)
     if last["output"] == "scores":
-        logits = scores.astype(np.float64) * model.array(last, "scale") + model.array(last, "offset")
-        return logits.argmax(axis=1).astype(np.int64)
-    return threshold_bits(model, last, scores.astype(np.int64))[:, 0].astype(np.int64)
+        return s * model.array(last, "scale") + model.array(last, "offset")
+    d = model.array(last, "direction").astype(np.float64)
+    t = model.array(last, "threshold").astype(np.float64)
+    margin = d * (s - t) + 0.5
+    return np.concatenate([np.zeros_like(margin), margin], axis=1)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Probabilities (rows sum to 1) of float logits, computed without overflow."""
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def predict_from_scores(model: BnnFile, scores: np.ndarray) -> np.ndarray:
+    """Class indices from integer scores: argmax of the logits (first maximum), i.e. of the per-class
+    affine, or the final unit's bit."""
+    return logits_from_scores(model, scores).argmax(axis=1).astype(np.int64)
 
 
 def reference_predict(model: BnnFile, x) -> np.ndarray:
     return predict_from_scores(model, reference_scores(model, x))
+
+
+def reference_logits(model: BnnFile, x) -> np.ndarray:
+    return logits_from_scores(model, reference_scores(model, x))
+
+
+def reference_probabilities(model: BnnFile, x) -> np.ndarray:
+    return softmax(reference_logits(model, x))
 
 
 def unpacked_weights(model: BnnFile, layer: dict) -> np.ndarray:
@@ -119,5 +148,5 @@ def unpacked_weights(model: BnnFile, layer: dict) -> np.ndarray:
     return unpack_signs(model.array(layer, "weight"), layer["fan_in"])
 
 
-__all__ = ["reference_forward", "reference_scores", "reference_predict", "predict_from_scores",
-           "unpacked_weights", "unpack_bits"]
+__all__ = ["reference_forward", "reference_scores", "reference_predict", "reference_logits", "reference_probabilities",
+           "predict_from_scores", "logits_from_scores", "softmax", "unpacked_weights", "unpack_bits"]

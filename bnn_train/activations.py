@@ -15,8 +15,8 @@ Unknown names raise :class:`~bnn_train.errors.ConfigError` listing the known one
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -200,7 +200,8 @@ def triang(z: Tensor, p: ActParams, f: Forward) -> Tensor:
 
 @backward("ste")
 def ste(z: Tensor, p: ActParams, f: Forward) -> Tensor:
-    """g'(z) = 1 if |z| <= 1 else 0: the hardtanh-clipped straight-through estimator (Bengio et al. 2013, Hubara et al. 2016)."""
+    """g'(z) = 1 if |z| <= 1 else 0: the hardtanh-clipped straight-through estimator
+    (Bengio et al. 2013, Hubara et al. 2016)."""
     return (z.abs() <= 1).to(z.dtype)
 
 
@@ -238,7 +239,8 @@ def pos_jam(z: Tensor, p: ActParams, f: Forward) -> Tensor:
 
 @backward("rect_jam")
 def rect_jam(z: Tensor, p: ActParams, f: Forward) -> Tensor:
-    """g'(z) ~ U[0, 2m] if |z| <= w/2 else 0 (paper §4.8 "Rectangular-Jamming", Fig. 8c), w = ``jam_width`` = 10, m = jam_mean over the window."""
+    """g'(z) ~ U[0, 2m] if |z| <= w/2 else 0 (paper §4.8 "Rectangular-Jamming", Fig. 8c), w = ``jam_width`` = 10,
+    m = jam_mean over the window."""
     h = p.jam_width / 2
     return _jam(z, jam_mean(f, (-h, h), p), z.abs() <= h)
 

@@ -150,7 +150,8 @@ class ModelConfig:
             raise ConfigError(f"lenet5 needs image input (C, H, W); this dataset gives shape {tuple(self.in_shape)}")
         if self.model == "suc" and self.num_classes != 2:
             raise ConfigError(
-                f"suc is a single-unit binary classifier; this dataset has {self.num_classes} classes (use --dataset ones)"
+                f"suc is a single-unit binary classifier; this dataset has {self.num_classes} classes "
+                "(use --dataset ones)"
             )
 
 
@@ -167,7 +168,7 @@ class TrainConfig:
     lr: float = setting(0.01, "Learning rate.")
     optimizer: str = setting("adam", "sgd or adam.", OPTIMIZERS)
     momentum: float = setting(0.9, "SGD momentum.")
-    # cosine ends a fixed budget at a small lr: binary LeNet-5/MNIST 20 epochs 97.9 % vs 95.4 % constant
+    # cosine ends a fixed budget at a small learning rate (docs/PERFORMANCE.md has the gain)
     schedule: str = setting(
         "cosine",
         "Learning-rate schedule: cosine decays it to 0 over --epochs (per epoch), none keeps it constant.",

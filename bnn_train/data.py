@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from .config import TrainConfig
 from .datasets import DATASETS
 from .errors import DatasetError
 
-ONES_THRESHOLD = 0.7
+ONES_SHARE = Fraction(7, 10)  # the ones task: is the share of 1s above this? (paper §4.2)
 DATA_SEED = 0  # the split and the synthetic data never depend on the run's --seed
 
 
@@ -98,19 +99,20 @@ def _data(name: str, x_tr, x_te, y_tr, y_te, classes, source: str) -> Data:
 
 
 def load_ones(dim: int, n_samples: int) -> Data:
-    """Is the share of 1s in a binary vector above 70 %? (paper §4.2)
+    """Is the share of 1s in a binary vector above ``ONES_SHARE`` (70 %)? (paper §4.2)
 
     The number of ones k is drawn uniformly from {0, ..., dim} and placed at random positions,
     so every share is equally likely and the classes are about 30/70; the label is
-    k / dim > 0.7. Linearly separable (w = 1, b = -0.7 dim).
+    k / dim > ONES_SHARE. Linearly separable (w = 1, b = -0.7 dim).
     """
     rng = np.random.default_rng([DATA_SEED, dim, n_samples])
     k = rng.integers(0, dim + 1, size=n_samples)
     ranks = rng.random((n_samples, dim)).argsort(axis=1).argsort(axis=1)
     x = (ranks < k[:, None]).astype(np.uint8)
-    y = (10 * k > 7 * dim).astype(np.int64)  # k/dim > 0.7 in integers
+    y = (ONES_SHARE.denominator * k > ONES_SHARE.numerator * dim).astype(np.int64)  # k/dim > share, in integers
     n_train = int(round(0.8 * n_samples))
-    return _data("ones", x[:n_train], x[n_train:], y[:n_train], y[n_train:], ["share<=0.7", "share>0.7"],
+    share = f"{float(ONES_SHARE):g}"
+    return _data("ones", x[:n_train], x[n_train:], y[:n_train], y[n_train:], [f"share<={share}", f"share>{share}"],
                  f"synthetic (dim={dim}, n={n_samples}, seed={DATA_SEED})")
 
 

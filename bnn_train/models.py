@@ -14,8 +14,8 @@ use the paper's quadratic-mean pooling after the activation.
 BatchNorm before a max pool starts with bias -E[max of the window's k*k standard normals]
 (-1.03 for 2x2), so that the *pooled* pre-activations, not the unpooled ones, are centred on
 the step: otherwise about 94 % of the pooled units sit above 0 and most of them outside a
-narrow backward window (rect), so the conv layers get little gradient early on. Measured on
-binary LeNet-5/MNIST: +0.3 to +0.7 points of test accuracy over the first 8 epochs.
+narrow backward window (rect), so the conv layers get little gradient early on (the gain in
+accuracy is in docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ def plot_curves(panels: list[Panel], path: Path, title: str = "") -> None:
     """Side-by-side panels of curves against the epoch, one PNG: a run's history or a table's mean over runs."""
     plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.4), squeeze=False)
-    for ax, panel in zip(axes[0], panels):
+    for ax, panel in zip(axes[0], panels, strict=True):
         for c in panel.curves:
             (line,) = ax.plot(c.x, c.y, marker="o", ms=3, label=c.label)
             if c.spread is not None:

@@ -39,7 +39,8 @@ def _warm_up(model, cfg, data, optimizer) -> None:
 
 def compare_training_speed(train: TrainConfig, model: ModelConfig, epochs: int = 2,
                            variants: dict[str, dict] | None = None, callback=None) -> dict:
-    """Train every variant for ``epochs`` interleaved epochs; images/s per epoch and epoch cost relative to the last variant."""
+    """Train every variant for ``epochs`` interleaved epochs; images/s per epoch and epoch cost relative to
+    the last variant."""
     variants = variants or VARIANTS
     device = resolve_device(train.device)
     data = load_dataset(train)

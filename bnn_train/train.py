@@ -96,7 +96,8 @@ def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-def loss_and_predictions(model: nn.Module, cfg: RunConfig, x: torch.Tensor, y: torch.Tensor, smoothing: float = 0.0):
+def loss_and_predictions(model: nn.Module, cfg: RunConfig, x: torch.Tensor, y: torch.Tensor,
+                         smoothing: float = 0.0):
     """Loss and predictions: cross-entropy on logits (label ``smoothing``), or squared error on a SUC's activation."""
     out = model(x.float())
     if is_single_unit(cfg.model):
@@ -142,7 +143,7 @@ def recompute_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int) -> N
     model.train()
     for i in range(0, len(x), batch_size):
         model(x[i : i + batch_size].float())
-    for m, (momentum, tracked) in zip(bns, saved):
+    for m, (momentum, tracked) in zip(bns, saved, strict=True):
         m.momentum = momentum
         m.num_batches_tracked.copy_(tracked)
     model.train(was_training)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bnn_runtime.errors import dims
+
 from .common import CliError
 
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
@@ -48,7 +50,7 @@ def read_image(path: Path, input_shape: tuple[int, ...]):
     try:
         with Image.open(path) as im:
             if im.size != (w, h):  # from the header: nothing decoded yet
-                raise CliError(f"the image is {im.size[0]}x{im.size[1]} pixels, the model takes {w}x{h}")
+                raise CliError(f"the image is {dims(im.size[1], im.size[0])} (H×W), the model takes {dims(h, w)}")
             im.load()
             arr = _to_8bit(im, c)
     except CliError as e:

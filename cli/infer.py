@@ -27,18 +27,23 @@ class Format(str, Enum):
 def infer(
     model_path: Annotated[Path, typer.Argument(metavar="MODEL.bnn", help="The .bnn model file.")],
     images: Annotated[Optional[list[Path]], typer.Argument(help="Image files to classify (PNG, JPEG, ...; needs Pillow).")] = None,
-    npy: Annotated[Optional[Path], typer.Option(help="A .npy batch (N, *input shape) of pixel values 0..255 to classify.")] = None,
+    npy: Annotated[Optional[Path], typer.Option(help="A .npy batch (N, *input shape) of the model's input values "
+                                                "(its manifest's range, e.g. 0..16 for Digits) to classify.")] = None,
     dataset: Annotated[Optional[Dataset], typer.Option(help="Evaluate on this test set [default: the model's own dataset].")] = None,
     data_dir: Annotated[Optional[Path], typer.Option(help="Folder with the IDX files of mnist/fashion-mnist.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Evaluate on the first N test images only.", callback=positive)] = None,
     threads: Annotated[Optional[int], typer.Option(help="Threads the runtime uses [default: all cores].")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="Output: table, csv or json.")] = Format.table,
+    logits: Annotated[bool, typer.Option("--logits", help="Also print every class's logit (the per-class affine "
+                                                          "of the integer scores).")] = False,
 ) -> None:
     """Classify images or a .npy batch with a .bnn model, or measure its accuracy and speed on a test set.
 
     With neither images nor --npy, the model is evaluated on the test set of --dataset (by
     default the dataset it was trained on): accuracy and images/s. Every readable image is
     classified; each one that cannot be read gets one line on stderr, and the exit status is 1.
+    Image files are scaled from 0..255 to the input range the model's manifest records (e.g.
+    0..16 for Digits); each prediction comes with its probability (the softmax of the logits).
     """
     from bnn_runtime.model import load
 
@@ -48,10 +53,10 @@ def infer(
         raise CliError("--dataset and --limit evaluate a test set; they do not combine with images or --npy")
     model = load(model_path, threads=threads)
     if images or npy is not None:
-        names, x, failures = _read_images(images, model.input_shape) if images else (*_read_npy(npy), [])
+        names, x, failures = _read_images(images, model.input_spec) if images else (*_read_npy(npy), [])
         if x is not None:
             scores, labels = model.run(x)
-            _print_predictions(model, model_path, names, scores, labels, fmt)
+            _print_predictions(model, model_path, names, scores, labels, fmt, logits)
         if failures:  # every readable image was classified; each other one gets its line, and the exit status says so
             for line in failures:
                 typer.echo(f"error: {plain(line)}", err=True)
@@ -74,23 +79,24 @@ def _read_npy(path: Path):
     return [f"{path.name}[{i}]" for i in range(len(x))], x
 
 
-def _read_images(paths: list[Path], input_shape: tuple[int, ...]):
-    """(names, uint8 batch (N, C, H, W) of the readable files, one error line per unreadable file)."""
+def _read_images(paths: list[Path], spec):
+    """(names, uint8 batch (N, C, H, W) of the readable files scaled to the model's input range (``spec``:
+    ``pixels.InputSpec``), one error line per unreadable file)."""
     import numpy as np
 
     from .images import pillow, read_image
 
     pillow()  # one line if Pillow is missing, rather than one per file
-    if len(input_shape) != 3 or input_shape[0] not in (1, 3):
-        raise CliError(f"the model takes input of shape {list(input_shape)}, not images; pass a .npy batch with --npy")
+    if not spec.is_image:
+        raise CliError(f"the model takes {spec.describe()}, not images; pass a .npy batch with --npy")
     names, batch, failures = [], [], []
     for path in paths:
         try:
-            batch.append(read_image(path, input_shape))
+            batch.append(read_image(path, spec.shape))
             names.append(str(path))
         except CliError as e:
             failures.append(str(e))
-    x = np.stack(batch).astype(np.uint8) if batch else None
+    x = spec.from_pixels(np.stack(batch).astype(np.uint8)) if batch else None
     return names, x, failures
 
 
@@ -145,10 +151,18 @@ def _print_evaluation(result: dict, fmt: Format) -> None:
         Console().print(table)
 
 
-def _print_predictions(model, model_path: Path, names: list[str], scores, labels, fmt: Format) -> None:
+def _print_predictions(model, model_path: Path, names: list[str], scores, labels, fmt: Format,
+                       show_logits: bool) -> None:
+    from bnn_runtime.reference import logits_from_scores, softmax
+
     classes = model.classes
-    rows = [{"input": n, "index": int(k), "class": classes[int(k)], "scores": [int(v) for v in s]}
-            for n, k, s in zip(names, labels, scores)]
+    logits = logits_from_scores(model.file, scores)
+    probs = softmax(logits)
+    rows = []
+    for n, k, s, z, p in zip(names, labels, scores, logits, probs, strict=True):
+        row = {"input": n, "index": int(k), "class": classes[int(k)], "probability": float(p[k]),
+               "scores": [int(v) for v in s]}
+        rows.append({**row, "logits": [float(v) for v in z]} if show_logits else row)
     if fmt is Format.json:
         typer.echo(json.dumps({"model": str(model_path), "classes": classes, "predictions": rows}, indent=2))
     elif fmt is Format.csv:
@@ -156,17 +170,19 @@ def _print_predictions(model, model_path: Path, names: list[str], scores, labels
         import sys
 
         writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(["input", "index", "class"])
+        logit_columns = [f"logit_{plain(c)}" for c in classes] if show_logits else []
+        writer.writerow(["input", "index", "class", "probability", *logit_columns])
         for r in rows:
-            writer.writerow([plain(r["input"]), r["index"], plain(r["class"])])
+            writer.writerow([plain(r["input"]), r["index"], plain(r["class"]), repr(r["probability"]),
+                             *map(repr, r.get("logits", []))])
     else:
         from rich.console import Console
         from rich.table import Table
 
         table = Table(title="bnn infer")
-        for col in ("input", "class", "index", "scores"):
+        for col in ("input", "class", "probability") + (("logits",) if show_logits else ()):
             table.add_column(col)
         for r in rows:  # file names only: full paths are in csv and json
-            table.add_row(markup(Path(r["input"]).name), markup(r["class"]), str(r["index"]),
-                          " ".join(map(str, r["scores"])))
+            cells = [markup(Path(r["input"]).name), markup(r["class"]), f"{r['probability']:.1%}"]
+            table.add_row(*cells, *([" ".join(f"{v:.3g}" for v in r["logits"])] if show_logits else []))
         Console().print(table)

@@ -8,6 +8,7 @@ bug and keeps its traceback.
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 from typer.core import TyperGroup
@@ -58,13 +59,32 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    """``bnn --version``: this package's version and the versions of what the runtime runs on, then exit."""
+    if not value:
+        return
+    import platform
+
+    from bnn_runtime.about import DISTRIBUTION, version
+
+    typer.echo(f"bnn ({DISTRIBUTION}) {version()}; numpy {version('numpy')}, numba {version('numba')}, "
+               f"Python {platform.python_version()} on {platform.machine()}")
+    raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    show_version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                               help="Print the version and exit.")] = False,
+) -> None:
     """Train binary neural networks with untied backward functions, export them to bits and ONNX, run them."""
+    from bnn_runtime import compiled
+
+    compiled.set_notice(lambda message: typer.echo(message, err=True))  # once, when the kernels compile
 
 
 def _register() -> None:
-    from . import bench, bench_ensemble, bench_train, export, infer, reproduce, train
+    from . import bench, bench_ensemble, bench_train, export, infer, reproduce, train, warmup
 
     app.command("train")(train.train)
     app.command("export")(export.export)
@@ -73,6 +93,7 @@ def _register() -> None:
     app.command("bench-train")(bench_train.bench_train)
     app.command("bench-ensemble")(bench_ensemble.bench_ensemble)
     app.command("reproduce")(reproduce.reproduce)
+    app.command("warmup")(warmup.warmup)
 
 
 _register()

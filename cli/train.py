@@ -95,8 +95,9 @@ def train(
     if resume:
         explicit = sorted(p for p in ctx.params if p not in _RESUMABLE and _given(ctx, p))
         if explicit:
-            opts = ", ".join("--" + p.replace("_", "-") for p in explicit)
-            raise CliError(f"--resume continues {out} with its own configuration; drop {opts} (only --epochs, --data-dir, --device may change)")
+            opts = ", ".join(option_name(p) for p in explicit)
+            raise CliError(f"--resume continues {out} with its own configuration; drop {opts} "
+                           "(only --epochs, --data-dir, --device may change)")
         overrides = {k: ctx.params[k] for k in ("epochs", "data_dir", "device") if _given(ctx, k)}
         run = lambda: resume_run(out, callback=progress, **_resume_kwargs(overrides))  # noqa: E731
     else:

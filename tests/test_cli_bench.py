@@ -13,15 +13,16 @@ from .conftest import assert_user_error, run_cli
 from .random_models import random_config, random_model, to_bnn
 
 QUICK = ("--rounds", "1", "--latency-calls", "3", "--min-seconds", "0.01", "--batch", "32")
-ENGINES = {"runtime", "onnxruntime_integer", "onnxruntime_fp32"}
+ENGINES = {"runtime", "onnxruntime_exported", "onnxruntime_integer", "onnxruntime_fp32"}
 
 
 def check_bench_json(out: dict, threads: int) -> None:
     assert set(out["results"]) == ENGINES
     for r in out["results"].values():
         assert r["images_per_second"] > 0 and 0 < r["latency_median_us"] <= r["latency_p90_us"]
-    assert set(out["ratios"]) == {f"{kind}_runtime_over_{base}" for kind in ("throughput", "latency")
-                                  for base in ("onnxruntime_fp32", "onnxruntime_integer")}
+    assert set(out["ratios"]) == {f"{kind}_{engine}_over_{base}" for kind in ("throughput", "latency")
+                                  for engine, base in (("runtime", "onnxruntime_fp32"), ("runtime", "onnxruntime_integer"),
+                                                       ("onnxruntime_exported", "onnxruntime_fp32"))}
     rt, fp = out["results"]["runtime"], out["results"]["onnxruntime_fp32"]
     assert out["ratios"]["throughput_runtime_over_onnxruntime_fp32"] == pytest.approx(rt["images_per_second"] / fp["images_per_second"])
     assert out["threads"] == threads and out["batch"] == 32
@@ -63,7 +64,7 @@ def test_bench_table(trained):
     run, _ = trained
     result = run_cli("bench", run / "model.bnn", "--threads", "1", *QUICK)
     assert result.exit_code == 0, result.output
-    for text in ("bnn runtime", "ORT integer", "ORT fp32", "share of peak", "AND+popcount peak", "conv1"):
+    for text in ("bnn runtime", "ORT exported .onnx", "ORT integer", "ORT fp32", "share of peak", "AND+popcount peak", "conv1"):
         assert text in result.stdout
 
 
@@ -109,3 +110,47 @@ def test_bench_errors(tmp_path):
     cfg = random_config(rng, "mlp", "heaviside", False, hidden=(7,), in_shape=(9,))
     (tmp_path / "ok.bnn").write_bytes(to_bnn(random_model(cfg, 1), cfg)[1])
     assert_user_error(run_cli("bench", tmp_path / "ok.bnn", "--threads", "1000", *QUICK[:2]), "threads must be an integer from 1")
+
+
+def test_bench_an_arch_network_without_training(tmp_path):
+    """bnn bench --arch: a synthetic .bnn of the spec, saved, then timed like any model file."""
+    from bnn_runtime import read_bnn
+
+    save = tmp_path / "net.bnn"
+    result = run_cli("bench", "--arch", "8C3-MP2-16C3-MP2-32FC", "--input-shape", "3,12,12", "--save", save,
+                     "--rounds", "1", "--latency-calls", "3", "--min-seconds", "0.01", "--batch", "8", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["layers"] == ["conv 8", "conv 16", "dense 32", "dense 10"]
+    assert read_bnn(save).input_shape == (3, 12, 12)
+    assert_user_error(run_cli("bench", "--arch", "8C3"), "--input-shape", code=1)
+    assert_user_error(run_cli("bench"), "MODEL.bnn or --arch", code=1)
+    assert_user_error(run_cli("bench", "--arch", "8Q", "--input-shape", "1,8,8", "--save", tmp_path / "x.bnn"),
+                      "'8Q'", code=1)
+    assert not (tmp_path / "x.bnn").exists()
+
+
+def test_busy_processes_run_and_are_stopped():
+    from bnn_export.bench import busy_processes
+
+    with busy_processes(2) as procs:
+        assert len(procs) == 2 and all(p.poll() is None for p in procs)
+    assert all(p.poll() is not None for p in procs)
+
+
+def test_bench_under_load_reports_default_one_thread_and_fp32(tmp_path):
+    rng = np.random.default_rng(3)
+    cfg = random_config(rng, "lenet5", "heaviside", True, width=0.5, in_shape=(1, 12, 12))
+    _, data = to_bnn(random_model(cfg, 3), cfg)
+    (tmp_path / "m.bnn").write_bytes(data)
+    result = run_cli("bench", tmp_path / "m.bnn", "--load", "1", "--json", *QUICK)
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["load"] == 1 and out["batch"] == 32
+    assert set(out["results"]) == {"runtime_default_threads", "runtime_1_thread", "onnxruntime_fp32"}
+    for r in out["results"].values():
+        assert r["images_per_second"] > 0 and 0 < r["latency_median_us"] <= r["latency_p90_us"]
+    d, one = out["results"]["runtime_default_threads"], out["results"]["runtime_1_thread"]
+    assert out["ratios"]["default_over_1_thread"] == pytest.approx(d["images_per_second"] / one["images_per_second"])
+    table = run_cli("bench", tmp_path / "m.bnn", "--load", "0", *QUICK)
+    assert table.exit_code == 0 and "default / 1 thread" in table.stdout
+    assert_user_error(run_cli("bench", tmp_path / "m.bnn", "--load", "-1"), "--load")

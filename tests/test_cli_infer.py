@@ -58,7 +58,7 @@ def test_image_files_grayscale_table_and_csv(model, tmp_path):
     csv = run_cli("infer", path, *files, "--format", "csv")
     assert csv.exit_code == 0, csv.output
     rows = csv.stdout.strip().splitlines()
-    assert rows[0] == "input,index,class"
+    assert rows[0] == "input,index,class,probability"
     assert [int(r.split(",")[1]) for r in rows[1:]] == labels.tolist()
     table = run_cli("infer", path, *files)
     assert table.exit_code == 0 and "img2.png" in table.stdout
@@ -84,7 +84,8 @@ def test_test_set_evaluation_matches_the_reference(model):
 def test_bad_input_files(model, tmp_path):
     path, _ = model
     np.save(tmp_path / "wrong.npy", np.zeros((2, 7, 8), np.uint8))
-    assert_user_error(run_cli("infer", path, "--npy", tmp_path / "wrong.npy"), "images are 7x8, the model takes 8x8")
+    assert_user_error(run_cli("infer", path, "--npy", tmp_path / "wrong.npy"),
+                      "images are 7×8 (H×W), the model takes 8×8")
     np.save(tmp_path / "nan.npy", np.full((2, 8, 8), np.nan))
     assert_user_error(run_cli("infer", path, "--npy", tmp_path / "nan.npy"), "NaN")
     np.save(tmp_path / "empty.npy", np.zeros((0, 8, 8), np.uint8))
@@ -102,7 +103,7 @@ def test_bad_input_files(model, tmp_path):
     from PIL import Image
 
     Image.fromarray(np.zeros((9, 8), np.uint8)).save(tmp_path / "big.png")
-    assert_user_error(run_cli("infer", path, tmp_path / "big.png"), "8x9 pixels, the model takes 8x8")
+    assert_user_error(run_cli("infer", path, tmp_path / "big.png"), "image is 9×8 (H×W), the model takes 8×8")
 
 
 def test_without_pillow_images_need_npy(model, tmp_path, monkeypatch):
@@ -136,3 +137,50 @@ def test_a_model_without_a_dataset_needs_input(tmp_path):
     (tmp_path / "m.bnn").write_bytes(data)
     assert_user_error(run_cli("infer", tmp_path / "m.bnn"), "names no dataset", "--dataset")
     assert_user_error(run_cli("infer", tmp_path / "m.bnn", tmp_path / "a.png"), "not images", "--npy")
+
+
+def test_png_files_are_scaled_to_the_models_input_range(model, tmp_path):
+    """A Digits model (0..16) gets round(x * 16 / 255) of a 0..255 PNG; a file without the range, the raw pixels."""
+    from PIL import Image
+
+    from bnn_runtime.format import parse, to_bytes
+    from bnn_runtime.reference import reference_logits, softmax
+
+    path, bnn = model
+    manifest = {k: v for k, v in bnn.manifest.items() if k != "arrays"}
+    described = parse(to_bytes({**manifest, "input": {**manifest["input"], "range": [0, 16], "layout": "CHW",
+                                                      "color": "L"}}, dict(bnn.arrays)))
+    (tmp_path / "d.bnn").write_bytes(to_bytes({k: v for k, v in described.manifest.items() if k != "arrays"},
+                                              dict(described.arrays)))
+    pixels = np.random.default_rng(7).integers(0, 256, (4, 8, 8), dtype=np.uint8)
+    files = []
+    for i, img in enumerate(pixels):
+        Image.fromarray(img, "L").save(tmp_path / f"p{i}.png")
+        files.append(tmp_path / f"p{i}.png")
+    scaled = np.floor(pixels.astype(np.float64) * 16 / 255 + 0.5).astype(np.uint8)[:, None]
+    for bnn_path, x in ((tmp_path / "d.bnn", scaled), (path, pixels[:, None])):
+        result = run_cli("infer", bnn_path, *files, "--format", "json", "--logits")
+        assert result.exit_code == 0, result.output
+        rows = json.loads(result.stdout)["predictions"]
+        logits = reference_logits(bnn, x)
+        assert [r["index"] for r in rows] == logits.argmax(axis=1).tolist()
+        assert np.allclose([r["logits"] for r in rows], logits, rtol=1e-12, atol=0)
+        assert np.allclose([r["probability"] for r in rows], softmax(logits).max(axis=1), rtol=1e-12, atol=0)
+
+
+def test_table_shows_probability_and_logits(model, tmp_path):
+    path, bnn = model
+    x = random_inputs(np.random.default_rng(8), (1, 8, 8), 2)
+    np.save(tmp_path / "x.npy", x)
+    table = run_cli("infer", path, "--npy", tmp_path / "x.npy", "--logits")
+    assert table.exit_code == 0, table.output
+    assert "probability" in table.stdout and "logits" in table.stdout and "%" in table.stdout
+    csv = run_cli("infer", path, "--npy", tmp_path / "x.npy", "--format", "csv", "--logits")
+    header, *rows = csv.stdout.strip().splitlines()
+    assert header == "input,index,class,probability," + ",".join(f"logit_{c}" for c in bnn.classes)
+    assert len(rows) == 2 and all(len(r.split(",")) == 4 + len(bnn.classes) for r in rows)
+
+
+def test_version():
+    result = run_cli("--version")
+    assert result.exit_code == 0 and result.stdout.startswith("bnn (untied-bnn) ") and "numba" in result.stdout

@@ -35,7 +35,9 @@ def _labels(bnn, x):
 
 
 def _csv_labels(result):
-    return [int(line.split(",")[-2]) for line in result.stdout.strip().splitlines()[1:]]
+    import csv
+
+    return [int(row[1]) for row in csv.reader(result.stdout.strip().splitlines()[1:])]  # input,index,class,probability
 
 
 def test_sixteen_bit_and_palette_pngs_are_converted_not_clipped(model, tmp_path):
@@ -78,7 +80,7 @@ def test_unreadable_images_are_reported_and_the_rest_classified(model, tmp_path)
     assert _csv_labels(result) == _labels(bnn, x)
     errors = result.stderr.strip().splitlines()
     assert len(errors) == 3 and all(e.startswith("error: ") for e in errors), result.stderr
-    assert "broken.png" in errors[0] and "missing.png" in errors[1] and "9x9 pixels" in errors[2]
+    assert "broken.png" in errors[0] and "missing.png" in errors[1] and "9×9 (H×W)" in errors[2]
     assert "Traceback" not in result.output
 
 

@@ -29,7 +29,7 @@ def ort_run(model_proto: onnx.ModelProto, x: np.ndarray) -> dict:
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     s = ort.InferenceSession(model_proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    return dict(zip([o.name for o in s.get_outputs()], s.run(None, {"images": x})))
+    return dict(zip([o.name for o in s.get_outputs()], s.run(None, {"images": x}), strict=True))
 
 
 # ----------------------------------------------------------------- thresholds
@@ -93,7 +93,7 @@ def test_hidden_bits_equal_pytorch_activations(act, seed):
             if type(m).__name__ == "Activation":
                 acts.append(h.numpy())
     assert len(acts) == len(hidden) == 4
-    for bits, a in zip(hidden, acts):
+    for bits, a in zip(hidden, acts, strict=True):
         values = bits.astype(np.int64) * 2 - 1 if act == "sign" else bits
         assert (values.reshape(a.shape) == a).mean() >= 0.999
 
@@ -193,9 +193,16 @@ def test_export_run_writes_checked_files(digits_run, tmp_path):
     assert float(meta["test_accuracy"]) == report.accuracy["bnn"]
     from bnn_runtime import read_bnn
 
-    prov = read_bnn(tmp_path / "m.bnn").manifest["provenance"]
+    manifest = read_bnn(tmp_path / "m.bnn").manifest
+    assert manifest["input"] == {"dtype": "uint8", "shape": [1, 8, 8], "range": [0, 16], "layout": "CHW", "color": "L"}
+    prov = manifest["provenance"]
     assert prov["dataset"] == "digits" and prov["test_accuracy"] == report.accuracy["bnn"]
     assert prov["config"]["model"]["model"] == "lenet5"
+    from bnn_runtime import load
+    from bnn_train.data import load_digits
+
+    model, x = load(tmp_path / "m.bnn"), load_digits().x_test.numpy()  # every test image: argmax of logits == predict
+    assert np.array_equal(model.logits(x).argmax(axis=1), model.predict(x))
 
 
 def test_export_cli_prints_checks_and_sizes(digits_run, tmp_path):
@@ -265,3 +272,12 @@ def test_export_mnist_lenet_on_all_test_images(tmp_path):
     assert checks["agreement with PyTorch"].passed
     assert abs(report.accuracy["bnn"] - report.accuracy["pytorch"]) <= 0.0005
     assert report.bnn_bytes * 20 <= report.state_dict_bytes
+    from bnn_runtime import load, read_bnn
+    from bnn_runtime.reference import reference_logits
+    from bnn_train.data import load_idx_dataset
+
+    assert read_bnn(tmp_path / "m.bnn").input_spec.range == (0, 255)
+    model, x = load(tmp_path / "m.bnn"), load_idx_dataset("mnist", str(data_dir)).x_test.numpy()
+    logits = model.logits(x)  # argmax == predict on every test image; the runtime's logits are the reference's
+    assert np.array_equal(logits.argmax(axis=1), model.predict(x))
+    assert np.array_equal(logits, reference_logits(model.file, x))

@@ -208,7 +208,8 @@ def _conv_bits_model(rng, c_bits: int, h: int, w: int, k: tuple, pad: tuple, poo
        st.sampled_from([1, 5, 16, 17, 33]), st.sampled_from(["01", "pm1"]), st.integers(1, 40), st.integers(0, 2**31 - 1))
 def test_table_convolutions_of_few_channels_are_exact(c, h, w, kh, kw, ph, pw, pool, n_out, enc, n, seed):
     """Convolutions of bits with 1..8 channels run by table lookup (kernels.conv_lut): any width, padding, pool."""
-    from bnn_runtime.plan import KIND_CONV_BITS, KIND_CONV_LUT, LUT_MAX_BYTES, lut_layout
+    from bnn_runtime.layout import KIND_CONV_BITS, KIND_CONV_LUT
+    from bnn_runtime.plan import LUT_MAX_BYTES, lut_layout
 
     if enc == "pm1":
         ph = pw = 0  # as random_bnn: no zero padding of +-1 bits
@@ -243,15 +244,15 @@ def test_reference_matmul_is_exact_integer_arithmetic(n, k, m, big, seed):
 def test_first_dense_layer_both_kernels_are_exact(monkeypatch, fan_in, width):
     """A first dense layer on bytes runs on VNNI where the CPU has it and the fan-in is a multiple of 4,
     else on 8 bit planes; both are exact, around their register blocks (8 images x 48 outputs)."""
-    from bnn_runtime import kernels
-    from bnn_runtime.plan import KIND_DENSE_U8, KIND_DENSE_VNNI
+    from bnn_runtime import simd
+    from bnn_runtime.layout import KIND_DENSE_U8, KIND_DENSE_VNNI
 
     rng = np.random.default_rng(fan_in * 1000 + width)
     for kind in ("mlp", "suc"):  # a hidden layer writing bits; a single layer writing scores
         cfg = random_config(rng, kind, "heaviside", True, hidden=(width,), in_shape=(fan_in,))
         bnn, _ = to_bnn(random_model(cfg, width), cfg)
-        for use_vnni in (kernels.USE_VNNI, False):
-            monkeypatch.setattr(kernels, "USE_VNNI", use_vnni)
+        for use_vnni in (simd.USE_VNNI, False):
+            monkeypatch.setattr(simd, "USE_VNNI", use_vnni)
             model = BnnModel(bnn, threads=2)
             vnni = use_vnni and fan_in % 4 == 0
             assert model.plan.params[0, 0] == (KIND_DENSE_VNNI if vnni else KIND_DENSE_U8)
@@ -274,7 +275,7 @@ def test_vnni_emulation_is_exact(tmp_path):
     (tmp_path / "m.bnn").write_bytes(data)
     code = (
         "import numpy as np, bnn_runtime\n"
-        "from bnn_runtime import kernels\n"
+        "from bnn_runtime import simd as kernels\n"
         "from bnn_runtime.reference import reference_scores\n"
         "assert kernels.USE_VNNI and not kernels.VNNI_NATIVE\n"
         f"m = bnn_runtime.load({str(tmp_path / 'm.bnn')!r}, threads=1)\n"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bnn_runtime.reference import predict_from_scores, reference_scores
+from bnn_runtime.reference import predict_from_scores, reference_probabilities, reference_scores
 
 from .random_models import random_config, random_inputs, random_model, to_bnn
 
@@ -67,8 +67,9 @@ def test_edge_app_classifies_without_torch_or_onnx(tmp_path):
     *lines, last = proc.stdout.strip().splitlines()
     assert last == "LOADED [] EXIT 0"
     names = ["zero", "one", "two"]
-    expected = [f"{i}\t{names[k]}" for i, k in enumerate(predict_from_scores(bnn, reference_scores(bnn, x)))]
-    assert lines == expected
+    probs = reference_probabilities(bnn, x)
+    labels = predict_from_scores(bnn, reference_scores(bnn, x))
+    assert lines == [f"{i}\t{names[k]}\t{probs[i, k]:.3f}" for i, k in enumerate(labels)]
 
 
 def test_edge_app_reports_bad_input_in_one_line(tmp_path):

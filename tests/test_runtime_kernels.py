@@ -5,6 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numba import njit
 
+from bnn_runtime import first_layer as K1
 from bnn_runtime import kernels as K
 from bnn_runtime.bits import n_words, pack_bits, unpack_bits
 
@@ -26,7 +27,7 @@ def test_byte_planes_are_the_bits_of_every_byte(n, seed):
     x = np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8)
     nw = n_words(n) + 1  # a spare word must stay zero
     planes = np.full((8 + 3, nw), np.uint64(2**64 - 1))  # dirty scratch: the kernel must clear its rows
-    total = K.byte_planes(x, planes, 3, nw)
+    total = K1.byte_planes(x, planes, 3, nw)
     assert total == int(x.sum(dtype=np.int64))
     for b in range(8):
         assert np.array_equal(unpack_bits(planes[3 + b, : n_words(n)], n), (x >> b) & 1)
@@ -150,7 +151,7 @@ def test_dense_u8_sums_threshold_and_pack(n_img, n_out, fan_in, last, seed):
     w_signs = rng.choice([-1, 1], (n_out, fan_in))
     nw = -(-n_words(fan_in) // 4) * 4
     planes = np.zeros((8 * n_img, nw), np.uint64)
-    xsum = np.array([K.byte_planes(x[i], planes, 8 * i, nw) for i in range(n_img)], np.int64)
+    xsum = np.array([K1.byte_planes(x[i], planes, 8 * i, nw) for i in range(n_img)], np.int64)
     pad = -(-n_out // 8) * 8
     w = np.zeros((pad, nw), np.uint64)
     w[:n_out, : n_words(fan_in)] = pack_bits(w_signs > 0)
@@ -163,7 +164,7 @@ def test_dense_u8_sums_threshold_and_pack(n_img, n_out, fan_in, last, seed):
     image_words = n_words(n_out) + 1
     out = np.zeros(n_img * image_words, np.uint64)
     scores = np.zeros((n_img + 1, n_out + 1), np.int32)
-    K.dense_u8(planes, n_img, nw, wt, n_out, xsum, consts, last, out, image_words * 64, scores, 1)
+    K1.dense_u8(planes, n_img, nw, wt, n_out, xsum, consts, last, out, image_words * 64, scores, 1)
     if last:
         assert np.array_equal(scores[1:, :n_out], s) and not scores[0].any() and not scores[:, n_out].any()
         assert not out.any()
@@ -181,13 +182,37 @@ def test_gemm_scores_on_wide_rows(nrows, n_out, fan_in, encoding, seed):
     _check_gemm_scores(nrows, n_out, fan_in, encoding, seed)
 
 
-@settings(max_examples=60, deadline=None)
+def _geometry(c, h, w, kh, kw, ph, pw, stride, pool, pool_stride, n_out):
+    """A conv layer's params row (plan.conv_geometry) and its conv output size, pooled size."""
+    from bnn_runtime.plan import conv_geometry, params_row
+
+    oh, ow = (h + 2 * ph - kh) // stride[0] + 1, (w + 2 * pw - kw) // stride[1] + 1
+    out_h, out_w = (oh - pool[0]) // pool_stride[0] + 1, (ow - pool[1]) // pool_stride[1] + 1
+    layer = {"name": "l", "in_shape": [c, h, w], "kernel": [kh, kw], "padding": [ph, pw], "stride": list(stride),
+             "pool": {"kind": "or", "size": list(pool), "stride": list(pool_stride)}, "out_features": n_out,
+             "out_shape": [n_out, out_h, out_w]}
+    return params_row(n_out=n_out, **conv_geometry(layer))
+
+
+def _conv_map(padded, kh, kw, stride, pool, pool_stride):
+    """The patches of every pooled output's window, in the kernels' row order: [(py, px, dy, dx, y, x)]."""
+    oh, ow = (padded.shape[-2] - kh) // stride[0] + 1, (padded.shape[-1] - kw) // stride[1] + 1
+    out_h, out_w = (oh - pool[0]) // pool_stride[0] + 1, (ow - pool[1]) // pool_stride[1] + 1
+    return [(py, px, dy, dx, (py * pool_stride[0] + dy) * stride[0], (px * pool_stride[1] + dx) * stride[1])
+            for py in range(out_h) for px in range(out_w) for dy in range(pool[0]) for dx in range(pool[1])]
+
+
+PAIRS = st.tuples(st.integers(1, 3), st.integers(1, 3))
+GEOMETRY = (PAIRS, PAIRS, PAIRS)  # conv stride, pooling window and stride (overlaps)
+
+
+@settings(max_examples=80, deadline=None)
 @given(st.integers(1, 5), st.integers(1, 9), st.integers(1, 9), st.integers(1, 4), st.integers(1, 4),
-       st.integers(0, 2), st.integers(0, 2), st.integers(1, 3), st.integers(1, 3), st.integers(0, 2**32 - 1))
-def test_im2col_bits_is_the_padded_patch(c, h, w, kh, kw, ph, pw, sh, sw, seed):
+       st.integers(0, 2), st.integers(0, 2), st.integers(0, 2**32 - 1), *GEOMETRY)
+def test_im2col_bits_is_the_padded_patch(c, h, w, kh, kw, ph, pw, seed, stride, pool, pool_stride):
     kh, kw = min(kh, h + 2 * ph), min(kw, w + 2 * pw)
-    oh, ow = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
-    if oh // sh < 1 or ow // sw < 1:
+    oh, ow = (h + 2 * ph - kh) // stride[0] + 1, (w + 2 * pw - kw) // stride[1] + 1
+    if oh < pool[0] or ow < pool[1]:
         return
     rng = np.random.default_rng(seed)
     img = rng.integers(0, 2, (c, h, w))
@@ -195,25 +220,21 @@ def test_im2col_bits_is_the_padded_patch(c, h, w, kh, kw, ph, pw, sh, sw, seed):
     src[1, : n_words(c * h * w)] = pack_bits(img.transpose(1, 2, 0).reshape(-1))  # channels-last bit string
     k = c * kh * kw
     nw = n_words(k)
-    dst = np.full((200 + (oh // sh) * (ow // sw) * sh * sw, nw), np.uint64(2**64 - 1))
-    end = K.im2col_bits(src, 1, c, h, w, kh, kw, ph, pw, oh, ow, sh, sw, dst, 200, nw)
     padded = np.pad(img, ((0, 0), (ph, ph), (pw, pw)))
-    expected = []
-    for py in range(oh // sh):
-        for px in range(ow // sw):
-            for dy in range(sh):
-                for dx in range(sw):
-                    y, x = py * sh + dy, px * sw + dx
-                    expected.append(padded[:, y : y + kh, x : x + kw].transpose(1, 2, 0).reshape(-1))  # (i, j, c)
+    windows = _conv_map(padded, kh, kw, stride, pool, pool_stride)
+    dst = np.full((200 + len(windows), nw), np.uint64(2**64 - 1))
+    geo = _geometry(c, h, w, kh, kw, ph, pw, stride, pool, pool_stride, 1)
+    end = K.im2col_bits(src, 1, geo, dst, 200, nw)
+    expected = [padded[:, y : y + kh, x : x + kw].transpose(1, 2, 0).reshape(-1) for *_, y, x in windows]  # (i, j, c)
     assert end == 200 + len(expected)
     assert np.array_equal(unpack_bits(dst[200:end], k), np.array(expected))
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.integers(1, 3), st.integers(3, 12), st.integers(3, 12), st.integers(1, 5), st.integers(0, 2),
-       st.sampled_from([np.int16, np.int32]), st.integers(0, 2**32 - 1))
-def test_first_conv_sums_threshold_and_pool(c, h, w, k, pad, dtype, seed):
-    from bnn_runtime.plan import _conv_taps
+       st.sampled_from([np.int16, np.int32]), st.integers(0, 2**32 - 1), *GEOMETRY)
+def test_first_conv_sums_threshold_and_pool(c, h, w, k, pad, dtype, seed, stride, pool, pool_stride):
+    from bnn_runtime.plan import _conv_taps, conv_u8_scratch
 
     rng = np.random.default_rng(seed)
     k = min(k, h + 2 * pad, w + 2 * pad)
@@ -221,28 +242,34 @@ def test_first_conv_sums_threshold_and_pool(c, h, w, k, pad, dtype, seed):
     img = rng.integers(0, 256, (c, h, w)).astype(np.uint8)
     if dtype is np.int16 and 255 * c * k * k > 2**15 - 1:
         return
-    signs = rng.choice(np.array([-1, 1], np.int8), (n_out, c, k, k))
     hp, pitch = h + 2 * pad, w + 2 * pad
-    oh, ow = hp - k + 1, pitch - k + 1
-    sh, sw = int(rng.integers(1, 3)), int(rng.integers(1, 4))
-    if oh // sh < 1 or ow // sw < 1:
-        sh = sw = 1
+    oh, ow = (hp - k) // stride[0] + 1, (pitch - k) // stride[1] + 1
+    if oh < pool[0] or ow < pool[1]:
+        return
+    signs = rng.choice(np.array([-1, 1], np.int8), (n_out, c, k, k))
     taps, sigma = _conv_taps(signs, hp, pitch)
     padded = np.pad(img.astype(np.int64), ((0, 0), (pad, pad), (pad, pad)))
-    s = np.array([[[(padded[:, y : y + k, x : x + k] * signs[o]).sum() for x in range(ow)] for y in range(oh)]
-                  for o in range(n_out)])
+    s = np.einsum("cyxij,ocij->oyx", np.lib.stride_tricks.sliding_window_view(padded, (k, k), axis=(1, 2)), signs)
+    s = s[:, :: stride[0], :: stride[1]][:, :oh, :ow]
     t = rng.integers(-2000, 2000, n_out)
     d = rng.choice([-1, 1], n_out)
     consts = np.stack([sigma, d * t, d]).astype(np.int64)
-    size = c * hp * pitch + k + 3 * oh * pitch + hp * pitch  # plan.build_plan's size of the conv_u8 scratch
+    geo = _geometry(c, h, w, k, k, pad, pad, stride, pool, pool_stride, n_out)
+    from bnn_runtime.layout import COL_OUT_H, COL_OUT_W
+
+    out_h, out_w = geo[COL_OUT_H], geo[COL_OUT_W]
+    size = conv_u8_scratch(dict(c=c, h=h, w=w, kh=k, kw=k, ph=pad, pw=pad))
     ibuf = np.full(size, 77, dtype)  # dirty scratch
-    ph_, pw_ = oh // sh, ow // sw
-    words = n_words(ph_ * pw_ * n_out) + 1
+    words = n_words(out_h * out_w * n_out) + 1
     out = np.zeros(2 * words, np.uint64)
-    K.conv_u8(img.reshape(-1), c, h, w, k, k, pad, pad, oh, ow, sh, sw, taps, consts, ibuf, out, words * 64)
+    K1.conv_u8(img.reshape(-1), geo, taps, consts, ibuf, out, words * 64)
     bits = np.where(d[:, None, None] > 0, s >= t[:, None, None], s <= t[:, None, None])
-    pooled = bits[:, : ph_ * sh, : pw_ * sw].reshape(n_out, ph_, sh, pw_, sw).max(axis=(2, 4))
-    n_bits = ph_ * pw_ * n_out
+    pooled = np.zeros((n_out, out_h, out_w), bool)
+    for py in range(out_h):
+        for px in range(out_w):
+            y, x = py * pool_stride[0], px * pool_stride[1]
+            pooled[:, py, px] = bits[:, y : y + pool[0], x : x + pool[1]].any(axis=(1, 2))
+    n_bits = out_h * out_w * n_out
     got = unpack_bits(out[words : words + n_words(n_bits)], n_bits)
     assert np.array_equal(got, pooled.transpose(1, 2, 0).reshape(-1))  # channels-last
     assert not out[:words].any() and not out[words + n_words(n_bits) :].any()

@@ -58,6 +58,10 @@ def test_single_unit_network_predicts_its_bit():
     ref = reference_scores(bnn, x)
     assert model.scores(x).shape == (50, 1)
     assert np.array_equal(model.scores(x), ref)
+    logits = model.logits(x)  # (0, margin over the threshold): class 1 exactly when the bit is 1
+    assert logits.shape == (50, 2) and np.array_equal(logits.argmax(axis=1), model.predict(x))
+    assert len(set(model.predict(x).tolist())) == 2, "the test needs both classes"
+    assert np.allclose(model.probabilities(x).sum(axis=1), 1.0)
     assert np.array_equal(model.predict(x), predict_from_scores(bnn, ref))
     assert set(np.unique(model.predict(x))) <= {0, 1}
 
@@ -66,8 +70,8 @@ BAD_INPUTS = [
     (lambda x: x.astype(np.complex64), "not numeric"),
     (lambda x: x.astype(str), "not numeric"),
     (lambda x: x.astype(object), "not numeric"),
-    (lambda x: x[:, :, :-1], "images are 11x12, the model takes 12x12"),
-    (lambda x: x[:, :, :, :-2], "images are 12x10, the model takes 12x12"),
+    (lambda x: x[:, :, :-1], "images are 11×12 (H×W), the model takes 12×12"),
+    (lambda x: x[:, :, :, :-2], "images are 12×10 (H×W), the model takes 12×12"),
     (lambda x: np.concatenate([x, x], axis=1), "2 channels, the model takes 1"),
     (lambda x: x[0, 0, 0], "shape (12,)"),
     (lambda x: x[None], "shape (1, 3, 1, 12, 12)"),

@@ -174,7 +174,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                model="mlp", dataset="digits", configs=("logistic/tied", "logistic/const"), batch_sizes=(32, 64, 128),
                lrs=(0.01, 0.05, 0.1), epochs=20, hiddens=(32, 64),
                loss_reduction="sum",
-               note="loss summed over the batch; garbled table: rows read as batch size, column groups as hidden units (NOTES.md)"),
+               note="loss summed over the batch; garbled table: rows read as batch size, column groups as hidden units "
+                    "(bnn_train/paper/NOTES.md)"),
     _lenet("table4", 4, "Exp. 3: LeNet-5, logistic forward", "mnist",
            ("logistic/tied", "logistic/const", "logistic/rect"), _BS_MNIST, _LR_MNIST, epochs=10),
     _lenet("table5", 5, "Exp. 4: LeNet-5, ReLU forward", "mnist",

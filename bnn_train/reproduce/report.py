@@ -113,7 +113,8 @@ def markdown(exp: Experiment, stats: list[CellStats], epochs: int, seed: int, de
         lines += ["", f"`{command}`"]
     if exp.note:
         lines += ["", f"Note: {exp.note}."]
-    lines += ["", "| configuration | cells run | ours: mean acc | paper: mean acc | mean Δ | mean \\|Δ\\| | \\|Δ\\| ≤ 0.02 | diverged runs |",
+    lines += ["", "| configuration | cells run | ours: mean acc | paper: mean acc | mean Δ | mean \\|Δ\\| "
+                  "| \\|Δ\\| ≤ 0.02 | diverged runs |",
               "|---|---|---|---|---|---|---|---|"]
     for config, s in summary(stats).items():
         f = lambda x: "—" if x is None else f"{x:.4f}"  # noqa: E731

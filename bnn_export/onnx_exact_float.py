@@ -1,0 +1,111 @@
+"""The deployed .bnn network as an exact float32 ONNX graph: the operators onnxruntime runs fastest.
+
+Every value in the network is a small integer: pixels 0..255, bits 0/1, weights +-1, sums of at
+most ``255 * fan_in``. float32 holds every integer below 2**24 exactly, so a float ``Conv`` or
+``Gemm`` whose every partial sum stays below 2**24 computes the integer sums exactly, in any
+order of addition -- and uses onnxruntime's fast float kernels rather than ``ConvInteger``.
+Per layer, with ``d`` the channel's direction and ``T`` its threshold (docs/FORMAT.md):
+
+* weights ``d * w`` (``2 * d * w`` for ``pm1`` inputs, which travel as 0/1 bits: ``s = 2 s01 - sum w``);
+* the bias ``-d * T + 1`` (minus ``d * sum w`` for ``pm1``), so the layer computes ``d (s - T) + 1``;
+* the Heaviside step on that integer is ``Clip(., 0, 1)`` (``graph.heaviside_of_integers``),
+  which onnxruntime fuses into the convolution; OR-pooling is ``MaxPool`` of the 0/1 floats;
+* the last layer: ``scores`` (int32, cast from the exact float sums), ``logits`` (float64,
+  ``scale * s + offset``) and ``label`` (int64, their first argmax), as the runtime computes them.
+
+``exact_float_fits`` says whether a model's sums all stay below 2**24 (a first layer with a fan-in
+of more than about 65,000 pixels does not); ``onnx_bnn.bnn_to_onnx`` then writes the integer graph.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from bnn_runtime.format import BnnFile
+from bnn_runtime.reference import conv_stride, pool_stride, unpacked_weights
+
+from .graph import DOUBLE, FLOAT, INT32, INT64, UINT8, Graph, heaviside_of_integers
+
+FLOAT32_EXACT = 2**24  # every integer of smaller magnitude is a float32
+
+
+def _max_input(layer: dict) -> int:
+    return 255 if layer["in_encoding"] == "uint8" else 1
+
+
+def _folded(model: BnnFile, layer: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(float weights (out, fan_in), float bias (out,)) of ``d * (s - T) + 1`` -- or of ``s`` for the last layer."""
+    w = unpacked_weights(model, layer).astype(np.int64)
+    bias = np.zeros(len(w), np.int64)
+    if layer["in_encoding"] == "pm1":  # 0/1 bits b carry the values 2b - 1
+        bias -= w.sum(axis=1)
+        w = 2 * w
+    if layer["output"] == "threshold":
+        d = model.array(layer, "direction").astype(np.int64)
+        reach = _max_input(layer) * layer["fan_in"] + 1  # beyond it a threshold is always or never met
+        t = np.clip(model.array(layer, "threshold").astype(np.int64), -reach, reach)
+        w, bias = w * d[:, None], (bias - t) * d + 1
+    return w, bias
+
+
+def exact_float_fits(model: BnnFile) -> bool:
+    """Whether every partial sum of every layer stays below 2**24 in magnitude (so float32 is exact)."""
+    for layer in model.layers:
+        w, bias = _folded(model, layer)
+        if int(np.abs(w).sum(axis=1).max()) * _max_input(layer) + int(np.abs(bias).max()) >= FLOAT32_EXACT:
+            return False
+    return True
+
+
+def _sums(g: Graph, model: BnnFile, layer: dict, x: str) -> str:
+    w, bias = _folded(model, layer)
+    name = layer["name"]
+    if layer["kind"] == "conv":
+        c = layer["in_shape"][0]
+        kh, kw = layer["kernel"]
+        ph, pw = layer["padding"]
+        weights = g.const(w.reshape(-1, c, kh, kw).astype(np.float32), f"{name}_w")
+        return g.op("Conv", [x, weights, g.const(bias.astype(np.float32), f"{name}_b")], name,
+                    kernel_shape=[kh, kw], pads=[ph, pw, ph, pw], strides=list(conv_stride(layer)))
+    flat = g.op("Flatten", [x], "flatten", axis=1)
+    weights = g.const(w.astype(np.float32), f"{name}_w")
+    return g.op("Gemm", [flat, weights, g.const(bias.astype(np.float32), f"{name}_b")], name, transB=1)
+
+
+def bnn_to_onnx_float(model: BnnFile, metadata: dict | None = None) -> onnx.ModelProto:
+    """Outputs ``scores`` (int32), ``logits`` (float64) and ``label`` (int64), exactly the runtime's;
+    a single-unit network outputs ``scores`` and ``label``. Check ``exact_float_fits`` first."""
+    g = Graph("bnn_exact_float")
+    x = g.op("Cast", [g.input("images", UINT8, ["N", *model.input_shape])], "pixels", to=FLOAT)
+    for layer in model.layers:
+        s = _sums(g, model, layer, x)
+        if layer["output"] == "threshold":
+            x = heaviside_of_integers(g, s)
+            pool = layer.get("pool")
+            if pool:
+                x = g.op("MaxPool", [x], "or_pool", kernel_shape=pool["size"], strides=list(pool_stride(pool)))
+            continue
+        logits = g.op("Add", [g.op("Mul", [g.op("Cast", [s], to=DOUBLE), g.const(model.array(layer, "scale"), "scale")]),
+                              g.const(model.array(layer, "offset"), "offset")], "logits")
+        g.output(g.op("Cast", [s], to=INT32), "scores", INT32, ["N", layer["out_features"]])
+        g.output(logits, "logits", DOUBLE, ["N", layer["out_features"]])
+        g.output(g.op("ArgMax", [logits], "argmax", axis=1, keepdims=0, select_last_index=0), "label", INT64, ["N"])
+        break
+    else:  # a single unit: its score is the sum d (s - T) + 1 turned back into s; the label its bit
+        last = model.layers[-1]
+        d = int(model.array(last, "direction")[0])
+        t = int(model.array(last, "threshold")[0])
+        shifted = g.op("Cast", [s], to=INT32)  # d (s - T') + 1, T' the clipped threshold
+        reach = _max_input(last) * last["fan_in"] + 1
+        t_clipped = int(np.clip(t, -reach, reach))
+        score = g.op("Add", [g.op("Mul", [g.op("Sub", [shifted, g.const(np.array(1, np.int32), "one")]),
+                                          g.const(np.array(d, np.int32), "dir")]),
+                             g.const(np.array(t_clipped, np.int32), "thr")])
+        g.output(score, "scores", INT32, ["N", 1])
+        g.output(g.op("Cast", [g.op("Squeeze", [x, g.const(np.array([1], np.int64), "axis")])], to=INT64), "label", INT64,
+                 ["N"])
+    return g.model(metadata)
+
+
+__all__ = ["bnn_to_onnx_float", "exact_float_fits", "FLOAT32_EXACT"]

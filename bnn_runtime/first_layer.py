@@ -1,0 +1,273 @@
+"""Numba kernels of a first layer on uint8 input: bit planes, VNNI bytes, or integer convolution sums.
+
+The input is real (uint8 pixels); the +-1 weights make its sums exact integers. A dense layer
+runs on the 8 bit planes of its input (dense_u8) or on AVX512-VNNI (dense_vnni); a convolution
+sums, per output, only the taps of its rarer sign over the zero-padded image (conv_u8). Each
+thresholds, OR-pools and packs its bits like the kernels of binary layers (kernels.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from . import cache  # noqa: F401  (the kernel cache locator, before any kernel is decorated)
+from .kernels import or_run
+from .layout import (COL_C, COL_H, COL_KH, COL_KW, COL_N_OUT, COL_OUT_H, COL_OUT_W, COL_PH, COL_POOL_H, COL_POOL_SH,
+                     COL_POOL_SW, COL_POOL_W, COL_PW, COL_SH, COL_SW, COL_W)
+from .simd import (planes_bits1, planes_bits2, planes_sums1, vnni_bits1x1, vnni_bits1x3, vnni_bits8x1, vnni_bits8x3,
+                   vnni_sums1x1)
+
+# --------------------------------------------------------------------------- the first layer (uint8 input)
+
+
+@njit(cache=True)
+def byte_planes(x, planes, r0, nw):
+    """Bit-plane decomposition x = sum_b 2^b x_b: planes[r0 + b] = bit b of every byte of x, packed.
+
+    Eight pixels at a time: ((v >> b) & 0x01..01) * 0x0102040810204080 >> 56 gathers bit b of
+    the 8 bytes of v into one byte (the partial products never overlap, so no carries).
+    Returns sum(x).
+    """
+    lo, magic = np.uint64(0x0101010101010101), np.uint64(0x0102040810204080)
+    for b in range(8):
+        for k in range(nw):
+            planes[r0 + b, k] = 0
+    n = x.shape[0]
+    total = np.uint64(0)
+    for g in range(n // 8):
+        v = np.uint64(0)
+        for j in range(8):
+            v |= np.uint64(x[8 * g + j]) << np.uint64(8 * j)
+            total += np.uint64(x[8 * g + j])
+        q, s = g >> 3, np.uint64((g & 7) * 8)
+        for b in range(8):
+            planes[r0 + b, q] |= ((((v >> np.uint64(b)) & lo) * magic) >> np.uint64(56)) << s
+    for k in range(n // 8 * 8, n):
+        total += np.uint64(x[k])
+        for b in range(8):
+            planes[r0 + b, k >> 6] |= np.uint64((x[k] >> b) & 1) << np.uint64(k & 63)
+    return np.int64(total)
+
+
+@njit(cache=True)
+def dense_u8(planes, n_img, nw, wt, n_out, xsum, consts, last, out, image_bits, scores, row0):
+    """First dense layer on uint8 input: s = sum_b 2^b (2 popcount(x_b & w) - popcount(x_b)) = 2 P - sum(x),
+    P = sum_b 2^b popcount(x_b & w): blocks of the 8 planes of one image x 16 outputs (planes_bits2: each
+    weight word is loaded once for all 8 planes, the planes are weighted once per block), weights stored
+    by columns of 8 outputs (see _popcount_cols).
+
+    ``last``: write s to scores[row0 + i]; otherwise threshold and pack into the flat output
+    bits ``out`` (image_bits bits per image).
+    """
+    nblk = (n_out + 7) // 8
+    nx = np.empty(n_img, np.int64)
+    for i in range(n_img):
+        nx[i] = -xsum[i]
+    res = np.empty(8, np.int64)
+    if last:
+        for b in range(nblk):
+            for i in range(n_img):
+                planes_sums1(planes, 8 * i, wt, b, nw, 2, nx, i, consts, 8 * b, res)
+                for j in range(min(8, n_out - 8 * b)):
+                    scores[row0 + i, 8 * b + j] = res[j]
+        return
+    for b in range(0, nblk, 2):  # outputs outside: 16 outputs' weights are read from L1 by every image
+        o = 8 * b
+        nb = min(16, n_out - o)
+        valid = (np.uint64(1) << np.uint64(nb)) - np.uint64(1)
+        for i in range(n_img):
+            if b + 1 < nblk:
+                planes_bits2(planes, 8 * i, wt, b, nw, 2, nx, i, consts, o, res)
+            else:
+                planes_bits1(planes, 8 * i, wt, b, nw, 2, nx, i, consts, o, res)
+            or_run(out, i * image_bits + o, np.uint64(res[0]) & valid, nb)
+
+
+@njit(cache=True)
+def dense_vnni(x, r0, n_img, k4, wv, n_out, consts, last, out, image_bits, scores, row0):
+    """First dense layer on uint8 input with VNNI (see _vnni_cols): images x[r0 : r0 + n_img], register
+    blocks of 8 images x 48 outputs (the 48 outputs' weights are read from L1 by every image block).
+
+    ``last``: write s to scores[row0 + i]; otherwise threshold and pack into the flat output
+    bits ``out`` (image_bits bits per image).
+    """
+    nblk = (n_out + 15) // 16
+    res = np.empty(3 * 8 * 16, np.int64)
+    if last:
+        for b in range(nblk):
+            for i in range(n_img):
+                vnni_sums1x1(x, r0 + i, wv, b, k4, consts, 16 * b, res)
+                for j in range(min(16, n_out - 16 * b)):
+                    scores[row0 + i, 16 * b + j] = res[j]
+        return
+    n8 = n_img - n_img % 8
+    b = 0
+    while b < nblk:
+        nv = 3 if b + 3 <= nblk else 1  # the last 1-2 vectors of 16 outputs go one at a time
+        o = 16 * b
+        nb = min(16 * nv, n_out - o)
+        valid = (np.uint64(1) << np.uint64(nb)) - np.uint64(1)
+        for r in range(0, n8, 8):
+            if nv == 3:
+                vnni_bits8x3(x, r0 + r, wv, b, k4, consts, o, res)
+            else:
+                vnni_bits8x1(x, r0 + r, wv, b, k4, consts, o, res)
+            for i in range(8):
+                or_run(out, (r + i) * image_bits + o, np.uint64(res[i]) & valid, nb)
+        for r in range(n8, n_img):
+            if nv == 3:
+                vnni_bits1x3(x, r0 + r, wv, b, k4, consts, o, res)
+            else:
+                vnni_bits1x1(x, r0 + r, wv, b, k4, consts, o, res)
+            or_run(out, r * image_bits + o, np.uint64(res[0]) & valid, nb)
+        b += nv
+
+@njit(cache=True, inline="always")
+def pad_image(img, c_in, h, w, ph, pw, pitch, xp):
+    """Copy a uint8 image (C, H, W) into the interior of xp, its zero-padded copy (C, H + 2ph, pitch), flat."""
+    hp = h + 2 * ph
+    for c in range(c_in):
+        for y in range(h):
+            dst, src = np.uint64((c * hp + ph + y) * pitch + pw), np.uint64((c * h + y) * w)
+            for x in range(np.uint64(w)):
+                xp[dst + x] = img[src + x]
+
+
+@njit(cache=True, inline="always")
+def box_sums(xp, c_in, hp, pitch, kh, kw, n, rowsum, box):
+    """box[t] = sum of the C x kh x kw window at flat output position t = y * pitch + x (separable sums)."""
+    m = np.uint64(hp * pitch)
+    for t in range(np.uint64(n)):
+        box[t] = 0
+    for c in range(c_in):
+        for t in range(m):
+            rowsum[t] = 0
+        for j in range(kw):
+            off = np.uint64(c * hp * pitch + j)
+            for t in range(m):
+                rowsum[t] += xp[off + t]
+        for i in range(kh):
+            off = np.uint64(i * pitch)
+            for t in range(np.uint64(n)):
+                box[t] += rowsum[off + t]
+
+
+@njit(cache=True, inline="always")
+def tap_sums(xp, taps, o, e, box, n, acc):
+    """acc[t] = e (2 A_o - B) at flat output position t, e = sigma_o dir_o = +-1: A_o sums xp[off + t] over
+    the taps of output o (taps[o, 0] offsets in taps[o, 1:]), four taps per pass over the map (one long
+    vector loop each, all rows of the padded image: the ``pitch - OW`` extra columns are never read),
+    B = box[t]. |2 A_o - B| <= 255 * fan_in: the int16 variant cannot overflow; sums, products and
+    shifts of elements stored back into int16 are done by LLVM in int16 lanes.
+    """
+    nn = np.uint64(n)
+    for t in range(nn):
+        acc[t] = -e * box[t]
+    k, count, e2 = 1, taps[o, 0], 2 * e
+    while k + 3 <= count:
+        o1, o2 = np.uint64(taps[o, k]), np.uint64(taps[o, k + 1])
+        o3, o4 = np.uint64(taps[o, k + 2]), np.uint64(taps[o, k + 3])
+        for t in range(nn):
+            acc[t] += e2 * (xp[o1 + t] + xp[o2 + t] + xp[o3 + t] + xp[o4 + t])
+        k += 4
+    while k <= count:
+        o1 = np.uint64(taps[o, k])
+        for t in range(nn):
+            acc[t] += e2 * xp[o1 + t]
+        k += 1
+
+
+@njit(cache=True, inline="always")
+def threshold_bits(acc, th, sft, n, first, pv):
+    """pv[t] |= (acc[t] >= th[0]) << sft over the map (pv[t] = that bit when ``first``): bit sft of every
+    position's byte of output bits. th[0] = dir_o T_o clipped to acc's dtype (the sums never reach its
+    limits), so that the comparison, too, runs in the lanes of that dtype."""
+    nn = np.uint64(n)
+    lim = th[0]
+    if first:
+        for t in range(nn):
+            pv[t] = 0
+    bit = 1 << sft
+    for t in range(nn):  # a select, not a shift of the comparison: compare and OR stay in 16 lanes
+        pv[t] |= bit if acc[t] >= lim else 0
+
+
+@njit(cache=True, inline="always")
+def pool_pack(pv, tmp, pitch, n, geo, o0, nb, out, out0):
+    """OR-pool the bytes of output bits pv (outputs o0 .. o0 + nb) and pack them channels-last:
+    bit out0 + (py * OUT_W + px) * O + o0 + j.
+
+    pv holds the stride-1 map (n positions y * pitch + x); conv output (yo, xo) is its position
+    (yo * SH, xo * SW). The window ORs are two passes of long vector loops (rows into tmp, then
+    columns back into pv) that leave each window's OR at its top-left position, read at
+    (py * POOL_SH * SH) * pitch + px * POOL_SW * SW. geo: the layer's params row.
+    """
+    sh, sw, qh, qw = geo[COL_SH], geo[COL_SW], geo[COL_POOL_H], geo[COL_POOL_W]
+    qsh, qsw = geo[COL_POOL_SH], geo[COL_POOL_SW]
+    n_out, out_h, out_w = geo[COL_N_OUT], geo[COL_OUT_H], geo[COL_OUT_W]
+    nv = np.uint64(n - (qh - 1) * sh * pitch)
+    for t in range(nv):
+        tmp[t] = pv[t]
+    for dy in range(1, qh):
+        off = np.uint64(dy * sh * pitch)
+        for t in range(nv):
+            tmp[t] |= pv[t + off]
+    nh = nv - np.uint64((qw - 1) * sw)
+    for t in range(nh):
+        pv[t] = tmp[t]
+    for dx in range(1, qw):
+        off = np.uint64(dx * sw)
+        for t in range(nh):
+            pv[t] |= tmp[t + off]
+    mask = (np.uint64(1) << np.uint64(nb)) - np.uint64(1)
+    step = np.uint64(qsw * sw)
+    for py in range(out_h):
+        r = np.uint64(py * qsh * sh * pitch)
+        pos = np.uint64(out0 + py * out_w * n_out + o0)
+        for px in range(np.uint64(out_w)):
+            v = np.uint64(pv[r + px * step]) & mask
+            q, sft = pos >> np.uint64(6), pos & np.uint64(63)
+            out[q] |= v << sft
+            if sft + np.uint64(nb) > np.uint64(64):
+                out[q + np.uint64(1)] |= v >> (np.uint64(64) - sft)
+            pos += np.uint64(n_out)
+
+
+@njit(cache=True)
+def conv_u8(img, geo, taps, consts, ibuf, out, out0):
+    """First conv layer on one uint8 image: integer sums over +-1 weights, threshold, OR-pool, pack.
+
+    s_o = sum_+ x - sum_- x = sigma_o (2 A_o - B): A_o sums only the taps of the rarer sign
+    (at most half of them), B is the all-ones box sum shared by every output; consts =
+    (sigma, dir * T, dir). The sums are taken at stride 1 over the rows a pooled output reaches;
+    the bits of up to 8 outputs are gathered per position into one element of pv, which is then
+    OR-pooled, subsampled by the strides and packed (pool_pack). geo: the layer's params row.
+    ibuf (int16 when 255 * fan_in fits, else int32) holds
+    [padded image | sums of one output | box | row sums, later pv | window ORs]
+    (plan.conv_u8_scratch; n <= (HP - KH + 1) * pitch).
+    """
+    c_in, h, w, kh, kw, ph, pw = geo[COL_C], geo[COL_H], geo[COL_W], geo[COL_KH], geo[COL_KW], geo[COL_PH], geo[COL_PW]
+    hp, pitch, n_out = h + 2 * ph, w + 2 * pw, taps.shape[0]
+    rows = ((geo[COL_OUT_H] - 1) * geo[COL_POOL_SH] + geo[COL_POOL_H] - 1) * geo[COL_SH] + 1  # stride-1 rows used
+    n = rows * pitch
+    n_xp = c_in * hp * pitch + kw  # kw spare elements: the last rows' extra columns read past the image
+    xp = ibuf[:n_xp]
+    acc = ibuf[n_xp : n_xp + n]
+    box = ibuf[n_xp + n : n_xp + 2 * n]
+    rowsum = ibuf[n_xp + 2 * n : n_xp + 2 * n + hp * pitch]
+    tmp = ibuf[n_xp + 2 * n + hp * pitch : n_xp + 3 * n + hp * pitch]
+    for t in range(np.uint64(n_xp)):
+        xp[t] = 0  # (cheaper than remembering which scratch was zeroed: ~1,000 elements for 28 x 28)
+    pad_image(img, c_in, h, w, ph, pw, pitch, xp)
+    box_sums(xp, c_in, hp, pitch, kh, kw, n, rowsum, box)
+    pv = rowsum  # free once the box sums are done (hp * pitch >= n)
+    lim = 2**15 - 1 if ibuf.itemsize == 2 else 2**31 - 1
+    for o0 in range(0, n_out, 8):
+        nb = min(8, n_out - o0)
+        for j in range(nb):
+            o = o0 + j
+            tap_sums(xp, taps, o, consts[0, o] * consts[2, o], box, n, acc)
+            tmp[0] = min(max(consts[1, o], -lim), lim)  # the threshold in acc's dtype (tmp is free until pool_pack)
+            threshold_bits(acc, tmp[:1], j, n, j == 0, pv)
+        pool_pack(pv, tmp, pitch, n, geo, o0, nb, out, out0)

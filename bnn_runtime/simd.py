@@ -1,0 +1,465 @@
+"""LLVM intrinsics of the runtime: the register blocks numba would not vectorise by itself.
+
+Each builder below returns an ``@intrinsic`` that emits one register block of a kernel in explicit
+vector IR: 512-bit AND + popcount blocks of weight rows (_popcount_block, for im2col rows) and of
+weights stored by columns of 8 outputs (_popcount_cols, dense layers and bit planes), the VNNI
+first layer (_vnni_cols), and the 16-lane int16 table sums of conv_lut (lut_max16, ge_mask16).
+They are called from the njit kernels (kernels.py, first_layer.py); none reads a global array.
+
+Bit products, for a row ``a`` of activation bits and a row ``w`` of weight bits
+(``p = popcount(a & w)``, ``pa = popcount(a)``, ``pw = popcount(w)``, ``n`` = fan-in):
+
+* ``01`` inputs:  ``s = 2 p - pa``
+* ``pm1`` inputs: ``s = n - 2 popcount(a ^ w) = 4 p - 2 pa - 2 pw + n``  (since
+  ``popcount(a ^ w) = pa + pw - 2 p``), so one AND kernel serves both encodings:
+  ``s = alpha p + beta pa + gamma_o`` with per-layer ``alpha, beta`` and per-output ``gamma``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+@intrinsic
+def popcount(typingctx, x):
+    """Number of set bits of a uint64 (``llvm.ctpop``: POPCNT, or VPOPCNTQ once the loop is vectorised)."""
+    if x != types.uint64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        fn = builder.module.declare_intrinsic("llvm.ctpop", [ir.IntType(64)])
+        return builder.call(fn, [args[0]])
+
+    return types.uint64(types.uint64), codegen
+
+
+V8 = ir.VectorType(ir.IntType(64), 8)
+
+
+def _splat(builder, x, vec):
+    """The vector type vec with x in every lane."""
+    v = builder.insert_element(ir.Constant(vec, None), x, ir.Constant(ir.IntType(32), 0))
+    zeros = ir.Constant(ir.VectorType(ir.IntType(32), vec.count), [0] * vec.count)
+    return builder.shuffle_vector(v, ir.Constant(vec, None), zeros)
+
+
+def _popcount_block(nr, no):
+    """An intrinsic: the nr x no popcount sums of one register block, in 512-bit vectors.
+
+    ``f(a, r, w, o, n8, half, acc)``: acc[i * no + j] = sum over k < 8 n8 + 4 half of popcount(a[r + i, k] & w[o + j, k])
+    (a, w: C-contiguous 2-D uint64; acc: int64, at least 8 ceil(nr no / 8) long). The words go 8 at a
+    time through <8 x i64> AND, ctpop (VPOPCNTQ) and add: LLVM's loop vectoriser stops at 256 bits on
+    this CPU (its "prefer 256-bit" tuning), an explicit 512-bit vector does not. The nr * no lane sums
+    end in one transposing tree of shuffles and adds (3 per pair of vectors), 8 sums per store.
+    ``half`` (0 or 1): 4 more words in 256-bit vectors (rows are padded to 4 words: plan.WORD_ALIGN);
+    the words from 8 n8 + 4 half on are the caller's (a scalar tail).
+    """
+    n = nr * no
+    npad = -(-n // 8) * 8
+
+    @intrinsic
+    def block(typingctx, a, r, w, o, n8, half, acc):
+        if not (isinstance(a, types.Array) and a.ndim == 2 and a.dtype == types.uint64 and a.layout == "C"
+                and isinstance(w, types.Array) and w.ndim == 2 and w.dtype == types.uint64 and w.layout == "C"
+                and isinstance(acc, types.Array) and acc.dtype == types.int64):
+            return None
+
+        def codegen(context, builder, sig, args):
+            a_v, r_v, w_v, o_v, n8_v, half_v, acc_v = args
+            i64 = ir.IntType(64)
+            aa = context.make_array(sig.args[0])(context, builder, a_v)
+            ww = context.make_array(sig.args[2])(context, builder, w_v)
+            astride = cgutils.unpack_tuple(builder, aa.shape, 2)[1]
+            wstride = cgutils.unpack_tuple(builder, ww.shape, 2)[1]
+            arow = [builder.gep(aa.data, [builder.mul(builder.add(r_v, ir.Constant(i64, i)), astride)])
+                    for i in range(nr)]
+            wrow = [builder.gep(ww.data, [builder.mul(builder.add(o_v, ir.Constant(i64, j)), wstride)])
+                    for j in range(no)]
+            ctpop = cgutils.get_or_insert_function(builder.module, ir.FunctionType(V8, [V8]), "llvm.ctpop.v8i64")
+            sums = [cgutils.alloca_once(builder, V8) for _ in range(n)]
+            for s in sums:
+                builder.store(ir.Constant(V8, None), s)
+            with cgutils.for_range(builder, n8_v) as loop:
+                k8 = builder.mul(loop.index, ir.Constant(i64, 8))
+                av = [builder.load(builder.bitcast(builder.gep(p, [k8]), V8.as_pointer()), align=8) for p in arow]
+                wv = [builder.load(builder.bitcast(builder.gep(p, [k8]), V8.as_pointer()), align=8) for p in wrow]
+                for i in range(nr):
+                    for j in range(no):
+                        s = sums[i * no + j]
+                        builder.store(builder.add(builder.load(s), builder.call(ctpop, [builder.and_(av[i], wv[j])])), s)
+            with builder.if_then(builder.icmp_signed("!=", half_v, ir.Constant(i64, 0))):  # 4 words more
+                k8 = builder.mul(n8_v, ir.Constant(i64, 8))
+                v4 = ir.VectorType(i64, 4)
+                widen = ir.Constant(ir.VectorType(ir.IntType(32), 8), [ir.Constant(ir.IntType(32), t) for t in range(8)])
+                av = [builder.load(builder.bitcast(builder.gep(p, [k8]), v4.as_pointer()), align=8) for p in arow]
+                wv = [builder.load(builder.bitcast(builder.gep(p, [k8]), v4.as_pointer()), align=8) for p in wrow]
+                for i in range(nr):
+                    for j in range(no):
+                        x = builder.shuffle_vector(builder.and_(av[i], wv[j]), ir.Constant(v4, None), widen)
+                        s = sums[i * no + j]
+                        builder.store(builder.add(builder.load(s), builder.call(ctpop, [x])), s)
+            vs = [builder.load(s) for s in sums] + [ir.Constant(V8, None)] * (npad - n)
+            out = builder.bitcast(context.make_array(sig.args[6])(context, builder, acc_v).data, V8.as_pointer())
+            for blk in range(npad // 8):
+                level = vs[8 * blk : 8 * blk + 8]
+                for lo, hi in (((0, 1, 2, 3, 8, 9, 10, 11), (4, 5, 6, 7, 12, 13, 14, 15)),
+                               ((0, 1, 4, 5, 8, 9, 12, 13), (2, 3, 6, 7, 10, 11, 14, 15)),
+                               ((0, 2, 4, 6, 8, 10, 12, 14), (1, 3, 5, 7, 9, 11, 13, 15))):
+                    mlo, mhi = (ir.Constant(ir.VectorType(ir.IntType(32), 8), [ir.Constant(ir.IntType(32), t) for t in m])
+                                for m in (lo, hi))
+                    level = [builder.add(builder.shuffle_vector(x, y, mlo), builder.shuffle_vector(x, y, mhi))
+                             for x, y in zip(level[::2], level[1::2])]
+                builder.store(level[0], builder.gep(out, [ir.Constant(i64, blk)]), align=8)
+            return context.get_dummy_value()
+
+        return types.none(a, types.int64, w, types.int64, types.int64, types.int64, acc), codegen
+
+    return block
+
+
+popcount_block4x4 = _popcount_block(4, 4)
+popcount_block1x4 = _popcount_block(1, 4)
+
+
+def _outer_sums(builder, rows, cols, n, vec, step, align):
+    """The register block of a dense layer: sums[i][v] = step(... step(0, splat(rows[i][0]), cols[v][0]) ...)
+    over k < n, rows[i] pointing at scalars (one per k), cols[v] at vectors of type vec (one per k)."""
+    acc = [cgutils.alloca_once(builder, vec) for _ in range(len(rows) * len(cols))]
+    for a in acc:
+        builder.store(ir.Constant(vec, None), a)
+    with cgutils.for_range(builder, n) as loop:
+        k = loop.index
+        wv = [builder.load(builder.gep(c, [k]), align=align) for c in cols]
+        for i, row in enumerate(rows):
+            av = _splat(builder, builder.load(builder.gep(row, [k]), align=align), vec)
+            for v, w in enumerate(wv):
+                a = acc[i * len(cols) + v]
+                builder.store(step(builder.load(a), av, w), a)
+    return [[builder.load(acc[i * len(cols) + v]) for v in range(len(cols))] for i in range(len(rows))]
+
+
+def _consts_loader(context, builder, arrty, arr, o, lanes):
+    """crow(q, v): lanes int64 of row q of a (3, n_out_pad) consts array from output o + lanes * v."""
+    i64 = ir.IntType(64)
+    cc = context.make_array(arrty)(context, builder, arr)
+    cstride = cgutils.unpack_tuple(builder, cc.shape, 2)[1]
+    vec = ir.VectorType(i64, lanes).as_pointer()
+
+    def crow(q, v):
+        off = builder.add(builder.add(builder.mul(ir.Constant(i64, q), cstride), o), ir.Constant(i64, lanes * v))
+        return builder.load(builder.bitcast(builder.gep(cc.data, [off]), vec), align=8)
+
+    return crow
+
+
+def _epilogue(builder, sums, crow, rp, lanes, bits):
+    """The end of a register block, sums[i][v] = the int64 sums s (gamma included) of row i, vector v:
+    ``bits``: rp[i] = the bits dir * s >= dir * T of row i (bit lanes * v + j); else
+    rp[(i * nv + v) * lanes + j] = s."""
+    i64 = ir.IntType(64)
+    for i, row in enumerate(sums):
+        mask = ir.Constant(i64, 0)
+        for v, s in enumerate(row):
+            if bits:
+                ge = builder.icmp_signed(">=", builder.mul(crow(2, v), s), crow(1, v))
+                m = builder.zext(builder.bitcast(ge, ir.IntType(lanes)), i64)
+                mask = builder.or_(mask, builder.shl(m, ir.Constant(i64, lanes * v)))
+            else:
+                dst = builder.gep(rp, [ir.Constant(i64, (i * len(row) + v) * lanes)])
+                builder.store(s, builder.bitcast(dst, ir.VectorType(i64, lanes).as_pointer()), align=8)
+        if bits:
+            builder.store(mask, builder.gep(rp, [ir.Constant(i64, i)]))
+
+
+def _popcount_cols(nr, nv, planes, bits):
+    """An intrinsic: one register block of a dense layer whose weights are stored by columns of 8 outputs.
+
+    ``f(a, r, wt, blk, nw, alpha, pa, pr, consts, o, res)``: wt holds vector b (outputs 8 b .. 8 b + 7)
+    as ``wt[(b * nw + k) * 8 + j] = w[8 b + j, k]``; for rows i < nr of ``a`` (from r) and vectors
+    v < nv (from blk), ``p[i][v] += popcount(broadcast(a[r + i, k]) & wt[blk + v, k])`` over k < nw:
+    one <8 x i64> AND (of a broadcast word), ctpop (VPOPCNTQ) and add per word and vector, and each lane
+    already is one output's sum (no reduction). Then, in vectors:
+
+    * ``planes`` (nr = 8 bit planes of one image): P = sum_i 2^i p[i], one row;
+    * s = alpha p + pa[pr + i] + gamma (consts = (gamma, dir * T, dir) per output, from o = 8 blk);
+    * ``bits``: res[i] = the nv * 8 bits dir * s >= dir * T of row i (bit 8 v + j: output o + 8 v + j);
+      else res[(i * nv + v) * 8 + j] = s.
+    """
+    rows = 1 if planes else nr
+
+    @intrinsic
+    def block(typingctx, a, r, wt, blk, nw, alpha, pa, pr, consts, o, res):
+        if not (isinstance(a, types.Array) and a.ndim == 2 and a.dtype == types.uint64 and a.layout == "C"
+                and isinstance(wt, types.Array) and wt.dtype == types.uint64 and wt.layout == "C"
+                and isinstance(pa, types.Array) and pa.dtype == types.int64 and isinstance(consts, types.Array)
+                and consts.ndim == 2 and consts.dtype == types.int64 and consts.layout == "C"
+                and isinstance(res, types.Array) and res.dtype == types.int64):
+            return None
+
+        def codegen(context, builder, sig, args):
+            a_v, r_v, wt_v, blk_v, nw_v, alpha_v, pa_v, pr_v, c_v, o_v, res_v = args
+            i64 = ir.IntType(64)
+
+            def data(k):
+                return context.make_array(sig.args[k])(context, builder, args[k])
+
+            def splat(x):
+                return _splat(builder, x, V8)
+
+            aa = data(0)
+            astride = cgutils.unpack_tuple(builder, aa.shape, 2)[1]
+            arow = [builder.gep(aa.data, [builder.mul(builder.add(r_v, ir.Constant(i64, i)), astride)]) for i in range(nr)]
+            wp = builder.bitcast(data(2).data, V8.as_pointer())
+            wcol = [builder.gep(wp, [builder.mul(builder.add(blk_v, ir.Constant(i64, v)), nw_v)]) for v in range(nv)]
+            ctpop = cgutils.get_or_insert_function(builder.module, ir.FunctionType(V8, [V8]), "llvm.ctpop.v8i64")
+            p = _outer_sums(builder, arow, wcol, nw_v, V8,
+                            lambda s, av, wv: builder.add(s, builder.call(ctpop, [builder.and_(av, wv)])), align=8)
+            if planes:
+                comb = p[0]
+                for i in range(1, nr):
+                    comb = [builder.add(x, builder.shl(y, splat(ir.Constant(i64, i)))) for x, y in zip(comb, p[i])]
+                p = [comb]
+            crow = _consts_loader(context, builder, sig.args[8], args[8], o_v, 8)
+            pa_d = data(6).data
+            al = splat(alpha_v)
+            sums = []
+            for i in range(rows):
+                pav = splat(builder.load(builder.gep(pa_d, [builder.add(pr_v, ir.Constant(i64, i))])))
+                sums.append([builder.add(builder.add(builder.mul(al, p[i][v]), pav), crow(0, v)) for v in range(nv)])
+            _epilogue(builder, sums, crow, data(10).data, 8, bits)
+            return context.get_dummy_value()
+
+        return types.none(a, types.int64, wt, types.int64, types.int64, types.int64, pa, types.int64, consts,
+                          types.int64, res), codegen
+
+    return block
+
+
+cols_bits4x4 = _popcount_cols(4, 4, False, True)
+cols_bits1x4 = _popcount_cols(1, 4, False, True)
+cols_bits4x1 = _popcount_cols(4, 1, False, True)
+cols_bits1x1 = _popcount_cols(1, 1, False, True)
+cols_sums1x1 = _popcount_cols(1, 1, False, False)
+planes_bits2 = _popcount_cols(8, 2, True, True)
+planes_bits1 = _popcount_cols(8, 1, True, True)
+planes_sums1 = _popcount_cols(8, 1, True, False)
+
+
+# First dense layer on uint8 input with VNNI. vpdpbusd multiplies 64 unsigned bytes by 64 signed
+# bytes and adds each group of 4 products to one of 16 int32 lanes: with the pixels as the unsigned
+# bytes and the +-1 weights as signed bytes it computes x . w for 16 outputs, 4 inputs at a time,
+# exactly (|x . w| <= 255 * fan_in < 2^31, and the instruction does not saturate). One instruction
+# does the work of the 8 bit-plane popcounts of dense_u8 for 64 products: 784 -> 4096 measured
+# 28 -> 11 us/image here. The weights take a byte each (8x the bits), which is why only the first
+# layer (fed bytes anyway) uses it. BNN_RUNTIME_VNNI=off keeps the bit-plane kernel; =emulate runs
+# this kernel in portable vector code (what a CPU without VNNI compiles; it is never chosen there)
+# and is for tests: numba's cache does not tell the two builds apart, so give it its own
+# NUMBA_CACHE_DIR.
+def _cpu_has_vnni() -> bool:
+    from numba.core.registry import cpu_target
+
+    return "+avx512vnni" in cpu_target.target_context.codegen().magic_tuple()[2]
+
+
+_VNNI_MODE = os.environ.get("BNN_RUNTIME_VNNI", "auto").strip().lower()
+VNNI_NATIVE = _cpu_has_vnni() and _VNNI_MODE != "emulate"
+USE_VNNI = _VNNI_MODE != "off" and (VNNI_NATIVE or _VNNI_MODE == "emulate")
+I32X16 = ir.VectorType(ir.IntType(32), 16)
+I64X16 = ir.VectorType(ir.IntType(64), 16)
+
+
+def _dpbusd(builder, acc, a, b):
+    """acc + the sums of 4 products of the unsigned bytes of a and the signed bytes of b, per int32 lane."""
+    if VNNI_NATIVE:
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(I32X16, [I32X16, I32X16, I32X16]),
+                                            "llvm.x86.avx512.vpdpbusd.512")
+        return builder.call(fn, [acc, a, b])
+    bytes64, ints64 = ir.VectorType(ir.IntType(8), 64), ir.VectorType(ir.IntType(32), 64)
+    prod = builder.mul(builder.zext(builder.bitcast(a, bytes64), ints64), builder.sext(builder.bitcast(b, bytes64), ints64))
+    for q in range(4):
+        pick = ir.Constant(ir.VectorType(ir.IntType(32), 16), [4 * j + q for j in range(16)])
+        acc = builder.add(acc, builder.shuffle_vector(prod, ir.Constant(ints64, None), pick))
+    return acc
+
+
+def _vnni_cols(nr, nv, bits):
+    """An intrinsic: one register block of the VNNI first layer.
+
+    ``f(x, r, wv, blk, k4, consts, o, res)``: x is the uint8 batch (rows of 4 k4 bytes), wv the
+    weights as bytes by blocks of 16 outputs, ``wv[((b * k4 + k) * 16 + j) * 4 + q] = w[16 b + j, 4 k + q]``
+    (+-1, 0 for padding outputs). For rows i < nr (from r) and vectors v < nv (outputs 16 (blk + v) ..):
+    s = x . w + gamma (consts = (gamma, dir * T, dir) per output, from o = 16 blk), in int64;
+    ``bits``: res[i] = the 16 nv bits dir * s >= dir * T of row i; else res[(i * nv + v) * 16 + j] = s.
+    """
+
+    @intrinsic
+    def block(typingctx, x, r, wv, blk, k4, consts, o, res):
+        if not (isinstance(x, types.Array) and x.ndim == 2 and x.dtype == types.uint8 and x.layout == "C"
+                and isinstance(wv, types.Array) and wv.dtype == types.uint64 and wv.layout == "C"
+                and isinstance(consts, types.Array) and consts.ndim == 2 and consts.dtype == types.int64
+                and consts.layout == "C" and isinstance(res, types.Array) and res.dtype == types.int64):
+            return None
+
+        def codegen(context, builder, sig, args):
+            x_v, r_v, w_v, blk_v, k4_v, c_v, o_v, res_v = args
+            i64, i32 = ir.IntType(64), ir.IntType(32)
+
+            def data(k):
+                return context.make_array(sig.args[k])(context, builder, args[k])
+
+            xa = data(0)
+            xstride = cgutils.unpack_tuple(builder, xa.strides, 2)[0]
+            xp = builder.bitcast(xa.data, ir.IntType(8).as_pointer())
+            xrow = [builder.bitcast(builder.gep(xp, [builder.mul(builder.add(r_v, ir.Constant(i64, i)), xstride)]),
+                                    i32.as_pointer()) for i in range(nr)]
+            wp = builder.bitcast(data(2).data, I32X16.as_pointer())
+            wcol = [builder.gep(wp, [builder.mul(builder.add(blk_v, ir.Constant(i64, v)), k4_v)]) for v in range(nv)]
+            acc = _outer_sums(builder, xrow, wcol, k4_v, I32X16, lambda s, xv, wv: _dpbusd(builder, s, xv, wv), align=1)
+            crow = _consts_loader(context, builder, sig.args[5], args[5], o_v, 16)
+            sums = [[builder.add(builder.sext(acc[i][v], I64X16), crow(0, v)) for v in range(nv)] for i in range(nr)]
+            _epilogue(builder, sums, crow, data(7).data, 16, bits)
+            return context.get_dummy_value()
+
+        return types.none(x, types.int64, wv, types.int64, types.int64, consts, types.int64, res), codegen
+
+    return block
+
+
+vnni_bits8x3 = _vnni_cols(8, 3, True)
+vnni_bits1x3 = _vnni_cols(1, 3, True)
+vnni_bits8x1 = _vnni_cols(8, 1, True)
+vnni_bits1x1 = _vnni_cols(1, 1, True)
+vnni_sums1x1 = _vnni_cols(1, 1, False)
+
+# --------------------------------------------------------------------------- convolution of few channels: tables
+# A convolution of bits with C <= 8 input channels reads, per kernel tap, a small integer (the
+# C bits of one pixel, or of g pixels side by side: a "group" of g * C <= 8 bits). Its share of
+# every output's sum depends on nothing else, so it is looked up: T[tap][v] holds the partial
+# sums of all outputs at once (int16 lanes, 16 outputs per block), and one output position costs
+# one 16-lane vector add per tap instead of a patch copy and O x words popcounts. The two
+# intrinsics below emit those vector operations directly (numba itself would not vectorise them).
+
+V16 = ir.VectorType(ir.IntType(16), 16)
+
+
+def _data(context, builder, arrty, arr):
+    return context.make_array(arrty)(context, builder, arr).data
+
+
+@intrinsic
+def lut_max16(typingctx, table, grid, toff, tbase, ntaps, pos, off, m, first):
+    """m[0:16] = max(m[0:16], acc) (acc itself when ``first``), acc = sum_t table[tbase[t] + grid[pos + toff[t]] + off : +16]
+    in int16 lanes: the sums of one block of 16 outputs at one output position, one vector add per tap."""
+    if not (isinstance(table, types.Array) and table.dtype == types.int16 and isinstance(m, types.Array)
+            and m.dtype == types.int16 and isinstance(grid, types.Array) and grid.dtype == types.int32):
+        return None
+
+    def codegen(context, builder, sig, args):
+        table_a, grid_a, toff_a, tbase_a, ntaps_v, pos_v, off_v, m_a, first_v = args
+        i64 = ir.IntType(64)
+        tp = _data(context, builder, sig.args[0], table_a)
+        gp = _data(context, builder, sig.args[1], grid_a)
+        op = _data(context, builder, sig.args[2], toff_a)
+        bp = _data(context, builder, sig.args[3], tbase_a)
+        mp = builder.bitcast(_data(context, builder, sig.args[7], m_a), V16.as_pointer())
+        acc = cgutils.alloca_once(builder, V16)
+        builder.store(ir.Constant(V16, None), acc)
+        with cgutils.for_range(builder, ntaps_v) as loop:
+            t = loop.index
+            g = builder.load(builder.gep(gp, [builder.add(pos_v, builder.load(builder.gep(op, [t])))]))
+            idx = builder.add(builder.add(builder.load(builder.gep(bp, [t])), builder.sext(g, i64)), off_v)
+            row = builder.load(builder.bitcast(builder.gep(tp, [idx]), V16.as_pointer()), align=2)
+            builder.store(builder.add(builder.load(acc), row), acc)
+        a = builder.load(acc)
+        old = builder.load(mp, align=2)
+        big = builder.select(builder.icmp_signed(">", a, old), a, old)
+        if first_v.type.width != 1:
+            first_v = builder.icmp_unsigned("!=", first_v, ir.Constant(first_v.type, 0))
+        builder.store(builder.select(first_v, a, big), mp, align=2)
+        return context.get_dummy_value()
+
+    return types.none(table, grid, toff, tbase, types.int64, types.int64, types.int64, m, types.boolean), codegen
+
+
+@intrinsic
+def ge_mask16(typingctx, m, thr, off):
+    """The 16-bit mask of m[k] >= thr[off + k], k < 16 (int16 lanes): a block's threshold bits at once."""
+    if not (isinstance(m, types.Array) and m.dtype == types.int16 and isinstance(thr, types.Array)
+            and thr.dtype == types.int16):
+        return None
+
+    def codegen(context, builder, sig, args):
+        mp = builder.bitcast(_data(context, builder, sig.args[0], args[0]), V16.as_pointer())
+        tp = _data(context, builder, sig.args[1], args[1])
+        tv = builder.load(builder.bitcast(builder.gep(tp, [args[2]]), V16.as_pointer()), align=2)
+        bits = builder.icmp_signed(">=", builder.load(mp, align=2), tv)
+        return builder.zext(builder.bitcast(bits, ir.IntType(16)), ir.IntType(64))
+
+    return types.uint64(m, thr, types.int64), codegen
+
+
+
+# --------------------------------------------------------------------------- atomics of the tile queue (driver.py)
+
+
+def _slot(context, builder, sig, args):
+    arr = context.make_array(sig.args[0])(context, builder, args[0])
+    return builder.gep(arr.data, [args[1]])
+
+
+def _int64_array(a) -> bool:
+    return isinstance(a, types.Array) and a.ndim == 1 and a.dtype == types.int64 and a.layout == "C"
+
+
+@intrinsic
+def atomic_add(typingctx, arr, i, v):
+    """arr[i] += v atomically; returns the old value (a fetch-and-add)."""
+    if not _int64_array(arr):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.atomic_rmw("add", _slot(context, builder, sig, args), args[2], "seq_cst")
+
+    return types.int64(arr, types.int64, types.int64), codegen
+
+
+@intrinsic
+def atomic_cas(typingctx, arr, i, old, new):
+    """If arr[i] == old, set it to new, atomically; returns whether it did."""
+    if not _int64_array(arr):
+        return None
+
+    def codegen(context, builder, sig, args):
+        res = builder.cmpxchg(_slot(context, builder, sig, args), args[2], args[3], "seq_cst", "seq_cst")
+        return builder.extract_value(res, 1)
+
+    return types.boolean(arr, types.int64, types.int64, types.int64), codegen
+
+
+@intrinsic
+def atomic_load(typingctx, arr, i):
+    """arr[i], read atomically (not kept in a register across a spin loop)."""
+    if not _int64_array(arr):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.load_atomic(_slot(context, builder, sig, args), "seq_cst", align=8)
+
+    return types.int64(arr, types.int64), codegen
+
+
+@intrinsic
+def atomic_store(typingctx, arr, i, v):
+    """arr[i] = v, written atomically (after every write before it)."""
+    if not _int64_array(arr):
+        return None
+
+    def codegen(context, builder, sig, args):
+        builder.store_atomic(args[2], _slot(context, builder, sig, args), "seq_cst", align=8)
+        return context.get_dummy_value()
+
+    return types.none(arr, types.int64, types.int64), codegen

@@ -1,0 +1,80 @@
+"""The exported ONNX: exact float32 Conv/Gemm where every sum fits 2**24, the integer graph where not;
+onnxruntime on either == the reference (scores, logits, labels), bit for bit."""
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bnn_export.api import onnx_session
+from bnn_export.onnx_bnn import bnn_to_onnx, bnn_to_onnx_integer
+from bnn_export.onnx_exact_float import exact_float_fits
+from bnn_runtime.bits import pack_signs
+from bnn_runtime.format import parse, read_bnn, to_bytes
+from bnn_runtime.reference import predict_from_scores, reference_logits, reference_scores
+
+from .random_bnn import random_bnn
+from .test_runtime_portable import GOLDEN, NAMES
+
+
+def run(model: onnx.ModelProto, x: np.ndarray) -> dict[str, np.ndarray]:
+    s = onnx_session(model.SerializeToString(), threads=1)
+    return dict(zip([o.name for o in s.get_outputs()], s.run(None, {"images": x})))
+
+
+def ops(model: onnx.ModelProto) -> set[str]:
+    return {n.op_type for n in model.graph.node}
+
+
+def assert_exact(bnn, model: onnx.ModelProto, x: np.ndarray) -> None:
+    out = run(model, x)
+    ref = reference_scores(bnn, x)
+    assert out["scores"].dtype == np.int32 and np.array_equal(out["scores"], ref)
+    assert np.array_equal(out["label"], predict_from_scores(bnn, ref))
+    if "logits" in out:
+        assert out["logits"].dtype == np.float64 and np.array_equal(out["logits"], reference_logits(bnn, x))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_golden_models_export_exact_float_graphs(name):
+    bnn = read_bnn(GOLDEN / f"{name}.bnn")
+    with np.load(GOLDEN / f"{name}.npz", allow_pickle=False) as f:
+        x = f["x"]
+    model = bnn_to_onnx(bnn)
+    assert exact_float_fits(bnn)
+    assert not ops(model) & {"ConvInteger", "MatMulInteger"} and ops(model) & {"Conv", "Gemm"}
+    assert {p.key: p.value for p in model.metadata_props}["graph"] == "exact float32"
+    assert_exact(bnn, model, x)
+    assert_exact(bnn, model, x[:1])
+    assert_exact(bnn, bnn_to_onnx_integer(bnn), x)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2**31 - 1), st.integers(1, 20))
+def test_random_layouts_both_graphs(seed, n):
+    rng = np.random.default_rng(seed)
+    bnn, _ = random_bnn(rng)
+    x = rng.integers(0, 256, (n, *bnn.input_shape), dtype=np.uint8)
+    x[0] = 255  # the largest sums
+    assert_exact(bnn, bnn_to_onnx(bnn), x)
+    assert_exact(bnn, bnn_to_onnx_integer(bnn), x)
+
+
+def test_a_first_layer_beyond_float32_exactness_exports_the_integer_graph():
+    """255 * 66,000 > 2**24: float32 would round these sums, so the export keeps the integer operators."""
+    fan_in, rng = 66_000, np.random.default_rng(0)
+    signs = np.ones((2, fan_in), np.int8)
+    signs[1, ::3] = -1
+    manifest = {"format": "bnn", "version": 1, "input": {"dtype": "uint8", "shape": [fan_in]}, "classes": ["a", "b"],
+                "layers": [{"name": "fc", "kind": "dense", "in_encoding": "uint8", "in_shape": [fan_in],
+                            "fan_in": fan_in, "out_features": 2, "output": "scores", "pool": None, "out_shape": [2],
+                            "arrays": {"weight": "w", "scale": "s", "offset": "o"}}]}
+    arrays = {"w": pack_signs(signs), "s": np.array([1.0, 1.0]), "o": np.array([0.0, 0.5])}
+    bnn = parse(to_bytes(manifest, arrays))
+    assert not exact_float_fits(bnn)
+    model = bnn_to_onnx(bnn)
+    assert "MatMulInteger" in ops(model) and {p.key: p.value for p in model.metadata_props}["graph"] == "integer"
+    x = rng.integers(200, 256, (3, fan_in), dtype=np.uint8)
+    x[0] = 255
+    assert_exact(bnn, model, x)

@@ -1,0 +1,126 @@
+"""The kernel cache: keyed by the runtime's sources, a fallback for read-only installs, one line when it cannot
+be written, a notice when the kernels compile, and ``bnn warmup``."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bnn_runtime import cache, compiled
+
+from .conftest import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def fresh_dir(monkeypatch):
+    """cache_dir() recomputed for this test under the environment it sets."""
+    for var in (cache.ENV, "NUMBA_CACHE_DIR", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    cache.cache_dir.cache_clear()
+    yield
+    cache.cache_dir.cache_clear()
+
+
+def test_the_cache_directory_is_named_by_the_source_key(fresh_dir, monkeypatch, tmp_path):
+    monkeypatch.setenv(cache.ENV, str(tmp_path))
+    assert cache.cache_dir() == tmp_path / f"numba-{cache.source_key()[:16]}"
+    assert cache.cache_dir().is_dir()
+
+
+def test_the_source_key_covers_every_kernel_module_and_the_vnni_mode(monkeypatch):
+    key = cache.source_key()
+    cache.source_key.cache_clear()
+    monkeypatch.setenv("BNN_RUNTIME_VNNI", "emulate")
+    try:
+        assert cache.source_key() != key
+    finally:
+        cache.source_key.cache_clear()
+    decorated = re.compile(r"^@(njit|intrinsic)\b", re.M)
+    with_kernels = {p.name for p in cache.PACKAGE.glob("*.py") if decorated.search(p.read_text())}
+    assert with_kernels | {"layout.py"} == set(cache.KERNEL_SOURCES)
+
+
+def test_a_read_only_install_falls_back_to_the_user_cache(fresh_dir, monkeypatch, tmp_path):
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("")
+    monkeypatch.setattr(cache, "IN_TREE", blocker / "__pycache__")  # cannot be created
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache.cache_dir().parent == tmp_path / "xdg" / "bnn"
+
+
+def test_numba_cache_dir_is_honoured(fresh_dir, monkeypatch, tmp_path):
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    assert cache.cache_dir().parent == tmp_path / "bnn_runtime"
+
+
+def test_an_unwritable_chosen_directory_is_a_cache_error(fresh_dir, monkeypatch, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv(cache.ENV, str(blocker / "sub"))
+    with pytest.raises(cache.CacheError, match="BNN_CACHE_DIR"):
+        cache.cache_dir()
+
+
+def test_no_writable_directory_at_all_is_a_cache_error(fresh_dir, monkeypatch, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setattr(cache, "IN_TREE", blocker / "__pycache__")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    with pytest.raises(cache.CacheError, match="set BNN_CACHE_DIR"):
+        cache.cache_dir()
+
+
+def test_bnn_warmup_with_an_unwritable_cache_is_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    env = dict(os.environ, BNN_CACHE_DIR=str(blocker / "sub"), PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-m", "bnn_cli.main", "warmup"], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [f"error: cannot write the kernel cache in {blocker / 'sub'} "
+                                               "(BNN_CACHE_DIR): choose a writable directory"]
+
+
+def test_bnn_warmup_says_once_when_it_compiles(monkeypatch):
+    """With no ready marker for this CPU the CLI prints the notice once (here the kernels then load from the
+    cache); with the marker, nothing."""
+    monkeypatch.setattr(compiled, "_forward", None)
+    monkeypatch.setattr(cache, "is_ready", lambda: False)
+    result = run_cli("warmup")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count(compiled.NOTICE) == 1
+    assert f"kernels ready in {cache.cache_dir()}" in result.stdout
+    monkeypatch.setattr(compiled, "_forward", None)
+    monkeypatch.undo()
+    result = run_cli("warmup")
+    assert result.exit_code == 0 and compiled.NOTICE not in result.stderr
+
+
+def test_bnn_warmup_runs_a_model(tmp_path):
+    import numpy as np
+
+    from .random_models import random_config, random_model, to_bnn
+
+    cfg = random_config(np.random.default_rng(0), "lenet5", "sign", True, width=0.5, in_shape=(1, 12, 12))
+    _, data = to_bnn(random_model(cfg, 0), cfg)
+    (tmp_path / "m.bnn").write_bytes(data)
+    result = run_cli("warmup", tmp_path / "m.bnn")
+    assert result.exit_code == 0, result.output
+    assert "kernels ready in" in result.stdout
+
+
+@pytest.mark.slow
+def test_a_fresh_cache_compiles_once_then_loads(tmp_path):
+    """From an empty cache: the first process compiles (and says so), the second loads, silently."""
+    env = dict(os.environ, BNN_CACHE_DIR=str(tmp_path), PYTHONPATH=str(ROOT))
+    runs = [subprocess.run([sys.executable, "-m", "bnn_cli.main", "warmup"], env=env, capture_output=True, text=True,
+                           timeout=1800) for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr[-2000:]
+    assert runs[0].stderr.count(compiled.NOTICE) == 1 and compiled.NOTICE not in runs[1].stderr
+    assert list(tmp_path.glob("numba-*/ready-*"))
+
