@@ -98,7 +98,8 @@ def validate_checkpoint(ckpt: dict, path: str | Path) -> RunConfig:
     for i, r in enumerate(history):
         if not isinstance(r, dict) or r.get("epoch") != i + 1:
             fail(f"history[{i}] must be the record of epoch {i + 1}")
-        for key in ("train_accuracy", "test_accuracy"):
+        held = "val_accuracy" if "val_accuracy" in r else "test_accuracy"  # a run with --val-split measures val
+        for key in ("train_accuracy", held):
             if not (_is_number(r.get(key)) and 0 <= r[key] <= 1):
                 fail(f"history[{i}].{key} must be a number in [0, 1], got {_short(r.get(key))}")
     if not isinstance(data, dict):
