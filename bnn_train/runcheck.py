@@ -98,13 +98,15 @@ def validate_checkpoint(ckpt: dict, path: str | Path) -> RunConfig:
     for i, r in enumerate(history):
         if not isinstance(r, dict) or r.get("epoch") != i + 1:
             fail(f"history[{i}] must be the record of epoch {i + 1}")
-        for key in ("train_accuracy", "test_accuracy"):
+        held = "val_accuracy" if "val_accuracy" in r else "test_accuracy"  # a run with --val-split measures val
+        for key in ("train_accuracy", held):
             if not (_is_number(r.get(key)) and 0 <= r[key] <= 1):
                 fail(f"history[{i}].{key} must be a number in [0, 1], got {_short(r.get(key))}")
     if not isinstance(data, dict):
         fail(f"data must be an object, got {type(data).__name__}")
-    if data.get("name") not in DATASETS:
-        fail(f"data.name must be one of {', '.join(DATASETS)}, got {_short(data.get('name'))}")
+    own = isinstance(data.get("name"), str) and data["name"].startswith(("folder:", "npz:"))  # bnn_train/sources.py
+    if data.get("name") not in DATASETS and not own:
+        fail(f"data.name must be one of {', '.join(DATASETS)}, folder:PATH or npz:PATH, got {_short(data.get('name'))}")
     classes = data.get("classes")
     if not isinstance(classes, list) or len(classes) != m.num_classes or not all(isinstance(c, str) for c in classes):
         fail(f"data.classes must be {m.num_classes} strings (config.model.num_classes)")
