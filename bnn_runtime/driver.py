@@ -8,8 +8,9 @@ the next tile (a few images) from an atomic counter, ``state[0]``, runs it throu
 of the tile's status ``state[1 + t]`` from TILE_OPEN to TILE_COMMITTING, the copy and the labels,
 then TILE_DONE. A thread the OS deschedules holds at most one tile, and not even that: the calling
 thread, once no tile is left to claim, takes over the open tiles at once and commits them itself
-(the late thread's commit then fails and its result is dropped); it never sleeps on another thread. Every layer is a row of
-``params`` (columns: layout.COL_*) over pooled arrays; ``run_tile`` dispatches on its kind.
+(the late thread's commit then fails and its result is dropped); it never sleeps on another thread.
+Every layer is a row of ``params`` (columns: layout.COL_*) over pooled arrays; ``run_tile``
+dispatches on its kind.
 """
 
 from __future__ import annotations

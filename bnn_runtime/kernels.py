@@ -29,7 +29,7 @@ from .simd import (cols_bits1x1, cols_bits1x4, cols_bits4x1, cols_bits4x4, cols_
                    popcount, popcount_block1x4, popcount_block4x4)
 
 
-# Two rules keep these loops fast (both measured, 10-25x each):
+# Two rules keep these loops fast (both measured: docs/PERFORMANCE.md):
 # * no call to a small array-taking kernel inside a hot loop: numba increments and decrements the
 #   reference count of every array argument (atomic operations) on each such call, so register
 #   blocks, bit copies and epilogues are written inline, and kernels are called per layer or image;

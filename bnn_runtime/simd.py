@@ -4,7 +4,8 @@ Each builder below returns an ``@intrinsic`` that emits one register block of a 
 vector IR: 512-bit AND + popcount blocks of weight rows (_popcount_block, for im2col rows) and of
 weights stored by columns of 8 outputs (_popcount_cols, dense layers and bit planes), the VNNI
 first layer (_vnni_cols), and the 16-lane int16 table sums of conv_lut (lut_max16, ge_mask16).
-They are called from the njit kernels (kernels.py, first_layer.py); none reads a global array.
+They are called from the njit kernels (kernels.py, first_layer.py); none reads a global array. Code
+generation reads one global flag, ``VNNI_NATIVE`` (the CPU has AVX-512 VNNI), to pick the instruction.
 
 Bit products, for a row ``a`` of activation bits and a row ``w`` of weight bits
 (``p = popcount(a & w)``, ``pa = popcount(a)``, ``pw = popcount(w)``, ``n`` = fan-in):
@@ -50,7 +51,8 @@ def _splat(builder, x, vec):
 def _popcount_block(nr, no):
     """An intrinsic: the nr x no popcount sums of one register block, in 512-bit vectors.
 
-    ``f(a, r, w, o, n8, half, acc)``: acc[i * no + j] = sum over k < 8 n8 + 4 half of popcount(a[r + i, k] & w[o + j, k])
+    ``f(a, r, w, o, n8, half, acc)``:
+    acc[i * no + j] = sum over k < 8 n8 + 4 half of popcount(a[r + i, k] & w[o + j, k])
     (a, w: C-contiguous 2-D uint64; acc: int64, at least 8 ceil(nr no / 8) long). The words go 8 at a
     time through <8 x i64> AND, ctpop (VPOPCNTQ) and add: LLVM's loop vectoriser stops at 256 bits on
     this CPU (its "prefer 256-bit" tuning), an explicit 512-bit vector does not. The nr * no lane sums
@@ -112,7 +114,7 @@ def _popcount_block(nr, no):
                     mlo, mhi = (ir.Constant(ir.VectorType(ir.IntType(32), 8), [ir.Constant(ir.IntType(32), t) for t in m])
                                 for m in (lo, hi))
                     level = [builder.add(builder.shuffle_vector(x, y, mlo), builder.shuffle_vector(x, y, mhi))
-                             for x, y in zip(level[::2], level[1::2])]
+                             for x, y in zip(level[::2], level[1::2], strict=True)]
                 builder.store(level[0], builder.gep(out, [ir.Constant(i64, blk)]), align=8)
             return context.get_dummy_value()
 
@@ -221,7 +223,7 @@ def _popcount_cols(nr, nv, planes, bits):
             if planes:
                 comb = p[0]
                 for i in range(1, nr):
-                    comb = [builder.add(x, builder.shl(y, splat(ir.Constant(i64, i)))) for x, y in zip(comb, p[i])]
+                    comb = [builder.add(x, builder.shl(y, splat(ir.Constant(i64, i)))) for x, y in zip(comb, p[i], strict=True)]
                 p = [comb]
             crow = _consts_loader(context, builder, sig.args[8], args[8], o_v, 8)
             pa_d = data(6).data
@@ -253,8 +255,8 @@ planes_sums1 = _popcount_cols(8, 1, True, False)
 # bytes and adds each group of 4 products to one of 16 int32 lanes: with the pixels as the unsigned
 # bytes and the +-1 weights as signed bytes it computes x . w for 16 outputs, 4 inputs at a time,
 # exactly (|x . w| <= 255 * fan_in < 2^31, and the instruction does not saturate). One instruction
-# does the work of the 8 bit-plane popcounts of dense_u8 for 64 products: 784 -> 4096 measured
-# 28 -> 11 us/image here. The weights take a byte each (8x the bits), which is why only the first
+# does the work of the 8 bit-plane popcounts of dense_u8 for 64 products (docs/PERFORMANCE.md has
+# the timing). The weights take a byte each (8x the bits), which is why only the first
 # layer (fed bytes anyway) uses it. BNN_RUNTIME_VNNI=off keeps the bit-plane kernel; =emulate runs
 # this kernel in portable vector code (what a CPU without VNNI compiles; it is never chosen there)
 # and is for tests: numba's cache does not tell the two builds apart, so give it its own
@@ -352,7 +354,8 @@ def _data(context, builder, arrty, arr):
 
 @intrinsic
 def lut_max16(typingctx, table, grid, toff, tbase, ntaps, pos, off, m, first):
-    """m[0:16] = max(m[0:16], acc) (acc itself when ``first``), acc = sum_t table[tbase[t] + grid[pos + toff[t]] + off : +16]
+    """m[0:16] = max(m[0:16], acc) (acc itself when ``first``),
+    acc = sum_t table[tbase[t] + grid[pos + toff[t]] + off : +16]
     in int16 lanes: the sums of one block of 16 outputs at one output position, one vector add per tap."""
     if not (isinstance(table, types.Array) and table.dtype == types.int16 and isinstance(m, types.Array)
             and m.dtype == types.int16 and isinstance(grid, types.Array) and grid.dtype == types.int32):

@@ -252,6 +252,9 @@ class RunConfig:
         self.train.validate()
         in_shape, num_classes = self.train.dataset_shape()
         replace(self.model, in_shape=in_shape, num_classes=num_classes).validate()
+        if self.model.batchnorm and self.train.batch_size == 1:  # torch refuses to normalise a batch of one
+            raise ConfigError("--batch-size 1 cannot train BatchNorm (it needs 2 or more samples per batch); "
+                              "use a larger --batch-size or --no-batchnorm")
 
     def ignored_settings(self) -> dict[str, str]:
         """The settings this run does not use, each with why (the CLI refuses them when they are typed)."""

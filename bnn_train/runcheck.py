@@ -104,8 +104,9 @@ def validate_checkpoint(ckpt: dict, path: str | Path) -> RunConfig:
                 fail(f"history[{i}].{key} must be a number in [0, 1], got {_short(r.get(key))}")
     if not isinstance(data, dict):
         fail(f"data must be an object, got {type(data).__name__}")
-    if data.get("name") not in DATASETS:
-        fail(f"data.name must be one of {', '.join(DATASETS)}, got {_short(data.get('name'))}")
+    own = isinstance(data.get("name"), str) and data["name"].startswith(("folder:", "npz:"))  # bnn_train/sources.py
+    if data.get("name") not in DATASETS and not own:
+        fail(f"data.name must be one of {', '.join(DATASETS)}, folder:PATH or npz:PATH, got {_short(data.get('name'))}")
     classes = data.get("classes")
     if not isinstance(classes, list) or len(classes) != m.num_classes or not all(isinstance(c, str) for c in classes):
         fail(f"data.classes must be {m.num_classes} strings (config.model.num_classes)")

@@ -32,7 +32,7 @@ CONFIG = "config.json"
 METRICS_LINES = "metrics.jsonl"
 METRICS = "metrics.json"
 CURVES = "curves.png"
-OWNED = (CHECKPOINT, CONFIG, METRICS_LINES, METRICS, CURVES)  # the files this module writes
+OWNED = (CHECKPOINT, BEST, CONFIG, METRICS_LINES, METRICS, CURVES)  # the files this module writes
 FORMAT = "bnn-train-checkpoint"
 VERSION = 1
 

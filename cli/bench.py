@@ -53,9 +53,11 @@ def bench(
     # engines for the GIL and the two cores.
     console = stderr_console()
     if load is not None:
+        def say(r, n):
+            console.print(f"round {r}/{n} done" if r else f"timing {n} rounds under {load} busy processes...")
+
         result = run_load_bench(model_path, load, batch=batch, rounds=rounds, latency_calls=latency_calls,
-                                min_seconds=min_seconds, progress=lambda r, n: console.print(
-                                    f"round {r}/{n} done" if r else f"timing {n} rounds under {load} busy processes..."))
+                                min_seconds=min_seconds, progress=say)
         if as_json:
             typer.echo(json.dumps(result, indent=2))
         else:

@@ -4,8 +4,8 @@ the library, export it to .bnn + ONNX with the checks of ``bnn export``, and run
     python examples/own_network.py [--epochs 10] [--out own_network]
 
 Runs offline on scikit-learn's 8x8 digits (about a minute on one core). The network uses a stride-2
-convolution and an overlapping max pool, so the NumPy reference runs the .bnn file (the Numba runtime
-refuses strides until its kernels support them). Rules of a network that exports:
+convolution and an overlapping max pool; the Numba runtime (``bnn_runtime.load``) runs the .bnn file.
+Rules of a network that exports:
 
 * it starts with ``InputScale(1 / max_value)`` and takes raw uint8 values;
 * every hidden layer is BinaryConv2d / BinaryLinear -> BatchNorm -> [MaxPool2d] -> Activation with a
@@ -24,8 +24,7 @@ from torch import nn
 
 from bnn_export.api import export_model
 from bnn_export.check import check_exportable
-from bnn_runtime import read_bnn
-from bnn_runtime.reference import reference_predict
+import bnn_runtime
 from bnn_train.activations import Activation
 from bnn_train.config import TrainConfig
 from bnn_train.data import load_dataset
@@ -78,8 +77,8 @@ def main() -> None:
                           provenance={"dataset": data.name, "example": "examples/own_network.py"})
     for check in report.checks:
         print(f"{check.name}: {'ok' if check.passed else 'FAILED'} ({check.detail})")
-    bnn = read_bnn(args.out / "model.bnn")
-    acc = (reference_predict(bnn, data.x_test.numpy()) == data.y_test.numpy()).mean()
+    runtime = bnn_runtime.load(args.out / "model.bnn")
+    acc = (runtime.predict(data.x_test.numpy()) == data.y_test.numpy()).mean()
     print(f"wrote {report.bnn_path} ({report.bnn_bytes:,} bytes) and {report.onnx_path}; .bnn test accuracy {acc:.4f}")
 
 

@@ -4,11 +4,17 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 from typer.testing import CliRunner
 
 from bnn_cli.main import app
 
 DATASETS_DIR = os.environ.get("BNN_DATASETS")
+
+# Property tests check values, never time: no per-example deadline, and no "generation too slow"
+# refusal when the machine is busy (a shared CI runner must not turn load into a red run).
+settings.register_profile("bnn", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("bnn")
 
 
 def run_cli(*args: str):

@@ -281,5 +281,5 @@ def test_version_1_files_still_read_and_version_2_adds_strides(sample):
     with pytest.raises(BnnFormatError, match="in_shape"):  # the next layer's input grew too
         parse(_forge(manifest, data))
     layer["pool"]["stride"] = [0, 1]
-    with pytest.raises(BnnFormatError, match="integers >= 1"):
+    with pytest.raises(BnnFormatError, match="pool.stride must be a list of integers"):
         parse(_forge(manifest, data))

@@ -67,7 +67,7 @@ def test_invalid_utf8_is_named(small):
     _refused(assemble(zlib.compress(b'{"a":"\xff"}'), data), "not UTF-8")
 
 
-@pytest.mark.parametrize("where, key", [("layer", "strides"), ("manifest", "extra"), ("input", "range"),
+@pytest.mark.parametrize("where, key", [("layer", "strides"), ("manifest", "extra"), ("input", "gamma"),
                                         ("pool", "window"), ("array", "order")])
 def test_unknown_keys_are_refused_not_ignored(small, where, key):
     manifest, data = split(small)

@@ -1,4 +1,5 @@
-"""``bnn reproduce``: the transcribed paper numbers against the grids, a tiny reproduction end to end, resume, bad input."""
+"""``bnn reproduce``: the transcribed paper numbers against the grids, a tiny reproduction end to end, resume,
+bad input."""
 
 import csv
 import json
@@ -87,7 +88,7 @@ def test_a_reproduction_trains_with_the_papers_plain_settings_whatever_bnn_train
             dataset=exp.dataset, data_dir="D", dim=cell.dim if cell.dim is not None else 10, n_samples=10000,
             epochs=3, batch_size=cell.batch_size, lr=cell.lr, optimizer="sgd", momentum=0.0, schedule="none",
             grad_clip=1.0 if cell.config.endswith("+gc") else None, augment_shift=0, label_smoothing=0.0,
-            loss_reduction=exp.loss_reduction, seed=7, device="cpu", eval_batch_size=1000, input_size="",
+            loss_reduction=exp.loss_reduction, seed=7, device="cpu", eval_batch_size=1000, input_size="", val_split=0.0,
         )
         assert set(plain) == {f.name for f in fields(TrainConfig)}
         assert t == TrainConfig(**plain), cell
