@@ -42,7 +42,8 @@ def connect(address: str, num_cpus: int | None = None):
         try:
             ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
         except Exception as e:  # Ray raises a bare Exception when its raylet does not start in time
-            raise ReproduceError(f"could not start a local Ray ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ReproduceError(f"could not start a local Ray ({why})") from None
         return ray
     try:
         ray.init(address=address, log_to_driver=False, configure_logging=False)
