@@ -185,7 +185,8 @@ class Ensemble(nn.Module):
                 layers[name] = EnsembleActivation(first, self.k, self.rng)
             elif isinstance(first, _PER_CHANNEL):
                 for other in group[1:]:
-                    if not all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), other.state_dict().values())):
+                    pairs = zip(first.state_dict().values(), other.state_dict().values())
+                    if not all(torch.equal(a, b) for a, b in pairs):
                         raise ConfigError(f"ensemble members differ in their fixed layer {name}")
                 first.layout = SHARED
                 layers[name] = first

@@ -180,8 +180,9 @@ def _train_epoch(ens: Ensemble, cfgs: list[RunConfig], data, optimizer, epoch: i
     t = cfgs[0].train
     device = data.x_train.device
     n = len(data.y_train)
-    orders = torch.stack([torch.randperm(n, generator=torch.Generator().manual_seed(_epoch_seed(c.train.seed, epoch, 0)))
-                          for c in cfgs]).to(device)  # (K, N)
+    gens = [torch.Generator().manual_seed(_epoch_seed(c.train.seed, epoch, 0)) for c in cfgs]
+    orders = torch.stack([torch.randperm(n, generator=g)
+                          for g in gens]).to(device)  # (K, N)
     ens.rng.seed([_epoch_seed(c.train.seed, epoch, 1) for c in cfgs])
     shifts = [torch.Generator().manual_seed(_epoch_seed(c.train.seed, epoch, 2)) for c in cfgs]
     binary = cfgs[0].model.weights == "binary"

@@ -35,7 +35,7 @@ def test_ray_local_writes_the_same_results_and_resumes(tmp_path, local_ray, ense
     for key in a:
         assert a[key]["test_accuracy"] == b[key]["test_accuracy"], key
     assert (there / "report.md").exists()
-    r = run_cli(*COMMON[:4], "3", *COMMON[5:], "--ensemble", ensemble, "--ray", "local", "--out", there)
+    r = run_cli(*COMMON[:5], "3", *COMMON[6:], "--ensemble", ensemble, "--ray", "local", "--out", there)
     assert r.exit_code == 0, r.output
     assert "4 of 6 runs already finished" in r.stderr and len(_rows(there)) == 6
 

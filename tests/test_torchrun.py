@@ -1,4 +1,4 @@
-"""``bnn train`` under ``torchrun --nproc-per-node 2`` (DDP, gloo on the CPU): it trains and writes one run directory."""
+"""``bnn train`` under ``torchrun --nproc-per-node 2`` (DDP, gloo on the CPU): it trains, writes one run directory."""
 
 import json
 import shutil

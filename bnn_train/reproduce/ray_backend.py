@@ -34,14 +34,25 @@ def _import_ray():
 def connect(address: str, num_cpus: int | None = None):
     """Join the cluster at ``address`` (host:port), or start a local one for ``"local"``; returns the ray module."""
     ray = _import_ray()
-    if ray.is_initialized():
+    if address != "local":
+        _check_reachable(address)
+    if ray.is_initialized():  # e.g. a caller (a test, a notebook) that started Ray itself
         return ray
     if address == "local":
         try:
             ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
         except Exception as e:  # Ray raises a bare Exception when its raylet does not start in time
-            raise ReproduceError(f"could not start a local Ray ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ReproduceError(f"could not start a local Ray ({why})") from None
         return ray
+    try:
+        ray.init(address=address, log_to_driver=False, configure_logging=False)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise ReproduceError(f"cannot join the Ray cluster at {address} ({str(e).splitlines()[0]})") from None
+    return ray
+
+
+def _check_reachable(address: str) -> None:
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit():
         raise ReproduceError(f"--ray takes 'local' or HOST:PORT of a Ray head node, got {address!r}")
@@ -49,11 +60,6 @@ def connect(address: str, num_cpus: int | None = None):
         socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as e:
         raise ReproduceError(f"cannot reach the Ray cluster at {address} ({e.strerror or e})") from None
-    try:
-        ray.init(address=address, log_to_driver=False, configure_logging=False)
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        raise ReproduceError(f"cannot join the Ray cluster at {address} ({str(e).splitlines()[0]})") from None
-    return ray
 
 
 def _train_unit(exp: Experiment, unit, out: str, epochs: int, device: str, data_dir: str | None,
