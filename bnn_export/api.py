@@ -24,8 +24,8 @@ from bnn_runtime.format import VERSION, parse, to_bytes
 from bnn_runtime.pixels import InputSpec
 from bnn_runtime.reference import logits_from_scores, predict_from_scores, reference_scores
 from bnn_train import rundir
-from bnn_train.datasets import DATASETS
 from bnn_train.data import load_test_arrays
+from bnn_train.datasets import DATASETS
 from bnn_train.errors import DatasetError
 from bnn_train.models import is_single_unit
 
@@ -65,8 +65,10 @@ class ExportReport:
     def unfinished_note(self) -> str | None:
         if self.finished:
             return None
-        return (f"{self.run_dir} is unfinished: it trained {self.trained_epochs} of its {self.planned_epochs} "
-                f"planned epochs (continue it with: bnn train --resume --out {self.run_dir})")
+        return (
+            f"{self.run_dir} is unfinished: it trained {self.trained_epochs} of its {self.planned_epochs} "
+            f"planned epochs (continue it with: bnn train --resume --out {self.run_dir})"
+        )
 
     @property
     def compression(self) -> float | None:
@@ -74,11 +76,20 @@ class ExportReport:
 
     def to_dict(self) -> dict:
         return {
-            "run_dir": self.run_dir, "binary": self.binary, "not_binary_reason": self.not_binary_reason,
-            "bnn": self.bnn_path, "onnx": self.onnx_path, "bnn_bytes": self.bnn_bytes, "onnx_bytes": self.onnx_bytes,
-            "state_dict_bytes": self.state_dict_bytes, "compression": self.compression, "accuracy": self.accuracy,
+            "run_dir": self.run_dir,
+            "binary": self.binary,
+            "not_binary_reason": self.not_binary_reason,
+            "bnn": self.bnn_path,
+            "onnx": self.onnx_path,
+            "bnn_bytes": self.bnn_bytes,
+            "onnx_bytes": self.onnx_bytes,
+            "state_dict_bytes": self.state_dict_bytes,
+            "compression": self.compression,
+            "accuracy": self.accuracy,
             "checks": [c.__dict__ for c in self.checks],
-            "trained_epochs": self.trained_epochs, "planned_epochs": self.planned_epochs, "finished": self.finished,
+            "trained_epochs": self.trained_epochs,
+            "planned_epochs": self.planned_epochs,
+            "finished": self.finished,
         }
 
 
@@ -136,13 +147,30 @@ def _run_max_value(data_info: dict) -> int | None:
     return data_info.get("max_value", facts.max_value if facts else None)
 
 
-def _binary_export(report: ExportReport, model, layers: list, arrays: dict, in_shape, classes: list[str], x, y,
-                   torch_pred, data_note: str, provenance: dict, metadata: dict,
-                   max_value: int | None = None) -> tuple[bytes, bytes]:
+def _binary_export(
+    report: ExportReport,
+    model,
+    layers: list,
+    arrays: dict,
+    in_shape,
+    classes: list[str],
+    x,
+    y,
+    torch_pred,
+    data_note: str,
+    provenance: dict,
+    metadata: dict,
+    max_value: int | None = None,
+) -> tuple[bytes, bytes]:
     """(.bnn bytes, ONNX bytes) of a folded model; appends the checks of ``bnn export`` to the report."""
-    manifest = {"format": "bnn", "version": VERSION, "classes": list(classes), "layers": layers,
-                "input": {"dtype": "uint8", "shape": list(in_shape), **_input_fields(in_shape, max_value)},
-                "provenance": provenance}
+    manifest = {
+        "format": "bnn",
+        "version": VERSION,
+        "classes": list(classes),
+        "layers": layers,
+        "input": {"dtype": "uint8", "shape": list(in_shape), **_input_fields(in_shape, max_value)},
+        "provenance": provenance,
+    }
     if x is not None:  # provenance records the deployed model's own test accuracy
         draft = parse(to_bytes(manifest, arrays))
         ref_scores = reference_scores(draft, x)
@@ -150,8 +178,14 @@ def _binary_export(report: ExportReport, model, layers: list, arrays: dict, in_s
         manifest["provenance"]["test_accuracy"] = report.accuracy["bnn"]
     bnn_bytes = to_bytes(manifest, arrays)
     bnn_model = parse(bnn_bytes)
-    onnx_model = bnn_to_onnx(bnn_model, {**metadata, "test_accuracy": report.accuracy.get("bnn"),
-                                         "format": "bnn graph: scores are the .bnn integer scores"})
+    onnx_model = bnn_to_onnx(
+        bnn_model,
+        {
+            **metadata,
+            "test_accuracy": report.accuracy.get("bnn"),
+            "format": "bnn graph: scores are the .bnn integer scores",
+        },
+    )
     onnx_bytes = onnx_model.SerializeToString()
     session = onnx_session(onnx_bytes)
     rng = np.random.default_rng(0)
@@ -161,15 +195,27 @@ def _binary_export(report: ExportReport, model, layers: list, arrays: dict, in_s
             continue
         ref = reference_scores(bnn_model, xs)
         ort_out = _ort_run(session, xs)
-        same = np.array_equal(ort_out["scores"], ref) and np.array_equal(ort_out["label"], predict_from_scores(bnn_model, ref))
+        same = np.array_equal(ort_out["scores"], ref) and np.array_equal(
+            ort_out["label"], predict_from_scores(bnn_model, ref)
+        )
         if "logits" in ort_out:  # the exact float graph also gives the logits
             same = same and np.array_equal(ort_out["logits"], logits_from_scores(bnn_model, ref))
-        report.checks.append(Check(name=f"onnxruntime == reference ({label})", passed=same,
-                                   detail=f"{len(xs)} inputs, {', '.join(ort_out)} {'identical' if same else 'DIFFER'}"))
+        report.checks.append(
+            Check(
+                name=f"onnxruntime == reference ({label})",
+                passed=same,
+                detail=f"{len(xs)} inputs, {', '.join(ort_out)} {'identical' if same else 'DIFFER'}",
+            )
+        )
     if x is not None:
         agree = float((predict_from_scores(bnn_model, ref_scores) == torch_pred).mean())
-        report.checks.append(Check(name="agreement with PyTorch", passed=agree >= MIN_AGREEMENT,
-                                   detail=f"{agree:.4%} of {data_note} (need >= {MIN_AGREEMENT:.1%})"))
+        report.checks.append(
+            Check(
+                name="agreement with PyTorch",
+                passed=agree >= MIN_AGREEMENT,
+                detail=f"{agree:.4%} of {data_note} (need >= {MIN_AGREEMENT:.1%})",
+            )
+        )
     else:
         report.checks.append(Check(name="agreement with PyTorch", passed=True, detail=f"skipped: {data_note}"))
     return bnn_bytes, onnx_bytes
@@ -191,10 +237,17 @@ def _write(report: ExportReport, bnn_bytes: bytes | None, onnx_bytes: bytes, bnn
     return report
 
 
-def export_model(model: torch.nn.Sequential, in_shape: tuple[int, ...], classes: list[str],
-                 x_test: np.ndarray | None = None, y_test: np.ndarray | None = None,
-                 bnn_path: str | Path | None = None, onnx_path: str | Path | None = None,
-                 provenance: dict | None = None, max_value: int | None = None) -> ExportReport:
+def export_model(
+    model: torch.nn.Sequential,
+    in_shape: tuple[int, ...],
+    classes: list[str],
+    x_test: np.ndarray | None = None,
+    y_test: np.ndarray | None = None,
+    bnn_path: str | Path | None = None,
+    onnx_path: str | Path | None = None,
+    provenance: dict | None = None,
+    max_value: int | None = None,
+) -> ExportReport:
     """Export your own binary ``nn.Sequential`` (bnn_train's layers, raw uint8 values in) with the checks
     of ``bnn export``: onnxruntime == the NumPy reference exactly, >= 99.9 % agreement with PyTorch on
     ``x_test``. Files are written only when every check passes; NotBinaryError / ExportError otherwise.
@@ -207,23 +260,52 @@ def export_model(model: torch.nn.Sequential, in_shape: tuple[int, ...], classes:
         _, torch_pred = _torch_predict(model, False, x_test)
         report.accuracy["pytorch"] = float((torch_pred == y_test).mean())
     note = f"{len(x_test)} test images" if x_test is not None else "no test images given"
-    prov = {"exporter": f"{DISTRIBUTION} {version()}", "test_accuracy_pytorch": report.accuracy.get("pytorch"),
-            **(provenance or {})}
-    bnn_bytes, onnx_bytes = _binary_export(report, model, layers, arrays, in_shape, classes, x_test, y_test,
-                                           torch_pred, note, prov, {"classes": list(classes)}, max_value)
+    prov = {
+        "exporter": f"{DISTRIBUTION} {version()}",
+        "test_accuracy_pytorch": report.accuracy.get("pytorch"),
+        **(provenance or {}),
+    }
+    bnn_bytes, onnx_bytes = _binary_export(
+        report,
+        model,
+        layers,
+        arrays,
+        in_shape,
+        classes,
+        x_test,
+        y_test,
+        torch_pred,
+        note,
+        prov,
+        {"classes": list(classes)},
+        max_value,
+    )
     return _write(report, bnn_bytes, onnx_bytes, bnn_path, onnx_path)
 
 
-def export_run(run_dir: str | Path, bnn_path: str | Path | None = None, onnx_path: str | Path | None = None,
-               data_dir: str | None = None, check_images: int | None = None, require_bnn: bool = True,
-               require_complete: bool = False, checkpoint: str = "best") -> ExportReport:
+def export_run(
+    run_dir: str | Path,
+    bnn_path: str | Path | None = None,
+    onnx_path: str | Path | None = None,
+    data_dir: str | None = None,
+    check_images: int | None = None,
+    require_bnn: bool = True,
+    require_complete: bool = False,
+    checkpoint: str = "best",
+) -> ExportReport:
     """Export the run in ``run_dir``; ``require_bnn=False`` lets a float model export ONNX alone;
     ``require_complete`` refuses a run that has not trained its planned epochs (the report says so anyway);
     ``checkpoint`` "best" exports ``best.pt`` where the run kept one (it was validated), "last" the last epoch."""
     model, cfg, ckpt = rundir.load_run(rundir.select_checkpoint(run_dir, checkpoint))
     trained, planned, finished = rundir.progress(ckpt)
-    report = ExportReport(run_dir=str(run_dir), binary=True, state_dict_bytes=_state_dict_bytes(model),
-                          trained_epochs=trained, planned_epochs=planned, finished=finished)
+    report = ExportReport(
+        run_dir=str(run_dir),
+        binary=True,
+        state_dict_bytes=_state_dict_bytes(model),
+        trained_epochs=trained,
+        planned_epochs=planned,
+        finished=finished,
+    )
     if require_complete and not finished:
         raise ExportError(f"{report.unfinished_note}; nothing written (--require-complete)")
     try:
@@ -243,30 +325,63 @@ def export_run(run_dir: str | Path, bnn_path: str | Path | None = None, onnx_pat
     logits, torch_pred = _torch_predict(model, single_unit, x) if x is not None else (None, None)
     if x is not None:
         report.accuracy["pytorch"] = float((torch_pred == y).mean())
-    metadata = {"classes": ckpt["data"]["classes"], "dataset": ckpt["data"]["name"],
-                "test_accuracy_pytorch": report.accuracy.get("pytorch"), "trained_epochs": int(ckpt["epoch"])}
+    metadata = {
+        "classes": ckpt["data"]["classes"],
+        "dataset": ckpt["data"]["name"],
+        "test_accuracy_pytorch": report.accuracy.get("pytorch"),
+        "trained_epochs": int(ckpt["epoch"]),
+    }
 
     if report.binary:
-        provenance = {"exporter": f"{DISTRIBUTION} {version()}", "run": Path(run_dir).name,
-                      "dataset": ckpt["data"]["name"], "trained_epochs": int(ckpt["epoch"]),
-                      "test_accuracy_pytorch": report.accuracy.get("pytorch"), "config": cfg.to_dict()}
-        bnn_bytes, onnx_bytes = _binary_export(report, model, layers, arrays, cfg.model.in_shape,
-                                               ckpt["data"]["classes"], x, y, torch_pred, data_note, provenance,
-                                               metadata, _run_max_value(ckpt["data"]))
+        provenance = {
+            "exporter": f"{DISTRIBUTION} {version()}",
+            "run": Path(run_dir).name,
+            "dataset": ckpt["data"]["name"],
+            "trained_epochs": int(ckpt["epoch"]),
+            "test_accuracy_pytorch": report.accuracy.get("pytorch"),
+            "config": cfg.to_dict(),
+        }
+        bnn_bytes, onnx_bytes = _binary_export(
+            report,
+            model,
+            layers,
+            arrays,
+            cfg.model.in_shape,
+            ckpt["data"]["classes"],
+            x,
+            y,
+            torch_pred,
+            data_note,
+            provenance,
+            metadata,
+            _run_max_value(ckpt["data"]),
+        )
     else:
-        onnx_model = float_to_onnx(model, cfg.model.in_shape, single_unit=is_single_unit(cfg.model),
-                                   metadata={**metadata, "format": "float network"})
+        onnx_model = float_to_onnx(
+            model,
+            cfg.model.in_shape,
+            single_unit=is_single_unit(cfg.model),
+            metadata={**metadata, "format": "float network"},
+        )
         onnx_bytes = onnx_model.SerializeToString()
         session = onnx_session(onnx_bytes)
-        xs = x if x is not None else np.random.default_rng(0).integers(0, 256, size=(RANDOM_INPUTS, *cfg.model.in_shape),
-                                                                       dtype=np.uint8)
+        xs = (
+            x
+            if x is not None
+            else np.random.default_rng(0).integers(0, 256, size=(RANDOM_INPUTS, *cfg.model.in_shape), dtype=np.uint8)
+        )
         ort_out = _ort_run(session, xs)
         ref_logits, ref_pred = _torch_predict(model, single_unit, xs)
         close = np.allclose(ort_out["logits"], ref_logits, rtol=1e-4, atol=1e-4)
         agree = float((ort_out["label"] == ref_pred).mean())
-        report.checks.append(Check(name="onnxruntime vs PyTorch (float)", passed=close and agree >= MIN_AGREEMENT,
-                                   detail=f"logits {'within 1e-4' if close else 'DIFFER'}, "
-                                          f"labels agree on {agree:.4%} of {len(xs)} inputs"))
+        report.checks.append(
+            Check(
+                name="onnxruntime vs PyTorch (float)",
+                passed=close and agree >= MIN_AGREEMENT,
+                detail=f"logits {'within 1e-4' if close else 'DIFFER'}, "
+                f"labels agree on {agree:.4%} of {len(xs)} inputs",
+            )
+        )
         if x is not None:
             report.accuracy["onnx"] = float((ort_out["label"] == y).mean())
         bnn_bytes = None

@@ -50,15 +50,24 @@ def _mirror_float_network(bnn: BnnFile):
         last = i == len(bnn.layers) - 1
         if layer["kind"] == "conv":
             c = layer["in_shape"][0]
-            layers.append(nn.Conv2d(c, layer["out_features"], tuple(layer["kernel"]), padding=tuple(layer["padding"]),
-                                    stride=tuple(layer.get("stride", (1, 1)))))
+            layers.append(
+                nn.Conv2d(
+                    c,
+                    layer["out_features"],
+                    tuple(layer["kernel"]),
+                    padding=tuple(layer["padding"]),
+                    stride=tuple(layer.get("stride", (1, 1))),
+                )
+            )
         else:
             if not flat:
                 layers.append(nn.Flatten())
                 flat = True
             layers.append(nn.Linear(layer["fan_in"], layer["out_features"]))
         if layer.get("pool"):
-            layers.append(nn.MaxPool2d(tuple(layer["pool"]["size"]), tuple(layer["pool"].get("stride", layer["pool"]["size"]))))
+            layers.append(
+                nn.MaxPool2d(tuple(layer["pool"]["size"]), tuple(layer["pool"].get("stride", layer["pool"]["size"])))
+            )
         if not last:
             layers.append(Activation("relu/tied"))
     return nn.Sequential(*layers).eval(), False
@@ -127,8 +136,16 @@ def machine() -> dict:
     return {"cpu": cpu, "cpus": os.cpu_count(), "load_average_1min": load1, "load_average_5min": load5}
 
 
-def run_bench(path, threads: int = 2, batch: int = 256, rounds: int = 5, latency_calls: int = 200,
-              min_seconds: float = 0.25, seed: int = 0, progress=None) -> dict:
+def run_bench(
+    path,
+    threads: int = 2,
+    batch: int = 256,
+    rounds: int = 5,
+    latency_calls: int = 200,
+    min_seconds: float = 0.25,
+    seed: int = 0,
+    progress=None,
+) -> dict:
     """Time the three engines on the model at ``path``; returns the result as a JSON-able dict."""
     from .api import onnx_session
     from .onnx_bnn import bnn_to_onnx, bnn_to_onnx_integer
@@ -140,8 +157,9 @@ def run_bench(path, threads: int = 2, batch: int = 256, rounds: int = 5, latency
     sessions = {
         "onnxruntime_exported": onnx_session(bnn_to_onnx(bnn).SerializeToString(), threads),
         "onnxruntime_integer": onnx_session(bnn_to_onnx_integer(bnn).SerializeToString(), threads),
-        "onnxruntime_fp32": onnx_session(float_to_onnx(float_model, bnn.input_shape, single_unit=single_unit)
-                                     .SerializeToString(), threads),
+        "onnxruntime_fp32": onnx_session(
+            float_to_onnx(float_model, bnn.input_shape, single_unit=single_unit).SerializeToString(), threads
+        ),
     }
     engines = {"runtime": model.predict}
     for name, s in sessions.items():
@@ -166,8 +184,11 @@ def run_bench(path, threads: int = 2, batch: int = 256, rounds: int = 5, latency
     results = {}
     for name in engines:
         ms = np.array(lat[name]) * 1e6
-        results[name] = {"images_per_second": float(np.median(rates[name])),
-                         "latency_median_us": float(np.median(ms)), "latency_p90_us": float(np.percentile(ms, 90))}
+        results[name] = {
+            "images_per_second": float(np.median(rates[name])),
+            "latency_median_us": float(np.median(ms)),
+            "latency_p90_us": float(np.percentile(ms, 90)),
+        }
     rt = results["runtime"]
     ratios = {}
     for base in ("onnxruntime_fp32", "onnxruntime_integer"):
@@ -175,16 +196,23 @@ def run_bench(path, threads: int = 2, batch: int = 256, rounds: int = 5, latency
         ratios[f"throughput_runtime_over_{base}"] = rt["images_per_second"] / b["images_per_second"]
         ratios[f"latency_runtime_over_{base}"] = rt["latency_median_us"] / b["latency_median_us"]
     exported, fp32 = results["onnxruntime_exported"], results["onnxruntime_fp32"]
-    ratios["throughput_onnxruntime_exported_over_onnxruntime_fp32"] = (exported["images_per_second"]
-                                                                      / fp32["images_per_second"])
-    ratios["latency_onnxruntime_exported_over_onnxruntime_fp32"] = (exported["latency_median_us"]
-                                                                   / fp32["latency_median_us"])
+    ratios["throughput_onnxruntime_exported_over_onnxruntime_fp32"] = (
+        exported["images_per_second"] / fp32["images_per_second"]
+    )
+    ratios["latency_onnxruntime_exported_over_onnxruntime_fp32"] = (
+        exported["latency_median_us"] / fp32["latency_median_us"]
+    )
     return {
-        "model": str(path), "input_shape": list(bnn.input_shape),
+        "model": str(path),
+        "input_shape": list(bnn.input_shape),
         "layers": [f"{layer['kind']} {layer['out_features']}" for layer in bnn.layers],
-        "threads": threads, "batch": batch, "rounds": rounds, "latency_calls": rounds * latency_calls,
+        "threads": threads,
+        "batch": batch,
+        "rounds": rounds,
+        "latency_calls": rounds * latency_calls,
         "machine": {**load_before, "load_average_1min_after": os.getloadavg()[0]},
-        "results": results, "ratios": ratios,
+        "results": results,
+        "ratios": ratios,
         "popcount": _popcount_share(model, x),
     }
 
@@ -198,8 +226,11 @@ def _popcount_share(model, x: np.ndarray) -> dict:
     for r in layers:
         s = r["seconds_per_image"]
         r["share_of_peak"] = r["word_ops_per_image"] / s / peak if r["word_ops_per_image"] and s > 0 else None
-    return {"peak_word_ops_per_second": peak, "layers": layers,
-            "binary_layers_share_of_peak": ops / secs / peak if secs > 0 else None}
+    return {
+        "peak_word_ops_per_second": peak,
+        "layers": layers,
+        "binary_layers_share_of_peak": ops / secs / peak if secs > 0 else None,
+    }
 
 
 @contextlib.contextmanager
@@ -208,8 +239,14 @@ def busy_processes(n: int):
     procs = []
     try:
         for _ in range(n):
-            procs.append(subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", "while True: pass"],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
         time.sleep(0.2 if n else 0)  # let them get going
         yield procs
     finally:
@@ -219,8 +256,16 @@ def busy_processes(n: int):
             p.wait()
 
 
-def run_load_bench(path, busy: int, batch: int = 256, rounds: int = 5, latency_calls: int = 200,
-                   min_seconds: float = 0.25, seed: int = 0, progress=None) -> dict:
+def run_load_bench(
+    path,
+    busy: int,
+    batch: int = 256,
+    rounds: int = 5,
+    latency_calls: int = 200,
+    min_seconds: float = 0.25,
+    seed: int = 0,
+    progress=None,
+) -> dict:
     """The runtime at its default thread count and at 1 thread, and onnxruntime fp32 at the default thread count,
     timed interleaved while ``busy`` busy processes run; returns a JSON-able dict."""
     from .api import onnx_session
@@ -230,10 +275,14 @@ def run_load_bench(path, busy: int, batch: int = 256, rounds: int = 5, latency_c
     single = load(path, threads=1)
     bnn = default.file
     float_model, single_unit = float_baseline(bnn)
-    fp32 = onnx_session(float_to_onnx(float_model, bnn.input_shape, single_unit=single_unit).SerializeToString(),
-                        default.threads)
-    engines = {"runtime_default_threads": default.predict, "runtime_1_thread": single.predict,
-               "onnxruntime_fp32": lambda x: fp32.run(None, {"images": x})}
+    fp32 = onnx_session(
+        float_to_onnx(float_model, bnn.input_shape, single_unit=single_unit).SerializeToString(), default.threads
+    )
+    engines = {
+        "runtime_default_threads": default.predict,
+        "runtime_1_thread": single.predict,
+        "onnxruntime_fp32": lambda x: fp32.run(None, {"images": x}),
+    }
     x = np.random.default_rng(seed).integers(0, 256, size=(batch, *bnn.input_shape), dtype=np.uint8)
     for fn in engines.values():
         fn(x)
@@ -254,12 +303,23 @@ def run_load_bench(path, busy: int, batch: int = 256, rounds: int = 5, latency_c
     results = {}
     for name in engines:
         ms = np.array(lat[name]) * 1e6
-        results[name] = {"images_per_second": float(np.median(rates[name])), "rounds_images_per_second": rates[name],
-                         "latency_median_us": float(np.median(ms)), "latency_p90_us": float(np.percentile(ms, 90))}
+        results[name] = {
+            "images_per_second": float(np.median(rates[name])),
+            "rounds_images_per_second": rates[name],
+            "latency_median_us": float(np.median(ms)),
+            "latency_p90_us": float(np.percentile(ms, 90)),
+        }
     d, one, f = (results[k]["images_per_second"] for k in engines)
-    return {"model": str(path), "load": busy, "default_threads": default.threads, "batch": batch, "rounds": rounds,
-            "machine": {**before, "load_average_1min_after": os.getloadavg()[0]}, "results": results,
-            "ratios": {"default_over_1_thread": d / one, "default_over_onnxruntime_fp32": d / f}}
+    return {
+        "model": str(path),
+        "load": busy,
+        "default_threads": default.threads,
+        "batch": batch,
+        "rounds": rounds,
+        "machine": {**before, "load_average_1min_after": os.getloadavg()[0]},
+        "results": results,
+        "ratios": {"default_over_1_thread": d / one, "default_over_onnxruntime_fp32": d / f},
+    }
 
 
 __all__ = ["run_bench", "run_load_bench", "busy_processes", "float_baseline", "popcount_rate"]

@@ -40,11 +40,13 @@ def check_exportable(model: nn.Sequential, in_shape: tuple[int, ...]) -> list[di
         try:
             out = model(torch.zeros((1, *in_shape)))
         except RuntimeError as e:
-            raise NotBinaryError(f"the network does not run on input {tuple(in_shape)}: "
-                                 f"{str(e).splitlines()[0]}") from None
+            raise NotBinaryError(
+                f"the network does not run on input {tuple(in_shape)}: {str(e).splitlines()[0]}"
+            ) from None
         if list(out.shape[1:]) != [layers[-1]["out_features"]]:
-            raise NotBinaryError(f"PyTorch gives {list(out.shape[1:])} outputs, the folded network "
-                                 f"{layers[-1]['out_features']}")
+            raise NotBinaryError(
+                f"PyTorch gives {list(out.shape[1:])} outputs, the folded network {layers[-1]['out_features']}"
+            )
         return layers
     finally:
         model.train(was_training)

@@ -22,7 +22,6 @@ from bnn_train.layers import BinaryConv2d, BinaryLinear, InputScale, QuadMeanPoo
 from .errors import NotBinaryError, UnsupportedLayerError
 
 
-
 @dataclass
 class _Open:
     """The layer being folded: its integer-sum affine z = a * s + d per output channel."""
@@ -65,15 +64,25 @@ def _start(state: _State, name: str, kind: str, weight: np.ndarray, bias, extra:
     value_bound = 255 if state.encoding == "uint8" else 1
     scale = state.input_scale if state.encoding == "uint8" else 1.0
     b = _f64(bias) if bias is not None else np.zeros(out)
-    state.open = _Open(name=name, kind=kind, in_shape=state.shape, in_encoding=state.encoding,
-                       weight=weight.reshape(out, fan_in), a=np.full(out, scale), d=b, max_abs_sum=value_bound * fan_in,
-                       extra=extra)
+    state.open = _Open(
+        name=name,
+        kind=kind,
+        in_shape=state.shape,
+        in_encoding=state.encoding,
+        weight=weight.reshape(out, fan_in),
+        a=np.full(out, scale),
+        d=b,
+        max_abs_sum=value_bound * fan_in,
+        extra=extra,
+    )
 
 
 def check_conv(name: str, m: nn.Conv2d) -> None:
     """The convolutions both exporters (.bnn and float ONNX) write; UnsupportedLayerError for any other."""
     if m.dilation != (1, 1) or m.groups != 1 or m.padding_mode != "zeros" or isinstance(m.padding, str):
-        raise UnsupportedLayerError(f"layer {name}: only dilation 1, groups 1, numeric zero padding convolutions export")
+        raise UnsupportedLayerError(
+            f"layer {name}: only dilation 1, groups 1, numeric zero padding convolutions export"
+        )
 
 
 def _conv(state: _State, name: str, m: nn.Conv2d) -> None:
@@ -83,8 +92,10 @@ def _conv(state: _State, name: str, m: nn.Conv2d) -> None:
     if len(state.shape) != 3:
         raise NotBinaryError(f"layer {name} is a convolution but its input has shape {state.shape}")
     if state.encoding == "pm1" and any(m.padding):
-        raise NotBinaryError(f"layer {name}: zero padding of sign activations is not representable in .bnn "
-                             "(a padded tap would be 0, which a sign bit cannot hold): use padding 0 (p0)")
+        raise NotBinaryError(
+            f"layer {name}: zero padding of sign activations is not representable in .bnn "
+            "(a padded tap would be 0, which a sign bit cannot hold): use padding 0 (p0)"
+        )
     extra = {"kernel": list(m.kernel_size), "padding": list(m.padding)}
     if tuple(m.stride) != (1, 1):
         extra["stride"] = list(m.stride)
@@ -146,8 +157,12 @@ def _maxpool(state: _State, name: str, m: nn.MaxPool2d) -> None:
         pool["stride"] = list(stride)
     if state.open is not None and state.open.kind == "conv" and state.open.pool is None:
         state.open.pool = pool  # pooling of pre-activations: f(max z) = max f(z) = OR of the bits
-    elif (state.open is None and state.layers and state.layers[-1].get("pool") is None
-          and state.layers[-1]["kind"] == "conv"):
+    elif (
+        state.open is None
+        and state.layers
+        and state.layers[-1].get("pool") is None
+        and state.layers[-1]["kind"] == "conv"
+    ):
         last = state.layers[-1]  # pooling of bits after the activation: OR
         last["pool"] = pool
         last["out_shape"] = [c, oh, ow]
@@ -170,14 +185,17 @@ def _activation(state: _State, name: str, m: Activation) -> None:
     bits = m.forward_fn.bits
     if bits is None:
         raise NotBinaryError(
-            f"activation {name} is {m.forward_fn.name}, not a bit (train with a heaviside or sign forward)")
+            f"activation {name} is {m.forward_fn.name}, not a bit (train with a heaviside or sign forward)"
+        )
     t, direction = thresholds(o.a, o.d, o.max_abs_sum)
     _close(state, "threshold", {"threshold": t, "direction": direction}, out_encoding=bits)
     state.encoding = bits
 
 
 def _not_binary(state: _State, name: str, m: nn.Module) -> None:
-    raise NotBinaryError(f"{name} ({type(m).__name__}) has no bit-exact form: quadratic-mean pooling needs a float network")
+    raise NotBinaryError(
+        f"{name} ({type(m).__name__}) has no bit-exact form: quadratic-mean pooling needs a float network"
+    )
 
 
 HANDLERS = [
@@ -228,9 +246,16 @@ def _close(state: _State, output: str, arrays: dict, out_encoding: str | None = 
     out = o.weight.shape[0]
     out_shape = list(state.shape)
     layer = {
-        "name": o.name, "kind": o.kind, "in_encoding": o.in_encoding, "in_shape": list(o.in_shape),
-        "fan_in": int(o.weight.shape[1]), "out_features": out, "output": output,
-        "pool": o.pool, "out_shape": out_shape, **o.extra,
+        "name": o.name,
+        "kind": o.kind,
+        "in_encoding": o.in_encoding,
+        "in_shape": list(o.in_shape),
+        "fan_in": int(o.weight.shape[1]),
+        "out_features": out,
+        "output": output,
+        "pool": o.pool,
+        "out_shape": out_shape,
+        **o.extra,
     }
     if out_encoding:
         layer["out_encoding"] = out_encoding

@@ -29,8 +29,13 @@ def _conv(g: Graph, model: BnnFile, layer: dict, x: str) -> str:
     kh, kw = layer["kernel"]
     ph, pw = layer["padding"]
     w = unpacked_weights(model, layer).reshape(-1, c, kh, kw)
-    return g.op("ConvInteger", [x, g.const(w, f"{layer['name']}_w")], layer["name"], pads=[ph, pw, ph, pw],
-                strides=list(conv_stride(layer)))
+    return g.op(
+        "ConvInteger",
+        [x, g.const(w, f"{layer['name']}_w")],
+        layer["name"],
+        pads=[ph, pw, ph, pw],
+        strides=list(conv_stride(layer)),
+    )
 
 
 def _dense(g: Graph, model: BnnFile, layer: dict, x: str) -> str:
@@ -77,13 +82,24 @@ def bnn_to_onnx_integer(model: BnnFile, metadata: dict | None = None) -> onnx.Mo
         if layer["output"] == "threshold":
             x = _threshold(g, model, layer, s)
             continue
-        logits = g.op("Add", [g.op("Mul", [g.op("Cast", [s], to=DOUBLE), g.const(model.array(layer, "scale"), "scale")]),
-                              g.const(model.array(layer, "offset"), "offset")], "logits")
+        logits = g.op(
+            "Add",
+            [
+                g.op("Mul", [g.op("Cast", [s], to=DOUBLE), g.const(model.array(layer, "scale"), "scale")]),
+                g.const(model.array(layer, "offset"), "offset"),
+            ],
+            "logits",
+        )
         label = g.op("ArgMax", [logits], "argmax", axis=1, keepdims=0, select_last_index=0)
         g.output(s, "scores", INT32, ["N", layer["out_features"]])
         g.output(label, "label", INT64, ["N"])
         break
     else:  # a single-unit network ends in its threshold: the label is its bit, the score its sum
         g.output(s, "scores", INT32, ["N", 1])
-        g.output(g.op("Cast", [g.op("Squeeze", [x, g.const(np.array([1], np.int64), "axis")])], to=INT64), "label", INT64, ["N"])
+        g.output(
+            g.op("Cast", [g.op("Squeeze", [x, g.const(np.array([1], np.int64), "axis")])], to=INT64),
+            "label",
+            INT64,
+            ["N"],
+        )
     return g.model(metadata)

@@ -66,8 +66,14 @@ def _sums(g: Graph, model: BnnFile, layer: dict, x: str) -> str:
         kh, kw = layer["kernel"]
         ph, pw = layer["padding"]
         weights = g.const(w.reshape(-1, c, kh, kw).astype(np.float32), f"{name}_w")
-        return g.op("Conv", [x, weights, g.const(bias.astype(np.float32), f"{name}_b")], name,
-                    kernel_shape=[kh, kw], pads=[ph, pw, ph, pw], strides=list(conv_stride(layer)))
+        return g.op(
+            "Conv",
+            [x, weights, g.const(bias.astype(np.float32), f"{name}_b")],
+            name,
+            kernel_shape=[kh, kw],
+            pads=[ph, pw, ph, pw],
+            strides=list(conv_stride(layer)),
+        )
     flat = g.op("Flatten", [x], "flatten", axis=1)
     weights = g.const(w.astype(np.float32), f"{name}_w")
     return g.op("Gemm", [flat, weights, g.const(bias.astype(np.float32), f"{name}_b")], name, transB=1)
@@ -99,9 +105,19 @@ def bnn_to_onnx_float(model: BnnFile, metadata: dict | None = None) -> onnx.Mode
         shifted = g.op("Cast", [s], to=INT32)  # d (s - T') + 1, T' the clipped threshold
         reach = _max_input(last) * last["fan_in"] + 1
         t_clipped = int(np.clip(t, -reach, reach))
-        score = g.op("Add", [g.op("Mul", [g.op("Sub", [shifted, g.const(np.array(1, np.int32), "one")]),
-                                          g.const(np.array(d, np.int32), "dir")]),
-                             g.const(np.array(t_clipped, np.int32), "thr")])
+        score = g.op(
+            "Add",
+            [
+                g.op(
+                    "Mul",
+                    [
+                        g.op("Sub", [shifted, g.const(np.array(1, np.int32), "one")]),
+                        g.const(np.array(d, np.int32), "dir"),
+                    ],
+                ),
+                g.const(np.array(t_clipped, np.int32), "thr"),
+            ],
+        )
         g.output(score, "scores", INT32, ["N", 1])
         bit = g.op("Squeeze", [x, g.const(np.array([1], np.int64), "axis")])
         g.output(g.op("Cast", [bit], to=INT64), "label", INT64, ["N"])

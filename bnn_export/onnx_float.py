@@ -38,8 +38,14 @@ def _bias(g: Graph, m: nn.Module, n: int) -> str:
 
 def _conv(g: Graph, m: nn.Conv2d, x: str) -> str:
     ph, pw = m.padding  # float_to_onnx checked the convolution with fold's check_conv
-    return g.op("Conv", [x, g.const(_weight(m), "w"), _bias(g, m, m.out_channels)], "conv",
-                kernel_shape=list(m.kernel_size), strides=list(m.stride), pads=[ph, pw, ph, pw])
+    return g.op(
+        "Conv",
+        [x, g.const(_weight(m), "w"), _bias(g, m, m.out_channels)],
+        "conv",
+        kernel_shape=list(m.kernel_size),
+        strides=list(m.stride),
+        pads=[ph, pw, ph, pw],
+    )
 
 
 def _linear(g: Graph, m: nn.Linear, x: str) -> str:
@@ -50,9 +56,18 @@ def _batchnorm(g: Graph, m: nn.modules.batchnorm._BatchNorm, x: str) -> str:
     n = m.num_features
     gamma = _np(m.weight) if m.affine else np.ones(n, np.float32)
     beta = _np(m.bias) if m.affine else np.zeros(n, np.float32)
-    return g.op("BatchNormalization", [x, g.const(gamma, "gamma"), g.const(beta, "beta"),
-                                       g.const(_np(m.running_mean), "mean"), g.const(_np(m.running_var), "var")],
-                "bn", epsilon=float(m.eps))
+    return g.op(
+        "BatchNormalization",
+        [
+            x,
+            g.const(gamma, "gamma"),
+            g.const(beta, "beta"),
+            g.const(_np(m.running_mean), "mean"),
+            g.const(_np(m.running_var), "var"),
+        ],
+        "bn",
+        epsilon=float(m.eps),
+    )
 
 
 def _scale(g: Graph, m: Scale, x: str) -> str:
@@ -105,8 +120,9 @@ HANDLERS = [
 ]
 
 
-def float_to_onnx(model: nn.Sequential, input_shape: tuple[int, ...], single_unit: bool = False,
-                  metadata: dict | None = None) -> onnx.ModelProto:
+def float_to_onnx(
+    model: nn.Sequential, input_shape: tuple[int, ...], single_unit: bool = False, metadata: dict | None = None
+) -> onnx.ModelProto:
     """Outputs ``logits`` (float32; a SUC's activation) and ``label`` (int64)."""
     g = Graph("bnn_float")
     x = g.op("Cast", [g.input("images", UINT8, ["N", *input_shape])], to=FLOAT)

@@ -18,19 +18,28 @@ from .fold import fold
 
 
 @torch.no_grad()
-def synthetic_bnn(spec: str, in_shape: tuple[int, ...], num_classes: int = 10, act: str = "heaviside/ste",
-                  seed: int = 0) -> tuple[dict, dict]:
+def synthetic_bnn(
+    spec: str, in_shape: tuple[int, ...], num_classes: int = 10, act: str = "heaviside/ste", seed: int = 0
+) -> tuple[dict, dict]:
     """(manifest, arrays) of the untrained --arch network ``spec`` on uint8 input ``in_shape``."""
-    cfg = ModelConfig(model="arch", arch=spec, act=act, in_shape=tuple(in_shape), num_classes=num_classes,
-                      input_scale=1 / 255)
+    cfg = ModelConfig(
+        model="arch", arch=spec, act=act, in_shape=tuple(in_shape), num_classes=num_classes, input_scale=1 / 255
+    )
     cfg.validate()
     torch.manual_seed(seed)
     model = build_model(cfg)
     x = torch.from_numpy(np.random.default_rng(seed).integers(0, 256, size=(64, *in_shape), dtype=np.uint8))
     recompute_batchnorm(model, x, 64)
     layers, arrays = fold(model.eval(), tuple(in_shape))
-    manifest = {"format": "bnn", "version": VERSION, "input": {"dtype": "uint8", "shape": list(in_shape)},
-                "classes": [str(i) for i in range(num_classes)], "layers": layers,
-                "provenance": {"synthetic": f"untrained --arch {spec}, seed {seed}",
-                               "config": RunConfig(model=cfg, train=TrainConfig()).to_dict()}}
+    manifest = {
+        "format": "bnn",
+        "version": VERSION,
+        "input": {"dtype": "uint8", "shape": list(in_shape)},
+        "classes": [str(i) for i in range(num_classes)],
+        "layers": layers,
+        "provenance": {
+            "synthetic": f"untrained --arch {spec}, seed {seed}",
+            "config": RunConfig(model=cfg, train=TrainConfig()).to_dict(),
+        },
+    }
     return manifest, arrays

@@ -13,8 +13,19 @@ from .errors import BnnError, BnnFormatError, InputError, SettingError
 from .format import BnnFile, read_bnn, write_bnn
 from .reference import reference_predict, reference_scores
 
-__all__ = ["BnnError", "BnnFormatError", "InputError", "SettingError", "BnnFile", "read_bnn", "write_bnn", "reference_scores", "reference_predict",
-           "BnnModel", "load"]
+__all__ = [
+    "BnnError",
+    "BnnFormatError",
+    "InputError",
+    "SettingError",
+    "BnnFile",
+    "read_bnn",
+    "write_bnn",
+    "reference_scores",
+    "reference_predict",
+    "BnnModel",
+    "load",
+]
 
 
 def __getattr__(name: str):

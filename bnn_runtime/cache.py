@@ -42,7 +42,7 @@ class CacheError(BnnError, OSError):
     """No directory for the compiled kernels can be written."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def source_key() -> str:
     """sha256 of the kernel source files, numba's version and the VNNI mode."""
     import numba
@@ -68,7 +68,7 @@ def _user_cache() -> Path:
     return Path(base) / "bnn"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cache_dir() -> Path:
     """The directory of this build's compiled kernels (created); CacheError when none can be written."""
     sub = f"numba-{source_key()[:16]}"
@@ -83,8 +83,9 @@ def cache_dir() -> Path:
     for base in candidates:
         if _writable(base / sub):
             return base / sub
-    raise CacheError(f"cannot write the kernel cache in {' or '.join(map(str, candidates))}: set {ENV} "
-                     "to a writable directory")
+    raise CacheError(
+        f"cannot write the kernel cache in {' or '.join(map(str, candidates))}: set {ENV} to a writable directory"
+    )
 
 
 def _ready_file() -> Path:

@@ -10,7 +10,7 @@ seconds; ``set_notice`` lets an application say so (the CLI prints NOTICE on std
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 NOTICE = "compiling kernels for this CPU (first use only)"
 _notice: Callable[[str], None] | None = None
@@ -32,9 +32,22 @@ def signature():
         return types.Array(dtype, ndim, "C")
 
     i64 = types.int64
-    return (arr(types.uint8, 2), i64, arr(i64, 1), arr(i64, 2), arr(types.uint64, 1), arr(i64, 1), arr(i64, 2),
-            arr(types.float64, 1), arr(types.float64, 1), arr(i64, 2), arr(types.int32, 2), arr(i64, 1), arr(i64, 1),
-            types.boolean)
+    return (
+        arr(types.uint8, 2),
+        i64,
+        arr(i64, 1),
+        arr(i64, 2),
+        arr(types.uint64, 1),
+        arr(i64, 1),
+        arr(i64, 2),
+        arr(types.float64, 1),
+        arr(types.float64, 1),
+        arr(i64, 2),
+        arr(types.int32, 2),
+        arr(i64, 1),
+        arr(i64, 1),
+        types.boolean,
+    )
 
 
 def forward():

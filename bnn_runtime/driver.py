@@ -21,10 +21,34 @@ from numba import njit
 from . import cache  # noqa: F401  (the kernel cache locator, before any kernel is decorated)
 from .first_layer import byte_planes, conv_u8, dense_u8, dense_vnni
 from .kernels import conv_lut, dense_bits, gemm, im2col_bits, row_bit_offsets
-from .layout import (COL_ACC16, COL_ALPHA, COL_BETA, COL_C_OFF, COL_KIND, COL_LAST, COL_LUT_SIZE, COL_LUT_TAPS,
-                     COL_N_OUT, COL_N_OUT_PAD, COL_NW, COL_POOL_H, COL_POOL_W, COL_ROWS_PER_IMAGE, COL_W_OFF,
-                     KIND_CONV_BITS, KIND_CONV_LUT, KIND_CONV_U8, KIND_DENSE_BITS, KIND_DENSE_U8, KIND_DENSE_VNNI,
-                     SLOT_BITS, SLOT_I16, SLOT_I32, SLOT_ROW_WORDS, SLOT_ROWS)
+from .layout import (
+    COL_ACC16,
+    COL_ALPHA,
+    COL_BETA,
+    COL_C_OFF,
+    COL_KIND,
+    COL_LAST,
+    COL_LUT_SIZE,
+    COL_LUT_TAPS,
+    COL_N_OUT,
+    COL_N_OUT_PAD,
+    COL_NW,
+    COL_POOL_H,
+    COL_POOL_W,
+    COL_ROWS_PER_IMAGE,
+    COL_W_OFF,
+    KIND_CONV_BITS,
+    KIND_CONV_LUT,
+    KIND_CONV_U8,
+    KIND_DENSE_BITS,
+    KIND_DENSE_U8,
+    KIND_DENSE_VNNI,
+    SLOT_BITS,
+    SLOT_I16,
+    SLOT_I32,
+    SLOT_ROW_WORDS,
+    SLOT_ROWS,
+)
 from .simd import atomic_add, atomic_cas, atomic_load, atomic_store
 
 TILE_OPEN, TILE_COMMITTING, TILE_DONE = 0, 1, 2  # state[1 + t]; state[0] counts the claimed tiles
@@ -67,22 +91,59 @@ def layer_dense_u8(p, x, i0, n, wpool, consts, rows, xsum, out, image_bits, scor
     nw = p[COL_NW]
     for i in range(n):
         xsum[i] = byte_planes(x[i0 + i], rows, 8 * i, nw)
-    dense_u8(rows, n, nw, wpool[p[COL_W_OFF] : p[COL_W_OFF] + p[COL_N_OUT_PAD] * nw], p[COL_N_OUT], xsum, consts,
-             p[COL_LAST], out, image_bits, scores, 0)
+    dense_u8(
+        rows,
+        n,
+        nw,
+        wpool[p[COL_W_OFF] : p[COL_W_OFF] + p[COL_N_OUT_PAD] * nw],
+        p[COL_N_OUT],
+        xsum,
+        consts,
+        p[COL_LAST],
+        out,
+        image_bits,
+        scores,
+        0,
+    )
 
 
 @njit(cache=True, inline="always")
 def layer_dense_vnni(p, x, i0, n, wpool, consts, out, image_bits, scores):
     nw, w0 = p[COL_NW], p[COL_W_OFF]
-    dense_vnni(x, i0, n, nw, wpool[w0 : w0 + p[COL_N_OUT_PAD] * nw // 2], p[COL_N_OUT], consts, p[COL_LAST], out,
-               image_bits, scores, 0)
+    dense_vnni(
+        x,
+        i0,
+        n,
+        nw,
+        wpool[w0 : w0 + p[COL_N_OUT_PAD] * nw // 2],
+        p[COL_N_OUT],
+        consts,
+        p[COL_LAST],
+        out,
+        image_bits,
+        scores,
+        0,
+    )
 
 
 @njit(cache=True, inline="always")
 def layer_dense_bits(p, src, n, wpool, consts, out, image_bits, scores):
     nw, w0 = p[COL_NW], p[COL_W_OFF]
-    dense_bits(src, n, nw, wpool[w0 : w0 + p[COL_N_OUT_PAD] * nw], p[COL_N_OUT], p[COL_ALPHA], p[COL_BETA], consts,
-               out, image_bits, scores, 0, p[COL_LAST])
+    dense_bits(
+        src,
+        n,
+        nw,
+        wpool[w0 : w0 + p[COL_N_OUT_PAD] * nw],
+        p[COL_N_OUT],
+        p[COL_ALPHA],
+        p[COL_BETA],
+        consts,
+        out,
+        image_bits,
+        scores,
+        0,
+        p[COL_LAST],
+    )
 
 
 @njit(cache=True, inline="always")
@@ -187,8 +248,24 @@ def forward(x, tile, sizes, params, wpool, cpool, taps, scale, offset, final, sc
                 t += 1
             if t >= ntiles:
                 break
-        if run_tile(x, t * tile, min(n, (t + 1) * tile), params, wpool, cpool, taps, mine, bits, rows, rowbit, ibuf16,
-                    ibuf32, xsum, state, t if taking_over else -1):
+        if run_tile(
+            x,
+            t * tile,
+            min(n, (t + 1) * tile),
+            params,
+            wpool,
+            cpool,
+            taps,
+            mine,
+            bits,
+            rows,
+            rowbit,
+            ibuf16,
+            ibuf32,
+            xsum,
+            state,
+            t if taking_over else -1,
+        ):
             commit(t, tile, n, mine, scores, labels, scale, offset, final, state)
     if main:
         for t in range(ntiles):  # commits in progress: a copy of a tile's scores each

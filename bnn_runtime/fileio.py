@@ -36,7 +36,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         os.replace(tmp, path)
     except OSError as e:  # a full disk, a quota, a read-only remount: the old file stays as it was
         Path(tmp).unlink(missing_ok=True)
-        raise FileWriteError(f"cannot write {path}: {e.strerror or e} (the previous file, if any, is unchanged)") from None
+        raise FileWriteError(
+            f"cannot write {path}: {e.strerror or e} (the previous file, if any, is unchanged)"
+        ) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

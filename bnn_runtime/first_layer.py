@@ -13,10 +13,34 @@ from numba import njit
 
 from . import cache  # noqa: F401  (the kernel cache locator, before any kernel is decorated)
 from .kernels import or_run
-from .layout import (COL_C, COL_H, COL_KH, COL_KW, COL_N_OUT, COL_OUT_H, COL_OUT_W, COL_PH, COL_POOL_H, COL_POOL_SH,
-                     COL_POOL_SW, COL_POOL_W, COL_PW, COL_SH, COL_SW, COL_W)
-from .simd import (planes_bits1, planes_bits2, planes_sums1, vnni_bits1x1, vnni_bits1x3, vnni_bits8x1, vnni_bits8x3,
-                   vnni_sums1x1)
+from .layout import (
+    COL_C,
+    COL_H,
+    COL_KH,
+    COL_KW,
+    COL_N_OUT,
+    COL_OUT_H,
+    COL_OUT_W,
+    COL_PH,
+    COL_POOL_H,
+    COL_POOL_SH,
+    COL_POOL_SW,
+    COL_POOL_W,
+    COL_PW,
+    COL_SH,
+    COL_SW,
+    COL_W,
+)
+from .simd import (
+    planes_bits1,
+    planes_bits2,
+    planes_sums1,
+    vnni_bits1x1,
+    vnni_bits1x3,
+    vnni_bits8x1,
+    vnni_bits8x3,
+    vnni_sums1x1,
+)
 
 # --------------------------------------------------------------------------- the first layer (uint8 input)
 
@@ -122,6 +146,7 @@ def dense_vnni(x, r0, n_img, k4, wv, n_out, consts, last, out, image_bits, score
                 vnni_bits1x1(x, r0 + r, wv, b, k4, consts, o, res)
             or_run(out, r * image_bits + o, np.uint64(res[0]) & valid, nb)
         b += nv
+
 
 @njit(cache=True, inline="always")
 def pad_image(img, c_in, h, w, ph, pw, pitch, xp):

@@ -49,8 +49,24 @@ ENCODINGS_OUT = ("01", "pm1")
 # the keys each object of the manifest may have (anything else is refused, not ignored)
 MANIFEST_KEYS = frozenset({"format", "version", "input", "classes", "layers", "arrays", "provenance"})
 INPUT_KEYS = frozenset({"dtype", "shape", "range", "layout", "color"})  # the last three optional (pixels.py)
-LAYER_KEYS = frozenset({"name", "kind", "in_encoding", "in_shape", "kernel", "padding", "stride", "fan_in",
-                        "out_features", "output", "out_encoding", "pool", "out_shape", "arrays"})
+LAYER_KEYS = frozenset(
+    {
+        "name",
+        "kind",
+        "in_encoding",
+        "in_shape",
+        "kernel",
+        "padding",
+        "stride",
+        "fan_in",
+        "out_features",
+        "output",
+        "out_encoding",
+        "pool",
+        "out_shape",
+        "arrays",
+    }
+)
 POOL_KEYS = frozenset({"kind", "size", "stride"})
 ARRAY_SPEC_KEYS = frozenset({"dtype", "shape", "offset"})
 # dtype of each array a layer refers to
@@ -138,8 +154,9 @@ def read_bnn(path: str | Path) -> BnnFile:
     path = Path(path)
     try:
         if path.is_file() and path.stat().st_size > limits.MAX_FILE_BYTES:
-            raise BnnFormatError(f"{path}: {path.stat().st_size} bytes, larger than a .bnn file may be "
-                                 f"({limits.MAX_FILE_BYTES})")
+            raise BnnFormatError(
+                f"{path}: {path.stat().st_size} bytes, larger than a .bnn file may be ({limits.MAX_FILE_BYTES})"
+            )
         data = path.read_bytes()
     except FileNotFoundError:
         raise BnnFormatError(f"{path}: no such file") from None
@@ -162,8 +179,10 @@ def parse(data: bytes, source: str = "<bytes>") -> BnnFile:
     if magic != MAGIC:
         fail("not a .bnn file (bad magic)")
     if version not in READABLE_VERSIONS:
-        fail(f"unsupported .bnn format version {version}; this reader reads versions "
-             f"{', '.join(map(str, READABLE_VERSIONS))}")
+        fail(
+            f"unsupported .bnn format version {version}; this reader reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}"
+        )
     if reserved != 0:
         fail(f"header reserved field is {reserved}, must be 0")
     expected = HEADER.size + m_len + d_len
@@ -204,15 +223,18 @@ class _Schema:
         return value
 
     @staticmethod
-    def ints(obj: Any, key: str, where: str, length: int | None = None, minimum: int = 1,
-             maximum: int = limits.MAX_SIZE) -> tuple[int, ...]:
+    def ints(
+        obj: Any, key: str, where: str, length: int | None = None, minimum: int = 1, maximum: int = limits.MAX_SIZE
+    ) -> tuple[int, ...]:
         value = _Schema.get(obj, key, list, where)
         if length is not None and len(value) != length:
             raise BnnFormatError(f"{where}.{key} must have {length} entries, got {len(value)}")
-        if not value or not all(isinstance(v, int) and not isinstance(v, bool) and minimum <= v <= maximum
-                                for v in value):
-            raise BnnFormatError(f"{where}.{key} must be a list of integers in [{minimum}, {maximum}], "
-                                 f"got {str(value)[:200]}")
+        if not value or not all(
+            isinstance(v, int) and not isinstance(v, bool) and minimum <= v <= maximum for v in value
+        ):
+            raise BnnFormatError(
+                f"{where}.{key} must be a list of integers in [{minimum}, {maximum}], got {str(value)[:200]}"
+            )
         return tuple(value)
 
     @staticmethod
@@ -223,7 +245,9 @@ class _Schema:
     def keys(obj: dict, allowed: frozenset, where: str) -> None:
         unknown = set(obj) - allowed
         if unknown:
-            raise BnnFormatError(f"{where} has unknown keys {sorted(unknown)[:5]} (allowed: {', '.join(sorted(allowed))})")
+            raise BnnFormatError(
+                f"{where} has unknown keys {sorted(unknown)[:5]} (allowed: {', '.join(sorted(allowed))})"
+            )
 
 
 def _read_arrays(table: Any, data: bytes) -> dict[str, np.ndarray]:
@@ -264,8 +288,14 @@ def _check_resources(where: str, layer: dict, costs: list, out_spatial: tuple, f
     """Before any array of the layer is touched: its sums fit int32; its scratch and work join ``costs``."""
     limits.check_sum_bound(where, layer["in_encoding"], fan_in)
     conv = layer["kind"] == "conv"
-    scratch, work = limits.layer_cost(tuple(layer["in_shape"]), layer["in_encoding"], out, fan_in,
-                                      out_spatial if conv else None, tuple(layer["padding"]) if conv else (0, 0))
+    scratch, work = limits.layer_cost(
+        tuple(layer["in_shape"]),
+        layer["in_encoding"],
+        out,
+        fan_in,
+        out_spatial if conv else None,
+        tuple(layer["padding"]) if conv else (0, 0),
+    )
     costs.append((where, scratch, work))
 
 
@@ -386,7 +416,9 @@ def _validate(manifest: Any, data: bytes, version: int = VERSION) -> BnnFile:
             used.add(ref)
             a = arrays[ref]
             if a.dtype != ARRAY_DTYPES[role]:
-                raise BnnFormatError(f"{where}: {role} array {ref!r} has dtype {a.dtype.str}, expected {ARRAY_DTYPES[role].str}")
+                raise BnnFormatError(
+                    f"{where}: {role} array {ref!r} has dtype {a.dtype.str}, expected {ARRAY_DTYPES[role].str}"
+                )
             want = expect_shape.get(role, (out,))
             if a.shape != want:
                 raise BnnFormatError(f"{where}: {role} array {ref!r} has shape {list(a.shape)}, expected {list(want)}")

@@ -28,7 +28,9 @@ def prepare_input(x, input_shape: tuple[int, ...]) -> np.ndarray:
             raise InputError(f"input images are {dims(*shape[1:])} (H×W), the model takes {dims(*want[1:])}")
         x = x[:, None]
     elif x.ndim != len(want) + 1:
-        expected = f"(N, {', '.join(map(str, want))})" + (f" or (N, {want[1]}, {want[2]})" if len(want) == 3 and want[0] == 1 else "")
+        expected = f"(N, {', '.join(map(str, want))})" + (
+            f" or (N, {want[1]}, {want[2]})" if len(want) == 3 and want[0] == 1 else ""
+        )
         raise InputError(f"input has shape {shape}; the model takes a batch {expected}")
     elif x.shape[1:] != want:
         if len(want) == 3 and x.shape[1] != want[0]:

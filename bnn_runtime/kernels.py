@@ -23,11 +23,38 @@ import numpy as np
 from numba import njit
 
 from . import cache  # noqa: F401  (the kernel cache locator, before any kernel is decorated)
-from .layout import (COL_C, COL_H, COL_KH, COL_KW, COL_LUT_G, COL_LUT_TAPS, COL_N_OUT, COL_OUT_H, COL_OUT_W, COL_PH,
-                     COL_POOL_H, COL_POOL_SH, COL_POOL_SW, COL_POOL_W, COL_PW, COL_SH, COL_SW, COL_W)
-from .simd import (cols_bits1x1, cols_bits1x4, cols_bits4x1, cols_bits4x4, cols_sums1x1, ge_mask16, lut_max16,
-                   popcount, popcount_block1x4, popcount_block4x4)
-
+from .layout import (
+    COL_C,
+    COL_H,
+    COL_KH,
+    COL_KW,
+    COL_LUT_G,
+    COL_LUT_TAPS,
+    COL_N_OUT,
+    COL_OUT_H,
+    COL_OUT_W,
+    COL_PH,
+    COL_POOL_H,
+    COL_POOL_SH,
+    COL_POOL_SW,
+    COL_POOL_W,
+    COL_PW,
+    COL_SH,
+    COL_SW,
+    COL_W,
+)
+from .simd import (
+    cols_bits1x1,
+    cols_bits1x4,
+    cols_bits4x1,
+    cols_bits4x4,
+    cols_sums1x1,
+    ge_mask16,
+    lut_max16,
+    popcount,
+    popcount_block1x4,
+    popcount_block4x4,
+)
 
 # Two rules keep these loops fast (both measured: docs/PERFORMANCE.md):
 # * no call to a small array-taking kernel inside a hot loop: numba increments and decrements the
@@ -58,8 +85,12 @@ def nibble(p0, p1, p2, p3, pa, alpha, c):
     b1 = c[9] * (alpha * np.int64(p1) + pa + c[1]) >= c[5]
     b2 = c[10] * (alpha * np.int64(p2) + pa + c[2]) >= c[6]
     b3 = c[11] * (alpha * np.int64(p3) + pa + c[3]) >= c[7]
-    return (np.uint64(b0) | (np.uint64(b1) << np.uint64(1)) | (np.uint64(b2) << np.uint64(2))
-            | (np.uint64(b3) << np.uint64(3)))
+    return (
+        np.uint64(b0)
+        | (np.uint64(b1) << np.uint64(1))
+        | (np.uint64(b2) << np.uint64(2))
+        | (np.uint64(b3) << np.uint64(3))
+    )
 
 
 @njit(cache=True)
@@ -80,8 +111,20 @@ def gemm_rows4(a, r0, r1, nw, w, n_out, alpha, beta, consts, rowbit, out, scores
             t += popcount(a[r, k])
         pa[r] = beta * np.int64(t)
     for o in range(0, n_out, 4):  # outputs outside: a block of weight rows is read from L1 by every row
-        c = (consts[0, o], consts[0, o + 1], consts[0, o + 2], consts[0, o + 3], consts[1, o], consts[1, o + 1],
-             consts[1, o + 2], consts[1, o + 3], consts[2, o], consts[2, o + 1], consts[2, o + 2], consts[2, o + 3])
+        c = (
+            consts[0, o],
+            consts[0, o + 1],
+            consts[0, o + 2],
+            consts[0, o + 3],
+            consts[1, o],
+            consts[1, o + 1],
+            consts[1, o + 2],
+            consts[1, o + 3],
+            consts[2, o],
+            consts[2, o + 1],
+            consts[2, o + 2],
+            consts[2, o + 3],
+        )
         valid = (np.uint64(1) << np.uint64(min(4, n_out - o))) - np.uint64(1)  # padded outputs (dir 0) never set a bit
         for r in range(r0, r1, 4):
             popcount_block4x4(a, r, w, o, n8, h4, acc)
@@ -119,8 +162,20 @@ def gemm_rows1(a, r0, r1, nw, w, n_out, alpha, beta, consts, rowbit, out, scores
                 for j in range(min(4, n_out - o)):
                     scores[row0 + r, o + j] = alpha * acc[j] + pa + consts[0, o + j]
                 continue
-            c = (consts[0, o], consts[0, o + 1], consts[0, o + 2], consts[0, o + 3], consts[1, o], consts[1, o + 1],
-                 consts[1, o + 2], consts[1, o + 3], consts[2, o], consts[2, o + 1], consts[2, o + 2], consts[2, o + 3])
+            c = (
+                consts[0, o],
+                consts[0, o + 1],
+                consts[0, o + 2],
+                consts[0, o + 3],
+                consts[1, o],
+                consts[1, o + 1],
+                consts[1, o + 2],
+                consts[1, o + 3],
+                consts[2, o],
+                consts[2, o + 1],
+                consts[2, o + 2],
+                consts[2, o + 3],
+            )
             valid = (np.uint64(1) << np.uint64(min(4, n_out - o))) - np.uint64(1)
             or_bits(out, rowbit[r] + o, nibble(acc[0], acc[1], acc[2], acc[3], pa, alpha, c) & valid)
 
@@ -180,6 +235,7 @@ def dense_bits(a, nrows, nw, wt, n_out, alpha, beta, consts, out, image_bits, sc
                 cols_bits1x1(a, r, wt, b, nw, alpha, pa, r, consts, o, res)
             or_run(out, r * image_bits + o, np.uint64(res[0]) & valid, nb)
         b += nv
+
 
 @njit(cache=True, inline="always")
 def gemm(a, nrows, nw, w, n_out, alpha, beta, consts, rowbit, out, scores, row0, last):
@@ -279,7 +335,9 @@ def lut_grid(src, img, c, h, w, ph, pw, pitch, g, o16, grid):
             if sft + np.uint64(c) > np.uint64(64):
                 v |= src[img, q + 1] << (np.uint64(64) - sft)
             grid[r + x] = np.int32(v & mask)
-    if g > 1:  # group values: pixel x's bits, then x + 1's above them, ... (reads stay in the row: pitch is wide enough)
+    if (
+        g > 1
+    ):  # group values: pixel x's bits, then x + 1's above them, ... (reads stay in the row: pitch is wide enough)
         for y in range(hp):
             r = y * pitch
             for x in range(pitch - g + 1):
@@ -350,5 +408,3 @@ def and_popcount_peak(a, w, repeats):
         total += s0 + (s1 << np.uint64(1)) + (s2 << np.uint64(2)) + (s3 << np.uint64(3))
         w0, w1, w2, w3 = w1, w2, w3, w0
     return total
-
-

@@ -15,8 +15,14 @@ KIND_CONV_BITS = 2  # convolution of bits: im2col rows times weight rows (popcou
 KIND_DENSE_BITS = 3  # dense layer on bits: weights by columns of 8 outputs
 KIND_CONV_LUT = 4  # convolution of bits with at most 8 channels: table lookups
 KIND_DENSE_VNNI = 5  # first dense layer on uint8 values with AVX512-VNNI
-KIND_NAMES = {KIND_CONV_U8: "conv_u8", KIND_DENSE_U8: "dense_u8", KIND_CONV_BITS: "conv_bits",
-              KIND_DENSE_BITS: "dense_bits", KIND_CONV_LUT: "conv_lut", KIND_DENSE_VNNI: "dense_vnni"}
+KIND_NAMES = {
+    KIND_CONV_U8: "conv_u8",
+    KIND_DENSE_U8: "dense_u8",
+    KIND_CONV_BITS: "conv_bits",
+    KIND_DENSE_BITS: "dense_bits",
+    KIND_CONV_LUT: "conv_lut",
+    KIND_DENSE_VNNI: "dense_vnni",
+}
 
 # --------------------------------------------------------------------------- columns of a row of Plan.params
 COL_KIND = 0

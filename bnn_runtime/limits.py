@@ -82,12 +82,19 @@ def check_sum_bound(where: str, in_encoding: str, fan_in: int) -> None:
     """The format's sums are int32: refuse a layer whose exact sum could leave that range."""
     bound = sum_bound(in_encoding, fan_in)
     if bound > INT32_MAX:
-        raise BnnFormatError(f"{where}: its sums can reach {bound} ({in_encoding} input, fan_in {fan_in}), "
-                             f"beyond int32 ({INT32_MAX})")
+        raise BnnFormatError(
+            f"{where}: its sums can reach {bound} ({in_encoding} input, fan_in {fan_in}), beyond int32 ({INT32_MAX})"
+        )
 
 
-def layer_cost(in_shape: tuple[int, ...], in_encoding: str, out: int, fan_in: int,
-               conv_out: tuple[int, int] | None, padding: tuple[int, int] = (0, 0)) -> tuple[int, int]:
+def layer_cost(
+    in_shape: tuple[int, ...],
+    in_encoding: str,
+    out: int,
+    fan_in: int,
+    conv_out: tuple[int, int] | None,
+    padding: tuple[int, int] = (0, 0),
+) -> tuple[int, int]:
     """(scratch bytes, multiply-accumulates) of one layer for one image, exact Python integers.
 
     Scratch counts what the NumPy reference (the heavier of the two executors) holds as int64:
@@ -110,8 +117,9 @@ def check_budget(costs: list[tuple[str, int, int]]) -> None:
     work = sum(w for _, _, w in costs)
     if scratch > MAX_SCRATCH_BYTES:
         worst = max(costs, key=lambda c: c[1])[0]
-        raise BnnFormatError(f"layers need {scratch} bytes of scratch memory per image (at most "
-                             f"{MAX_SCRATCH_BYTES}; most in {worst})")
+        raise BnnFormatError(
+            f"layers need {scratch} bytes of scratch memory per image (at most {MAX_SCRATCH_BYTES}; most in {worst})"
+        )
     if work > MAX_WORK:
         worst = max(costs, key=lambda c: c[2])[0]
         raise BnnFormatError(f"layers need {work} multiply-accumulates per image (at most {MAX_WORK}; most in {worst})")

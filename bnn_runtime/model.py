@@ -94,8 +94,10 @@ class BnnModel:
 
     def __repr__(self) -> str:
         kinds = "-".join(f"{layer['kind']}{layer['out_features']}" for layer in self.file.layers)
-        return (f"BnnModel(input={list(self.input_shape)}, layers={kinds}, classes={len(self.classes)}, "
-                f"threads={self.threads})")
+        return (
+            f"BnnModel(input={list(self.input_shape)}, layers={kinds}, classes={len(self.classes)}, "
+            f"threads={self.threads})"
+        )
 
     # ------------------------------------------------------------------ running it
     def run(self, x) -> tuple[np.ndarray, np.ndarray]:

@@ -37,35 +37,39 @@ class InputSpec:
     described: bool = False  # whether the manifest states the range (else: 0..255, as version-1 files)
 
     @classmethod
-    def default(cls, shape: tuple[int, ...]) -> "InputSpec":
+    def default(cls, shape: tuple[int, ...]) -> InputSpec:
         """What a file that says nothing about its input is taken to expect (version-1 behaviour)."""
         shape = tuple(shape)
         return cls(shape, (0, PIXEL_MAX), LAYOUTS[len(shape)], COLORS.get(shape[0]) if len(shape) == 3 else None)
 
     @classmethod
-    def for_data(cls, shape: tuple[int, ...], max_value: int) -> "InputSpec":
+    def for_data(cls, shape: tuple[int, ...], max_value: int) -> InputSpec:
         """The description the exporter writes for a dataset whose values run from 0 to ``max_value``."""
         base = cls.default(shape)
         return cls(base.shape, (0, int(max_value)), base.layout, base.color, described=True)
 
     @classmethod
-    def from_manifest(cls, inp: dict) -> "InputSpec":
+    def from_manifest(cls, inp: dict) -> InputSpec:
         """Read and check the optional keys of a manifest's ``input``, each on its own (BnnFormatError naming it).
 
         ``layout`` and ``color`` follow from the shape; a file may state them, and if it does they must agree."""
         base = cls.default(tuple(inp["shape"]))
         if "layout" in inp and inp["layout"] != base.layout:
-            raise BnnFormatError(f"input.layout must be {base.layout!r} for shape {list(base.shape)}, "
-                                 f"got {inp['layout']!r}")
+            raise BnnFormatError(
+                f"input.layout must be {base.layout!r} for shape {list(base.shape)}, got {inp['layout']!r}"
+            )
         if "color" in inp and inp["color"] != base.color:
             want = repr(base.color) if base.color else "absent (the input is not an image)"
             raise BnnFormatError(f"input.color must be {want} for shape {list(base.shape)}, got {inp['color']!r}")
         if "range" not in inp:
             return base
         lo_hi = inp["range"]
-        if (not isinstance(lo_hi, list) or len(lo_hi) != 2
-                or not all(isinstance(v, int) and not isinstance(v, bool) for v in lo_hi)
-                or not 0 <= lo_hi[0] < lo_hi[1] <= PIXEL_MAX):
+        if (
+            not isinstance(lo_hi, list)
+            or len(lo_hi) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in lo_hi)
+            or not 0 <= lo_hi[0] < lo_hi[1] <= PIXEL_MAX
+        ):
             raise BnnFormatError(f"input.range must be [lo, hi] with 0 <= lo < hi <= {PIXEL_MAX}, got {lo_hi!r}")
         return cls(base.shape, (lo_hi[0], lo_hi[1]), base.layout, base.color, described=True)
 

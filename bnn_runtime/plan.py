@@ -40,8 +40,21 @@ from . import simd
 from .bits import n_words, pack_bits, unpack_signs
 from .errors import BnnFormatError
 from .format import BnnFile
-from .layout import (COLUMNS, KIND_CONV_BITS, KIND_CONV_LUT, KIND_CONV_U8, KIND_DENSE_BITS, KIND_DENSE_U8,
-                     KIND_DENSE_VNNI, N_SLOTS, SLOT_BITS, SLOT_I16, SLOT_I32, SLOT_ROW_WORDS, SLOT_ROWS)
+from .layout import (
+    COLUMNS,
+    KIND_CONV_BITS,
+    KIND_CONV_LUT,
+    KIND_CONV_U8,
+    KIND_DENSE_BITS,
+    KIND_DENSE_U8,
+    KIND_DENSE_VNNI,
+    N_SLOTS,
+    SLOT_BITS,
+    SLOT_I16,
+    SLOT_I32,
+    SLOT_ROW_WORDS,
+    SLOT_ROWS,
+)
 from .reference import conv_stride, pool_stride
 
 LUT_MAX_CHANNELS = 8  # a table has 2 ** (g * C) rows, g * C <= 8
@@ -95,8 +108,18 @@ class LayerInput:
     def row(self, kind: int, n_out_pad: int, **columns) -> dict:
         """The layer's params row: the columns every kind has, then the kind's own."""
         alpha, beta = self.alpha_beta
-        return dict(kind=kind, last=int(self.last), n_out=self.n_out, n_out_pad=n_out_pad, alpha=alpha, beta=beta,
-                    rows_per_image=1) | columns
+        return (
+            dict(
+                kind=kind,
+                last=int(self.last),
+                n_out=self.n_out,
+                n_out_pad=n_out_pad,
+                alpha=alpha,
+                beta=beta,
+                rows_per_image=1,
+            )
+            | columns
+        )
 
     def consts(self, n_out_pad: int, signs: np.ndarray | None = None) -> np.ndarray:
         return _consts(self.layer, self.bnn, self.signs if signs is None else signs, n_out_pad)
@@ -231,10 +254,29 @@ def conv_geometry(layer: dict) -> dict:
     oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
     out_h, out_w = (oh - qh) // qsh + 1, (ow - qw) // qsw + 1
     if min(oh, ow, out_h, out_w) < 1 or list(layer["out_shape"]) != [layer["out_features"], out_h, out_w]:
-        raise BnnFormatError(f"layer {layer['name']!r}: out_shape {layer['out_shape']} disagrees with its "
-                             f"kernel, padding, stride and pooling ({out_h}x{out_w})")
-    return dict(c=c, h=h, w=w, kh=kh, kw=kw, ph=ph, pw=pw, sh=sh, sw=sw, oh=oh, ow=ow, pool_h=qh, pool_w=qw,
-                pool_sh=qsh, pool_sw=qsw, out_h=out_h, out_w=out_w)
+        raise BnnFormatError(
+            f"layer {layer['name']!r}: out_shape {layer['out_shape']} disagrees with its "
+            f"kernel, padding, stride and pooling ({out_h}x{out_w})"
+        )
+    return dict(
+        c=c,
+        h=h,
+        w=w,
+        kh=kh,
+        kw=kw,
+        ph=ph,
+        pw=pw,
+        sh=sh,
+        sw=sw,
+        oh=oh,
+        ow=ow,
+        pool_h=qh,
+        pool_w=qw,
+        pool_sh=qsh,
+        pool_sw=qsw,
+        out_h=out_h,
+        out_w=out_w,
+    )
 
 
 def conv_u8_scratch(geo: dict) -> int:
@@ -255,8 +297,13 @@ def plan_conv_u8(li: LayerInput) -> LayerPlan:
     acc16 = int(255 * li.layer["fan_in"] <= INT16_MAX)
     consts = li.consts(n_out_pad)
     consts[0, :o] = sigma
-    return LayerPlan(row=li.row(KIND_CONV_U8, n_out_pad, acc16=acc16, **geo), weights=NO_WEIGHTS,
-                     consts=consts.ravel(), scratch={SLOT_I16 if acc16 else SLOT_I32: conv_u8_scratch(geo)}, taps=taps)
+    return LayerPlan(
+        row=li.row(KIND_CONV_U8, n_out_pad, acc16=acc16, **geo),
+        weights=NO_WEIGHTS,
+        consts=consts.ravel(),
+        scratch={SLOT_I16 if acc16 else SLOT_I32: conv_u8_scratch(geo)},
+        taps=taps,
+    )
 
 
 def plan_conv_lut(li: LayerInput) -> LayerPlan | None:
@@ -284,9 +331,13 @@ def plan_conv_bits(li: LayerInput) -> LayerPlan:
     signs = li.signs.reshape(o, geo["c"], geo["kh"], geo["kw"]).transpose(0, 2, 3, 1).reshape(o, -1)
     nw = _round_up(n_words(fan_in), WORD_ALIGN)
     rows = geo["out_h"] * geo["out_w"] * geo["pool_h"] * geo["pool_w"]  # one patch per pooling window position
-    return LayerPlan(row=li.row(KIND_CONV_BITS, n_out_pad, nw=nw, rows_per_image=rows, **geo),
-                     weights=_pack_rows(signs, n_out_pad, nw).ravel(), consts=li.consts(n_out_pad, signs).ravel(),
-                     scratch={SLOT_ROWS: rows, SLOT_ROW_WORDS: nw}, word_ops=rows * o * n_words(fan_in))
+    return LayerPlan(
+        row=li.row(KIND_CONV_BITS, n_out_pad, nw=nw, rows_per_image=rows, **geo),
+        weights=_pack_rows(signs, n_out_pad, nw).ravel(),
+        consts=li.consts(n_out_pad, signs).ravel(),
+        scratch={SLOT_ROWS: rows, SLOT_ROW_WORDS: nw},
+        word_ops=rows * o * n_words(fan_in),
+    )
 
 
 def plan_dense_vnni(li: LayerInput) -> LayerPlan:
@@ -296,8 +347,11 @@ def plan_dense_vnni(li: LayerInput) -> LayerPlan:
     w = np.zeros((n_out_pad, fan_in), np.int8)
     w[:o] = li.signs
     w = w.reshape(-1, VNNI_COLUMN, fan_in // 4, 4).transpose(0, 2, 1, 3)
-    return LayerPlan(row=li.row(KIND_DENSE_VNNI, n_out_pad, nw=fan_in // 4),
-                     weights=np.ascontiguousarray(w).reshape(-1).view(np.uint64), consts=li.consts(n_out_pad).ravel())
+    return LayerPlan(
+        row=li.row(KIND_DENSE_VNNI, n_out_pad, nw=fan_in // 4),
+        weights=np.ascontiguousarray(w).reshape(-1).view(np.uint64),
+        consts=li.consts(n_out_pad).ravel(),
+    )
 
 
 def _dense_columns(li: LayerInput, kind: int, signs: np.ndarray, rows: int) -> LayerPlan:
@@ -306,9 +360,13 @@ def _dense_columns(li: LayerInput, kind: int, signs: np.ndarray, rows: int) -> L
     nw, n_out_pad = _round_up(n_words(fan_in), WORD_ALIGN), _round_up(o, COLUMN)
     w = _pack_rows(signs, n_out_pad, nw)
     scratch = {SLOT_ROW_WORDS: nw, **({SLOT_ROWS: rows} if kind == KIND_DENSE_U8 else {})}
-    return LayerPlan(row=li.row(kind, n_out_pad, nw=nw, rows_per_image=rows),
-                     weights=w.reshape(-1, COLUMN, nw).transpose(0, 2, 1).ravel(),
-                     consts=li.consts(n_out_pad, signs).ravel(), scratch=scratch, word_ops=rows * o * n_words(fan_in))
+    return LayerPlan(
+        row=li.row(kind, n_out_pad, nw=nw, rows_per_image=rows),
+        weights=w.reshape(-1, COLUMN, nw).transpose(0, 2, 1).ravel(),
+        consts=li.consts(n_out_pad, signs).ravel(),
+        scratch=scratch,
+        word_ops=rows * o * n_words(fan_in),
+    )
 
 
 def plan_dense_u8(li: LayerInput) -> LayerPlan:
@@ -375,6 +433,10 @@ def build_plan(bnn: BnnFile) -> Plan:
         wpool=wpool if wpool.size else np.zeros(1, np.uint64),
         cpool=np.concatenate(cblobs),
         taps=taps,
-        scale=np.ascontiguousarray(scale), offset=np.ascontiguousarray(offset), final_threshold=final,
-        sizes=sizes, n_scores=last["out_features"], word_ops=word_ops,
+        scale=np.ascontiguousarray(scale),
+        offset=np.ascontiguousarray(offset),
+        final_threshold=final,
+        sizes=sizes,
+        n_scores=last["out_features"],
+        word_ops=word_ops,
     )

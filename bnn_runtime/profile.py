@@ -46,8 +46,13 @@ def layer_times(model, x, repeats: int = 15) -> list[dict]:
     out, before = [], 0.0
     for k, layer in enumerate(layers):
         vnni = " (VNNI)" if model.plan.params[k, COL_KIND] == KIND_DENSE_VNNI else ""
-        out.append({"layer": layer["name"], "kind": f"{layer['kind']} {layer['in_encoding']}{vnni}",
-                    "seconds_per_image": max(best[k] - before, 0.0) / len(x),
-                    "word_ops_per_image": model.plan.word_ops[k]})
+        out.append(
+            {
+                "layer": layer["name"],
+                "kind": f"{layer['kind']} {layer['in_encoding']}{vnni}",
+                "seconds_per_image": max(best[k] - before, 0.0) / len(x),
+                "word_ops_per_image": model.plan.word_ops[k],
+            }
+        )
         before = best[k]
     return out

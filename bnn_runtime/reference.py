@@ -30,7 +30,9 @@ def _conv_sums(a: np.ndarray, w: np.ndarray, padding: tuple[int, int], stride: t
     """a: (N, C, H, W) int64, w: (O, C, kh, kw) int64 -> (N, O, OH, OW) int64."""
     ph, pw = padding
     a = np.pad(a, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    windows = sliding_window_view(a, w.shape[2:], axis=(2, 3))[:, :, :: stride[0], :: stride[1]]  # (N, C, OH, OW, kh, kw)
+    windows = sliding_window_view(a, w.shape[2:], axis=(2, 3))[
+        :, :, :: stride[0], :: stride[1]
+    ]  # (N, C, OH, OW, kh, kw)
     return np.einsum("ncyxij,ocij->noyx", windows, w, optimize=True)
 
 
@@ -148,5 +150,15 @@ def unpacked_weights(model: BnnFile, layer: dict) -> np.ndarray:
     return unpack_signs(model.array(layer, "weight"), layer["fan_in"])
 
 
-__all__ = ["reference_forward", "reference_scores", "reference_predict", "reference_logits", "reference_probabilities",
-           "predict_from_scores", "logits_from_scores", "softmax", "unpacked_weights", "unpack_bits"]
+__all__ = [
+    "reference_forward",
+    "reference_scores",
+    "reference_predict",
+    "reference_logits",
+    "reference_probabilities",
+    "predict_from_scores",
+    "logits_from_scores",
+    "softmax",
+    "unpacked_weights",
+    "unpack_bits",
+]

@@ -25,6 +25,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+
 @intrinsic
 def popcount(typingctx, x):
     """Number of set bits of a uint64 (``llvm.ctpop``: POPCNT, or VPOPCNTQ once the loop is vectorised)."""
@@ -65,9 +66,18 @@ def _popcount_block(nr, no):
 
     @intrinsic
     def block(typingctx, a, r, w, o, n8, half, acc):
-        if not (isinstance(a, types.Array) and a.ndim == 2 and a.dtype == types.uint64 and a.layout == "C"
-                and isinstance(w, types.Array) and w.ndim == 2 and w.dtype == types.uint64 and w.layout == "C"
-                and isinstance(acc, types.Array) and acc.dtype == types.int64):
+        if not (
+            isinstance(a, types.Array)
+            and a.ndim == 2
+            and a.dtype == types.uint64
+            and a.layout == "C"
+            and isinstance(w, types.Array)
+            and w.ndim == 2
+            and w.dtype == types.uint64
+            and w.layout == "C"
+            and isinstance(acc, types.Array)
+            and acc.dtype == types.int64
+        ):
             return None
 
         def codegen(context, builder, sig, args):
@@ -77,10 +87,12 @@ def _popcount_block(nr, no):
             ww = context.make_array(sig.args[2])(context, builder, w_v)
             astride = cgutils.unpack_tuple(builder, aa.shape, 2)[1]
             wstride = cgutils.unpack_tuple(builder, ww.shape, 2)[1]
-            arow = [builder.gep(aa.data, [builder.mul(builder.add(r_v, ir.Constant(i64, i)), astride)])
-                    for i in range(nr)]
-            wrow = [builder.gep(ww.data, [builder.mul(builder.add(o_v, ir.Constant(i64, j)), wstride)])
-                    for j in range(no)]
+            arow = [
+                builder.gep(aa.data, [builder.mul(builder.add(r_v, ir.Constant(i64, i)), astride)]) for i in range(nr)
+            ]
+            wrow = [
+                builder.gep(ww.data, [builder.mul(builder.add(o_v, ir.Constant(i64, j)), wstride)]) for j in range(no)
+            ]
             ctpop = cgutils.get_or_insert_function(builder.module, ir.FunctionType(V8, [V8]), "llvm.ctpop.v8i64")
             sums = [cgutils.alloca_once(builder, V8) for _ in range(n)]
             for s in sums:
@@ -92,11 +104,15 @@ def _popcount_block(nr, no):
                 for i in range(nr):
                     for j in range(no):
                         s = sums[i * no + j]
-                        builder.store(builder.add(builder.load(s), builder.call(ctpop, [builder.and_(av[i], wv[j])])), s)
+                        builder.store(
+                            builder.add(builder.load(s), builder.call(ctpop, [builder.and_(av[i], wv[j])])), s
+                        )
             with builder.if_then(builder.icmp_signed("!=", half_v, ir.Constant(i64, 0))):  # 4 words more
                 k8 = builder.mul(n8_v, ir.Constant(i64, 8))
                 v4 = ir.VectorType(i64, 4)
-                widen = ir.Constant(ir.VectorType(ir.IntType(32), 8), [ir.Constant(ir.IntType(32), t) for t in range(8)])
+                widen = ir.Constant(
+                    ir.VectorType(ir.IntType(32), 8), [ir.Constant(ir.IntType(32), t) for t in range(8)]
+                )
                 av = [builder.load(builder.bitcast(builder.gep(p, [k8]), v4.as_pointer()), align=8) for p in arow]
                 wv = [builder.load(builder.bitcast(builder.gep(p, [k8]), v4.as_pointer()), align=8) for p in wrow]
                 for i in range(nr):
@@ -108,13 +124,19 @@ def _popcount_block(nr, no):
             out = builder.bitcast(context.make_array(sig.args[6])(context, builder, acc_v).data, V8.as_pointer())
             for blk in range(npad // 8):
                 level = vs[8 * blk : 8 * blk + 8]
-                for lo, hi in (((0, 1, 2, 3, 8, 9, 10, 11), (4, 5, 6, 7, 12, 13, 14, 15)),
-                               ((0, 1, 4, 5, 8, 9, 12, 13), (2, 3, 6, 7, 10, 11, 14, 15)),
-                               ((0, 2, 4, 6, 8, 10, 12, 14), (1, 3, 5, 7, 9, 11, 13, 15))):
-                    mlo, mhi = (ir.Constant(ir.VectorType(ir.IntType(32), 8), [ir.Constant(ir.IntType(32), t) for t in m])
-                                for m in (lo, hi))
-                    level = [builder.add(builder.shuffle_vector(x, y, mlo), builder.shuffle_vector(x, y, mhi))
-                             for x, y in zip(level[::2], level[1::2], strict=True)]
+                for lo, hi in (
+                    ((0, 1, 2, 3, 8, 9, 10, 11), (4, 5, 6, 7, 12, 13, 14, 15)),
+                    ((0, 1, 4, 5, 8, 9, 12, 13), (2, 3, 6, 7, 10, 11, 14, 15)),
+                    ((0, 2, 4, 6, 8, 10, 12, 14), (1, 3, 5, 7, 9, 11, 13, 15)),
+                ):
+                    mlo, mhi = (
+                        ir.Constant(ir.VectorType(ir.IntType(32), 8), [ir.Constant(ir.IntType(32), t) for t in m])
+                        for m in (lo, hi)
+                    )
+                    level = [
+                        builder.add(builder.shuffle_vector(x, y, mlo), builder.shuffle_vector(x, y, mhi))
+                        for x, y in zip(level[::2], level[1::2], strict=True)
+                    ]
                 builder.store(level[0], builder.gep(out, [ir.Constant(i64, blk)]), align=8)
             return context.get_dummy_value()
 
@@ -195,11 +217,23 @@ def _popcount_cols(nr, nv, planes, bits):
 
     @intrinsic
     def block(typingctx, a, r, wt, blk, nw, alpha, pa, pr, consts, o, res):
-        if not (isinstance(a, types.Array) and a.ndim == 2 and a.dtype == types.uint64 and a.layout == "C"
-                and isinstance(wt, types.Array) and wt.dtype == types.uint64 and wt.layout == "C"
-                and isinstance(pa, types.Array) and pa.dtype == types.int64 and isinstance(consts, types.Array)
-                and consts.ndim == 2 and consts.dtype == types.int64 and consts.layout == "C"
-                and isinstance(res, types.Array) and res.dtype == types.int64):
+        if not (
+            isinstance(a, types.Array)
+            and a.ndim == 2
+            and a.dtype == types.uint64
+            and a.layout == "C"
+            and isinstance(wt, types.Array)
+            and wt.dtype == types.uint64
+            and wt.layout == "C"
+            and isinstance(pa, types.Array)
+            and pa.dtype == types.int64
+            and isinstance(consts, types.Array)
+            and consts.ndim == 2
+            and consts.dtype == types.int64
+            and consts.layout == "C"
+            and isinstance(res, types.Array)
+            and res.dtype == types.int64
+        ):
             return None
 
         def codegen(context, builder, sig, args):
@@ -214,16 +248,28 @@ def _popcount_cols(nr, nv, planes, bits):
 
             aa = data(0)
             astride = cgutils.unpack_tuple(builder, aa.shape, 2)[1]
-            arow = [builder.gep(aa.data, [builder.mul(builder.add(r_v, ir.Constant(i64, i)), astride)]) for i in range(nr)]
+            arow = [
+                builder.gep(aa.data, [builder.mul(builder.add(r_v, ir.Constant(i64, i)), astride)]) for i in range(nr)
+            ]
             wp = builder.bitcast(data(2).data, V8.as_pointer())
             wcol = [builder.gep(wp, [builder.mul(builder.add(blk_v, ir.Constant(i64, v)), nw_v)]) for v in range(nv)]
             ctpop = cgutils.get_or_insert_function(builder.module, ir.FunctionType(V8, [V8]), "llvm.ctpop.v8i64")
-            p = _outer_sums(builder, arow, wcol, nw_v, V8,
-                            lambda s, av, wv: builder.add(s, builder.call(ctpop, [builder.and_(av, wv)])), align=8)
+            p = _outer_sums(
+                builder,
+                arow,
+                wcol,
+                nw_v,
+                V8,
+                lambda s, av, wv: builder.add(s, builder.call(ctpop, [builder.and_(av, wv)])),
+                align=8,
+            )
             if planes:
                 comb = p[0]
                 for i in range(1, nr):
-                    comb = [builder.add(x, builder.shl(y, splat(ir.Constant(i64, i)))) for x, y in zip(comb, p[i], strict=True)]
+                    comb = [
+                        builder.add(x, builder.shl(y, splat(ir.Constant(i64, i))))
+                        for x, y in zip(comb, p[i], strict=True)
+                    ]
                 p = [comb]
             crow = _consts_loader(context, builder, sig.args[8], args[8], o_v, 8)
             pa_d = data(6).data
@@ -235,8 +281,9 @@ def _popcount_cols(nr, nv, planes, bits):
             _epilogue(builder, sums, crow, data(10).data, 8, bits)
             return context.get_dummy_value()
 
-        return types.none(a, types.int64, wt, types.int64, types.int64, types.int64, pa, types.int64, consts,
-                          types.int64, res), codegen
+        return types.none(
+            a, types.int64, wt, types.int64, types.int64, types.int64, pa, types.int64, consts, types.int64, res
+        ), codegen
 
     return block
 
@@ -277,11 +324,14 @@ I64X16 = ir.VectorType(ir.IntType(64), 16)
 def _dpbusd(builder, acc, a, b):
     """acc + the sums of 4 products of the unsigned bytes of a and the signed bytes of b, per int32 lane."""
     if VNNI_NATIVE:
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(I32X16, [I32X16, I32X16, I32X16]),
-                                            "llvm.x86.avx512.vpdpbusd.512")
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(I32X16, [I32X16, I32X16, I32X16]), "llvm.x86.avx512.vpdpbusd.512"
+        )
         return builder.call(fn, [acc, a, b])
     bytes64, ints64 = ir.VectorType(ir.IntType(8), 64), ir.VectorType(ir.IntType(32), 64)
-    prod = builder.mul(builder.zext(builder.bitcast(a, bytes64), ints64), builder.sext(builder.bitcast(b, bytes64), ints64))
+    prod = builder.mul(
+        builder.zext(builder.bitcast(a, bytes64), ints64), builder.sext(builder.bitcast(b, bytes64), ints64)
+    )
     for q in range(4):
         pick = ir.Constant(ir.VectorType(ir.IntType(32), 16), [4 * j + q for j in range(16)])
         acc = builder.add(acc, builder.shuffle_vector(prod, ir.Constant(ints64, None), pick))
@@ -300,10 +350,21 @@ def _vnni_cols(nr, nv, bits):
 
     @intrinsic
     def block(typingctx, x, r, wv, blk, k4, consts, o, res):
-        if not (isinstance(x, types.Array) and x.ndim == 2 and x.dtype == types.uint8 and x.layout == "C"
-                and isinstance(wv, types.Array) and wv.dtype == types.uint64 and wv.layout == "C"
-                and isinstance(consts, types.Array) and consts.ndim == 2 and consts.dtype == types.int64
-                and consts.layout == "C" and isinstance(res, types.Array) and res.dtype == types.int64):
+        if not (
+            isinstance(x, types.Array)
+            and x.ndim == 2
+            and x.dtype == types.uint8
+            and x.layout == "C"
+            and isinstance(wv, types.Array)
+            and wv.dtype == types.uint64
+            and wv.layout == "C"
+            and isinstance(consts, types.Array)
+            and consts.ndim == 2
+            and consts.dtype == types.int64
+            and consts.layout == "C"
+            and isinstance(res, types.Array)
+            and res.dtype == types.int64
+        ):
             return None
 
         def codegen(context, builder, sig, args):
@@ -316,8 +377,12 @@ def _vnni_cols(nr, nv, bits):
             xa = data(0)
             xstride = cgutils.unpack_tuple(builder, xa.strides, 2)[0]
             xp = builder.bitcast(xa.data, ir.IntType(8).as_pointer())
-            xrow = [builder.bitcast(builder.gep(xp, [builder.mul(builder.add(r_v, ir.Constant(i64, i)), xstride)]),
-                                    i32.as_pointer()) for i in range(nr)]
+            xrow = [
+                builder.bitcast(
+                    builder.gep(xp, [builder.mul(builder.add(r_v, ir.Constant(i64, i)), xstride)]), i32.as_pointer()
+                )
+                for i in range(nr)
+            ]
             wp = builder.bitcast(data(2).data, I32X16.as_pointer())
             wcol = [builder.gep(wp, [builder.mul(builder.add(blk_v, ir.Constant(i64, v)), k4_v)]) for v in range(nv)]
             acc = _outer_sums(builder, xrow, wcol, k4_v, I32X16, lambda s, xv, wv: _dpbusd(builder, s, xv, wv), align=1)
@@ -357,8 +422,14 @@ def lut_max16(typingctx, table, grid, toff, tbase, ntaps, pos, off, m, first):
     """m[0:16] = max(m[0:16], acc) (acc itself when ``first``),
     acc = sum_t table[tbase[t] + grid[pos + toff[t]] + off : +16]
     in int16 lanes: the sums of one block of 16 outputs at one output position, one vector add per tap."""
-    if not (isinstance(table, types.Array) and table.dtype == types.int16 and isinstance(m, types.Array)
-            and m.dtype == types.int16 and isinstance(grid, types.Array) and grid.dtype == types.int32):
+    if not (
+        isinstance(table, types.Array)
+        and table.dtype == types.int16
+        and isinstance(m, types.Array)
+        and m.dtype == types.int16
+        and isinstance(grid, types.Array)
+        and grid.dtype == types.int32
+    ):
         return None
 
     def codegen(context, builder, sig, args):
@@ -391,8 +462,12 @@ def lut_max16(typingctx, table, grid, toff, tbase, ntaps, pos, off, m, first):
 @intrinsic
 def ge_mask16(typingctx, m, thr, off):
     """The 16-bit mask of m[k] >= thr[off + k], k < 16 (int16 lanes): a block's threshold bits at once."""
-    if not (isinstance(m, types.Array) and m.dtype == types.int16 and isinstance(thr, types.Array)
-            and thr.dtype == types.int16):
+    if not (
+        isinstance(m, types.Array)
+        and m.dtype == types.int16
+        and isinstance(thr, types.Array)
+        and thr.dtype == types.int16
+    ):
         return None
 
     def codegen(context, builder, sig, args):
@@ -403,7 +478,6 @@ def ge_mask16(typingctx, m, thr, off):
         return builder.zext(builder.bitcast(bits, ir.IntType(16)), ir.IntType(64))
 
     return types.uint64(m, thr, types.int64), codegen
-
 
 
 # --------------------------------------------------------------------------- atomics of the tile queue (driver.py)

@@ -26,7 +26,6 @@ from bnn_runtime.bits import sign_is_positive
 from .config import ActParams as ActParams  # the settings live in config (no torch); imported from here too
 from .errors import ConfigError
 
-
 # --------------------------------------------------------------------------- forwards
 
 
@@ -52,8 +51,9 @@ FORWARDS: dict[str, Forward] = {}
 def _register_forward(name: str, low: float, high: float, bits: str | None = None):
     def wrap(pair: tuple[Callable, Callable]) -> tuple[Callable, Callable]:
         fn, derivative = pair
-        FORWARDS[name] = Forward(name=name, fn=fn, derivative=derivative, low=low, high=high, bits=bits,
-                                 doc=fn.__doc__ or "")
+        FORWARDS[name] = Forward(
+            name=name, fn=fn, derivative=derivative, low=low, high=high, bits=bits, doc=fn.__doc__ or ""
+        )
         return pair
 
     return wrap
@@ -278,7 +278,7 @@ class _Untied(torch.autograd.Function):
     """y = f(z) forward; dL/dz = dL/dy * g'(z) backward."""
 
     @staticmethod
-    def forward(ctx, z: Tensor, act: "Activation") -> Tensor:  # type: ignore[override]
+    def forward(ctx, z: Tensor, act: Activation) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(z)
         ctx.act = act
         return act.forward_fn.fn(z, act.params)

@@ -22,9 +22,11 @@ from dataclasses import dataclass
 
 from .errors import ConfigError
 
-GRAMMAR = ("tokens joined by '-': [Nx]KCk[sS][pP] = N convs, K channels, k x k kernel, stride S (1), "
-           "padding P (k//2); MPk[sS] = max pool k x k, stride S (k); [Nx]KFC = N dense layers of K units; "
-           "e.g. 2x64C3-MP2-128C3s2-256FC")
+GRAMMAR = (
+    "tokens joined by '-': [Nx]KCk[sS][pP] = N convs, K channels, k x k kernel, stride S (1), "
+    "padding P (k//2); MPk[sS] = max pool k x k, stride S (k); [Nx]KFC = N dense layers of K units; "
+    "e.g. 2x64C3-MP2-128C3s2-256FC"
+)
 
 _CONV = re.compile(r"(?:(\d+)x)?(\d+)C(\d+)(?:s(\d+))?(?:p(\d+))?", re.IGNORECASE)
 _POOL = re.compile(r"MP(\d+)(?:s(\d+))?", re.IGNORECASE)
@@ -75,8 +77,13 @@ def _parse_token(token: str) -> list[Layer]:
     if m := _CONV.fullmatch(token):
         count = _positive(token, "the repeat count", m[1], 1)
         k = _positive(token, "the kernel size", m[3], 1)
-        conv = Conv(token, _positive(token, "the channel count", m[2], 1), k, _positive(token, "the stride", m[4], 1),
-                    _positive(token, "the padding", m[5], k // 2, minimum=0))
+        conv = Conv(
+            token,
+            _positive(token, "the channel count", m[2], 1),
+            k,
+            _positive(token, "the stride", m[4], 1),
+            _positive(token, "the padding", m[5], k // 2, minimum=0),
+        )
         return [conv] * count
     if m := _POOL.fullmatch(token):
         size = _positive(token, "the pool window", m[1], 1)
@@ -121,15 +128,18 @@ def arch_shapes(layers: tuple[Layer, ...], in_shape: tuple[int, ...]) -> list[tu
             _, h, w = shape
             oh, ow = (_out(n, layer.kernel, layer.stride, layer.padding) for n in (h, w))
             if oh < 1 or ow < 1:
-                raise ArchError(f"--arch token {layer.token!r}: a {layer.kernel}x{layer.kernel} kernel with padding "
-                                f"{layer.padding} does not fit its {h}x{w} input")
+                raise ArchError(
+                    f"--arch token {layer.token!r}: a {layer.kernel}x{layer.kernel} kernel with padding "
+                    f"{layer.padding} does not fit its {h}x{w} input"
+                )
             shape = (layer.channels, oh, ow)
         elif isinstance(layer, Pool):
             c, h, w = shape
             oh, ow = (_out(n, layer.size, layer.stride, 0) for n in (h, w))
             if oh < 1 or ow < 1:
-                raise ArchError(f"--arch token {layer.token!r}: a {layer.size}x{layer.size} pool does not fit "
-                                f"its {h}x{w} input")
+                raise ArchError(
+                    f"--arch token {layer.token!r}: a {layer.size}x{layer.size} pool does not fit its {h}x{w} input"
+                )
             shape = (c, oh, ow)
         else:
             shape = (layer.units,)

@@ -33,9 +33,13 @@ def parameter_count(cfg: RunConfig) -> int:
 def check_budget(cfg: RunConfig) -> None:
     t = cfg.train
     if t.dataset == "ones" and t.n_samples * t.dim > MAX_SYNTHETIC_VALUES:
-        raise ConfigError(f"--n-samples {t.n_samples} x --dim {t.dim} = {t.n_samples * t.dim:,} values; "
-                          f"the limit is {MAX_SYNTHETIC_VALUES:,} (1 GiB)")
+        raise ConfigError(
+            f"--n-samples {t.n_samples} x --dim {t.dim} = {t.n_samples * t.dim:,} values; "
+            f"the limit is {MAX_SYNTHETIC_VALUES:,} (1 GiB)"
+        )
     n = parameter_count(cfg)
     if n > MAX_PARAMETERS:
-        raise ConfigError(f"the network has {n:,} parameters; the limit is {MAX_PARAMETERS:,} (1 GiB of float32 "
-                          "weights): lower --hidden, --width or the --arch widths")
+        raise ConfigError(
+            f"the network has {n:,} parameters; the limit is {MAX_PARAMETERS:,} (1 GiB of float32 "
+            "weights): lower --hidden, --width or the --arch widths"
+        )

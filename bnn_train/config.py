@@ -160,7 +160,9 @@ class TrainConfig:
     """How to train: data, optimiser, schedule, budget, seed and device."""
 
     dataset: str = setting(DEFAULT_DATASET, DATASET_HELP)  # checked by _dataset_choice: it also takes folder:, npz:
-    data_dir: str | None = setting(None, "Folder with the four IDX files of mnist/fashion-mnist, or CIFAR-10's batches.")
+    data_dir: str | None = setting(
+        None, "Folder with the four IDX files of mnist/fashion-mnist, or CIFAR-10's batches."
+    )
     dim: int = setting(10, "ones: input dimension.")
     n_samples: int = setting(10000, "ones: samples generated (80/20 split).")
     epochs: int = setting(30, "Epochs to train (with --resume: the new total).")
@@ -189,8 +191,9 @@ class TrainConfig:
     eval_batch_size: int = setting(1000, "Batch size of evaluation.")
     input_size: str = setting("", "folder: datasets: convert every image to HxW (or CxHxW, C = 1 or 3), e.g. 32x32.")
     val_split: float = setting(
-        0.0, "Hold out this share of the training set for validation: metrics per epoch on it, best.pt kept by it, "
-        "the test set evaluated at the end. 0: none (the paper's tables)."
+        0.0,
+        "Hold out this share of the training set for validation: metrics per epoch on it, best.pt kept by it, "
+        "the test set evaluated at the end. 0: none (the paper's tables).",
     )
 
     def dataset_shape(self) -> tuple[tuple[int, ...], int]:
@@ -232,7 +235,9 @@ def _dataset_choice(t: TrainConfig) -> None:
     """A named dataset, or folder:PATH / npz:PATH (bnn_train/sources.py); --input-size for folders only."""
     own = t.dataset.startswith(("folder:", "npz:")) and len(t.dataset.split(":", 1)[1]) > 0
     if not own and t.dataset not in DATASETS:
-        raise ConfigError(f"unknown --dataset {t.dataset!r}; choose one of: {', '.join(DATASETS)}, folder:PATH, npz:PATH")
+        raise ConfigError(
+            f"unknown --dataset {t.dataset!r}; choose one of: {', '.join(DATASETS)}, folder:PATH, npz:PATH"
+        )
     if t.input_size:
         if not t.dataset.startswith("folder:"):
             raise ConfigError(f"--input-size converts the images of a folder:PATH dataset, not {t.dataset}; drop it")
@@ -253,8 +258,10 @@ class RunConfig:
         in_shape, num_classes = self.train.dataset_shape()
         replace(self.model, in_shape=in_shape, num_classes=num_classes).validate()
         if self.model.batchnorm and self.train.batch_size == 1:  # torch refuses to normalise a batch of one
-            raise ConfigError("--batch-size 1 cannot train BatchNorm (it needs 2 or more samples per batch); "
-                              "use a larger --batch-size or --no-batchnorm")
+            raise ConfigError(
+                "--batch-size 1 cannot train BatchNorm (it needs 2 or more samples per batch); "
+                "use a larger --batch-size or --no-batchnorm"
+            )
 
     def ignored_settings(self) -> dict[str, str]:
         """The settings this run does not use, each with why (the CLI refuses them when they are typed)."""
@@ -278,17 +285,19 @@ class RunConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RunConfig":
+    def from_dict(cls, d: dict) -> RunConfig:
         try:
             m = dict(d["model"])
             m["act_params"] = ActParams(**_known(ActParams, m.get("act_params", {})))
             m["hidden"] = tuple(int(h) for h in m.get("hidden", ()))
             m["in_shape"] = tuple(int(s) for s in m.get("in_shape", ()))
-            return cls(model=ModelConfig(**_known(ModelConfig, m)), train=TrainConfig(**_known(TrainConfig, d["train"])))
+            return cls(
+                model=ModelConfig(**_known(ModelConfig, m)), train=TrainConfig(**_known(TrainConfig, d["train"]))
+            )
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"not a bnn run configuration ({e})") from None
 
-    def with_dataset(self, in_shape: tuple[int, ...], num_classes: int, input_scale: float) -> "RunConfig":
+    def with_dataset(self, in_shape: tuple[int, ...], num_classes: int, input_scale: float) -> RunConfig:
         model = replace(self.model, in_shape=tuple(in_shape), num_classes=num_classes, input_scale=input_scale)
         return replace(self, model=model)
 

@@ -56,7 +56,7 @@ class Data:
     def input_scale(self) -> float:
         return 1.0 / self.max_value
 
-    def to(self, device: torch.device) -> "Data":
+    def to(self, device: torch.device) -> Data:
         move = {k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_test", "y_test")}
         if self.x_val is not None:
             move.update(x_val=self.x_val.to(device), y_val=self.y_val.to(device))
@@ -89,8 +89,16 @@ def _data(name: str, x_tr, x_te, y_tr, y_te, classes, source: str) -> Data:
         return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype)
 
     facts = DATASETS[name]
-    data = Data(name=name, x_train=t(x_tr, torch.uint8), y_train=t(y_tr, torch.int64), x_test=t(x_te, torch.uint8),
-                y_test=t(y_te, torch.int64), classes=list(classes), max_value=facts.max_value, source=source)
+    data = Data(
+        name=name,
+        x_train=t(x_tr, torch.uint8),
+        y_train=t(y_tr, torch.int64),
+        x_test=t(x_te, torch.uint8),
+        y_test=t(y_te, torch.int64),
+        classes=list(classes),
+        max_value=facts.max_value,
+        source=source,
+    )
     if facts.image_shape is not None and data.in_shape != facts.image_shape:
         raise DatasetError(f"{name} from {source} has images of shape {data.in_shape}, expected {facts.image_shape}")
     if data.num_classes != facts.num_classes:  # pragma: no cover - the loaders name the classes
@@ -112,8 +120,15 @@ def load_ones(dim: int, n_samples: int) -> Data:
     y = (ONES_SHARE.denominator * k > ONES_SHARE.numerator * dim).astype(np.int64)  # k/dim > share, in integers
     n_train = int(round(0.8 * n_samples))
     share = f"{float(ONES_SHARE):g}"
-    return _data("ones", x[:n_train], x[n_train:], y[:n_train], y[n_train:], [f"share<={share}", f"share>{share}"],
-                 f"synthetic (dim={dim}, n={n_samples}, seed={DATA_SEED})")
+    return _data(
+        "ones",
+        x[:n_train],
+        x[n_train:],
+        y[:n_train],
+        y[n_train:],
+        [f"share<={share}", f"share>{share}"],
+        f"synthetic (dim={dim}, n={n_samples}, seed={DATA_SEED})",
+    )
 
 
 def load_digits() -> Data:
@@ -237,9 +252,16 @@ def _own_data(cfg: TrainConfig) -> Data:
     def t(a, dtype):
         return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype)
 
-    return Data(name=cfg.dataset, x_train=t(x_tr, torch.uint8), y_train=t(y_tr, torch.int64),
-                x_test=t(x_te, torch.uint8), y_test=t(y_te, torch.int64), classes=list(classes), max_value=255,
-                source=source)
+    return Data(
+        name=cfg.dataset,
+        x_train=t(x_tr, torch.uint8),
+        y_train=t(y_tr, torch.int64),
+        x_test=t(x_te, torch.uint8),
+        y_test=t(y_te, torch.int64),
+        classes=list(classes),
+        max_value=255,
+        source=source,
+    )
 
 
 def load_dataset(cfg: TrainConfig) -> Data:
@@ -267,8 +289,18 @@ def split_validation(data: Data, fraction: float) -> Data:
         raise DatasetError(f"--val-split {fraction} leaves no training data out of {n} samples")
     order = torch.from_numpy(np.random.default_rng([DATA_SEED, n]).permutation(n))
     train, val = order[: n - n_val].sort().values, order[n - n_val :].sort().values
-    return Data(data.name, data.x_train[train], data.y_train[train], data.x_test, data.y_test, data.classes,
-                data.max_value, data.source, x_val=data.x_train[val], y_val=data.y_train[val])
+    return Data(
+        data.name,
+        data.x_train[train],
+        data.y_train[train],
+        data.x_test,
+        data.y_test,
+        data.classes,
+        data.max_value,
+        data.source,
+        x_val=data.x_train[val],
+        y_val=data.y_train[val],
+    )
 
 
 def load_test_arrays(cfg: TrainConfig, limit: int | None = None) -> tuple[Data, np.ndarray, np.ndarray]:

@@ -73,8 +73,13 @@ class _BatchedLinear(nn.Module):
 def _grouped_batchnorm(members: list[nn.modules.batchnorm._BatchNorm]) -> nn.Module:
     """K BatchNorms over C channels each as one over K*C channels (per-channel statistics: the same thing)."""
     m = members[0]
-    bn = type(m)(m.num_features * len(members), eps=m.eps, momentum=m.momentum, affine=m.affine,
-                 track_running_stats=m.track_running_stats)
+    bn = type(m)(
+        m.num_features * len(members),
+        eps=m.eps,
+        momentum=m.momentum,
+        affine=m.affine,
+        track_running_stats=m.track_running_stats,
+    )
     state = {}
     for name, t in m.state_dict().items():
         parts = [x.state_dict()[name] for x in members]
@@ -88,7 +93,7 @@ class _MemberNoise(torch.autograd.Function):
     """The untied activation, with each member's slice of a random backward drawn from its own random state."""
 
     @staticmethod
-    def forward(ctx, z: Tensor, act: "EnsembleActivation") -> Tensor:  # type: ignore[override]
+    def forward(ctx, z: Tensor, act: EnsembleActivation) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(z)
         ctx.act = act
         return act.inner.forward_fn.fn(z, act.inner.params)
@@ -185,7 +190,7 @@ class Ensemble(nn.Module):
                 layers[name] = EnsembleActivation(first, self.k, self.rng)
             elif isinstance(first, _PER_CHANNEL):
                 for other in group[1:]:
-                    pairs = zip(first.state_dict().values(), other.state_dict().values())
+                    pairs = zip(first.state_dict().values(), other.state_dict().values(), strict=False)
                     if not all(torch.equal(a, b) for a, b in pairs):
                         raise ConfigError(f"ensemble members differ in their fixed layer {name}")
                 first.layout = SHARED
@@ -206,7 +211,7 @@ class Ensemble(nn.Module):
 
     def _tensors(self):
         """(member-model key, ensemble module, ensemble tensor) for every parameter and buffer."""
-        for name, module in zip(self.names, self.net):
+        for name, module in zip(self.names, self.net, strict=False):
             for pname, t in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
                 yield f"{name}.{pname}", module, t
 
@@ -231,7 +236,7 @@ class Ensemble(nn.Module):
 
     def member_finite(self) -> list[bool]:
         ok = [True] * self.k
-        for m, p in zip(self.param_modules(), self.parameters()):
+        for m, p in zip(self.param_modules(), self.parameters(), strict=False):
             for k, part in enumerate(self.split(m, p)):
                 ok[k] = ok[k] and bool(torch.isfinite(part).all())
         return ok
@@ -245,7 +250,9 @@ class Ensemble(nn.Module):
     @torch.no_grad()
     def clip_grad_norms(self, max_norm: float) -> None:
         """Each member's gradient scaled to norm <= max_norm on its own (as ``clip_grad_norm_`` in its run)."""
-        pairs = [(m, p.grad) for m, p in zip(self.param_modules(), self.parameters()) if p.grad is not None]
+        pairs = [
+            (m, p.grad) for m, p in zip(self.param_modules(), self.parameters(), strict=False) if p.grad is not None
+        ]
         sq = torch.zeros(self.k, device=pairs[0][1].device)
         for m, g in pairs:
             sq += torch.stack([part.float().pow(2).sum() for part in self.split(m, g)])

@@ -20,13 +20,21 @@ import torch
 import torch.nn.functional as F
 
 from . import rundir
+from .augment import random_shift
 from .config import RunConfig
 from .ensemble import Ensemble
 from .errors import CheckpointError, ConfigError
 from .models import build_model, is_single_unit
-from .augment import random_shift
-from .train import (Callback, _epoch_seed, _final_metrics, _final_test, _prepare, learning_rate, make_optimizer,
-                    recompute_batchnorm)
+from .train import (
+    Callback,
+    _epoch_seed,
+    _final_metrics,
+    _final_test,
+    _prepare,
+    learning_rate,
+    make_optimizer,
+    recompute_batchnorm,
+)
 
 
 def check_members(cfgs: list[RunConfig]) -> None:
@@ -39,8 +47,9 @@ def check_members(cfgs: list[RunConfig]) -> None:
             raise ConfigError("ensemble members must differ in --seed only")
 
 
-def _losses(out: torch.Tensor, cfg: RunConfig, y: torch.Tensor, model0,
-            smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+def _losses(
+    out: torch.Tensor, cfg: RunConfig, y: torch.Tensor, model0, smoothing: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-member mean losses (K,) and predictions (B, K); y is (B, K) or (B,) shared (as ``loss_and_predictions``)."""
     b, k = out.shape[:2]
     y = y if y.dim() == 2 else y[:, None].expand(b, k)
@@ -49,8 +58,9 @@ def _losses(out: torch.Tensor, cfg: RunConfig, y: torch.Tensor, model0,
         o = out.squeeze(2)
         target = act.low + (act.high - act.low) * y.to(o.dtype)
         return ((o - target) ** 2).mean(0), (o >= act.decision_threshold).long()
-    ce = F.cross_entropy(out.reshape(b * k, -1), y.reshape(b * k), reduction="none",
-                         label_smoothing=smoothing).reshape(b, k)
+    ce = F.cross_entropy(out.reshape(b * k, -1), y.reshape(b * k), reduction="none", label_smoothing=smoothing).reshape(
+        b, k
+    )
     return ce.mean(0), out.argmax(2)
 
 
@@ -59,8 +69,10 @@ def _member_optimizer_state(ens: Ensemble, opt_state: dict, k: int) -> dict:
     params = list(ens.parameters())
     state = {}
     for i, s in opt_state["state"].items():
-        state[i] = {n: (ens.split(modules[i], v)[k].clone() if torch.is_tensor(v) and v.shape == params[i].shape
-                        else v) for n, v in s.items()}
+        state[i] = {
+            n: (ens.split(modules[i], v)[k].clone() if torch.is_tensor(v) and v.shape == params[i].shape else v)
+            for n, v in s.items()
+        }
     return {"state": state, "param_groups": opt_state["param_groups"]}
 
 
@@ -80,8 +92,9 @@ def _joined_optimizer_state(ens: Ensemble, states: list[dict]) -> dict:
     return {"state": joined, "param_groups": states[0]["param_groups"]}
 
 
-def fit_ensemble(cfgs: list[RunConfig], out_dirs: list[str | Path], callbacks: list[Callback] | None = None,
-                 plot: bool = False) -> list[dict]:
+def fit_ensemble(
+    cfgs: list[RunConfig], out_dirs: list[str | Path], callbacks: list[Callback] | None = None, plot: bool = False
+) -> list[dict]:
     """Train (or continue, when every member's run directory holds a checkpoint of the same epoch) K runs at once.
 
     Returns each member's final metrics, as ``fit`` would.
@@ -94,8 +107,10 @@ def fit_ensemble(cfgs: list[RunConfig], out_dirs: list[str | Path], callbacks: l
         raise CheckpointError("an ensemble resumes only members that all stopped after the same epoch")
     prepared = [_prepare(c) for c in cfgs[:1]]
     cfg0, data, device = prepared[0]
-    cfgs = [cfg0 if i == 0 else c.with_dataset(data.in_shape, data.num_classes, data.input_scale)
-            for i, c in enumerate(cfgs)]
+    cfgs = [
+        cfg0 if i == 0 else c.with_dataset(data.in_shape, data.num_classes, data.input_scale)
+        for i, c in enumerate(cfgs)
+    ]
     members = []
     for c in cfgs:
         torch.manual_seed(c.train.seed)
@@ -115,12 +130,22 @@ def fit_ensemble(cfgs: list[RunConfig], out_dirs: list[str | Path], callbacks: l
             raise CheckpointError(f"a member's checkpoint does not match the ensemble ({e})") from None
     data = data.to(device)
     validating = data.x_val is not None
-    best = [(max((r["val_accuracy"] for r in h if r.get("val_accuracy") is not None), default=-1.0), None)
-            for h in histories]
-    for k, (o, c) in enumerate(zip(outs, cfgs)):
+    best = [
+        (max((r["val_accuracy"] for r in h if r.get("val_accuracy") is not None), default=-1.0), None)
+        for h in histories
+    ]
+    for o, c in zip(outs, cfgs, strict=False):
         o.mkdir(parents=True, exist_ok=True)
-        rundir.atomic_write_json(o / rundir.CONFIG, {"config": c.to_dict(), "data": data.info(), "device": str(device),
-                                                   "torch": torch.__version__, "ensemble": len(cfgs)})
+        rundir.atomic_write_json(
+            o / rundir.CONFIG,
+            {
+                "config": c.to_dict(),
+                "data": data.info(),
+                "device": str(device),
+                "torch": torch.__version__,
+                "ensemble": len(cfgs),
+            },
+        )
     t = cfg0.train
     steps = math.ceil(len(data.y_train) / t.batch_size)
     for k, cb in enumerate(callbacks):
@@ -140,14 +165,25 @@ def fit_ensemble(cfgs: list[RunConfig], out_dirs: list[str | Path], callbacks: l
         for k in range(len(cfgs)):
             if not active[k]:
                 continue
-            record = {"epoch": epoch + 1, **{n: v[k] for n, v in stats.items()},
-                      f"{held[0]}_loss": losses[k], f"{held[0]}_accuracy": accs[k], "lr": lr,
-                      "diverged": not finite[k]}
+            record = {
+                "epoch": epoch + 1,
+                **{n: v[k] for n, v in stats.items()},
+                f"{held[0]}_loss": losses[k],
+                f"{held[0]}_accuracy": accs[k],
+                "lr": lr,
+                "diverged": not finite[k],
+            }
             histories[k].append(record)
             active[k] = finite[k]
-            ckpt = {"config": cfgs[k].to_dict(), "data": data.info(), "epoch": epoch + 1, "history": histories[k],
-                    "model": ens.member_state(k), "optimizer": _member_optimizer_state(ens, optimizer.state_dict(), k),
-                    "scheduler": {"schedule": t.schedule, "epochs": t.epochs}}
+            ckpt = {
+                "config": cfgs[k].to_dict(),
+                "data": data.info(),
+                "epoch": epoch + 1,
+                "history": histories[k],
+                "model": ens.member_state(k),
+                "optimizer": _member_optimizer_state(ens, optimizer.state_dict(), k),
+                "scheduler": {"schedule": t.schedule, "epochs": t.epochs},
+            }
             if validating and finite[k] and record["val_accuracy"] > best[k][0]:
                 best[k] = (record["val_accuracy"], ckpt["model"])
                 rundir.save_checkpoint(outs[k], ckpt, rundir.BEST)
@@ -181,8 +217,7 @@ def _train_epoch(ens: Ensemble, cfgs: list[RunConfig], data, optimizer, epoch: i
     device = data.x_train.device
     n = len(data.y_train)
     gens = [torch.Generator().manual_seed(_epoch_seed(c.train.seed, epoch, 0)) for c in cfgs]
-    orders = torch.stack([torch.randperm(n, generator=g)
-                          for g in gens]).to(device)  # (K, N)
+    orders = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(device)  # (K, N)
     ens.rng.seed([_epoch_seed(c.train.seed, epoch, 1) for c in cfgs])
     shifts = [torch.Generator().manual_seed(_epoch_seed(c.train.seed, epoch, 2)) for c in cfgs]
     binary = cfgs[0].model.weights == "binary"
@@ -211,13 +246,17 @@ def _train_epoch(ens: Ensemble, cfgs: list[RunConfig], data, optimizer, epoch: i
         seen += len(y)
         if step % 20 == 19 or step == steps - 1:
             means = (loss_sum / seen).tolist()
-            for cb, m in zip(callbacks, means):
+            for cb, m in zip(callbacks, means, strict=False):
                 cb.on_batch(epoch, step + 1, m)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    return {"loss": (loss_sum / seen).tolist(), "train_accuracy": (correct.double() / seen).tolist(),
-            "images_per_s": [seen / seconds] * k, "train_seconds": [seconds] * k}
+    return {
+        "loss": (loss_sum / seen).tolist(),
+        "train_accuracy": (correct.double() / seen).tolist(),
+        "images_per_s": [seen / seconds] * k,
+        "train_seconds": [seconds] * k,
+    }
 
 
 @torch.no_grad()

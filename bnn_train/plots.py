@@ -77,8 +77,12 @@ def run_panels(history: list[dict]) -> list[Panel]:
     held = "val" if any("val_accuracy" in r for r in history) else "test"
 
     def curves(train_key: str, held_key: str) -> list[Curve]:
-        return [Curve(label=label, x=epochs, y=[r.get(key) for r in history])
-                for label, key in (("train", train_key), (held, held_key))]
+        return [
+            Curve(label=label, x=epochs, y=[r.get(key) for r in history])
+            for label, key in (("train", train_key), (held, held_key))
+        ]
 
-    return [Panel(ylabel="loss", curves=curves("loss", f"{held}_loss")),
-            Panel(ylabel="accuracy", curves=curves("train_accuracy", f"{held}_accuracy"), ylim=(0, 1.0))]
+    return [
+        Panel(ylabel="loss", curves=curves("loss", f"{held}_loss")),
+        Panel(ylabel="accuracy", curves=curves("train_accuracy", f"{held}_accuracy"), ylim=(0, 1.0)),
+    ]

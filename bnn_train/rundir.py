@@ -168,6 +168,8 @@ def load_run(run_dir: str | Path, map_location: str | torch.device = "cpu"):
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
-        raise CheckpointError(f"{checkpoint_path(run_dir)} does not match its own model configuration ({first})") from None
+        raise CheckpointError(
+            f"{checkpoint_path(run_dir)} does not match its own model configuration ({first})"
+        ) from None
     model.to(map_location).eval()
     return model, cfg, ckpt

@@ -48,11 +48,17 @@ def source_path(dataset: str) -> Path:
 
 # --------------------------------------------------------------------------- CIFAR-10
 
+
 class _NumpyOnly(pickle.Unpickler):
     """The CIFAR python batches hold dicts of NumPy arrays, lists and bytes: admit nothing else."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+    }
 
     def find_class(self, module, name):
         if (module, name) in self.ALLOWED:
@@ -101,8 +107,10 @@ def load_cifar10(data_dir: str | None, cache: Path):
     folder = Path(data_dir).expanduser() if data_dir else cache
     found = _cifar_files(folder)
     if found is None and data_dir:
-        raise DatasetError(f"cifar10 is not in --data-dir {folder}: expected cifar-10-batches-py/ (data_batch_1..5, "
-                           "test_batch) or cifar-10-batches-bin/ there")
+        raise DatasetError(
+            f"cifar10 is not in --data-dir {folder}: expected cifar-10-batches-py/ (data_batch_1..5, "
+            "test_batch) or cifar-10-batches-bin/ there"
+        )
     if found is None:
         try:
             import torchvision
@@ -110,8 +118,10 @@ def load_cifar10(data_dir: str | None, cache: Path):
             folder.mkdir(parents=True, exist_ok=True)
             torchvision.datasets.CIFAR10(str(folder), train=True, download=True)
         except Exception as e:  # torchvision raises URLError/OSError/RuntimeError on failure
-            raise DatasetError(f"cifar10 is not in the cache {folder} and could not be downloaded "
-                               f"({str(e).splitlines()[-1] if str(e) else type(e).__name__}); pass --data-dir") from None
+            raise DatasetError(
+                f"cifar10 is not in the cache {folder} and could not be downloaded "
+                f"({str(e).splitlines()[-1] if str(e) else type(e).__name__}); pass --data-dir"
+            ) from None
         found = _cifar_files(folder)
         if found is None:  # pragma: no cover - torchvision wrote something unexpected
             raise DatasetError(f"download of cifar10 into {folder} left no batches")
@@ -203,8 +213,10 @@ def load_folder(path: Path, input_size: str, split):
             img = _open(f).convert(mode)
             if (img.height, img.width) != (h, w):
                 if not input_size:
-                    raise DatasetError(f"{f} is {img.width}x{img.height}, other images {w}x{h}: pass --input-size HxW "
-                                       "to resize them all")
+                    raise DatasetError(
+                        f"{f} is {img.width}x{img.height}, other images {w}x{h}: pass --input-size HxW "
+                        "to resize them all"
+                    )
                 img = img.resize((w, h), resample=2)  # bilinear
             a = np.asarray(img, dtype=np.uint8)
             x[i] = a[None] if c == 1 else a.transpose(2, 0, 1)
@@ -213,8 +225,10 @@ def load_folder(path: Path, input_size: str, split):
         try:
             x_tr, x_te, y_tr, y_te = split(*arrays["all"])
         except ValueError as e:
-            raise DatasetError(f"folder:{path}: too few images for a stratified 80/20 split ({e}); "
-                               "give it train/ and test/ sub-folders") from None
+            raise DatasetError(
+                f"folder:{path}: too few images for a stratified 80/20 split ({e}); "
+                "give it train/ and test/ sub-folders"
+            ) from None
     else:
         (x_tr, y_tr), (x_te, y_te) = arrays["train"], arrays["test"]
     return x_tr, y_tr, x_te, y_te, classes, str(path)
@@ -260,10 +274,14 @@ def _npz_x_shape(path: Path) -> tuple[int, ...]:
         try:
             shapes[key] = _image_shape(shape)[0]
         except ValueError:
-            raise DatasetError(f"{path}: {key} has shape {list(shape)}; expected (N, D), (N, H, W), (N, C, H, W) "
-                               "or (N, H, W, C) with C = 1 or 3") from None
+            raise DatasetError(
+                f"{path}: {key} has shape {list(shape)}; expected (N, D), (N, H, W), (N, C, H, W) "
+                "or (N, H, W, C) with C = 1 or 3"
+            ) from None
     if shapes["x_train"] != shapes["x_test"]:
-        raise DatasetError(f"{path}: x_train images {list(shapes['x_train'])} and x_test {list(shapes['x_test'])} differ")
+        raise DatasetError(
+            f"{path}: x_train images {list(shapes['x_train'])} and x_test {list(shapes['x_test'])} differ"
+        )
     return shapes["x_train"]
 
 

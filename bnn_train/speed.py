@@ -37,15 +37,20 @@ def _warm_up(model, cfg, data, optimizer) -> None:
         loss.backward()
 
 
-def compare_training_speed(train: TrainConfig, model: ModelConfig, epochs: int = 2,
-                           variants: dict[str, dict] | None = None, callback=None) -> dict:
+def compare_training_speed(
+    train: TrainConfig, model: ModelConfig, epochs: int = 2, variants: dict[str, dict] | None = None, callback=None
+) -> dict:
     """Train every variant for ``epochs`` interleaved epochs; images/s per epoch and epoch cost relative to
     the last variant."""
     variants = variants or VARIANTS
     device = resolve_device(train.device)
     data = load_dataset(train)
-    cfgs = {name: RunConfig(model=replace(model, **changes), train=train).with_dataset(data.in_shape, data.num_classes, data.input_scale)
-            for name, changes in variants.items()}
+    cfgs = {
+        name: RunConfig(model=replace(model, **changes), train=train).with_dataset(
+            data.in_shape, data.num_classes, data.input_scale
+        )
+        for name, changes in variants.items()
+    }
     data = data.to(device)
     models, opts = {}, {}
     for name, cfg in cfgs.items():
@@ -62,11 +67,22 @@ def compare_training_speed(train: TrainConfig, model: ModelConfig, epochs: int =
     base = list(cfgs)[-1]
     median = {name: statistics.median(r) for name, r in rates.items()}
     return {
-        "dataset": data.name, "device": str(device), "threads": torch.get_num_threads(), "epochs": epochs,
-        "batch_size": train.batch_size, "model": model.model,
-        "variants": {name: {"act": cfgs[name].model.act, "weights": cfgs[name].model.weights,
-                            "batchnorm": cfgs[name].model.batchnorm, "pool": cfgs[name].model.pool_kind,
-                            "images_per_s": rates[name], "median_images_per_s": median[name],
-                            "epoch_cost_vs_" + base: median[base] / median[name]}
-                     for name in cfgs},
+        "dataset": data.name,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "epochs": epochs,
+        "batch_size": train.batch_size,
+        "model": model.model,
+        "variants": {
+            name: {
+                "act": cfgs[name].model.act,
+                "weights": cfgs[name].model.weights,
+                "batchnorm": cfgs[name].model.batchnorm,
+                "pool": cfgs[name].model.pool_kind,
+                "images_per_s": rates[name],
+                "median_images_per_s": median[name],
+                "epoch_cost_vs_" + base: median[base] / median[name],
+            }
+            for name in cfgs
+        },
     }

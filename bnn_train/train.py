@@ -63,8 +63,10 @@ class PrintProgress(Callback):
 def epoch_line(r: dict) -> str:
     """One epoch's numbers as one line: loss, train accuracy, validation and/or test accuracy, speed, lr."""
     held = "".join(f"  {name} {r[f'{name}_accuracy']:.4f}" for name in ("val", "test") if f"{name}_accuracy" in r)
-    return (f"epoch {r['epoch']:>3}  loss {r['loss']:.4f}  train {r['train_accuracy']:.4f}{held}  "
-            f"{r['images_per_s']:.0f} img/s  lr {r['lr']:.3g}")
+    return (
+        f"epoch {r['epoch']:>3}  loss {r['loss']:.4f}  train {r['train_accuracy']:.4f}{held}  "
+        f"{r['images_per_s']:.0f} img/s  lr {r['lr']:.3g}"
+    )
 
 
 def learning_rate(cfg: RunConfig, epoch: int) -> float:
@@ -96,8 +98,7 @@ def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-def loss_and_predictions(model: nn.Module, cfg: RunConfig, x: torch.Tensor, y: torch.Tensor,
-                         smoothing: float = 0.0):
+def loss_and_predictions(model: nn.Module, cfg: RunConfig, x: torch.Tensor, y: torch.Tensor, smoothing: float = 0.0):
     """Loss and predictions: cross-entropy on logits (label ``smoothing``), or squared error on a SUC's activation."""
     out = model(x.float())
     if is_single_unit(cfg.model):
@@ -183,8 +184,12 @@ def train_one_epoch(model, cfg: RunConfig, data: Data, optimizer, epoch: int, ca
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    return {"loss": float(loss_sum) / seen, "train_accuracy": int(correct) / seen,
-            "images_per_s": seen / seconds, "train_seconds": seconds}
+    return {
+        "loss": float(loss_sum) / seen,
+        "train_accuracy": int(correct) / seen,
+        "images_per_s": seen / seconds,
+        "train_seconds": seconds,
+    }
 
 
 def make_optimizer(model: nn.Module, cfg: RunConfig):
@@ -206,8 +211,9 @@ def _prepare(cfg: RunConfig) -> tuple[RunConfig, Data, torch.device]:
     return cfg.with_dataset(data.in_shape, data.num_classes, data.input_scale), data, device
 
 
-def fit(cfg: RunConfig, out_dir: str | Path, callback: Callback | None = None, plot: bool = True,
-        progress: bool = False) -> dict:
+def fit(
+    cfg: RunConfig, out_dir: str | Path, callback: Callback | None = None, plot: bool = True, progress: bool = False
+) -> dict:
     """Train a new run into ``out_dir`` (which must not hold a run yet); returns the final metrics.
 
     ``callback`` receives the run's events (``Callback``); ``progress=True`` without one prints a
@@ -223,8 +229,15 @@ def fit(cfg: RunConfig, out_dir: str | Path, callback: Callback | None = None, p
     return _run(cfg, data, device, model, out, start_epoch=0, history=[], callback=callback, plot=plot)
 
 
-def resume(out_dir: str | Path, epochs: int | None = None, data_dir: str | None = None, device: str | None = None,
-           callback: Callback | None = None, plot: bool = True, progress: bool = False) -> dict:
+def resume(
+    out_dir: str | Path,
+    epochs: int | None = None,
+    data_dir: str | None = None,
+    device: str | None = None,
+    callback: Callback | None = None,
+    plot: bool = True,
+    progress: bool = False,
+) -> dict:
     """Continue the run in ``out_dir`` from its last completed epoch.
 
     ``epochs`` sets a new total (a cosine schedule is re-planned over it, see the module's
@@ -243,12 +256,24 @@ def resume(out_dir: str | Path, epochs: int | None = None, data_dir: str | None 
         callback.on_notice(f"{out} has already trained {done} epochs; --epochs {cfg.train.epochs} adds none")
     elif cfg.train.epochs != planned and cfg.train.schedule == "cosine":
         old = learning_rate(replace(cfg, train=replace(cfg.train, epochs=planned)), done)
-        callback.on_notice(f"the cosine schedule planned over {planned} epochs is re-planned over {cfg.train.epochs}: "
-                           f"epoch {done + 1} trains at lr {learning_rate(cfg, done):.3g} (the old plan: {old:.3g})")
+        callback.on_notice(
+            f"the cosine schedule planned over {planned} epochs is re-planned over {cfg.train.epochs}: "
+            f"epoch {done + 1} trains at lr {learning_rate(cfg, done):.3g} (the old plan: {old:.3g})"
+        )
     model = build_model(cfg.model)
     state = {"model": ckpt["model"], "optimizer": ckpt.get("optimizer")}
-    return _run(cfg, data, device, model, out, start_epoch=done, history=list(ckpt["history"]),
-                callback=callback, plot=plot, state=state)
+    return _run(
+        cfg,
+        data,
+        device,
+        model,
+        out,
+        start_epoch=done,
+        history=list(ckpt["history"]),
+        callback=callback,
+        plot=plot,
+        state=state,
+    )
 
 
 def _load_state(model, optimizer, state: dict, out: Path) -> None:
@@ -284,9 +309,16 @@ def _run(cfg, data, device, model, out: Path, start_epoch: int, history: list, c
         out.mkdir(parents=True, exist_ok=True)
         rundir.remove_stale_temp_files(out)  # of writes a kill interrupted
         rundir.reconcile_metrics_lines(out, history)  # metrics.json and the curves are rewritten at the end
-        rundir.atomic_write_json(out / rundir.CONFIG, {"config": cfg.to_dict(), "data": data.info(),
-                                                      "device": str(device), "torch": torch.__version__,
-                                                      "processes": distributed.world()[1]})
+        rundir.atomic_write_json(
+            out / rundir.CONFIG,
+            {
+                "config": cfg.to_dict(),
+                "data": data.info(),
+                "device": str(device),
+                "torch": torch.__version__,
+                "processes": distributed.world()[1],
+            },
+        )
     steps = math.ceil(len(data.y_train) / cfg.train.batch_size)
     callback.on_start(cfg, data, start_epoch, steps)
     diverged = any(r.get("diverged") for r in history)
@@ -304,11 +336,20 @@ def _run(cfg, data, device, model, out: Path, start_epoch: int, history: list, c
         diverged = not _finite(model)
         record["diverged"] = diverged
         history.append(record)
-        ckpt = {"config": cfg.to_dict(), "data": data.info(), "epoch": epoch + 1, "history": history,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": {"schedule": cfg.train.schedule, "epochs": cfg.train.epochs}}
+        ckpt = {
+            "config": cfg.to_dict(),
+            "data": data.info(),
+            "epoch": epoch + 1,
+            "history": history,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": {"schedule": cfg.train.schedule, "epochs": cfg.train.epochs},
+        }
         if validating and not diverged and record["val_accuracy"] > best_acc:
-            best_acc, best_model = record["val_accuracy"], {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_acc, best_model = (
+                record["val_accuracy"],
+                {k: v.detach().clone() for k, v in model.state_dict().items()},
+            )
             if main:
                 rundir.save_checkpoint(out, ckpt, rundir.BEST)
         if main:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -14,7 +14,7 @@ from .common import command_line, positive, stderr_console
 
 def bench_train(
     dataset: Annotated[Dataset, typer.Option(help="Dataset to train on.")] = "mnist",
-    data_dir: Annotated[Optional[Path], typer.Option(help="Folder with the IDX files of mnist/fashion-mnist.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Folder with the IDX files of mnist/fashion-mnist.")] = None,
     model: Annotated[Model, typer.Option(help="Network to time.")] = "lenet5",
     epochs: Annotated[int, typer.Option(help="Epochs per variant (interleaved).", callback=positive)] = 3,
     batch_size: Annotated[int, typer.Option(help="Mini-batch size.")] = 256,
@@ -32,8 +32,13 @@ def bench_train(
     from bnn_train.config import ModelConfig, TrainConfig
     from bnn_train.speed import compare_training_speed
 
-    train = TrainConfig(dataset=dataset.value, data_dir=str(data_dir) if data_dir else None, batch_size=batch_size,
-                        device=device.value, epochs=epochs)
+    train = TrainConfig(
+        dataset=dataset.value,
+        data_dir=str(data_dir) if data_dir else None,
+        batch_size=batch_size,
+        device=device.value,
+        epochs=epochs,
+    )
     train.validate()
     result = compare_training_speed(train, ModelConfig(model=model.value, batchnorm=batchnorm), epochs=epochs)
     result["command"] = command_line()
@@ -42,12 +47,21 @@ def bench_train(
         return
     from rich.table import Table
 
-    table = Table(title=f"training speed: {result['model']} on {result['dataset']} ({result['device']}, "
-                        f"{result['threads']} threads, batch {result['batch_size']})")
+    table = Table(
+        title=f"training speed: {result['model']} on {result['dataset']} ({result['device']}, "
+        f"{result['threads']} threads, batch {result['batch_size']})"
+    )
     for col in ("variant", "act", "weights", "pool", "images/s per epoch", "median", "epoch cost vs float"):
         table.add_column(col)
     for name, v in result["variants"].items():
-        table.add_row(name, v["act"], v["weights"], v["pool"], ", ".join(f"{r:.0f}" for r in v["images_per_s"]),
-                      f"{v['median_images_per_s']:.0f}", f"{v['epoch_cost_vs_float']:.2f}x")
+        table.add_row(
+            name,
+            v["act"],
+            v["weights"],
+            v["pool"],
+            ", ".join(f"{r:.0f}" for r in v["images_per_s"]),
+            f"{v['median_images_per_s']:.0f}",
+            f"{v['epoch_cost_vs_float']:.2f}x",
+        )
     stderr_console().print(table)
     typer.echo(f"binary epoch cost = {result['variants']['binary']['epoch_cost_vs_float']:.2f}x the float network's")

@@ -50,11 +50,26 @@ def command_line() -> str:
 
 def progress_bar(title: str, console=None, disable: bool = False):
     """The commands' rich progress bar on stderr: title, bar, done/total, a ``status`` field, elapsed, ETA."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-    return Progress(TextColumn(title), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=console or stderr_console(), transient=False,
-                    disable=disable)
+    return Progress(
+        TextColumn(title),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console or stderr_console(),
+        transient=False,
+        disable=disable,
+    )
 
 
 def stderr_console():

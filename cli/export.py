@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -21,15 +21,28 @@ class Checkpoint(str, Enum):
 
 def export(
     run_dir: Annotated[Path, typer.Argument(help="Run directory written by bnn train.")],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="The .bnn file [default: RUN_DIR/model.bnn].")] = None,
-    onnx: Annotated[Optional[Path], typer.Option("--onnx", help="The ONNX file [default: RUN_DIR/model.onnx].")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="The .bnn file [default: RUN_DIR/model.bnn].")
+    ] = None,
+    onnx: Annotated[Path | None, typer.Option("--onnx", help="The ONNX file [default: RUN_DIR/model.onnx].")] = None,
     no_onnx: Annotated[bool, typer.Option("--no-onnx", help="Write no ONNX file.")] = False,
-    data_dir: Annotated[Optional[Path], typer.Option(help="Where the run's dataset is now (mnist/fashion-mnist IDX files).")] = None,
-    check_images: Annotated[Optional[int], typer.Option(help="Check on the first N test images [default: all].", callback=positive)] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Where the run's dataset is now (mnist/fashion-mnist IDX files).")
+    ] = None,
+    check_images: Annotated[
+        int | None, typer.Option(help="Check on the first N test images [default: all].", callback=positive)
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-    require_complete: Annotated[bool, typer.Option(
-        "--require-complete", help="Refuse a run that has not trained all its planned epochs.")] = False,
-    checkpoint: Annotated[Checkpoint, typer.Option(help="best: best.pt, the epoch of highest validation accuracy (a run without --val-split has only its last); last: the last epoch.")] = "best",
+    require_complete: Annotated[
+        bool, typer.Option("--require-complete", help="Refuse a run that has not trained all its planned epochs.")
+    ] = False,
+    checkpoint: Annotated[
+        Checkpoint,
+        typer.Option(
+            help="best: best.pt, the epoch of highest validation accuracy "
+            "(a run without --val-split has only its last); last: the last epoch."
+        ),
+    ] = "best",
 ) -> None:
     """Fold a trained binary network into packed bits with integer thresholds (.bnn) and an integer ONNX graph.
 
@@ -49,9 +62,16 @@ def export(
     if onnx_path is not None:
         check_output_file("--onnx", onnx_path)
     try:
-        report = export_run(run_dir, bnn_path, onnx_path, data_dir=str(data_dir) if data_dir else None,
-                            check_images=check_images, require_bnn=output is not None or onnx_path is None,
-                            require_complete=require_complete, checkpoint=checkpoint.value)
+        report = export_run(
+            run_dir,
+            bnn_path,
+            onnx_path,
+            data_dir=str(data_dir) if data_dir else None,
+            check_images=check_images,
+            require_bnn=output is not None or onnx_path is None,
+            require_complete=require_complete,
+            checkpoint=checkpoint.value,
+        )
     except NotBinaryError as e:
         raise CliError(f"cannot write {bnn_path}: {e}; pass only --onnx to export the float network") from None
     if report.unfinished_note:  # said on stderr in every output format
@@ -78,7 +98,11 @@ def _print_report(report) -> None:
         table.add_row(f"test accuracy ({name})", "", f"{acc:.4%}")
     console.print(table)
     if report.bnn_path:
-        typer.echo(f"wrote {plain(report.bnn_path)}: {report.bnn_bytes:,} bytes, {report.compression:.1f}x smaller than the "
-                   f"fp32 state dict ({report.state_dict_bytes:,} bytes)")
+        typer.echo(
+            f"wrote {plain(report.bnn_path)}: {report.bnn_bytes:,} bytes, {report.compression:.1f}x smaller than the "
+            f"fp32 state dict ({report.state_dict_bytes:,} bytes)"
+        )
     if report.onnx_path:
-        typer.echo(f"wrote {plain(report.onnx_path)}: {report.onnx_bytes:,} bytes" + ("" if report.binary else " (ONNX only)"))
+        typer.echo(
+            f"wrote {plain(report.onnx_path)}: {report.onnx_bytes:,} bytes" + ("" if report.binary else " (ONNX only)")
+        )

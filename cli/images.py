@@ -22,8 +22,9 @@ def pillow():
     try:
         from PIL import Image
     except ImportError:
-        raise CliError("reading image files needs Pillow: pip install 'untied-bnn[images]' "
-                       "(or pass a .npy batch with --npy)") from None
+        raise CliError(
+            "reading image files needs Pillow: pip install 'untied-bnn[images]' (or pass a .npy batch with --npy)"
+        ) from None
     return Image
 
 

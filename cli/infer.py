@@ -7,7 +7,7 @@ import time
 from dataclasses import replace
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -26,16 +26,29 @@ class Format(str, Enum):
 
 def infer(
     model_path: Annotated[Path, typer.Argument(metavar="MODEL.bnn", help="The .bnn model file.")],
-    images: Annotated[Optional[list[Path]], typer.Argument(help="Image files to classify (PNG, JPEG, ...; needs Pillow).")] = None,
-    npy: Annotated[Optional[Path], typer.Option(help="A .npy batch (N, *input shape) of the model's input values "
-                                                "(its manifest's range, e.g. 0..16 for Digits) to classify.")] = None,
-    dataset: Annotated[Optional[Dataset], typer.Option(help="Evaluate on this test set [default: the model's own dataset].")] = None,
-    data_dir: Annotated[Optional[Path], typer.Option(help="Folder with the IDX files of mnist/fashion-mnist.")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Evaluate on the first N test images only.", callback=positive)] = None,
-    threads: Annotated[Optional[int], typer.Option(help="Threads the runtime uses [default: all cores].")] = None,
+    images: Annotated[
+        list[Path] | None, typer.Argument(help="Image files to classify (PNG, JPEG, ...; needs Pillow).")
+    ] = None,
+    npy: Annotated[
+        Path | None,
+        typer.Option(
+            help="A .npy batch (N, *input shape) of the model's input values "
+            "(its manifest's range, e.g. 0..16 for Digits) to classify."
+        ),
+    ] = None,
+    dataset: Annotated[
+        Dataset | None, typer.Option(help="Evaluate on this test set [default: the model's own dataset].")
+    ] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Folder with the IDX files of mnist/fashion-mnist.")] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="Evaluate on the first N test images only.", callback=positive)
+    ] = None,
+    threads: Annotated[int | None, typer.Option(help="Threads the runtime uses [default: all cores].")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="Output: table, csv or json.")] = Format.table,
-    logits: Annotated[bool, typer.Option("--logits", help="Also print every class's logit (the per-class affine "
-                                                          "of the integer scores).")] = False,
+    logits: Annotated[
+        bool,
+        typer.Option("--logits", help="Also print every class's logit (the per-class affine of the integer scores)."),
+    ] = False,
 ) -> None:
     """Classify images or a .npy batch with a .bnn model, or measure its accuracy and speed on a test set.
 
@@ -100,19 +113,23 @@ def _read_images(paths: list[Path], spec):
     return names, x, failures
 
 
-def _evaluate(model, model_path: Path, dataset, data_dir: Optional[Path], limit: Optional[int]) -> dict:
+def _evaluate(model, model_path: Path, dataset, data_dir: Path | None, limit: int | None) -> dict:
     try:
         from bnn_train.config import RunConfig, TrainConfig
         from bnn_train.data import load_test_arrays
     except ImportError as e:  # an edge install: numpy and numba only
-        raise CliError(f"evaluating on a test set needs the training extras ({e.name} is missing): "
-                       "pip install 'untied-bnn[train]', or classify images or a --npy batch") from None
+        raise CliError(
+            f"evaluating on a test set needs the training extras ({e.name} is missing): "
+            "pip install 'untied-bnn[train]', or classify images or a --npy batch"
+        ) from None
 
     provenance = model.manifest.get("provenance", {})
     name = dataset.value if dataset is not None else provenance.get("dataset")
     if name not in choices.DATASETS:
-        raise CliError(f"{model_path} names no dataset it was trained on; pass --dataset ({', '.join(choices.DATASETS)}) "
-                       "or give images or --npy")
+        raise CliError(
+            f"{model_path} names no dataset it was trained on; pass --dataset ({', '.join(choices.DATASETS)}) "
+            "or give images or --npy"
+        )
     train = TrainConfig(dataset=name, data_dir=str(data_dir) if data_dir else None)
     try:  # the synthetic 'ones' task is generated from the run's own dim and n_samples
         saved = RunConfig.from_dict(provenance["config"]).train
@@ -128,9 +145,16 @@ def _evaluate(model, model_path: Path, dataset, data_dir: Optional[Path], limit:
     pred = model.predict(x)
     seconds = time.perf_counter() - start
     correct = int((pred == y).sum())
-    return {"model": str(model_path), "dataset": name, "images": len(y), "correct": correct,
-            "accuracy": correct / len(y), "seconds": seconds, "images_per_second": len(y) / seconds,
-            "threads": model.threads}
+    return {
+        "model": str(model_path),
+        "dataset": name,
+        "images": len(y),
+        "correct": correct,
+        "accuracy": correct / len(y),
+        "seconds": seconds,
+        "images_per_second": len(y) / seconds,
+        "threads": model.threads,
+    }
 
 
 def _print_evaluation(result: dict, fmt: Format) -> None:
@@ -146,13 +170,19 @@ def _print_evaluation(result: dict, fmt: Format) -> None:
         table = Table(title=f"bnn infer {markup(result['model'])}")
         for col in ("dataset", "images", "accuracy", "images/s", "threads"):
             table.add_column(col)
-        table.add_row(result["dataset"], f"{result['images']:,}", f"{result['accuracy']:.4%}",
-                      f"{result['images_per_second']:,.0f}", str(result["threads"]))
+        table.add_row(
+            result["dataset"],
+            f"{result['images']:,}",
+            f"{result['accuracy']:.4%}",
+            f"{result['images_per_second']:,.0f}",
+            str(result["threads"]),
+        )
         Console().print(table)
 
 
-def _print_predictions(model, model_path: Path, names: list[str], scores, labels, fmt: Format,
-                       show_logits: bool) -> None:
+def _print_predictions(
+    model, model_path: Path, names: list[str], scores, labels, fmt: Format, show_logits: bool
+) -> None:
     from bnn_runtime.reference import logits_from_scores, softmax
 
     classes = model.classes
@@ -160,8 +190,13 @@ def _print_predictions(model, model_path: Path, names: list[str], scores, labels
     probs = softmax(logits)
     rows = []
     for n, k, s, z, p in zip(names, labels, scores, logits, probs, strict=True):
-        row = {"input": n, "index": int(k), "class": classes[int(k)], "probability": float(p[k]),
-               "scores": [int(v) for v in s]}
+        row = {
+            "input": n,
+            "index": int(k),
+            "class": classes[int(k)],
+            "probability": float(p[k]),
+            "scores": [int(v) for v in s],
+        }
         rows.append({**row, "logits": [float(v) for v in z]} if show_logits else row)
     if fmt is Format.json:
         typer.echo(json.dumps({"model": str(model_path), "classes": classes, "predictions": rows}, indent=2))
@@ -173,8 +208,15 @@ def _print_predictions(model, model_path: Path, names: list[str], scores, labels
         logit_columns = [f"logit_{plain(c)}" for c in classes] if show_logits else []
         writer.writerow(["input", "index", "class", "probability", *logit_columns])
         for r in rows:
-            writer.writerow([plain(r["input"]), r["index"], plain(r["class"]), repr(r["probability"]),
-                             *map(repr, r.get("logits", []))])
+            writer.writerow(
+                [
+                    plain(r["input"]),
+                    r["index"],
+                    plain(r["class"]),
+                    repr(r["probability"]),
+                    *map(repr, r.get("logits", [])),
+                ]
+            )
     else:
         from rich.console import Console
         from rich.table import Table

@@ -67,15 +67,18 @@ def _print_version(value: bool) -> None:
 
     from bnn_runtime.about import DISTRIBUTION, version
 
-    typer.echo(f"bnn ({DISTRIBUTION}) {version()}; numpy {version('numpy')}, numba {version('numba')}, "
-               f"Python {platform.python_version()} on {platform.machine()}")
+    typer.echo(
+        f"bnn ({DISTRIBUTION}) {version()}; numpy {version('numpy')}, numba {version('numba')}, "
+        f"Python {platform.python_version()} on {platform.machine()}"
+    )
     raise typer.Exit()
 
 
 @app.callback()
 def _root(
-    show_version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
-                                               help="Print the version and exit.")] = False,
+    show_version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     """Train binary neural networks with untied backward functions, export them to bits and ONNX, run them."""
     from bnn_runtime import compiled

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -24,23 +24,61 @@ def _has_cuda() -> bool:
 
 
 def reproduce(
-    table: Annotated[Optional[str], typer.Argument(help="Experiment name: table2 ... table11, table13, table14.", show_default=False)] = None,
+    table: Annotated[
+        str | None, typer.Argument(help="Experiment name: table2 ... table11, table13, table14.", show_default=False)
+    ] = None,
     list_: Annotated[bool, typer.Option("--list", help="List the experiments and exit.")] = False,
     runs: Annotated[int, typer.Option(help="Runs per cell (the paper's number).", callback=positive)] = PAPER_RUNS,
-    epochs: Annotated[Optional[int], typer.Option(help="Epochs per run (default: per experiment, see --list).",
-                                                  show_default=False, callback=positive)] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Output folder (default: repro/TABLE); re-run the same command to resume.", show_default=False)] = None,
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            help="Epochs per run (default: per experiment, see --list).", show_default=False, callback=positive
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Output folder (default: repro/TABLE); re-run the same command to resume.", show_default=False
+        ),
+    ] = None,
     device: Annotated[Device, typer.Option(help="auto = cuda when available.")] = "auto",
     seed: Annotated[int, typer.Option(help="Run i of every cell uses seed SEED + i.")] = 0,
-    data_dir: Annotated[Optional[Path], typer.Option(help="Folder with the IDX files of mnist / fashion-mnist (or with mnist/ and fashion-mnist/ in it).")] = None,
-    only: Annotated[Optional[str], typer.Option(help="Keep only some cells, e.g. bs=256,lr=0.1,config=relu/tied (a key given twice keeps either value).")] = None,
-    max_cells: Annotated[Optional[int], typer.Option(help="Keep only the first N cells (after --only).",
-                                                     callback=positive)] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder with the IDX files of mnist / fashion-mnist (or with mnist/ and fashion-mnist/ in it)."
+        ),
+    ] = None,
+    only: Annotated[
+        str | None,
+        typer.Option(
+            help="Keep only some cells, e.g. bs=256,lr=0.1,config=relu/tied (a key given twice keeps either value)."
+        ),
+    ] = None,
+    max_cells: Annotated[
+        int | None, typer.Option(help="Keep only the first N cells (after --only).", callback=positive)
+    ] = None,
     no_plots: Annotated[bool, typer.Option("--no-plots", help="Write the CSV and the Markdown only.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (a line per run still prints).")] = False,
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch [default: all cores].")] = None,
-    ray: Annotated[Optional[str], typer.Option(help="Send the runs to a Ray cluster as tasks: 'local' starts one here, HOST:PORT joins one (needs the [ray] extra; --out on storage every worker sees).")] = None,
-    ensemble: Annotated[Optional[int], typer.Option(help="Train up to K runs of a cell at once as one batched network (1: one at a time) [default: 8 on cuda, 1 on the CPU, where we measured ensembles slower for MNIST LeNet-5]. Members match their runs to rounding (docs/REPRODUCTION.md).", show_default=False)] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar (a line per run still prints).")
+    ] = False,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for torch [default: all cores].")] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            help="Send the runs to a Ray cluster as tasks: 'local' starts one here, HOST:PORT joins one "
+            "(needs the [ray] extra; --out on storage every worker sees)."
+        ),
+    ] = None,
+    ensemble: Annotated[
+        int | None,
+        typer.Option(
+            help="Train up to K runs of a cell at once as one batched network (1: one at a time) "
+            "[default: 8 on cuda, 1 on the CPU, where we measured ensembles slower for MNIST LeNet-5]. "
+            "Members match their one-at-a-time runs within the tolerance of docs/REPRODUCTION.md.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Re-run a table of the paper's §4-5: results.csv, report.md (ours next to the paper's) and plots.
 
@@ -80,16 +118,30 @@ def reproduce(
     rows: list[dict] = []
     try:
         with progress:
-            rows = run_reproduction(exp, cells, out, runs, epochs, seed, device.value,
-                                    str(data_dir) if data_dir else None, listener=progress, ensemble=ensemble, ray_address=ray, threads=threads)
+            rows = run_reproduction(
+                exp,
+                cells,
+                out,
+                runs,
+                epochs,
+                seed,
+                device.value,
+                str(data_dir) if data_dir else None,
+                listener=progress,
+                ensemble=ensemble,
+                ray_address=ray,
+                threads=threads,
+            )
     finally:  # also when interrupted or failed: report what has finished
         if not rows and progress.started:
             rows = finished_rows(out, cells, runs, seed)
         if rows:
             written = write_outputs(exp, cells, rows, out, epochs, seed, command, plots=not no_plots)
     n_png = len(written["heatmaps"]) + len(written["curves"]) if rows else 0
-    typer.echo(f"{out}: {len(rows)} of {runs * len(cells)} runs finished ({len(cells)} cells x {runs} runs, "
-               f"{epochs} epochs); {out / 'report.md'} and {n_png} plots")
+    typer.echo(
+        f"{out}: {len(rows)} of {runs * len(cells)} runs finished ({len(cells)} cells x {runs} runs, "
+        f"{epochs} epochs); {out / 'report.md'} and {n_png} plots"
+    )
 
 
 def _print_list(experiments) -> None:
@@ -97,12 +149,16 @@ def _print_list(experiments) -> None:
 
     typer.echo("name     table  model   dataset        cells  paper runs  default epochs  grid")
     for e in experiments.values():
-        typer.echo(f"{e.name:<8} {e.table:>5}  {e.model:<7} {e.dataset:<14} {len(e.cells()):>5}  {PAPER_RUNS:>10}  "
-                   f"{e.epochs:>14}  {e.grid_text()}")
+        typer.echo(
+            f"{e.name:<8} {e.table:>5}  {e.model:<7} {e.dataset:<14} {len(e.cells()):>5}  {PAPER_RUNS:>10}  "
+            f"{e.epochs:>14}  {e.grid_text()}"
+        )
         typer.echo(f"{'':>15}configs: {', '.join(e.configs)}" + (f"  [{e.note}]" if e.note else ""))
-    typer.echo("All runs: SGD without momentum, loss averaged over the batch (summed in table3), float weights, "
-               "default init, BatchNorm only for +bn, grad-norm clip 1 for +gc, LeNet-5 with quadratic-mean pooling. "
-               "See docs/REPRODUCTION.md.")
+    typer.echo(
+        "All runs: SGD without momentum, loss averaged over the batch (summed in table3), float weights, "
+        "default init, BatchNorm only for +bn, grad-norm clip 1 for +gc, LeNet-5 with quadratic-mean pooling. "
+        "See docs/REPRODUCTION.md."
+    )
 
 
 class _Progress:
@@ -140,5 +196,8 @@ class _Progress:
     def on_run_end(self, spec, row, reused):
         self.progress.advance(self.task)
         acc = float(row["test_accuracy"]) if row["test_accuracy"] not in ("", None) else float("nan")
-        self.console.print(f"{spec.key}: test accuracy {acc:.4f} in {float(row['seconds']):.1f} s"
-                           + (" — diverged" if int(row["diverged"]) else "") + (" (recovered)" if reused else ""))
+        self.console.print(
+            f"{spec.key}: test accuracy {acc:.4f} in {float(row['seconds']):.1f} s"
+            + (" — diverged" if int(row["diverged"]) else "")
+            + (" (recovered)" if reused else "")
+        )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -41,7 +41,7 @@ _MODEL, _ACT, _TRAIN = ModelConfig(), ActParams(), TrainConfig()
 def train(
     ctx: typer.Context,
     model: Annotated[Model, _m("model")] = _MODEL.model,
-    arch: Annotated[Optional[str], _m("arch")] = None,
+    arch: Annotated[str | None, _m("arch")] = None,
     act: Annotated[str, _m("act")] = _MODEL.act,
     weights: Annotated[Weights, _m("weights")] = _MODEL.weights,
     batchnorm: Annotated[bool, _m("batchnorm")] = _MODEL.batchnorm,
@@ -52,12 +52,12 @@ def train(
     rect_width: Annotated[float, _a("rect_width")] = _ACT.rect_width,
     triang_width: Annotated[float, _a("triang_width")] = _ACT.triang_width,
     jam_width: Annotated[float, _a("jam_width")] = _ACT.jam_width,
-    jam_mean: Annotated[Optional[float], _a("jam_mean")] = _ACT.jam_mean,
+    jam_mean: Annotated[float | None, _a("jam_mean")] = _ACT.jam_mean,
     st_k: Annotated[float, _a("st_k")] = _ACT.st_k,
     st_beta: Annotated[float, _a("st_beta")] = _ACT.st_beta,
     dataset: Annotated[str, _t("dataset", _D)] = _TRAIN.dataset,
-    input_size: Annotated[Optional[str], _t("input_size", _D)] = None,
-    data_dir: Annotated[Optional[Path], _t("data_dir", _D)] = _TRAIN.data_dir,
+    input_size: Annotated[str | None, _t("input_size", _D)] = None,
+    data_dir: Annotated[Path | None, _t("data_dir", _D)] = _TRAIN.data_dir,
     dim: Annotated[int, _t("dim", _D)] = _TRAIN.dim,
     n_samples: Annotated[int, _t("n_samples", _D)] = _TRAIN.n_samples,
     epochs: Annotated[int, _t("epochs")] = _TRAIN.epochs,
@@ -66,15 +66,21 @@ def train(
     optimizer: Annotated[Optimizer, _t("optimizer")] = _TRAIN.optimizer,
     momentum: Annotated[float, _t("momentum")] = _TRAIN.momentum,
     schedule: Annotated[Schedule, _t("schedule")] = _TRAIN.schedule,
-    grad_clip: Annotated[Optional[float], _t("grad_clip")] = _TRAIN.grad_clip,
+    grad_clip: Annotated[float | None, _t("grad_clip")] = _TRAIN.grad_clip,
     augment_shift: Annotated[int, _t("augment_shift")] = _TRAIN.augment_shift,
     label_smoothing: Annotated[float, _t("label_smoothing")] = _TRAIN.label_smoothing,
     seed: Annotated[int, _t("seed")] = _TRAIN.seed,
     device: Annotated[Device, _t("device")] = _TRAIN.device,
     val_split: Annotated[float, _t("val_split")] = _TRAIN.val_split,
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch [default: all cores].", rich_help_panel=_T)] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Run directory [default: runs/MODEL-DATASET-FORWARD-BACKWARD].")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last completed epoch.")] = False,
+    threads: Annotated[
+        int | None, typer.Option(help="CPU threads for torch [default: all cores].", rich_help_panel=_T)
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Run directory [default: runs/MODEL-DATASET-FORWARD-BACKWARD].")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out from its last completed epoch.")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Train a network and write a run directory (config, checkpoint, metrics, curves)."""
@@ -96,25 +102,52 @@ def train(
         explicit = sorted(p for p in ctx.params if p not in _RESUMABLE and _given(ctx, p))
         if explicit:
             opts = ", ".join(option_name(p) for p in explicit)
-            raise CliError(f"--resume continues {out} with its own configuration; drop {opts} "
-                           "(only --epochs, --data-dir, --device may change)")
+            raise CliError(
+                f"--resume continues {out} with its own configuration; drop {opts} "
+                "(only --epochs, --data-dir, --device may change)"
+            )
         overrides = {k: ctx.params[k] for k in ("epochs", "data_dir", "device") if _given(ctx, k)}
         run = lambda: resume_run(out, callback=progress, **_resume_kwargs(overrides))  # noqa: E731
     else:
-        act_params = ActParams(rect_width=rect_width, triang_width=triang_width, jam_width=jam_width,
-                               jam_mean=jam_mean, st_k=st_k, st_beta=st_beta)
+        act_params = ActParams(
+            rect_width=rect_width,
+            triang_width=triang_width,
+            jam_width=jam_width,
+            jam_mean=jam_mean,
+            st_k=st_k,
+            st_beta=st_beta,
+        )
         cfg = RunConfig(
             model=ModelConfig(
-                model=model.value, arch=arch or _MODEL.arch, act=act, weights=weights.value, batchnorm=batchnorm,
-                hidden=parse_ints("--hidden", hidden), width=width, pool=pool.value, init=init.value,
+                model=model.value,
+                arch=arch or _MODEL.arch,
+                act=act,
+                weights=weights.value,
+                batchnorm=batchnorm,
+                hidden=parse_ints("--hidden", hidden),
+                width=width,
+                pool=pool.value,
+                init=init.value,
                 act_params=act_params,
             ),
             train=TrainConfig(
-                dataset=dataset, data_dir=str(data_dir) if data_dir else None, dim=dim, n_samples=n_samples,
+                dataset=dataset,
+                data_dir=str(data_dir) if data_dir else None,
+                dim=dim,
+                n_samples=n_samples,
                 input_size=input_size or _TRAIN.input_size,
-                epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer.value, momentum=momentum,
-                schedule=schedule.value, grad_clip=grad_clip, augment_shift=augment_shift,
-                label_smoothing=label_smoothing, seed=seed, device=device.value, val_split=val_split,
+                epochs=epochs,
+                batch_size=batch_size,
+                lr=lr,
+                optimizer=optimizer.value,
+                momentum=momentum,
+                schedule=schedule.value,
+                grad_clip=grad_clip,
+                augment_shift=augment_shift,
+                label_smoothing=label_smoothing,
+                seed=seed,
+                device=device.value,
+                val_split=val_split,
             ),
         )
         cfg.validate()  # every invalid option is rejected before any data is loaded
@@ -132,8 +165,14 @@ def train(
     except KeyboardInterrupt:
         typer.echo(_interrupted_line(out), err=True)
         raise typer.Exit(130) from None
-    best = (f"; best.pt (epoch {final['best_epoch']}, validation {final['best_val_accuracy']:.4f}): "
-            f"test {final['best_test_accuracy']:.4f}") if final.get("best_epoch") else ""
+    best = (
+        (
+            f"; best.pt (epoch {final['best_epoch']}, validation {final['best_val_accuracy']:.4f}): "
+            f"test {final['best_test_accuracy']:.4f}"
+        )
+        if final.get("best_epoch")
+        else ""
+    )
     speed = f" ({final['images_per_s']:.0f} images/s)" if final.get("images_per_s") else ""
     typer.echo(
         f"{plain(out)}: test accuracy {final['test_accuracy']:.4f} after {final['epochs']} epochs"
@@ -152,8 +191,10 @@ def _interrupted_line(out: Path) -> str:
     except Exception:  # no (readable) checkpoint yet: nothing was saved
         return f"interrupted before the first epoch was saved; start again: bnn train ... --out {plain(out)}"
     done, planned, _ = rundir.progress(ckpt)
-    return (f"interrupted at epoch {done + 1} of {planned} ({done} saved); "
-            f"resume with: bnn train --resume --out {plain(shlex.quote(str(out)))}")
+    return (
+        f"interrupted at epoch {done + 1} of {planned} ({done} saved); "
+        f"resume with: bnn train --resume --out {plain(shlex.quote(str(out)))}"
+    )
 
 
 def _refuse_ignored(ctx: typer.Context, cfg) -> None:
@@ -231,8 +272,12 @@ class RichProgress:
         self.done_before = 0
 
     def on_batch(self, epoch, step, loss):
-        self.progress.update(self.task, completed=self.done_before + step, description=f"epoch {epoch + 1}/{self.epochs}",
-                             status=f"loss {loss:.4f}" if loss is not None else "")
+        self.progress.update(
+            self.task,
+            completed=self.done_before + step,
+            description=f"epoch {epoch + 1}/{self.epochs}",
+            status=f"loss {loss:.4f}" if loss is not None else "",
+        )
 
     def on_epoch(self, r):
         from bnn_train.train import epoch_line

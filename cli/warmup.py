@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 
 def warmup(
-    model_path: Annotated[Optional[Path], typer.Argument(metavar="[MODEL.bnn]", exists=True, dir_okay=False,
-                                                          help="Also load this model and run it once.")] = None,
+    model_path: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="[MODEL.bnn]", exists=True, dir_okay=False, help="Also load this model and run it once."
+        ),
+    ] = None,
 ) -> None:
     """Compile the runtime's kernels for this CPU once, so that the first prediction starts at once.
 

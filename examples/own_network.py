@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import bnn_runtime
 from bnn_export.api import export_model
 from bnn_export.check import check_exportable
-import bnn_runtime
 from bnn_train.activations import Activation
 from bnn_train.config import TrainConfig
 from bnn_train.data import load_dataset
@@ -35,12 +35,19 @@ from bnn_train.train import recompute_batchnorm
 def build(max_value: int, channels: int, classes: int) -> nn.Sequential:
     return nn.Sequential(
         InputScale(1.0 / max_value),
-        BinaryConv2d(channels, 32, 3, padding=1), nn.BatchNorm2d(32), Activation("heaviside/rect"),  # 8x8
-        BinaryConv2d(32, 64, 3, stride=2, padding=1), nn.BatchNorm2d(64),  # 4x4
-        nn.MaxPool2d(3, stride=1), Activation("heaviside/rect"),  # overlapping pool: 2x2
+        BinaryConv2d(channels, 32, 3, padding=1),
+        nn.BatchNorm2d(32),
+        Activation("heaviside/rect"),  # 8x8
+        BinaryConv2d(32, 64, 3, stride=2, padding=1),
+        nn.BatchNorm2d(64),  # 4x4
+        nn.MaxPool2d(3, stride=1),
+        Activation("heaviside/rect"),  # overlapping pool: 2x2
         nn.Flatten(),
-        BinaryLinear(64 * 2 * 2, 128), nn.BatchNorm1d(128), Activation("heaviside/rect"),
-        BinaryLinear(128, classes), nn.BatchNorm1d(classes),
+        BinaryLinear(64 * 2 * 2, 128),
+        nn.BatchNorm1d(128),
+        Activation("heaviside/rect"),
+        BinaryLinear(128, classes),
+        nn.BatchNorm1d(classes),
     )
 
 
@@ -72,9 +79,16 @@ def main() -> None:
         print(f"epoch {epoch + 1}: loss {loss.item():.3f}, test accuracy {acc:.4f}")
 
     args.out.mkdir(parents=True, exist_ok=True)
-    report = export_model(model, data.in_shape, data.classes, data.x_test.numpy(), data.y_test.numpy(),
-                          bnn_path=args.out / "model.bnn", onnx_path=args.out / "model.onnx",
-                          provenance={"dataset": data.name, "example": "examples/own_network.py"})
+    report = export_model(
+        model,
+        data.in_shape,
+        data.classes,
+        data.x_test.numpy(),
+        data.y_test.numpy(),
+        bnn_path=args.out / "model.bnn",
+        onnx_path=args.out / "model.onnx",
+        provenance={"dataset": data.name, "example": "examples/own_network.py"},
+    )
     for check in report.checks:
         print(f"{check.name}: {'ok' if check.passed else 'FAILED'} ({check.detail})")
     runtime = bnn_runtime.load(args.out / "model.bnn")

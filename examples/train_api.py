@@ -9,11 +9,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+import bnn_runtime
 from bnn_export.api import export_run
 from bnn_train.config import ModelConfig, RunConfig, TrainConfig
 from bnn_train.train import Callback, fit, resume
-
-import bnn_runtime
 
 
 class Log(Callback):
@@ -26,12 +25,23 @@ class Log(Callback):
 def main(run_dir: Path) -> None:
     cfg = RunConfig(
         model=ModelConfig(model="lenet5", act="heaviside/rect", weights="binary", batchnorm=True),
-        train=TrainConfig(dataset="digits", epochs=3, batch_size=64, lr=0.01, optimizer="adam", schedule="cosine",
-                          val_split=0.2, seed=0, device="cpu"),
+        train=TrainConfig(
+            dataset="digits",
+            epochs=3,
+            batch_size=64,
+            lr=0.01,
+            optimizer="adam",
+            schedule="cosine",
+            val_split=0.2,
+            seed=0,
+            device="cpu",
+        ),
     )
     final = fit(cfg, run_dir, callback=Log(), plot=False)
-    print(f"after {final['epochs']} epochs: test {final['test_accuracy']:.3f}; best.pt (epoch {final['best_epoch']}) "
-          f"test {final['best_test_accuracy']:.3f}")
+    print(
+        f"after {final['epochs']} epochs: test {final['test_accuracy']:.3f}; best.pt (epoch {final['best_epoch']}) "
+        f"test {final['best_test_accuracy']:.3f}"
+    )
     # a finished run continues to a new total; the cosine schedule is re-planned over it (a notice says so)
     final = resume(run_dir, epochs=5, progress=True, plot=False)
     print(f"after {final['epochs']} epochs: test {final['test_accuracy']:.3f}")

@@ -34,8 +34,9 @@ def exported() -> dict[str, bytes]:
     rng = np.random.default_rng(2024)
     configs = {
         "lenet5_digits": random_config(rng, "lenet5", "heaviside", True, width=0.5, in_shape=(1, 8, 8), num_classes=10),
-        "lenet5_mnist": random_config(rng, "lenet5", "heaviside", True, width=1.0, in_shape=(1, 28, 28),
-                                      num_classes=10),
+        "lenet5_mnist": random_config(
+            rng, "lenet5", "heaviside", True, width=1.0, in_shape=(1, 28, 28), num_classes=10
+        ),
         "mlp_sign_pixels": random_config(rng, "mlp", "sign", True, hidden=(130, 65), in_shape=(784,), num_classes=10),
         "lenet5_rgb_sign": random_config(rng, "lenet5", "sign", True, width=0.5, in_shape=(3, 16, 16), num_classes=4),
         "suc": random_config(rng, "suc", "heaviside", True, in_shape=(37,)),
@@ -68,8 +69,9 @@ def main() -> None:
         for threads in (1, 2):
             model = BnnModel(bnn, threads=threads)
             assert np.array_equal(model.scores(x), scores) and np.array_equal(model.predict(x), labels), name
-        (OUT / f"{name}.bnn").write_bytes(to_bytes({k: v for k, v in bnn.manifest.items() if k != "arrays"},
-                                                   dict(bnn.arrays)))
+        (OUT / f"{name}.bnn").write_bytes(
+            to_bytes({k: v for k, v in bnn.manifest.items() if k != "arrays"}, dict(bnn.arrays))
+        )
         np.savez_compressed(OUT / f"{name}.npz", x=x, scores=scores, labels=labels)
         print(f"{name}: input {list(bnn.input_shape)}, {len(bnn.layers)} layers, classes {len(bnn.classes)}")
 

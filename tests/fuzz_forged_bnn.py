@@ -32,11 +32,49 @@ from bnn_runtime.reference import reference_scores
 from .forged_bnn import conv_then_dense, forge, split
 from .random_bnn import random_bnn
 
-EDGE_INTS = [2**14, 2**16 + 1, 2**24, 2**24 + 1, 2**31 - 1, 2**31, 2**32, 2**53 + 1, 2**63 - 1, 2**63, 2**64, 10**30,
-             -1, -(2**63), 8421505]
-adversarial_ints = st.one_of(st.integers(0, 6), st.integers(0, 6), st.sampled_from(EDGE_INTS), st.integers(-2**70, 2**70))
-dtype_strings = st.sampled_from(["O", "V8", "<U4", "S3", "M8[ns]", "m8", "<c16", "i4,i4", "(2,)i4", "<f4", ">u8",
-                                 "<i8", "|b1", "", "bogus", "<u8", "<i4", "|i1", "<f8"])
+EDGE_INTS = [
+    2**14,
+    2**16 + 1,
+    2**24,
+    2**24 + 1,
+    2**31 - 1,
+    2**31,
+    2**32,
+    2**53 + 1,
+    2**63 - 1,
+    2**63,
+    2**64,
+    10**30,
+    -1,
+    -(2**63),
+    8421505,
+]
+adversarial_ints = st.one_of(
+    st.integers(0, 6), st.integers(0, 6), st.sampled_from(EDGE_INTS), st.integers(-(2**70), 2**70)
+)
+dtype_strings = st.sampled_from(
+    [
+        "O",
+        "V8",
+        "<U4",
+        "S3",
+        "M8[ns]",
+        "m8",
+        "<c16",
+        "i4,i4",
+        "(2,)i4",
+        "<f4",
+        ">u8",
+        "<i8",
+        "|b1",
+        "",
+        "bogus",
+        "<u8",
+        "<i4",
+        "|i1",
+        "<f8",
+    ]
+)
 
 
 def _nest(depth: int):
@@ -47,9 +85,16 @@ def _nest(depth: int):
 
 
 adversarial_values = st.one_of(
-    adversarial_ints, dtype_strings, st.integers(1, 400).map(_nest), st.floats(),
-    st.lists(adversarial_ints, max_size=4), st.text(max_size=20), st.none(), st.booleans(),
-    st.dictionaries(st.text(max_size=5), adversarial_ints, max_size=2))
+    adversarial_ints,
+    dtype_strings,
+    st.integers(1, 400).map(_nest),
+    st.floats(),
+    st.lists(adversarial_ints, max_size=4),
+    st.text(max_size=20),
+    st.none(),
+    st.booleans(),
+    st.dictionaries(st.text(max_size=5), adversarial_ints, max_size=2),
+)
 
 
 def _paths(obj, prefix=()):
@@ -83,10 +128,20 @@ def check(blob: bytes) -> str:
 @st.composite
 def geometry_files(draw) -> bytes:
     """Small, fitting numbers, then 0-2 of them replaced by adversarial or merely large ones."""
-    fields = {"strh": draw(st.integers(1, 3)), "strw": draw(st.integers(1, 3)), "c": draw(st.integers(1, 3)), "h": draw(st.integers(1, 12)), "w": draw(st.integers(1, 12)),
-              "kh": draw(st.integers(1, 3)), "kw": draw(st.integers(1, 3)), "ph": draw(st.integers(0, 2)),
-              "pw": draw(st.integers(0, 2)), "out": draw(st.integers(1, 8)), "sh": draw(st.integers(1, 2)),
-              "sw": draw(st.integers(1, 2))}
+    fields = {
+        "strh": draw(st.integers(1, 3)),
+        "strw": draw(st.integers(1, 3)),
+        "c": draw(st.integers(1, 3)),
+        "h": draw(st.integers(1, 12)),
+        "w": draw(st.integers(1, 12)),
+        "kh": draw(st.integers(1, 3)),
+        "kw": draw(st.integers(1, 3)),
+        "ph": draw(st.integers(0, 2)),
+        "pw": draw(st.integers(0, 2)),
+        "out": draw(st.integers(1, 8)),
+        "sh": draw(st.integers(1, 2)),
+        "sw": draw(st.integers(1, 2)),
+    }
     fields["kh"], fields["kw"] = min(fields["kh"], fields["h"]), min(fields["kw"], fields["w"])
     for name in draw(st.lists(st.sampled_from(sorted(fields)), max_size=2)):
         fields[name] = draw(st.one_of(adversarial_ints, st.integers(7, 3000)))
@@ -97,8 +152,18 @@ def geometry_files(draw) -> bytes:
         pool = (f["h"] + 2 * f["ph"] - f["kh"] + 1, f["w"] + 2 * f["pw"] - f["kw"] + 1)
     seed = draw(st.integers(0, 2**32 - 1))
     stride = (f["strh"], f["strw"]) if draw(st.integers(0, 3)) == 0 else None
-    return conv_then_dense(np.random.default_rng(seed), f["c"], f["h"], f["w"], (f["kh"], f["kw"]),
-                           (f["ph"], f["pw"]), pool, f["out"], max_bits=2**16, stride=stride)
+    return conv_then_dense(
+        np.random.default_rng(seed),
+        f["c"],
+        f["h"],
+        f["w"],
+        (f["kh"], f["kw"]),
+        (f["ph"], f["pw"]),
+        pool,
+        f["out"],
+        max_bits=2**16,
+        stride=stride,
+    )
 
 
 @st.composite
@@ -120,8 +185,9 @@ def edited_files(draw) -> bytes:
 
 def run(examples: int) -> dict[str, int]:
     seen = {"refused": 0, "ran": 0}
-    opts = dict(max_examples=examples, deadline=None, database=None, derandomize=False,
-                suppress_health_check=list(HealthCheck))
+    opts = dict(
+        max_examples=examples, deadline=None, database=None, derandomize=False, suppress_health_check=list(HealthCheck)
+    )
 
     @settings(**opts)
     @given(st.one_of(geometry_files(), edited_files()))

@@ -65,7 +65,10 @@ def random_bnn(rng: np.random.Generator, max_layers: int = 4) -> tuple[BnnFile, 
         spread = np.sqrt(fan_in) * (147 if enc == "uint8" else 0.7)
         layer.update(fan_in=fan_in, out_shape=list(cur))
         if last:
-            layer.update(output="scores", arrays={"weight": f"{name}.weight", "scale": f"{name}.scale", "offset": f"{name}.offset"})
+            layer.update(
+                output="scores",
+                arrays={"weight": f"{name}.weight", "scale": f"{name}.scale", "offset": f"{name}.offset"},
+            )
             scale = rng.normal(0, 1, out)
             scale[rng.random(out) < 0.2] = 1.0
             arrays[f"{name}.scale"] = scale
@@ -75,12 +78,21 @@ def random_bnn(rng: np.random.Generator, max_layers: int = 4) -> tuple[BnnFile, 
             enc = str(rng.choice(["01", "pm1"]))
             if conv and i + 1 < n_conv and enc == "pm1" and rng.random() < 0.5:
                 enc = "01"
-            layer.update(output="threshold", out_encoding=enc,
-                         arrays={"weight": f"{name}.weight", "threshold": f"{name}.threshold", "direction": f"{name}.direction"})
+            layer.update(
+                output="threshold",
+                out_encoding=enc,
+                arrays={"weight": f"{name}.weight", "threshold": f"{name}.threshold", "direction": f"{name}.direction"},
+            )
             arrays[f"{name}.threshold"] = t
             arrays[f"{name}.direction"] = d
         layers.append(layer)
-    manifest = {"format": "bnn", "version": 1, "input": {"dtype": "uint8", "shape": list(shape)},
-                "classes": [f"c{k}" for k in range(n_classes)], "layers": layers, "provenance": {"test": "random_bnn"}}
+    manifest = {
+        "format": "bnn",
+        "version": 1,
+        "input": {"dtype": "uint8", "shape": list(shape)},
+        "classes": [f"c{k}" for k in range(n_classes)],
+        "layers": layers,
+        "provenance": {"test": "random_bnn"},
+    }
     data = to_bytes(manifest, arrays)
     return parse(data), data

@@ -18,9 +18,16 @@ from bnn_train.models import build_model
 from bnn_train.train import recompute_batchnorm
 
 
-def random_config(rng: np.random.Generator, model: str, act: str = "heaviside", batchnorm: bool = True,
-                  hidden: tuple[int, ...] | None = None, width: float | None = None,
-                  in_shape: tuple[int, ...] | None = None, num_classes: int | None = None) -> ModelConfig:
+def random_config(
+    rng: np.random.Generator,
+    model: str,
+    act: str = "heaviside",
+    batchnorm: bool = True,
+    hidden: tuple[int, ...] | None = None,
+    width: float | None = None,
+    in_shape: tuple[int, ...] | None = None,
+    num_classes: int | None = None,
+) -> ModelConfig:
     if model == "suc":
         in_shape = in_shape or (int(rng.integers(1, 150)),)
         num_classes = 2
@@ -30,9 +37,17 @@ def random_config(rng: np.random.Generator, model: str, act: str = "heaviside", 
     else:
         width = width or float(rng.choice([0.25, 0.5, 1.0, 1.5]))
         in_shape = in_shape or tuple(rng.choice([(1, 8, 8), (1, 12, 12), (1, 28, 28), (3, 16, 16)]))
-    return ModelConfig(model=model, act=f"{act}/ste", weights="binary", batchnorm=batchnorm,
-                       hidden=hidden or (8,), width=width or 1.0, in_shape=tuple(int(s) for s in in_shape),
-                       num_classes=num_classes or int(rng.integers(2, 12)), input_scale=1 / 255)
+    return ModelConfig(
+        model=model,
+        act=f"{act}/ste",
+        weights="binary",
+        batchnorm=batchnorm,
+        hidden=hidden or (8,),
+        width=width or 1.0,
+        in_shape=tuple(int(s) for s in in_shape),
+        num_classes=num_classes or int(rng.integers(2, 12)),
+        input_scale=1 / 255,
+    )
 
 
 @torch.no_grad()
@@ -50,7 +65,9 @@ def random_model(cfg: ModelConfig, seed: int) -> nn.Sequential:
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             n = m.num_features
-            gamma = torch.from_numpy(rng.normal(1.0, 0.5, n)).float() * torch.from_numpy(rng.choice([-1.0, 1.0], n)).float()
+            gamma = (
+                torch.from_numpy(rng.normal(1.0, 0.5, n)).float() * torch.from_numpy(rng.choice([-1.0, 1.0], n)).float()
+            )
             gamma[torch.from_numpy(rng.random(n) < 0.05)] = 0.0
             m.weight.copy_(gamma)
             m.bias.copy_(torch.from_numpy(rng.normal(0, 0.5, n)).float())
@@ -61,9 +78,14 @@ def random_model(cfg: ModelConfig, seed: int) -> nn.Sequential:
 
 def to_bnn(model: nn.Sequential, cfg: ModelConfig, classes: list[str] | None = None) -> tuple[BnnFile, bytes]:
     layers, arrays = fold(model, cfg.in_shape)
-    manifest = {"format": "bnn", "version": 2, "input": {"dtype": "uint8", "shape": list(cfg.in_shape)},
-                "classes": classes or [str(i) for i in range(cfg.num_classes)], "layers": layers,
-                "provenance": {"test": True}}
+    manifest = {
+        "format": "bnn",
+        "version": 2,
+        "input": {"dtype": "uint8", "shape": list(cfg.in_shape)},
+        "classes": classes or [str(i) for i in range(cfg.num_classes)],
+        "layers": layers,
+        "provenance": {"test": True},
+    }
     data = to_bytes(manifest, arrays)
     return parse(data), data
 
@@ -87,7 +109,9 @@ def torch_predict(model: nn.Sequential, cfg: ModelConfig, x: np.ndarray) -> np.n
     return out.argmax(1).numpy()
 
 
-def random_arch(rng: np.random.Generator, act: str, in_shape: tuple[int, int, int], runtime_geometry: bool = False) -> str:
+def random_arch(
+    rng: np.random.Generator, act: str, in_shape: tuple[int, int, int], runtime_geometry: bool = False
+) -> str:
     """A random --arch spec that fits ``in_shape``: kernels 1-7, strides 1-3, any padding, pools of any
     window and stride; sign networks pad only their first convolution (a padded sign bit has no value).
     ``runtime_geometry``: stride-1 convolutions and non-overlapping pools only (what the Numba runtime runs)."""
@@ -119,10 +143,18 @@ def random_arch(rng: np.random.Generator, act: str, in_shape: tuple[int, int, in
     return "5C1-9FC"
 
 
-def random_arch_config(rng: np.random.Generator, act: str = "heaviside", batchnorm: bool = True,
-                       runtime_geometry: bool = False) -> ModelConfig:
+def random_arch_config(
+    rng: np.random.Generator, act: str = "heaviside", batchnorm: bool = True, runtime_geometry: bool = False
+) -> ModelConfig:
     c = int(rng.choice([1, 3]))
     in_shape = (c, int(rng.integers(5, 21)), int(rng.integers(5, 21)))
-    return ModelConfig(model="arch", arch=random_arch(rng, act, in_shape, runtime_geometry), act=f"{act}/ste",
-                       weights="binary", batchnorm=batchnorm, in_shape=in_shape,
-                       num_classes=int(rng.integers(2, 12)), input_scale=1 / 255)
+    return ModelConfig(
+        model="arch",
+        arch=random_arch(rng, act, in_shape, runtime_geometry),
+        act=f"{act}/ste",
+        weights="binary",
+        batchnorm=batchnorm,
+        in_shape=in_shape,
+        num_classes=int(rng.integers(2, 12)),
+        input_scale=1 / 255,
+    )

@@ -47,8 +47,33 @@ NP_BACKWARD = {
 }
 
 # 0, both sides of every window edge (rect 1/2, ste 1, triang 4, rect_jam 5), and the tails.
-POINTS = np.array([-20, -5.0001, -5, -4, -3.9, -1.0001, -1, -0.5001, -0.5, -0.25, 0, 0.25, 0.5, 0.5001,
-                   1, 1.0001, 3.9, 4, 4.0001, 5, 5.0001, 20], dtype=np.float64)
+POINTS = np.array(
+    [
+        -20,
+        -5.0001,
+        -5,
+        -4,
+        -3.9,
+        -1.0001,
+        -1,
+        -0.5001,
+        -0.5,
+        -0.25,
+        0,
+        0.25,
+        0.5,
+        0.5001,
+        1,
+        1.0001,
+        3.9,
+        4,
+        4.0001,
+        5,
+        5.0001,
+        20,
+    ],
+    dtype=np.float64,
+)
 
 
 def grad_of(spec: str, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -60,8 +85,18 @@ def grad_of(spec: str, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def test_registries_cover_the_paper():
     assert set(FORWARDS) == {"heaviside", "sign", "logistic", "relu", "linear", "tanh", "sigmoid_tanh"}
-    assert set(BACKWARDS) == {"tied", "const", "d_logistic", "rect", "triang", "ste",
-                              "full_jam", "pos_jam", "rect_jam", "sigmoid_tanh"}
+    assert set(BACKWARDS) == {
+        "tied",
+        "const",
+        "d_logistic",
+        "rect",
+        "triang",
+        "ste",
+        "full_jam",
+        "pos_jam",
+        "rect_jam",
+        "sigmoid_tanh",
+    }
     for name, fn in BACKWARDS.items():
         assert fn.__doc__ and "g'(z)" in fn.__doc__, f"{name} must state its formula"
 
@@ -130,7 +165,7 @@ JAM_WINDOWS = {"full_jam": (-10, 10), "pos_jam": (0, 10), "rect_jam": (-5, 5)}
 
 @pytest.mark.parametrize("fwd", sorted(NP_FORWARD))
 def test_jam_mean_is_mean_of_true_derivative_over_window(fwd):
-    for bwd, (a, b) in JAM_WINDOWS.items():
+    for _bwd, (a, b) in JAM_WINDOWS.items():
         f = NP_FORWARD[fwd][0]
         expected = (f(np.float64(b)) - f(np.float64(a))) / (b - a)
         assert jam_mean(FORWARDS[fwd], (a, b), P) == pytest.approx(expected, rel=1e-12)
@@ -180,12 +215,15 @@ def test_jam_mean_override():
 # ----------------------------------------------------------------- names and parameters
 
 
-@pytest.mark.parametrize("spec, msg", [
-    ("heaviside", "FORWARD/BACKWARD"),
-    ("heaviside/rect/x", "FORWARD/BACKWARD"),
-    ("step/rect", "unknown forward 'step'"),
-    ("heaviside/box", "unknown backward 'box'"),
-])
+@pytest.mark.parametrize(
+    "spec, msg",
+    [
+        ("heaviside", "FORWARD/BACKWARD"),
+        ("heaviside/rect/x", "FORWARD/BACKWARD"),
+        ("step/rect", "unknown forward 'step'"),
+        ("heaviside/box", "unknown backward 'box'"),
+    ],
+)
 def test_unknown_names_list_the_known_ones(spec, msg):
     with pytest.raises(ConfigError, match=msg) as e:
         parse_act(spec)

@@ -20,15 +20,25 @@ def _shifted(img: np.ndarray, dy: int, dx: int) -> np.ndarray:
 
 
 @settings(max_examples=40, deadline=None)
-@given(n=st.integers(1, 5), c=st.integers(1, 3), h=st.integers(1, 9), w=st.integers(1, 9),
-       shift=st.integers(1, 3), seed=st.integers(0, 2**31))
+@given(
+    n=st.integers(1, 5),
+    c=st.integers(1, 3),
+    h=st.integers(1, 9),
+    w=st.integers(1, 9),
+    shift=st.integers(1, 3),
+    seed=st.integers(0, 2**31),
+)
 def test_every_image_is_a_zero_filled_shift_within_range(n, c, h, w, shift, seed):
     x = torch.randint(1, 256, (n, c, h, w), dtype=torch.uint8)  # no zeros: a shift is recognisable
     y = random_shift(x, shift, torch.Generator().manual_seed(seed))
     assert y.dtype == torch.uint8 and y.shape == x.shape
-    for xi, yi in zip(x.numpy(), y.numpy()):
-        matches = [(dy, dx) for dy in range(-shift, shift + 1) for dx in range(-shift, shift + 1)
-                   if np.array_equal(_shifted(xi, dy, dx), yi)]
+    for xi, yi in zip(x.numpy(), y.numpy(), strict=False):
+        matches = [
+            (dy, dx)
+            for dy in range(-shift, shift + 1)
+            for dx in range(-shift, shift + 1)
+            if np.array_equal(_shifted(xi, dy, dx), yi)
+        ]
         assert matches, "not a shift within range"
 
 

@@ -20,11 +20,19 @@ def check_bench_json(out: dict, threads: int) -> None:
     assert set(out["results"]) == ENGINES
     for r in out["results"].values():
         assert r["images_per_second"] > 0 and 0 < r["latency_median_us"] <= r["latency_p90_us"]
-    assert set(out["ratios"]) == {f"{kind}_{engine}_over_{base}" for kind in ("throughput", "latency")
-                                  for engine, base in (("runtime", "onnxruntime_fp32"), ("runtime", "onnxruntime_integer"),
-                                                       ("onnxruntime_exported", "onnxruntime_fp32"))}
+    assert set(out["ratios"]) == {
+        f"{kind}_{engine}_over_{base}"
+        for kind in ("throughput", "latency")
+        for engine, base in (
+            ("runtime", "onnxruntime_fp32"),
+            ("runtime", "onnxruntime_integer"),
+            ("onnxruntime_exported", "onnxruntime_fp32"),
+        )
+    }
     rt, fp = out["results"]["runtime"], out["results"]["onnxruntime_fp32"]
-    assert out["ratios"]["throughput_runtime_over_onnxruntime_fp32"] == pytest.approx(rt["images_per_second"] / fp["images_per_second"])
+    assert out["ratios"]["throughput_runtime_over_onnxruntime_fp32"] == pytest.approx(
+        rt["images_per_second"] / fp["images_per_second"]
+    )
     assert out["threads"] == threads and out["batch"] == 32
     assert {"cpu", "cpus", "load_average_1min"} <= set(out["machine"])
     pc = out["popcount"]
@@ -38,8 +46,9 @@ def check_bench_json(out: dict, threads: int) -> None:
 def trained(tmp_path_factory):
     """A LeNet-5 trained for one epoch on digits, exported."""
     run = tmp_path_factory.mktemp("e2e") / "run"
-    result = run_cli("train", "--model", "lenet5", "--dataset", "digits", "--epochs", "1", "--width", "0.5",
-                     "--out", run, "--quiet")
+    result = run_cli(
+        "train", "--model", "lenet5", "--dataset", "digits", "--epochs", "1", "--width", "0.5", "--out", run, "--quiet"
+    )
     assert result.exit_code == 0, result.output
     result = run_cli("export", run, "--json")
     assert result.exit_code == 0, result.output
@@ -64,7 +73,15 @@ def test_bench_table(trained):
     run, _ = trained
     result = run_cli("bench", run / "model.bnn", "--threads", "1", *QUICK)
     assert result.exit_code == 0, result.output
-    for text in ("bnn runtime", "ORT exported .onnx", "ORT integer", "ORT fp32", "share of peak", "AND+popcount peak", "conv1"):
+    for text in (
+        "bnn runtime",
+        "ORT exported .onnx",
+        "ORT integer",
+        "ORT fp32",
+        "share of peak",
+        "AND+popcount peak",
+        "conv1",
+    ):
         assert text in result.stdout
 
 
@@ -109,7 +126,9 @@ def test_bench_errors(tmp_path):
     rng = np.random.default_rng(1)
     cfg = random_config(rng, "mlp", "heaviside", False, hidden=(7,), in_shape=(9,))
     (tmp_path / "ok.bnn").write_bytes(to_bnn(random_model(cfg, 1), cfg)[1])
-    assert_user_error(run_cli("bench", tmp_path / "ok.bnn", "--threads", "1000", *QUICK[:2]), "threads must be an integer from 1")
+    assert_user_error(
+        run_cli("bench", tmp_path / "ok.bnn", "--threads", "1000", *QUICK[:2]), "threads must be an integer from 1"
+    )
 
 
 def test_bench_an_arch_network_without_training(tmp_path):
@@ -117,15 +136,32 @@ def test_bench_an_arch_network_without_training(tmp_path):
     from bnn_runtime import read_bnn
 
     save = tmp_path / "net.bnn"
-    result = run_cli("bench", "--arch", "8C3-MP2-16C3-MP2-32FC", "--input-shape", "3,12,12", "--save", save,
-                     "--rounds", "1", "--latency-calls", "3", "--min-seconds", "0.01", "--batch", "8", "--json")
+    result = run_cli(
+        "bench",
+        "--arch",
+        "8C3-MP2-16C3-MP2-32FC",
+        "--input-shape",
+        "3,12,12",
+        "--save",
+        save,
+        "--rounds",
+        "1",
+        "--latency-calls",
+        "3",
+        "--min-seconds",
+        "0.01",
+        "--batch",
+        "8",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["layers"] == ["conv 8", "conv 16", "dense 32", "dense 10"]
     assert read_bnn(save).input_shape == (3, 12, 12)
     assert_user_error(run_cli("bench", "--arch", "8C3"), "--input-shape", code=1)
     assert_user_error(run_cli("bench"), "MODEL.bnn or --arch", code=1)
-    assert_user_error(run_cli("bench", "--arch", "8Q", "--input-shape", "1,8,8", "--save", tmp_path / "x.bnn"),
-                      "'8Q'", code=1)
+    assert_user_error(
+        run_cli("bench", "--arch", "8Q", "--input-shape", "1,8,8", "--save", tmp_path / "x.bnn"), "'8Q'", code=1
+    )
     assert not (tmp_path / "x.bnn").exists()
 
 

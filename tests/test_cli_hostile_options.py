@@ -17,8 +17,21 @@ from bnn_train import rundir
 from .conftest import assert_user_error, run_cli
 from .forged_bnn import conv_then_dense
 
-TINY_TRAIN = ["--model", "mlp", "--hidden", "8", "--dataset", "ones", "--dim", "8", "--n-samples", "200",
-              "--batch-size", "64", "-q"]
+TINY_TRAIN = [
+    "--model",
+    "mlp",
+    "--hidden",
+    "8",
+    "--dataset",
+    "ones",
+    "--dim",
+    "8",
+    "--n-samples",
+    "200",
+    "--batch-size",
+    "64",
+    "-q",
+]
 
 
 def _one_line_or_result(result):
@@ -96,8 +109,8 @@ def test_a_full_disk_during_training_is_one_line_and_keeps_the_last_checkpoint(t
 
 
 def test_a_full_disk_during_export_keeps_the_previous_model(tmp_path, monkeypatch):
-    from bnn_runtime.format import write_bnn
     from bnn_runtime.errors import FileWriteError
+    from bnn_runtime.format import write_bnn
 
     target = tmp_path / "m.bnn"
     target.write_bytes(b"previous")
@@ -114,13 +127,19 @@ def test_a_full_disk_during_export_keeps_the_previous_model(tmp_path, monkeypatc
 # ----------------------------------------------------------------- resource-hungry values
 
 
-@pytest.mark.parametrize("args, fragments", [
-    (["--model", "mlp", "--hidden", "100000,100000"], ["parameters", "the limit is 268,435,456"]),
-    (["--model", "lenet5", "--width", "1000"], ["parameters", "the limit is"]),
-    (["--dataset", "ones", "--model", "mlp", "--n-samples", "10000000000", "--dim", "1000"], ["--n-samples", "1 GiB"]),
-    (["--seed", "99999999999999999999999"], ["--seed must be an integer from 0"]),
-    (["--seed", "-1"], ["--seed must be an integer from 0"]),
-])
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--model", "mlp", "--hidden", "100000,100000"], ["parameters", "the limit is 268,435,456"]),
+        (["--model", "lenet5", "--width", "1000"], ["parameters", "the limit is"]),
+        (
+            ["--dataset", "ones", "--model", "mlp", "--n-samples", "10000000000", "--dim", "1000"],
+            ["--n-samples", "1 GiB"],
+        ),
+        (["--seed", "99999999999999999999999"], ["--seed must be an integer from 0"]),
+        (["--seed", "-1"], ["--seed must be an integer from 0"]),
+    ],
+)
 def test_resource_hungry_or_out_of_range_training_options_are_refused_up_front(tmp_path, args, fragments):
     assert_user_error(run_cli("train", *args, "--out", tmp_path / "run"), *fragments)
     assert not (tmp_path / "run").exists()
@@ -133,8 +152,10 @@ def small_model(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("option, value", [("--min-seconds", "1e9"), ("--rounds", "1000000"),
-                                           ("--batch", "100000000"), ("--latency-calls", "10000000000")])
+@pytest.mark.parametrize(
+    "option, value",
+    [("--min-seconds", "1e9"), ("--rounds", "1000000"), ("--batch", "100000000"), ("--latency-calls", "10000000000")],
+)
 def test_a_benchmark_told_to_run_forever_is_refused(small_model, option, value):
     assert_user_error(run_cli("bench", small_model, option, value), option, "limit")
 
@@ -142,11 +163,50 @@ def test_a_benchmark_told_to_run_forever_is_refused(small_model, option, value):
 # ----------------------------------------------------------------- the fuzzer
 
 VALUES = st.one_of(
-    st.sampled_from(["0", "-1", "1", "2", "nan", "inf", "-inf", "1e309", "1e-320", "", " ", "abc", "0x10", "1,2",
-                     "99999999999999999999999", "-99999999999999999999", "3.5", "1e6", "\x1b[31m", "[red]x[/]"]),
-    st.integers(-2**70, 2**70).map(str), st.floats(allow_nan=True).map(str), st.text(max_size=6))
-TRAIN_OPTIONS = ["--seed", "--lr", "--momentum", "--grad-clip", "--width", "--rect-width", "--jam-mean", "--batch-size",
-                 "--dim", "--n-samples", "--hidden", "--act", "--st-k", "--epochs"]
+    st.sampled_from(
+        [
+            "0",
+            "-1",
+            "1",
+            "2",
+            "nan",
+            "inf",
+            "-inf",
+            "1e309",
+            "1e-320",
+            "",
+            " ",
+            "abc",
+            "0x10",
+            "1,2",
+            "99999999999999999999999",
+            "-99999999999999999999",
+            "3.5",
+            "1e6",
+            "\x1b[31m",
+            "[red]x[/]",
+        ]
+    ),
+    st.integers(-(2**70), 2**70).map(str),
+    st.floats(allow_nan=True).map(str),
+    st.text(max_size=6),
+)
+TRAIN_OPTIONS = [
+    "--seed",
+    "--lr",
+    "--momentum",
+    "--grad-clip",
+    "--width",
+    "--rect-width",
+    "--jam-mean",
+    "--batch-size",
+    "--dim",
+    "--n-samples",
+    "--hidden",
+    "--act",
+    "--st-k",
+    "--epochs",
+]
 INFER_OPTIONS = ["--threads", "--limit", "--format"]
 
 
@@ -172,4 +232,6 @@ def test_infer_answers_every_option_value(small_model, tmp_path_factory, option,
 
 def test_reproduce_out_below_a_file_is_named(tmp_path):
     (tmp_path / "file").write_text("x")
-    assert_user_error(run_cli("reproduce", "table14", "--out", tmp_path / "file" / "r"), "--out", "is a file, not a folder")
+    assert_user_error(
+        run_cli("reproduce", "table14", "--out", tmp_path / "file" / "r"), "--out", "is a file, not a folder"
+    )

@@ -84,8 +84,9 @@ def test_test_set_evaluation_matches_the_reference(model):
 def test_bad_input_files(model, tmp_path):
     path, _ = model
     np.save(tmp_path / "wrong.npy", np.zeros((2, 7, 8), np.uint8))
-    assert_user_error(run_cli("infer", path, "--npy", tmp_path / "wrong.npy"),
-                      "images are 7×8 (H×W), the model takes 8×8")
+    assert_user_error(
+        run_cli("infer", path, "--npy", tmp_path / "wrong.npy"), "images are 7×8 (H×W), the model takes 8×8"
+    )
     np.save(tmp_path / "nan.npy", np.full((2, 8, 8), np.nan))
     assert_user_error(run_cli("infer", path, "--npy", tmp_path / "nan.npy"), "NaN")
     np.save(tmp_path / "empty.npy", np.zeros((0, 8, 8), np.uint8))
@@ -148,10 +149,15 @@ def test_png_files_are_scaled_to_the_models_input_range(model, tmp_path):
 
     path, bnn = model
     manifest = {k: v for k, v in bnn.manifest.items() if k != "arrays"}
-    described = parse(to_bytes({**manifest, "input": {**manifest["input"], "range": [0, 16], "layout": "CHW",
-                                                      "color": "L"}}, dict(bnn.arrays)))
-    (tmp_path / "d.bnn").write_bytes(to_bytes({k: v for k, v in described.manifest.items() if k != "arrays"},
-                                              dict(described.arrays)))
+    described = parse(
+        to_bytes(
+            {**manifest, "input": {**manifest["input"], "range": [0, 16], "layout": "CHW", "color": "L"}},
+            dict(bnn.arrays),
+        )
+    )
+    (tmp_path / "d.bnn").write_bytes(
+        to_bytes({k: v for k, v in described.manifest.items() if k != "arrays"}, dict(described.arrays))
+    )
     pixels = np.random.default_rng(7).integers(0, 256, (4, 8, 8), dtype=np.uint8)
     files = []
     for i, img in enumerate(pixels):

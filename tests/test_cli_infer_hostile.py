@@ -48,8 +48,9 @@ def test_sixteen_bit_and_palette_pngs_are_converted_not_clipped(model, tmp_path)
     Image.fromarray(x[1], "L").convert("P").save(tmp_path / "palette.png")
     assert Image.open(tmp_path / "palette.png").mode == "P"
     Image.fromarray(x[2], "L").save(tmp_path / "gray.png")
-    result = run_cli("infer", path, tmp_path / "sixteen.png", tmp_path / "palette.png", tmp_path / "gray.png",
-                     "--format", "csv")
+    result = run_cli(
+        "infer", path, tmp_path / "sixteen.png", tmp_path / "palette.png", tmp_path / "gray.png", "--format", "csv"
+    )
     assert result.exit_code == 0, result.output
     assert _csv_labels(result) == _labels(bnn, x)
 
@@ -74,8 +75,17 @@ def test_unreadable_images_are_reported_and_the_rest_classified(model, tmp_path)
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     Image.fromarray(x[1], "L").save(tmp_path / "b.png")
     Image.fromarray(np.zeros((9, 9), np.uint8)).save(tmp_path / "big.png")
-    result = run_cli("infer", path, tmp_path / "a.png", tmp_path / "broken.png", tmp_path / "b.png",
-                     tmp_path / "missing.png", tmp_path / "big.png", "--format", "csv")
+    result = run_cli(
+        "infer",
+        path,
+        tmp_path / "a.png",
+        tmp_path / "broken.png",
+        tmp_path / "b.png",
+        tmp_path / "missing.png",
+        tmp_path / "big.png",
+        "--format",
+        "csv",
+    )
     assert result.exit_code == 1
     assert _csv_labels(result) == _labels(bnn, x)
     errors = result.stderr.strip().splitlines()

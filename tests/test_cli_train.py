@@ -16,8 +16,21 @@ def test_help_lists_the_commands():
 
 def test_train_on_digits_end_to_end(tmp_path):
     out = tmp_path / "run"
-    result = run_cli("train", "--model", "lenet5", "--dataset", "digits", "--act", "heaviside/rect",
-                     "--epochs", "2", "--batch-size", "128", "--out", out)
+    result = run_cli(
+        "train",
+        "--model",
+        "lenet5",
+        "--dataset",
+        "digits",
+        "--act",
+        "heaviside/rect",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "128",
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     assert f"{out}: test accuracy" in result.stdout
     assert "epoch   2" in result.stderr  # progress lines go to stderr
@@ -29,9 +42,32 @@ def test_train_on_digits_end_to_end(tmp_path):
 def test_single_unit_classifier_on_ones(tmp_path):
     """The paper's SUC through the CLI: the model is checked against the dataset before it is loaded."""
     out = tmp_path / "suc"
-    result = run_cli("train", "--model", "suc", "--dataset", "ones", "--dim", "10", "--act", "heaviside/const",
-                     "--weights", "float", "--no-batchnorm", "--optimizer", "sgd", "--lr", "0.1", "--batch-size", "32",
-                     "--n-samples", "2000", "--epochs", "3", "--out", out)
+    result = run_cli(
+        "train",
+        "--model",
+        "suc",
+        "--dataset",
+        "ones",
+        "--dim",
+        "10",
+        "--act",
+        "heaviside/const",
+        "--weights",
+        "float",
+        "--no-batchnorm",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "0.1",
+        "--batch-size",
+        "32",
+        "--n-samples",
+        "2000",
+        "--epochs",
+        "3",
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["config"]["model"]["in_shape"] == [10] and cfg["config"]["model"]["num_classes"] == 2
@@ -48,17 +84,60 @@ def test_dataset_shapes_are_known_before_loading():
 
 
 def test_train_options_reach_the_config(tmp_path):
-    result = run_cli("train", "--model", "mlp", "--hidden", "40,20", "--act", "sign/ste", "--weights", "float",
-                     "--no-batchnorm", "--init", "diag_noise", "--optimizer", "sgd", "--momentum", "0.5",
-                     "--schedule", "cosine", "--grad-clip", "1.5", "--rect-width", "2", "--jam-mean", "0.3",
-                     "--epochs", "1", "--seed", "7", "--device", "cpu", "--out", tmp_path / "r", "-q")
+    result = run_cli(
+        "train",
+        "--model",
+        "mlp",
+        "--hidden",
+        "40,20",
+        "--act",
+        "sign/ste",
+        "--weights",
+        "float",
+        "--no-batchnorm",
+        "--init",
+        "diag_noise",
+        "--optimizer",
+        "sgd",
+        "--momentum",
+        "0.5",
+        "--schedule",
+        "cosine",
+        "--grad-clip",
+        "1.5",
+        "--rect-width",
+        "2",
+        "--jam-mean",
+        "0.3",
+        "--epochs",
+        "1",
+        "--seed",
+        "7",
+        "--device",
+        "cpu",
+        "--out",
+        tmp_path / "r",
+        "-q",
+    )
     assert result.exit_code == 0, result.output
     cfg = json.loads((tmp_path / "r" / "config.json").read_text())["config"]
     m, t = cfg["model"], cfg["train"]
-    assert (m["hidden"], m["act"], m["weights"], m["batchnorm"], m["init"]) == ([40, 20], "sign/ste", "float", False, "diag_noise")
+    assert (m["hidden"], m["act"], m["weights"], m["batchnorm"], m["init"]) == (
+        [40, 20],
+        "sign/ste",
+        "float",
+        False,
+        "diag_noise",
+    )
     assert (m["act_params"]["rect_width"], m["act_params"]["jam_mean"]) == (2.0, 0.3)
     assert (t["optimizer"], t["momentum"], t["schedule"], t["grad_clip"], t["seed"], t["device"]) == (
-        "sgd", 0.5, "cosine", 1.5, 7, "cpu")
+        "sgd",
+        0.5,
+        "cosine",
+        1.5,
+        7,
+        "cpu",
+    )
 
 
 def test_defaults_are_the_recipe_of_the_config_dataclasses(tmp_path):
@@ -73,12 +152,30 @@ def test_defaults_are_the_recipe_of_the_config_dataclasses(tmp_path):
     model = {k: v for k, v in asdict(ModelConfig()).items() if k not in ("in_shape", "num_classes", "input_scale")}
     assert {k: cfg["model"][k] for k in model} == {**model, "hidden": list(model["hidden"])}
     assert cfg["train"] == {**asdict(TrainConfig()), "epochs": 1}
-    assert (cfg["model"]["act"], cfg["train"]["label_smoothing"], cfg["train"]["augment_shift"]) == ("heaviside/ste", 0.1, 0)
+    assert (cfg["model"]["act"], cfg["train"]["label_smoothing"], cfg["train"]["augment_shift"]) == (
+        "heaviside/ste",
+        0.1,
+        0,
+    )
 
 
 def test_recipe_options_reach_the_config(tmp_path):
-    result = run_cli("train", "--model", "mlp", "--hidden", "8", "--augment-shift", "2", "--label-smoothing", "0",
-                     "--epochs", "1", "--out", tmp_path / "r", "-q")
+    result = run_cli(
+        "train",
+        "--model",
+        "mlp",
+        "--hidden",
+        "8",
+        "--augment-shift",
+        "2",
+        "--label-smoothing",
+        "0",
+        "--epochs",
+        "1",
+        "--out",
+        tmp_path / "r",
+        "-q",
+    )
     assert result.exit_code == 0, result.output
     t = json.loads((tmp_path / "r" / "config.json").read_text())["config"]["train"]
     assert (t["augment_shift"], t["label_smoothing"]) == (2, 0.0)
@@ -88,9 +185,17 @@ BAD = [
     (["--augment-shift", "-1"], ["--augment-shift must be an integer from 0 to 8"], 1),
     (["--label-smoothing", "1"], ["--label-smoothing must be in [0, 1)"], 1),
     (["--model", "cnn"], ["'cnn' is not one of", "suc", "mlp", "lenet5"], 2),
-    (["--dataset", "cifar"], ["unknown --dataset 'cifar'", "ones", "digits", "mnist", "fashion-mnist", "folder:PATH"], 1),
+    (
+        ["--dataset", "cifar"],
+        ["unknown --dataset 'cifar'", "ones", "digits", "mnist", "fashion-mnist", "folder:PATH"],
+        1,
+    ),
     (["--optimizer", "rmsprop"], ["sgd", "adam"], 2),
-    (["--act", "step/rect"], ["unknown forward 'step'", "heaviside, sign, logistic, relu, linear, tanh, sigmoid_tanh"], 1),
+    (
+        ["--act", "step/rect"],
+        ["unknown forward 'step'", "heaviside, sign, logistic, relu, linear, tanh, sigmoid_tanh"],
+        1,
+    ),
     (["--act", "heaviside/box"], ["unknown backward 'box'", "tied, const, d_logistic, rect, triang, ste, full_jam"], 1),
     (["--act", "heaviside"], ["FORWARD/BACKWARD"], 1),
     (["--lr", "0"], ["--lr must be a positive number"], 1),
@@ -151,7 +256,9 @@ def test_resume_of_missing_or_corrupt_run(tmp_path):
     (tmp_path / "foreign" / "checkpoint.pt").write_bytes(b"garbage" * 100)
     assert_user_error(run_cli("train", "--resume", "--out", tmp_path / "foreign"), "corrupt", code=1)
     torch.save({"format": "something-else"}, tmp_path / "foreign" / "checkpoint.pt")
-    assert_user_error(run_cli("train", "--resume", "--out", tmp_path / "foreign"), "not a bnn training checkpoint", code=1)
+    assert_user_error(
+        run_cli("train", "--resume", "--out", tmp_path / "foreign"), "not a bnn training checkpoint", code=1
+    )
 
 
 def test_bench_train_reports_the_ratio():
@@ -172,7 +279,10 @@ IGNORED = [
     (["--model", "mlp", "--width", "2"], ["--width applies to --model lenet5 only, not mlp"]),
     (["--model", "mlp", "--pool", "max"], ["--pool applies to --model lenet5 only, not mlp"]),
     (["--dataset", "digits", "--dim", "3"], ["--dim applies to --dataset ones only, not digits"]),
-    (["--dataset", "digits", "--data-dir", "."], ["--data-dir applies to --dataset mnist, fashion-mnist, cifar10 only"]),
+    (
+        ["--dataset", "digits", "--data-dir", "."],
+        ["--data-dir applies to --dataset mnist, fashion-mnist, cifar10 only"],
+    ),
     (["--optimizer", "adam", "--momentum", "0.5"], ["--momentum applies to --optimizer sgd only, not adam"]),
     (["--model", "mlp", "--width", "2", "--pool", "max"], ["--width applies", "; --pool applies", "drop them"]),
 ]

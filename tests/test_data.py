@@ -96,10 +96,14 @@ def test_offline_without_data_dir_says_how_to_get_it(tmp_path, monkeypatch):
     import torchvision
 
     def offline(*a, **k):
-        raise RuntimeError("Error downloading x:\nTried https://example/, got:\n<urlopen error [Errno -2] Name or service not known>\n")
+        raise RuntimeError(
+            "Error downloading x:\nTried https://example/, got:\n<urlopen error [Errno -2] Name or service not known>\n"
+        )
 
     monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
-    with pytest.raises(DatasetError, match=r"could not be downloaded \(urlopen error .*\); pass --data-dir DIR .* or go online"):
+    with pytest.raises(
+        DatasetError, match=r"could not be downloaded \(urlopen error .*\); pass --data-dir DIR .* or go online"
+    ):
         load_dataset(TrainConfig(dataset="mnist"))
 
 
@@ -131,4 +135,5 @@ def test_real_idx_datasets(name):
     d = load_idx_dataset(name, str(Path(DATASETS_DIR) / name))
     assert d.x_train.shape == (60000, 1, 28, 28) and d.x_test.shape == (10000, 1, 28, 28)
     assert np.bincount(d.y_test.numpy()).tolist() == (
-        [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009] if name == "mnist" else [1000] * 10)
+        [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009] if name == "mnist" else [1000] * 10
+    )

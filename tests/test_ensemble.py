@@ -25,12 +25,16 @@ def _members(cfg: RunConfig, seeds) -> list[RunConfig]:
     return [replace(cfg, train=replace(cfg.train, seed=s)) for s in seeds]
 
 
-@pytest.mark.parametrize("model_cfg", [
-    ModelConfig(model="lenet5", act="relu/tied", weights="float", batchnorm=True, pool="qmean"),
-    ModelConfig(model="lenet5", act="heaviside/rect", weights="binary", batchnorm=True),
-    ModelConfig(model="mlp", hidden=(16, 8), act="sign/ste", weights="binary", batchnorm=False),
-    ModelConfig(model="suc", act="logistic/tied", weights="float", batchnorm=False),
-], ids=["lenet5-float", "lenet5-binary", "mlp-binary-scale", "suc"])
+@pytest.mark.parametrize(
+    "model_cfg",
+    [
+        ModelConfig(model="lenet5", act="relu/tied", weights="float", batchnorm=True, pool="qmean"),
+        ModelConfig(model="lenet5", act="heaviside/rect", weights="binary", batchnorm=True),
+        ModelConfig(model="mlp", hidden=(16, 8), act="sign/ste", weights="binary", batchnorm=False),
+        ModelConfig(model="suc", act="logistic/tied", weights="float", batchnorm=False),
+    ],
+    ids=["lenet5-float", "lenet5-binary", "mlp-binary-scale", "suc"],
+)
 def test_member_outputs_and_states_are_its_own_network(model_cfg):
     shape = (10,) if model_cfg.model == "suc" else (1, 8, 8)
     classes = 2 if model_cfg.model == "suc" else 10
@@ -54,16 +58,26 @@ def test_member_outputs_and_states_are_its_own_network(model_cfg):
 def test_members_train_as_their_one_at_a_time_runs(tmp_path):
     """3 epochs on Digits, the reproduction's recipe (SGD, no momentum) with jamming noise (a random backward):
     the members' mean test accuracy within ACCURACY_TOLERANCE of their runs' mean, each within MEMBER_TOLERANCE."""
-    base = RunConfig(ModelConfig(model="lenet5", act="relu/full_jam", weights="float", batchnorm=True, pool="qmean"),
-                     TrainConfig(dataset="digits", epochs=3, batch_size=64, lr=0.1, optimizer="sgd", momentum=0.0,
-                                 schedule="none", device="cpu"))
+    base = RunConfig(
+        ModelConfig(model="lenet5", act="relu/full_jam", weights="float", batchnorm=True, pool="qmean"),
+        TrainConfig(
+            dataset="digits",
+            epochs=3,
+            batch_size=64,
+            lr=0.1,
+            optimizer="sgd",
+            momentum=0.0,
+            schedule="none",
+            device="cpu",
+        ),
+    )
     cfgs = _members(base, (0, 1, 2))
     together = fit_ensemble(cfgs, [tmp_path / f"ens{c.train.seed}" for c in cfgs])
     alone = [fit(c, tmp_path / f"one{c.train.seed}", plot=False) for c in cfgs]
     mine, theirs = [f["test_accuracy"] for f in together], [f["test_accuracy"] for f in alone]
     assert min(theirs) > 0.5  # it learns: the comparison means something
     assert abs(sum(mine) / 3 - sum(theirs) / 3) <= ACCURACY_TOLERANCE, (mine, theirs)
-    assert all(abs(a - b) <= MEMBER_TOLERANCE for a, b in zip(mine, theirs)), (mine, theirs)
+    assert all(abs(a - b) <= MEMBER_TOLERANCE for a, b in zip(mine, theirs, strict=False)), (mine, theirs)
     for c in cfgs:
         a = rundir.load_checkpoint(tmp_path / f"ens{c.train.seed}")
         b = rundir.load_checkpoint(tmp_path / f"one{c.train.seed}")
@@ -100,8 +114,18 @@ def test_reproduce_with_ensembles_gives_the_rows_of_one_at_a_time(tmp_path):
 
     from .conftest import run_cli
 
-    common = ["reproduce", "table13", "--epochs", "2", "--runs", "3", "--only", "dim=10,bs=64,lr=0.1", "-q",
-              "--no-plots"]
+    common = [
+        "reproduce",
+        "table13",
+        "--epochs",
+        "2",
+        "--runs",
+        "3",
+        "--only",
+        "dim=10,bs=64,lr=0.1",
+        "-q",
+        "--no-plots",
+    ]
     for k in ("1", "2"):
         r = run_cli(*common, "--ensemble", k, "--out", tmp_path / k)
         assert r.exit_code == 0, r.output
@@ -149,8 +173,18 @@ def test_bench_ensemble_reports_runs_per_hour():
 
     from .conftest import assert_user_error, run_cli
 
-    r = run_cli("bench-ensemble", "table13", "--only", "dim=2,bs=64,lr=0.1,config=heaviside/const", "--runs", "2",
-                "--ensemble", "2", "--device", "cpu")
+    r = run_cli(
+        "bench-ensemble",
+        "table13",
+        "--only",
+        "dim=2,bs=64,lr=0.1,config=heaviside/const",
+        "--runs",
+        "2",
+        "--ensemble",
+        "2",
+        "--device",
+        "cpu",
+    )
     assert r.exit_code == 0, r.output
     result = json.loads(r.stdout)
     assert result["speedup"] > 0 and len(result["test_accuracy"]["ensemble"]) == 2

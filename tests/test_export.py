@@ -36,8 +36,11 @@ def ort_run(model_proto: onnx.ModelProto, x: np.ndarray) -> dict:
 
 
 @settings(max_examples=300, deadline=None)
-@given(a=st.one_of(st.floats(-50, 50), st.just(0.0), st.floats(-1e-9, 1e-9)), d=st.floats(-200, 200),
-       bound=st.integers(1, 60))
+@given(
+    a=st.one_of(st.floats(-50, 50), st.just(0.0), st.floats(-1e-9, 1e-9)),
+    d=st.floats(-200, 200),
+    bound=st.integers(1, 60),
+)
 def test_threshold_rule_matches_the_affine_on_every_reachable_sum(a, d, bound):
     t, direction = thresholds(np.array([a]), np.array([d]), bound)
     s = np.arange(-bound, bound + 1)
@@ -54,8 +57,12 @@ def test_threshold_constant_channels():
 
 # ----------------------------------------------------------------- random models
 
-MODEL_CASES = st.tuples(st.sampled_from(["mlp", "lenet5", "suc"]), st.sampled_from(["heaviside", "sign"]),
-                        st.booleans(), st.integers(0, 2**31 - 1))
+MODEL_CASES = st.tuples(
+    st.sampled_from(["mlp", "lenet5", "suc"]),
+    st.sampled_from(["heaviside", "sign"]),
+    st.booleans(),
+    st.integers(0, 2**31 - 1),
+)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -106,18 +113,23 @@ def test_pooling_of_bits_after_the_activation_is_or():
     assert layers[0]["out_shape"] == [6, 14, 14] and layers[1]["out_shape"] == [16, 5, 5]
 
 
-@pytest.mark.parametrize("kw, msg", [
-    (dict(weights="float"), "float weights"),
-    (dict(act="relu/tied"), "not a bit"),
-    (dict(act="heaviside/ste", pool="qmean"), "quadratic-mean"),
-])
+@pytest.mark.parametrize(
+    "kw, msg",
+    [
+        (dict(weights="float"), "float weights"),
+        (dict(act="relu/tied"), "not a bit"),
+        (dict(act="heaviside/ste", pool="qmean"), "quadratic-mean"),
+    ],
+)
 def test_non_binary_models_are_refused_with_the_reason(kw, msg):
     cfg = ModelConfig(model="lenet5", in_shape=(1, 28, 28), input_scale=1 / 255, **kw)
     with pytest.raises(NotBinaryError, match=msg):
         fold(build_model(cfg).eval(), cfg.in_shape)
 
 
-@pytest.mark.parametrize("act", ["relu/tied", "logistic/tied", "sigmoid_tanh/tied", "tanh/tied", "linear/tied", "sign/ste"])
+@pytest.mark.parametrize(
+    "act", ["relu/tied", "logistic/tied", "sigmoid_tanh/tied", "tanh/tied", "linear/tied", "sign/ste"]
+)
 def test_float_networks_export_to_onnx(act):
     cfg = ModelConfig(model="lenet5", act=act, weights="float", in_shape=(1, 28, 28), input_scale=1 / 255)
     model = random_model(cfg, 0)
@@ -133,8 +145,9 @@ def test_float_networks_export_to_onnx(act):
 def test_an_unsupported_convolution_is_one_error_in_both_exporters():
     from bnn_train.layers import BinaryConv2d, InputScale
 
-    model = torch.nn.Sequential(InputScale(1 / 255), BinaryConv2d(1, 4, 3, dilation=2), torch.nn.Flatten(),
-                                torch.nn.Linear(4 * 24 * 24, 10)).eval()
+    model = torch.nn.Sequential(
+        InputScale(1 / 255), BinaryConv2d(1, 4, 3, dilation=2), torch.nn.Flatten(), torch.nn.Linear(4 * 24 * 24, 10)
+    ).eval()
     for export in (lambda: fold(model, (1, 28, 28)), lambda: float_to_onnx(model, (1, 28, 28))):
         with pytest.raises(UnsupportedLayerError, match="layer 1: only dilation 1"):
             export()
@@ -222,7 +235,11 @@ def test_export_cli_json(digits_run, tmp_path):
 
 def test_float_run_exports_onnx_alone(tmp_path):
     run = tmp_path / "float"
-    fit(RunConfig(ModelConfig(model="mlp", hidden=(16,), weights="float", act="relu/tied"), TrainConfig(epochs=1)), run, plot=False)
+    fit(
+        RunConfig(ModelConfig(model="mlp", hidden=(16,), weights="float", act="relu/tied"), TrainConfig(epochs=1)),
+        run,
+        plot=False,
+    )
     result = run_cli("export", run)
     assert result.exit_code == 0, result.output
     assert "no .bnn written" in result.stderr and "float weights" in result.stderr
@@ -263,8 +280,14 @@ def test_export_mnist_lenet_on_all_test_images(tmp_path):
     """Issue 3's contract on real data: ORT == reference on all 10,000 MNIST test images, >= 99.9 % agreement."""
     data_dir = dataset_dir("mnist")
     run = tmp_path / "mnist"
-    fit(RunConfig(ModelConfig(model="lenet5"), TrainConfig(dataset="mnist", data_dir=str(data_dir), epochs=1,
-                                                            batch_size=256, schedule="cosine")), run, plot=False)
+    fit(
+        RunConfig(
+            ModelConfig(model="lenet5"),
+            TrainConfig(dataset="mnist", data_dir=str(data_dir), epochs=1, batch_size=256, schedule="cosine"),
+        ),
+        run,
+        plot=False,
+    )
     report = export_run(run, tmp_path / "m.bnn", tmp_path / "m.onnx")
     checks = {c.name: c for c in report.checks}
     assert checks["onnxruntime == reference (test images)"].passed

@@ -19,7 +19,8 @@ from .random_models import random_config, random_inputs, random_model, to_bnn
 # ----------------------------------------------------------------- bits
 
 bit_arrays = st.integers(0, 300).flatmap(
-    lambda n: st.lists(st.lists(st.integers(0, 1), min_size=n, max_size=n), min_size=1, max_size=4))
+    lambda n: st.lists(st.lists(st.integers(0, 1), min_size=n, max_size=n), min_size=1, max_size=4)
+)
 
 
 @settings(max_examples=200)
@@ -78,15 +79,22 @@ def test_padding_check():
 
 # ----------------------------------------------------------------- container
 
-MODEL_KINDS = st.tuples(st.sampled_from(["mlp", "lenet5", "suc"]), st.sampled_from(["heaviside", "sign"]),
-                        st.integers(0, 2**31 - 1))
+MODEL_KINDS = st.tuples(
+    st.sampled_from(["mlp", "lenet5", "suc"]), st.sampled_from(["heaviside", "sign"]), st.integers(0, 2**31 - 1)
+)
 
 
 def small_model(case):
     kind, act, seed = case
     rng = np.random.default_rng(seed)
-    cfg = random_config(rng, kind, act, in_shape={"mlp": (37,), "suc": (20,), "lenet5": (1, 12, 12)}[kind],
-                        hidden=(5, 70) if kind == "mlp" else None, width=0.5 if kind == "lenet5" else None)
+    cfg = random_config(
+        rng,
+        kind,
+        act,
+        in_shape={"mlp": (37,), "suc": (20,), "lenet5": (1, 12, 12)}[kind],
+        hidden=(5, 70) if kind == "mlp" else None,
+        width=0.5 if kind == "lenet5" else None,
+    )
     return cfg, random_model(cfg, seed)
 
 
@@ -142,7 +150,7 @@ def test_flipped_bytes_are_refused(sample, data):
 
 def _split(blob: bytes) -> tuple[dict, bytes]:
     _, _, _, m_len, _, _ = HEADER.unpack_from(blob)
-    body = blob[HEADER.size:]
+    body = blob[HEADER.size :]
     return json.loads(zlib.decompress(body[:m_len])), body[m_len:]
 
 
@@ -152,9 +160,10 @@ def _forge(manifest, data: bytes) -> bytes:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=False) | st.text(max_size=8),
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False) | st.text(max_size=8),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3),
-    max_leaves=6)
+    max_leaves=6,
+)
 
 
 def _paths(obj, prefix=()):
@@ -192,21 +201,24 @@ def test_edited_manifests_never_crash_the_reader(sample, data):
         reference_scores(model, random_inputs(np.random.default_rng(0), model.input_shape, 2))
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda m: m.update(version=3), "disagrees with the header"),
-    (lambda m: m["layers"][0].update(fan_in=26), "fan_in"),
-    (lambda m: m["layers"][0]["arrays"].update(weight="nope"), "array 'nope' (weight) is missing"),
-    (lambda m: m["arrays"]["conv1.threshold"].update(shape=[2]), "starts at"),
-    (lambda m: m["arrays"]["conv1.threshold"].update(dtype="<f4"), "has dtype '<f4', not one of"),
-    (lambda m: m["layers"][1].update(in_encoding="pm1"), "in_encoding"),
-    (lambda m: m["layers"][-1].update(out_features=3), "expected [3, "),
-    (lambda m: m.update(classes=["a"]), "at least two strings"),
-    (lambda m: m["layers"][0].update(kernel=[50, 50]), "does not fit"),
-    (lambda m: m["layers"][0].update(pool={"kind": "max", "size": [2, 2]}), "pool.kind must be 'or'"),
-    (lambda m: m["input"].update(dtype="float32"), "input.dtype must be 'uint8'"),
-    (lambda m: m["layers"].pop(), "a network ending in a threshold must have 1 unit"),
-    (lambda m: m["layers"][0].update(output="scores"), "outputs scores but is not the last layer"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: m.update(version=3), "disagrees with the header"),
+        (lambda m: m["layers"][0].update(fan_in=26), "fan_in"),
+        (lambda m: m["layers"][0]["arrays"].update(weight="nope"), "array 'nope' (weight) is missing"),
+        (lambda m: m["arrays"]["conv1.threshold"].update(shape=[2]), "starts at"),
+        (lambda m: m["arrays"]["conv1.threshold"].update(dtype="<f4"), "has dtype '<f4', not one of"),
+        (lambda m: m["layers"][1].update(in_encoding="pm1"), "in_encoding"),
+        (lambda m: m["layers"][-1].update(out_features=3), "expected [3, "),
+        (lambda m: m.update(classes=["a"]), "at least two strings"),
+        (lambda m: m["layers"][0].update(kernel=[50, 50]), "does not fit"),
+        (lambda m: m["layers"][0].update(pool={"kind": "max", "size": [2, 2]}), "pool.kind must be 'or'"),
+        (lambda m: m["input"].update(dtype="float32"), "input.dtype must be 'uint8'"),
+        (lambda m: m["layers"].pop(), "a network ending in a threshold must have 1 unit"),
+        (lambda m: m["layers"][0].update(output="scores"), "outputs scores but is not the last layer"),
+    ],
+)
 def test_specific_manifest_problems_are_named(sample, edit, message):
     manifest, arrays_data = _split(sample[2])
     edit(manifest)
@@ -266,8 +278,10 @@ def test_version_1_files_still_read_and_version_2_adds_strides(sample):
     v1 = dict(manifest, version=1)
     text = json.dumps(v1, sort_keys=True, separators=(",", ":"))
     old = parse(assemble(zlib.compress(text.encode()), data, version=1))
-    assert np.array_equal(reference_scores(old, np.zeros((1, *old.input_shape), np.uint8)),
-                          reference_scores(bnn, np.zeros((1, *bnn.input_shape), np.uint8)))
+    assert np.array_equal(
+        reference_scores(old, np.zeros((1, *old.input_shape), np.uint8)),
+        reference_scores(bnn, np.zeros((1, *bnn.input_shape), np.uint8)),
+    )
     v1["layers"][0]["stride"] = [1, 1]
     text = json.dumps(v1, sort_keys=True, separators=(",", ":"))
     with pytest.raises(BnnFormatError, match="stride needs format version 2"):

@@ -67,12 +67,19 @@ def test_invalid_utf8_is_named(small):
     _refused(assemble(zlib.compress(b'{"a":"\xff"}'), data), "not UTF-8")
 
 
-@pytest.mark.parametrize("where, key", [("layer", "strides"), ("manifest", "extra"), ("input", "gamma"),
-                                        ("pool", "window"), ("array", "order")])
+@pytest.mark.parametrize(
+    "where, key",
+    [("layer", "strides"), ("manifest", "extra"), ("input", "gamma"), ("pool", "window"), ("array", "order")],
+)
 def test_unknown_keys_are_refused_not_ignored(small, where, key):
     manifest, data = split(small)
-    target = {"layer": manifest["layers"][0], "manifest": manifest, "input": manifest["input"],
-              "pool": manifest["layers"][0]["pool"], "array": manifest["arrays"]["c.weight"]}[where]
+    target = {
+        "layer": manifest["layers"][0],
+        "manifest": manifest,
+        "input": manifest["input"],
+        "pool": manifest["layers"][0]["pool"],
+        "array": manifest["arrays"]["c.weight"],
+    }[where]
     target[key] = 1
     _refused(forge(manifest, data), "unknown keys", repr(key))
 

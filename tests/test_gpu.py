@@ -16,8 +16,10 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA d
 # another random stream for jamming noise): the accuracies agree within noise, not exactly.
 NOISE = 0.03
 
-CFG = RunConfig(ModelConfig(model="lenet5", act="heaviside/rect", weights="binary", batchnorm=True),
-                TrainConfig(dataset="digits", epochs=3, batch_size=64, lr=0.01, optimizer="adam", seed=0))
+CFG = RunConfig(
+    ModelConfig(model="lenet5", act="heaviside/rect", weights="binary", batchnorm=True),
+    TrainConfig(dataset="digits", epochs=3, batch_size=64, lr=0.01, optimizer="adam", seed=0),
+)
 
 
 def test_a_short_run_on_cuda_matches_the_cpu(tmp_path):
@@ -31,6 +33,6 @@ def test_a_short_run_on_cuda_matches_the_cpu(tmp_path):
 def test_an_ensemble_on_cuda_matches_its_members_on_the_cpu(tmp_path):
     cfgs = [replace(CFG, train=replace(CFG.train, device="cuda", seed=s)) for s in range(4)]
     finals = fit_ensemble(cfgs, [tmp_path / f"m{s}" for s in range(4)])
-    for c, f in zip(cfgs, finals):
+    for c, f in zip(cfgs, finals, strict=False):
         alone = fit(replace(c, train=replace(c.train, device="cpu")), tmp_path / f"cpu{c.train.seed}", plot=False)
         assert abs(f["test_accuracy"] - alone["test_accuracy"]) <= NOISE

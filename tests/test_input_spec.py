@@ -68,17 +68,20 @@ def test_the_description_is_written_and_read_back():
     assert parse(image_model()).input_spec == InputSpec.default(parse(image_model()).input_shape)
 
 
-@pytest.mark.parametrize("fields, message", [
-    ({"range": [16, 0]}, "input.range must be [lo, hi]"),
-    ({"range": [0, 256]}, "input.range must be [lo, hi]"),
-    ({"range": [0.0, 16]}, "input.range must be [lo, hi]"),
-    ({"range": [False, True]}, "input.range must be [lo, hi]"),
-    ({"range": "0..16"}, "input.range must be [lo, hi]"),
-    ({"range": [0, 16, 255]}, "input.range must be [lo, hi]"),
-    ({"layout": "HWC"}, "input.layout must be 'CHW'"),
-    ({"color": "RGB"}, "input.color must be 'L'"),
-    ({"color": "BGR"}, "input.color must be 'L'"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"range": [16, 0]}, "input.range must be [lo, hi]"),
+        ({"range": [0, 256]}, "input.range must be [lo, hi]"),
+        ({"range": [0.0, 16]}, "input.range must be [lo, hi]"),
+        ({"range": [False, True]}, "input.range must be [lo, hi]"),
+        ({"range": "0..16"}, "input.range must be [lo, hi]"),
+        ({"range": [0, 16, 255]}, "input.range must be [lo, hi]"),
+        ({"layout": "HWC"}, "input.layout must be 'CHW'"),
+        ({"color": "RGB"}, "input.color must be 'L'"),
+        ({"color": "BGR"}, "input.color must be 'L'"),
+    ],
+)
 def test_a_bad_description_is_named(fields, message):
     with pytest.raises(BnnFormatError, match=message.replace("[", r"\[").replace("]", r"\]")):
         parse(with_input(image_model(), **fields))

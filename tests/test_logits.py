@@ -9,8 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bnn_runtime.model import BnnModel
-from bnn_runtime.reference import (logits_from_scores, predict_from_scores, reference_logits,
-                                   reference_probabilities, reference_scores, softmax)
+from bnn_runtime.reference import (
+    logits_from_scores,
+    predict_from_scores,
+    reference_logits,
+    reference_probabilities,
+    reference_scores,
+    softmax,
+)
 
 from .random_bnn import random_bnn
 

@@ -136,7 +136,9 @@ def test_lenet5_is_paper_faithful_on_mnist():
     convs = [m for m in model if isinstance(m, nn.Conv2d)]
     fcs = [m for m in model if isinstance(m, nn.Linear)]
     assert [(c.in_channels, c.out_channels, c.kernel_size, c.padding) for c in convs] == [
-        (1, 6, (5, 5), (2, 2)), (6, 16, (5, 5), (0, 0))]
+        (1, 6, (5, 5), (2, 2)),
+        (6, 16, (5, 5), (0, 0)),
+    ]
     assert [(f.in_features, f.out_features) for f in fcs] == [(400, 120), (120, 84), (84, 10)]
     assert sum(isinstance(m, QuadMeanPool2d) for m in model) == 2  # float networks: quadratic-mean pooling
     assert lenet5_padding(28) == 2 and lenet5_padding(8) == 6
@@ -159,18 +161,29 @@ def test_binary_networks_produce_bits_in_every_hidden_layer(model, fwd, values):
     net(torch.rand(8, 1, 28, 28) * 255)  # populate BatchNorm statistics
     net.eval()
     seen = []
-    hooks = [m.register_forward_hook(lambda m, i, o: seen.append(o)) for m in net if isinstance(m, (Activation, nn.MaxPool2d))]
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: seen.append(o))
+        for m in net
+        if isinstance(m, (Activation, nn.MaxPool2d))
+    ]
     net(torch.randint(0, 256, (8, 1, 28, 28)).float())
     for h in hooks:
         h.remove()
-    acts = [o for o, m in zip(seen, [m for m in net if isinstance(m, (Activation, nn.MaxPool2d))]) if isinstance(m, Activation)]
+    acts = [
+        o
+        for o, m in zip(seen, [m for m in net if isinstance(m, (Activation, nn.MaxPool2d))], strict=False)
+        if isinstance(m, Activation)
+    ]
     assert len(acts) == (2 if model == "mlp" else 4)
     for a in acts:
         assert set(a.unique().tolist()) <= values
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.integers(0, 2**31 - 1), st.sampled_from(["heaviside", "sign", "relu", "logistic", "tanh", "linear", "sigmoid_tanh"]))
+@given(
+    st.integers(0, 2**31 - 1),
+    st.sampled_from(["heaviside", "sign", "relu", "logistic", "tanh", "linear", "sigmoid_tanh"]),
+)
 def test_maxpool_commutes_with_every_forward(seed, fwd):
     """The models max-pool pre-activations: f(max z) == max f(z) because every forward is non-decreasing.
 
@@ -194,17 +207,20 @@ def test_binary_without_batchnorm_scales_by_fan_in():
     assert scales == pytest.approx([1 / math.sqrt(784), 1 / math.sqrt(64)])
 
 
-@pytest.mark.parametrize("kw, msg", [
-    (dict(model="lenet5", in_shape=(10,)), "image input"),
-    (dict(model="suc", num_classes=10), "single-unit"),
-    (dict(model="mlp", hidden=()), "--hidden"),
-    (dict(model="mlp", hidden=(0,)), "--hidden"),
-    (dict(width=0.0), "--width"),
-    (dict(model="cnn"), "choose one of: suc, mlp, lenet5"),
-    (dict(weights="ternary"), "choose one of: float, binary"),
-    (dict(init="zeros"), "diag_noise"),
-    (dict(pool="avg"), "qmean"),
-])
+@pytest.mark.parametrize(
+    "kw, msg",
+    [
+        (dict(model="lenet5", in_shape=(10,)), "image input"),
+        (dict(model="suc", num_classes=10), "single-unit"),
+        (dict(model="mlp", hidden=()), "--hidden"),
+        (dict(model="mlp", hidden=(0,)), "--hidden"),
+        (dict(width=0.0), "--width"),
+        (dict(model="cnn"), "choose one of: suc, mlp, lenet5"),
+        (dict(weights="ternary"), "choose one of: float, binary"),
+        (dict(init="zeros"), "diag_noise"),
+        (dict(pool="avg"), "qmean"),
+    ],
+)
 def test_invalid_model_configs(kw, msg):
     with pytest.raises(ConfigError, match=msg):
         build_model(_cfg(**kw))

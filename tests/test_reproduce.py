@@ -42,7 +42,7 @@ def test_grid_matches_the_paper_cell_for_cell(name):
     paper = paper_table(exp.table)
     grid = [c.key for c in exp.cells()]
     assert len(grid) == len(set(grid))
-    assert set(grid) == set(paper), (set(grid) ^ set(paper))
+    assert set(grid) == set(paper), set(grid) ^ set(paper)
     assert {(p.model, p.dataset) for p in paper.values()} == {(exp.model, exp.dataset)}
     # the paper's column order is the experiment's configuration order
     assert list(dict.fromkeys(p.config for p in load_paper() if p.table == exp.table)) == list(exp.configs)
@@ -85,18 +85,44 @@ def test_a_reproduction_trains_with_the_papers_plain_settings_whatever_bnn_train
     for cell in exp.cells():
         t = exp.run_config(cell, epochs=3, seed=7, device="cpu", data_dir="D").train
         plain = dict(
-            dataset=exp.dataset, data_dir="D", dim=cell.dim if cell.dim is not None else 10, n_samples=10000,
-            epochs=3, batch_size=cell.batch_size, lr=cell.lr, optimizer="sgd", momentum=0.0, schedule="none",
-            grad_clip=1.0 if cell.config.endswith("+gc") else None, augment_shift=0, label_smoothing=0.0,
-            loss_reduction=exp.loss_reduction, seed=7, device="cpu", eval_batch_size=1000, input_size="", val_split=0.0,
+            dataset=exp.dataset,
+            data_dir="D",
+            dim=cell.dim if cell.dim is not None else 10,
+            n_samples=10000,
+            epochs=3,
+            batch_size=cell.batch_size,
+            lr=cell.lr,
+            optimizer="sgd",
+            momentum=0.0,
+            schedule="none",
+            grad_clip=1.0 if cell.config.endswith("+gc") else None,
+            augment_shift=0,
+            label_smoothing=0.0,
+            loss_reduction=exp.loss_reduction,
+            seed=7,
+            device="cpu",
+            eval_batch_size=1000,
+            input_size="",
+            val_split=0.0,
         )
         assert set(plain) == {f.name for f in fields(TrainConfig)}
         assert t == TrainConfig(**plain), cell
 
 
 def test_malformed_paper_row_names_its_line():
-    row = {"table": "2", "model": "suc", "dataset": "ones", "dim": "2", "hidden": "", "batch_size": "32", "lr": "0.1",
-           "config": "logistic/tied", "paper_label": "Log/d(Log)", "mean": "0.99", "std": "0.001"}
+    row = {
+        "table": "2",
+        "model": "suc",
+        "dataset": "ones",
+        "dim": "2",
+        "hidden": "",
+        "batch_size": "32",
+        "lr": "0.1",
+        "config": "logistic/tied",
+        "paper_label": "Log/d(Log)",
+        "mean": "0.99",
+        "std": "0.001",
+    }
     assert parse_rows([row])[0].dim == 2
     with pytest.raises(PaperTableError, match="line 3"):
         parse_rows([row, {**row, "mean": "0.9x"}])
@@ -117,8 +143,18 @@ def test_select_cells():
 def test_report_numbers():
     exp = get_experiment("table13")
     cells = select_cells(exp, "dim=2,bs=32,lr=0.1")
-    rows = [{"config": "heaviside/const", "batch_size": "32", "lr": "0.1", "dim": "2", "hidden": "",
-             "test_accuracy": acc, "diverged": div} for acc, div in (("0.9", "0"), ("1.0", "1"))]
+    rows = [
+        {
+            "config": "heaviside/const",
+            "batch_size": "32",
+            "lr": "0.1",
+            "dim": "2",
+            "hidden": "",
+            "test_accuracy": acc,
+            "diverged": div,
+        }
+        for acc, div in (("0.9", "0"), ("1.0", "1"))
+    ]
     stats = cell_stats(exp, cells, rows)
     const = next(s for s in stats if s.cell.config == "heaviside/const")
     assert (const.n, const.diverged) == (2, 1)

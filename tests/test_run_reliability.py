@@ -35,8 +35,11 @@ def _snapshot(run):
     lines = [json.loads(ln) for ln in (run / rundir.METRICS_LINES).read_text().splitlines()]
     return {
         "files": sorted(p.name for p in run.iterdir()),
-        "epoch": ckpt["epoch"], "model": ckpt["model"], "history": _untimed(ckpt["history"]),
-        "lines": _untimed(lines), "metrics": _untimed(json.loads((run / rundir.METRICS).read_text())),
+        "epoch": ckpt["epoch"],
+        "model": ckpt["model"],
+        "history": _untimed(ckpt["history"]),
+        "lines": _untimed(lines),
+        "metrics": _untimed(json.loads((run / rundir.METRICS).read_text())),
         "config": json.loads((run / rundir.CONFIG).read_text()),
         "curves": (run / rundir.CURVES).read_bytes()[:8],
     }
@@ -130,26 +133,29 @@ def _forge(whole, tmp_path, edit):
     return run
 
 
-@pytest.mark.parametrize("edit, fragments", [
-    (lambda c: c["config"]["model"].update(width="wide"), ["config.model.width must be a finite number", "'wide'"]),
-    (lambda c: c["config"]["model"].update(hidden=["a"]), ["config.model.hidden must be a list of integers"]),
-    (lambda c: c["config"]["model"].update(hidden=[0]), ["--hidden widths must be a positive integer"]),
-    (lambda c: c["config"]["model"].update(model="resnet"), ["unknown --model 'resnet'"]),
-    (lambda c: c["config"]["model"].update(in_shape=[1, 10**9]), ["config.model.in_shape"]),
-    (lambda c: c["config"]["model"].update(num_classes=1), ["config.model.num_classes"]),
-    (lambda c: c["config"]["model"]["act_params"].update(rect_width="x"), ["config.model.act_params.rect_width"]),
-    (lambda c: c["config"]["train"].update(epochs=True), ["config.train.epochs must be an integer"]),
-    (lambda c: c["config"]["train"].update(lr=-1.0), ["--lr must be a positive number"]),
-    (lambda c: c["config"]["train"].update(data_dir=3), ["config.train.data_dir must be a string or null"]),
-    (lambda c: c["config"]["train"].update(surprise=1), ["config.train has an unknown field 'surprise'"]),
-    (lambda c: c["config"].update(extra={}), ["config must be an object with exactly"]),
-    (lambda c: c.update(epoch="2"), ["epoch must be an integer"]),
-    (lambda c: c.update(epoch=3), ["history must list one record per epoch (3)"]),
-    (lambda c: c["history"][0].update(test_accuracy=7), ["history[0].test_accuracy"]),
-    (lambda c: c["data"].update(classes=["a"]), ["data.classes must be 10 strings"]),
-    (lambda c: c["data"].update(name="imagenet"), ["data.name must be one of"]),
-    (lambda c: c.update(optimizer=[1, 2]), ["optimizer must be a state dict"]),
-])
+@pytest.mark.parametrize(
+    "edit, fragments",
+    [
+        (lambda c: c["config"]["model"].update(width="wide"), ["config.model.width must be a finite number", "'wide'"]),
+        (lambda c: c["config"]["model"].update(hidden=["a"]), ["config.model.hidden must be a list of integers"]),
+        (lambda c: c["config"]["model"].update(hidden=[0]), ["--hidden widths must be a positive integer"]),
+        (lambda c: c["config"]["model"].update(model="resnet"), ["unknown --model 'resnet'"]),
+        (lambda c: c["config"]["model"].update(in_shape=[1, 10**9]), ["config.model.in_shape"]),
+        (lambda c: c["config"]["model"].update(num_classes=1), ["config.model.num_classes"]),
+        (lambda c: c["config"]["model"]["act_params"].update(rect_width="x"), ["config.model.act_params.rect_width"]),
+        (lambda c: c["config"]["train"].update(epochs=True), ["config.train.epochs must be an integer"]),
+        (lambda c: c["config"]["train"].update(lr=-1.0), ["--lr must be a positive number"]),
+        (lambda c: c["config"]["train"].update(data_dir=3), ["config.train.data_dir must be a string or null"]),
+        (lambda c: c["config"]["train"].update(surprise=1), ["config.train has an unknown field 'surprise'"]),
+        (lambda c: c["config"].update(extra={}), ["config must be an object with exactly"]),
+        (lambda c: c.update(epoch="2"), ["epoch must be an integer"]),
+        (lambda c: c.update(epoch=3), ["history must list one record per epoch (3)"]),
+        (lambda c: c["history"][0].update(test_accuracy=7), ["history[0].test_accuracy"]),
+        (lambda c: c["data"].update(classes=["a"]), ["data.classes must be 10 strings"]),
+        (lambda c: c["data"].update(name="imagenet"), ["data.name must be one of"]),
+        (lambda c: c.update(optimizer=[1, 2]), ["optimizer must be a state dict"]),
+    ],
+)
 def test_forged_checkpoint_fields_are_named_in_one_line(whole, tmp_path, edit, fragments):
     run = _forge(whole, tmp_path, edit)
     result = run_cli("export", run, "-o", tmp_path / "x.bnn", "--no-onnx")
@@ -176,6 +182,8 @@ def test_export_of_an_unfinished_run_says_so_and_require_complete_refuses(tmp_pa
     result = run_cli("export", tmp_path / "run", "-o", tmp_path / "n.bnn", "--no-onnx", "--require-complete")
     assert_user_error(result, "unfinished", "1 of its 3", "--require-complete", code=1)
     assert not (tmp_path / "n.bnn").exists()
-    result = run_cli("export", tmp_path / "run", "-o", tmp_path / "j.bnn", "--no-onnx", "--json", "--check-images", "50")
+    result = run_cli(
+        "export", tmp_path / "run", "-o", tmp_path / "j.bnn", "--no-onnx", "--json", "--check-images", "50"
+    )
     report = json.loads(result.stdout)
     assert (report["trained_epochs"], report["planned_epochs"], report["finished"]) == (1, 3, False)

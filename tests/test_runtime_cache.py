@@ -79,11 +79,13 @@ def test_bnn_warmup_with_an_unwritable_cache_is_one_line(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
     env = dict(os.environ, BNN_CACHE_DIR=str(blocker / "sub"), PYTHONPATH=str(ROOT))
-    out = subprocess.run([sys.executable, "-m", "bnn_cli.main", "warmup"], env=env, capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "bnn_cli.main", "warmup"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 1
-    assert out.stderr.strip().splitlines() == [f"error: cannot write the kernel cache in {blocker / 'sub'} "
-                                               "(BNN_CACHE_DIR): choose a writable directory"]
+    assert out.stderr.strip().splitlines() == [
+        f"error: cannot write the kernel cache in {blocker / 'sub'} (BNN_CACHE_DIR): choose a writable directory"
+    ]
 
 
 def test_bnn_warmup_says_once_when_it_compiles(monkeypatch):
@@ -118,9 +120,12 @@ def test_bnn_warmup_runs_a_model(tmp_path):
 def test_a_fresh_cache_compiles_once_then_loads(tmp_path):
     """From an empty cache: the first process compiles (and says so), the second loads, silently."""
     env = dict(os.environ, BNN_CACHE_DIR=str(tmp_path), PYTHONPATH=str(ROOT))
-    runs = [subprocess.run([sys.executable, "-m", "bnn_cli.main", "warmup"], env=env, capture_output=True, text=True,
-                           timeout=1800) for _ in range(2)]
+    runs = [
+        subprocess.run(
+            [sys.executable, "-m", "bnn_cli.main", "warmup"], env=env, capture_output=True, text=True, timeout=1800
+        )
+        for _ in range(2)
+    ]
     assert all(r.returncode == 0 for r in runs), runs[0].stderr[-2000:]
     assert runs[0].stderr.count(compiled.NOTICE) == 1 and compiled.NOTICE not in runs[1].stderr
     assert list(tmp_path.glob("numba-*/ready-*"))
-

@@ -29,7 +29,7 @@ def ort_scores(bnn, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     s = ort.InferenceSession(bnn_to_onnx(bnn).SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    out = dict(zip([o.name for o in s.get_outputs()], s.run(None, {"images": x})))
+    out = dict(zip([o.name for o in s.get_outputs()], s.run(None, {"images": x}), strict=False))
     return out["scores"], out["label"]
 
 
@@ -50,9 +50,14 @@ def assert_exact(bnn, x: np.ndarray, threads=(1, 2), onnx=True) -> None:
 
 
 MODELS = st.tuples(
-    st.sampled_from(["mlp", "lenet5", "suc"]), st.sampled_from(["heaviside", "sign"]), st.booleans(),
-    st.lists(st.sampled_from(WIDTHS), min_size=1, max_size=3), st.sampled_from([0.25, 0.5, 1.0, 1.5, 2.5]),
-    st.sampled_from([None, (1, 8, 8), (1, 28, 28), (3, 16, 16), (6, 12, 12)]), st.integers(0, 2**31 - 1))
+    st.sampled_from(["mlp", "lenet5", "suc"]),
+    st.sampled_from(["heaviside", "sign"]),
+    st.booleans(),
+    st.lists(st.sampled_from(WIDTHS), min_size=1, max_size=3),
+    st.sampled_from([0.25, 0.5, 1.0, 1.5, 2.5]),
+    st.sampled_from([None, (1, 8, 8), (1, 28, 28), (3, 16, 16), (6, 12, 12)]),
+    st.integers(0, 2**31 - 1),
+)
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -108,7 +113,7 @@ def test_concurrent_calls_from_python_threads_agree():
         t.start()
     for t in threads:
         t.join()
-    for got, want in zip(results, expected):
+    for got, want in zip(results, expected, strict=False):
         assert np.array_equal(got, want)
 
 
@@ -153,8 +158,14 @@ def test_trained_exported_models_are_exact_on_all_test_images(name, model, tmp_p
 
     data_dir = dataset_dir(name)
     run = tmp_path / "run"
-    fit(RunConfig(ModelConfig(model=model, hidden=(256, 100)),
-                  TrainConfig(dataset=name, data_dir=str(data_dir), epochs=1, batch_size=256)), run, plot=False)
+    fit(
+        RunConfig(
+            ModelConfig(model=model, hidden=(256, 100)),
+            TrainConfig(dataset=name, data_dir=str(data_dir), epochs=1, batch_size=256),
+        ),
+        run,
+        plot=False,
+    )
     report = export_run(run, tmp_path / "m.bnn", None, data_dir=str(data_dir))
     x = _idx_test_images(name, None)
     assert_exact(read_bnn(tmp_path / "m.bnn"), x, threads=(2,))
@@ -176,36 +187,88 @@ def _conv_bits_model(rng, c_bits: int, h: int, w: int, k: tuple, pad: tuple, poo
         arrays[f"{name}.weight"] = pack_signs(signs)
         layer.update(name=name, fan_in=fan_in, out_features=out)
         if last:
-            layer.update(output="scores", arrays={"weight": f"{name}.weight", "scale": f"{name}.scale", "offset": f"{name}.offset"})
+            layer.update(
+                output="scores",
+                arrays={"weight": f"{name}.weight", "scale": f"{name}.scale", "offset": f"{name}.offset"},
+            )
             arrays[f"{name}.scale"] = np.ones(out)
             arrays[f"{name}.offset"] = np.zeros(out)
         else:
             spread = np.sqrt(fan_in) * (147 if layer["in_encoding"] == "uint8" else 0.7)
             arrays[f"{name}.threshold"] = np.round(rng.normal(0, spread, out)).astype(np.int32)
             arrays[f"{name}.direction"] = rng.choice(np.array([-1, 1], np.int8), out)
-            layer.update(output="threshold", arrays={"weight": f"{name}.weight", "threshold": f"{name}.threshold",
-                                                     "direction": f"{name}.direction"})
+            layer.update(
+                output="threshold",
+                arrays={"weight": f"{name}.weight", "threshold": f"{name}.threshold", "direction": f"{name}.direction"},
+            )
         layers.append(layer)
 
-    add("c1", {"kind": "conv", "in_encoding": "uint8", "in_shape": [1, h, w], "kernel": [3, 3], "padding": [1, 1],
-               "pool": None, "out_shape": [c_bits, h, w], "out_encoding": enc}, 9, c_bits)
+    add(
+        "c1",
+        {
+            "kind": "conv",
+            "in_encoding": "uint8",
+            "in_shape": [1, h, w],
+            "kernel": [3, 3],
+            "padding": [1, 1],
+            "pool": None,
+            "out_shape": [c_bits, h, w],
+            "out_encoding": enc,
+        },
+        9,
+        c_bits,
+    )
     oh, ow = h + 2 * pad[0] - k[0] + 1, w + 2 * pad[1] - k[1] + 1
     if pool:
         oh, ow = oh // pool[0], ow // pool[1]
-    add("c2", {"kind": "conv", "in_encoding": enc, "in_shape": [c_bits, h, w], "kernel": list(k), "padding": list(pad),
-               "pool": {"kind": "or", "size": list(pool)} if pool else None, "out_shape": [n_out, oh, ow],
-               "out_encoding": "01"}, c_bits * k[0] * k[1], n_out)
-    add("d", {"kind": "dense", "in_encoding": "01", "in_shape": [n_out * oh * ow], "pool": None, "out_shape": [3]},
-        n_out * oh * ow, 3, last=True)
-    manifest = {"format": "bnn", "version": 1, "input": {"dtype": "uint8", "shape": [1, h, w]},
-                "classes": ["a", "b", "c"], "layers": layers, "provenance": {"test": "lut"}}
+    add(
+        "c2",
+        {
+            "kind": "conv",
+            "in_encoding": enc,
+            "in_shape": [c_bits, h, w],
+            "kernel": list(k),
+            "padding": list(pad),
+            "pool": {"kind": "or", "size": list(pool)} if pool else None,
+            "out_shape": [n_out, oh, ow],
+            "out_encoding": "01",
+        },
+        c_bits * k[0] * k[1],
+        n_out,
+    )
+    add(
+        "d",
+        {"kind": "dense", "in_encoding": "01", "in_shape": [n_out * oh * ow], "pool": None, "out_shape": [3]},
+        n_out * oh * ow,
+        3,
+        last=True,
+    )
+    manifest = {
+        "format": "bnn",
+        "version": 1,
+        "input": {"dtype": "uint8", "shape": [1, h, w]},
+        "classes": ["a", "b", "c"],
+        "layers": layers,
+        "provenance": {"test": "lut"},
+    }
     return parse(to_bytes(manifest, arrays))
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.integers(1, 8), st.integers(3, 13), st.integers(3, 13), st.integers(1, 5), st.integers(1, 5),
-       st.integers(0, 2), st.integers(0, 2), st.sampled_from([None, (2, 2), (1, 3), (3, 2)]),
-       st.sampled_from([1, 5, 16, 17, 33]), st.sampled_from(["01", "pm1"]), st.integers(1, 40), st.integers(0, 2**31 - 1))
+@given(
+    st.integers(1, 8),
+    st.integers(3, 13),
+    st.integers(3, 13),
+    st.integers(1, 5),
+    st.integers(1, 5),
+    st.integers(0, 2),
+    st.integers(0, 2),
+    st.sampled_from([None, (2, 2), (1, 3), (3, 2)]),
+    st.sampled_from([1, 5, 16, 17, 33]),
+    st.sampled_from(["01", "pm1"]),
+    st.integers(1, 40),
+    st.integers(0, 2**31 - 1),
+)
 def test_table_convolutions_of_few_channels_are_exact(c, h, w, kh, kw, ph, pw, pool, n_out, enc, n, seed):
     """Convolutions of bits with 1..8 channels run by table lookup (kernels.conv_lut): any width, padding, pool."""
     from bnn_runtime.layout import KIND_CONV_BITS, KIND_CONV_LUT
@@ -227,8 +290,13 @@ def test_table_convolutions_of_few_channels_are_exact(c, h, w, kh, kw, ph, pw, p
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.integers(1, 40), st.integers(1, 300), st.integers(1, 40), st.sampled_from([1, 255, 2**20, 2**40]),
-       st.integers(0, 2**32 - 1))
+@given(
+    st.integers(1, 40),
+    st.integers(1, 300),
+    st.integers(1, 40),
+    st.sampled_from([1, 255, 2**20, 2**40]),
+    st.integers(0, 2**32 - 1),
+)
 def test_reference_matmul_is_exact_integer_arithmetic(n, k, m, big, seed):
     from bnn_runtime.reference import _exact_matmul
 

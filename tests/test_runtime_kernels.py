@@ -31,7 +31,7 @@ def test_byte_planes_are_the_bits_of_every_byte(n, seed):
     assert total == int(x.sum(dtype=np.int64))
     for b in range(8):
         assert np.array_equal(unpack_bits(planes[3 + b, : n_words(n)], n), (x >> b) & 1)
-        assert planes[3 + b, n_words(n):].sum() == 0
+        assert planes[3 + b, n_words(n) :].sum() == 0
     assert (planes[:3] == np.uint64(2**64 - 1)).all()  # rows of other images untouched
 
 
@@ -57,8 +57,13 @@ def _gemm_case(rng, nrows, n_out, fan_in, encoding, last):
 
 
 @settings(max_examples=80, deadline=None)
-@given(st.integers(1, 13), st.integers(1, 13), st.integers(1, 200), st.sampled_from(["01", "pm1"]),
-       st.integers(0, 2**32 - 1))
+@given(
+    st.integers(1, 13),
+    st.integers(1, 13),
+    st.integers(1, 200),
+    st.sampled_from(["01", "pm1"]),
+    st.integers(0, 2**32 - 1),
+)
 def test_gemm_scores_are_the_dot_products(nrows, n_out, fan_in, encoding, seed):
     _check_gemm_scores(nrows, n_out, fan_in, encoding, seed)
 
@@ -68,15 +73,22 @@ def _check_gemm_scores(nrows, n_out, fan_in, encoding, seed):
     rng = np.random.default_rng(seed)
     a, nw, w, consts, alpha, beta, s, _, _ = _gemm_case(rng, nrows, n_out, fan_in, encoding, True)
     scores = np.zeros((nrows + 2, n_out + 1), np.int32)
-    K.gemm(a, nrows, nw, w, n_out, alpha, beta, consts, np.zeros(nrows, np.int64), np.zeros(1, np.uint64),
-           scores, 2, True)
+    K.gemm(
+        a, nrows, nw, w, n_out, alpha, beta, consts, np.zeros(nrows, np.int64), np.zeros(1, np.uint64), scores, 2, True
+    )
     assert np.array_equal(scores[2:, :n_out], s)
     assert not scores[:2].any() and not scores[:, n_out].any()
 
 
 @settings(max_examples=80, deadline=None)
-@given(st.integers(1, 13), st.integers(1, 70), st.integers(1, 700), st.sampled_from(["01", "pm1"]),
-       st.integers(1, 4), st.integers(0, 2**32 - 1))
+@given(
+    st.integers(1, 13),
+    st.integers(1, 70),
+    st.integers(1, 700),
+    st.sampled_from(["01", "pm1"]),
+    st.integers(1, 4),
+    st.integers(0, 2**32 - 1),
+)
 def test_gemm_bits_threshold_pool_and_pack(nrows, n_out, fan_in, encoding, group, seed):
     rng = np.random.default_rng(seed)
     nrows = nrows * group
@@ -110,9 +122,13 @@ def _dense_case(rng, nrows, n_out, fan_in, encoding):
     return a, nw, wt, c8, alpha, beta, s, t, d
 
 
-DENSE = (st.sampled_from([1, 2, 3, 4, 5, 7, 8, 9, 16, 17]), st.integers(1, 80),
-         st.sampled_from([1, 63, 64, 65, 100, 511, 512, 600, 1000]), st.sampled_from(["01", "pm1"]),
-         st.integers(0, 2**32 - 1))
+DENSE = (
+    st.sampled_from([1, 2, 3, 4, 5, 7, 8, 9, 16, 17]),
+    st.integers(1, 80),
+    st.sampled_from([1, 63, 64, 65, 100, 511, 512, 600, 1000]),
+    st.sampled_from(["01", "pm1"]),
+    st.integers(0, 2**32 - 1),
+)
 
 
 @settings(max_examples=80, deadline=None)
@@ -133,8 +149,9 @@ def test_dense_bits_threshold_and_pack(nrows, n_out, fan_in, encoding, seed):
     a, nw, wt, consts, alpha, beta, s, t, d = _dense_case(rng, nrows, n_out, fan_in, encoding)
     image_words = n_words(n_out) + int(rng.integers(0, 2))
     out = np.zeros(nrows * image_words, np.uint64)
-    K.dense_bits(a, nrows, nw, wt, n_out, alpha, beta, consts, out, image_words * 64, np.zeros((1, 1), np.int32), 0,
-                 False)
+    K.dense_bits(
+        a, nrows, nw, wt, n_out, alpha, beta, consts, out, image_words * 64, np.zeros((1, 1), np.int32), 0, False
+    )
     bits = np.where(d > 0, s >= t, s <= t)
     got = unpack_bits(out.reshape(nrows, image_words), image_words * 64)
     assert np.array_equal(got[:, :n_out], bits)
@@ -142,8 +159,13 @@ def test_dense_bits_threshold_and_pack(nrows, n_out, fan_in, encoding, seed):
 
 
 @settings(max_examples=80, deadline=None)
-@given(st.sampled_from([1, 2, 3, 5, 16]), st.integers(1, 40), st.sampled_from([1, 8, 63, 64, 65, 200, 784, 1100]),
-       st.booleans(), st.integers(0, 2**32 - 1))
+@given(
+    st.sampled_from([1, 2, 3, 5, 16]),
+    st.integers(1, 40),
+    st.sampled_from([1, 8, 63, 64, 65, 200, 784, 1100]),
+    st.booleans(),
+    st.integers(0, 2**32 - 1),
+)
 def test_dense_u8_sums_threshold_and_pack(n_img, n_out, fan_in, last, seed):
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 256, (n_img, fan_in)).astype(np.uint8)
@@ -175,8 +197,13 @@ def test_dense_u8_sums_threshold_and_pack(n_img, n_out, fan_in, last, seed):
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(1, 13), st.integers(1, 13), st.integers(300, 1300), st.sampled_from(["01", "pm1"]),
-       st.integers(0, 2**32 - 1))
+@given(
+    st.integers(1, 13),
+    st.integers(1, 13),
+    st.integers(300, 1300),
+    st.sampled_from(["01", "pm1"]),
+    st.integers(0, 2**32 - 1),
+)
 def test_gemm_scores_on_wide_rows(nrows, n_out, fan_in, encoding, seed):
     """Rows of 8 words and more: the 512-bit blocks (popcount_block4x4, 1x4) and their scalar tail."""
     _check_gemm_scores(nrows, n_out, fan_in, encoding, seed)
@@ -188,9 +215,16 @@ def _geometry(c, h, w, kh, kw, ph, pw, stride, pool, pool_stride, n_out):
 
     oh, ow = (h + 2 * ph - kh) // stride[0] + 1, (w + 2 * pw - kw) // stride[1] + 1
     out_h, out_w = (oh - pool[0]) // pool_stride[0] + 1, (ow - pool[1]) // pool_stride[1] + 1
-    layer = {"name": "l", "in_shape": [c, h, w], "kernel": [kh, kw], "padding": [ph, pw], "stride": list(stride),
-             "pool": {"kind": "or", "size": list(pool), "stride": list(pool_stride)}, "out_features": n_out,
-             "out_shape": [n_out, out_h, out_w]}
+    layer = {
+        "name": "l",
+        "in_shape": [c, h, w],
+        "kernel": [kh, kw],
+        "padding": [ph, pw],
+        "stride": list(stride),
+        "pool": {"kind": "or", "size": list(pool), "stride": list(pool_stride)},
+        "out_features": n_out,
+        "out_shape": [n_out, out_h, out_w],
+    }
     return params_row(n_out=n_out, **conv_geometry(layer))
 
 
@@ -198,8 +232,13 @@ def _conv_map(padded, kh, kw, stride, pool, pool_stride):
     """The patches of every pooled output's window, in the kernels' row order: [(py, px, dy, dx, y, x)]."""
     oh, ow = (padded.shape[-2] - kh) // stride[0] + 1, (padded.shape[-1] - kw) // stride[1] + 1
     out_h, out_w = (oh - pool[0]) // pool_stride[0] + 1, (ow - pool[1]) // pool_stride[1] + 1
-    return [(py, px, dy, dx, (py * pool_stride[0] + dy) * stride[0], (px * pool_stride[1] + dx) * stride[1])
-            for py in range(out_h) for px in range(out_w) for dy in range(pool[0]) for dx in range(pool[1])]
+    return [
+        (py, px, dy, dx, (py * pool_stride[0] + dy) * stride[0], (px * pool_stride[1] + dx) * stride[1])
+        for py in range(out_h)
+        for px in range(out_w)
+        for dy in range(pool[0])
+        for dx in range(pool[1])
+    ]
 
 
 PAIRS = st.tuples(st.integers(1, 3), st.integers(1, 3))
@@ -207,8 +246,17 @@ GEOMETRY = (PAIRS, PAIRS, PAIRS)  # conv stride, pooling window and stride (over
 
 
 @settings(max_examples=80, deadline=None)
-@given(st.integers(1, 5), st.integers(1, 9), st.integers(1, 9), st.integers(1, 4), st.integers(1, 4),
-       st.integers(0, 2), st.integers(0, 2), st.integers(0, 2**32 - 1), *GEOMETRY)
+@given(
+    st.integers(1, 5),
+    st.integers(1, 9),
+    st.integers(1, 9),
+    st.integers(1, 4),
+    st.integers(1, 4),
+    st.integers(0, 2),
+    st.integers(0, 2),
+    st.integers(0, 2**32 - 1),
+    *GEOMETRY,
+)
 def test_im2col_bits_is_the_padded_patch(c, h, w, kh, kw, ph, pw, seed, stride, pool, pool_stride):
     kh, kw = min(kh, h + 2 * ph), min(kw, w + 2 * pw)
     oh, ow = (h + 2 * ph - kh) // stride[0] + 1, (w + 2 * pw - kw) // stride[1] + 1
@@ -231,8 +279,16 @@ def test_im2col_bits_is_the_padded_patch(c, h, w, kh, kw, ph, pw, seed, stride, 
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(1, 3), st.integers(3, 12), st.integers(3, 12), st.integers(1, 5), st.integers(0, 2),
-       st.sampled_from([np.int16, np.int32]), st.integers(0, 2**32 - 1), *GEOMETRY)
+@given(
+    st.integers(1, 3),
+    st.integers(3, 12),
+    st.integers(3, 12),
+    st.integers(1, 5),
+    st.integers(0, 2),
+    st.sampled_from([np.int16, np.int32]),
+    st.integers(0, 2**32 - 1),
+    *GEOMETRY,
+)
 def test_first_conv_sums_threshold_and_pool(c, h, w, k, pad, dtype, seed, stride, pool, pool_stride):
     from bnn_runtime.plan import _conv_taps, conv_u8_scratch
 

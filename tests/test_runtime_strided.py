@@ -69,12 +69,20 @@ def strided_models(draw):
             arrays[f"{name}.threshold"] = np.round(rng.normal(0, spread, out)).astype(np.int32)
             arrays[f"{name}.direction"] = rng.choice(np.array([-1, 1], np.int8), out)
             enc = draw(st.sampled_from(["01", "pm1"]))
-            layer.update(output="threshold", out_encoding=enc,
-                         arrays={r: f"{name}.{r}" for r in ("weight", "threshold", "direction")})
+            layer.update(
+                output="threshold",
+                out_encoding=enc,
+                arrays={r: f"{name}.{r}" for r in ("weight", "threshold", "direction")},
+            )
         layers.append(layer)
-    manifest = {"format": "bnn", "version": 2, "input": {"dtype": "uint8", "shape": [c, h, w]},
-                "classes": [f"c{k}" for k in range(layers[-1]["out_features"])], "layers": layers,
-                "provenance": {"test": "strided"}}
+    manifest = {
+        "format": "bnn",
+        "version": 2,
+        "input": {"dtype": "uint8", "shape": [c, h, w]},
+        "classes": [f"c{k}" for k in range(layers[-1]["out_features"])],
+        "layers": layers,
+        "provenance": {"test": "strided"},
+    }
     return BnnFile(manifest, arrays)
 
 
@@ -94,8 +102,18 @@ def test_strided_convolutions_and_pools_are_exact(bnn, n, seed):
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(1, 9), st.integers(1, 9), st.integers(1, 4), st.integers(1, 4), st.integers(0, 2),
-       st.integers(1, 3), st.integers(1, 3), st.integers(1, 3), st.integers(1, 3), st.integers(0, 2**32 - 1))
+@given(
+    st.integers(1, 9),
+    st.integers(1, 9),
+    st.integers(1, 4),
+    st.integers(1, 4),
+    st.integers(0, 2),
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(0, 2**32 - 1),
+)
 def test_reference_stride_and_pool_are_the_plain_loops(h, w, kh, kw, pad, sh, sw, qh, qsh, seed):
     """The reference's strided conv sums and overlapping OR-pool equal loops over the definition."""
     kh, kw = min(kh, h + 2 * pad), min(kw, w + 2 * pad)
@@ -104,12 +122,32 @@ def test_reference_stride_and_pool_are_the_plain_loops(h, w, kh, kw, pad, sh, sw
     wt = rng.choice([-1, 1], (3, 2, kh, kw))
     oh, ow = _out(h, kh, pad, sh), _out(w, kw, pad, sw)
     padded = np.pad(a, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    want = np.array([[[[(padded[n, :, y * sh : y * sh + kh, x * sw : x * sw + kw] * wt[o]).sum() for x in range(ow)]
-                       for y in range(oh)] for o in range(3)] for n in range(2)])
+    want = np.array(
+        [
+            [
+                [
+                    [(padded[n, :, y * sh : y * sh + kh, x * sw : x * sw + kw] * wt[o]).sum() for x in range(ow)]
+                    for y in range(oh)
+                ]
+                for o in range(3)
+            ]
+            for n in range(2)
+        ]
+    )
     assert np.array_equal(_conv_sums(a, wt, (pad, pad), (sh, sw)), want)
     bits = (want > 0).astype(np.uint8)
     if oh >= qh and ow >= qh:
         ph_, pw_ = (oh - qh) // qsh + 1, (ow - qh) // qsh + 1
-        pooled = np.array([[[[bits[n, o, y * qsh : y * qsh + qh, x * qsh : x * qsh + qh].max() for x in range(pw_)]
-                             for y in range(ph_)] for o in range(3)] for n in range(2)])
+        pooled = np.array(
+            [
+                [
+                    [
+                        [bits[n, o, y * qsh : y * qsh + qh, x * qsh : x * qsh + qh].max() for x in range(pw_)]
+                        for y in range(ph_)
+                    ]
+                    for o in range(3)
+                ]
+                for n in range(2)
+            ]
+        )
         assert np.array_equal(_or_pool(bits, (qh, qh), (qsh, qsh)), pooled)

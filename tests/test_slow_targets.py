@@ -11,9 +11,19 @@ pytestmark = pytest.mark.slow
 
 
 def _run(tmp_path, dataset, epochs=20, **model):
-    cfg = RunConfig(ModelConfig(model="lenet5", **model),
-                    TrainConfig(dataset=dataset, data_dir=str(dataset_dir(dataset)), epochs=epochs, batch_size=256,
-                                lr=0.01, optimizer="adam", schedule="cosine", label_smoothing=0.0))  # as measured
+    cfg = RunConfig(
+        ModelConfig(model="lenet5", **model),
+        TrainConfig(
+            dataset=dataset,
+            data_dir=str(dataset_dir(dataset)),
+            epochs=epochs,
+            batch_size=256,
+            lr=0.01,
+            optimizer="adam",
+            schedule="cosine",
+            label_smoothing=0.0,
+        ),
+    )  # as measured
     return fit(cfg, tmp_path, plot=False)
 
 

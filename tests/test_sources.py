@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bnn_train.config import RunConfig, ModelConfig, TrainConfig
+from bnn_train.config import ModelConfig, RunConfig, TrainConfig
 from bnn_train.data import load_dataset
 from bnn_train.errors import ConfigError, DatasetError
 from bnn_train.train import fit
@@ -104,8 +104,12 @@ def test_folder_bad_input_names_the_file(tmp_path):
 
 def _npz(path, **over):
     rng = np.random.default_rng(2)
-    arrays = {"x_train": rng.integers(0, 256, (40, 9, 9), dtype=np.uint8), "y_train": rng.integers(0, 4, 40),
-              "x_test": rng.integers(0, 256, (12, 9, 9), dtype=np.uint8), "y_test": rng.integers(0, 4, 12)}
+    arrays = {
+        "x_train": rng.integers(0, 256, (40, 9, 9), dtype=np.uint8),
+        "y_train": rng.integers(0, 4, 40),
+        "x_test": rng.integers(0, 256, (12, 9, 9), dtype=np.uint8),
+        "y_test": rng.integers(0, 4, 12),
+    }
     arrays.update(over)
     np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
     return arrays
@@ -125,13 +129,16 @@ def test_npz_layouts(tmp_path):
     assert np.array_equal(d.x_train.numpy(), hwc.transpose(0, 3, 1, 2))
 
 
-@pytest.mark.parametrize("over, msg", [
-    (dict(x_train=np.zeros((40, 9, 9), np.float32)), "x_train must be uint8"),
-    (dict(y_test=None), "has no array 'y_test'"),
-    (dict(x_test=np.zeros((12, 8, 9), np.uint8)), "differ"),
-    (dict(y_train=np.full(40, -1)), "non-negative integer labels"),
-    (dict(x_train=np.zeros((40, 2, 9, 9), np.uint8)), "C = 1 or 3"),
-])
+@pytest.mark.parametrize(
+    "over, msg",
+    [
+        (dict(x_train=np.zeros((40, 9, 9), np.float32)), "x_train must be uint8"),
+        (dict(y_test=None), "has no array 'y_test'"),
+        (dict(x_test=np.zeros((12, 8, 9), np.uint8)), "differ"),
+        (dict(y_train=np.full(40, -1)), "non-negative integer labels"),
+        (dict(x_train=np.zeros((40, 2, 9, 9), np.uint8)), "C = 1 or 3"),
+    ],
+)
 def test_npz_bad_input(tmp_path, over, msg):
     _npz(tmp_path / "a.npz", **over)
     with pytest.raises(DatasetError, match=msg):
@@ -141,8 +148,20 @@ def test_npz_bad_input(tmp_path, over, msg):
 def test_cli_trains_and_exports_an_arch_on_a_folder(tmp_path):
     _png_tree(tmp_path / "imgs", sizes=((14, 14), (16, 12)), per_class=10, mode="RGB")
     run = tmp_path / "run"
-    result = run_cli("train", "--arch", "4C3s2-MP2s1-8FC", "--dataset", f"folder:{tmp_path / 'imgs'}",
-                     "--input-size", "12x12", "--epochs", "1", "--out", run, "-q")
+    result = run_cli(
+        "train",
+        "--arch",
+        "4C3s2-MP2s1-8FC",
+        "--dataset",
+        f"folder:{tmp_path / 'imgs'}",
+        "--input-size",
+        "12x12",
+        "--epochs",
+        "1",
+        "--out",
+        run,
+        "-q",
+    )
     assert result.exit_code == 0, result.output
     result = run_cli("export", run)
     assert result.exit_code == 0, result.output
@@ -155,12 +174,23 @@ def test_cli_trains_and_exports_an_arch_on_a_folder(tmp_path):
 
 def test_cli_refuses_a_spec_before_loading_data(tmp_path):
     _npz(tmp_path / "a.npz")
-    result = run_cli("train", "--arch", "8C5p0-MP2-8C5p0", "--dataset", f"npz:{tmp_path / 'a.npz'}", "--out", tmp_path / "r")
+    result = run_cli(
+        "train", "--arch", "8C5p0-MP2-8C5p0", "--dataset", f"npz:{tmp_path / 'a.npz'}", "--out", tmp_path / "r"
+    )
     assert_user_error(result, "'8C5p0'", "does not fit", code=1)
     result = run_cli("train", "--arch", "8C3-8Q", "--dataset", "cifar10", "--data-dir", tmp_path / "none")
     assert_user_error(result, "'8Q'", "grammar", code=1)
-    result = run_cli("train", "--arch", "8C3-MP2-8C3-16FC", "--act", "sign/ste", "--dataset", "cifar10",
-                     "--data-dir", tmp_path / "none")
+    result = run_cli(
+        "train",
+        "--arch",
+        "8C3-MP2-8C3-16FC",
+        "--act",
+        "sign/ste",
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        tmp_path / "none",
+    )
     assert_user_error(result, "--arch token '8C3'", "padding", code=1)
     assert not (tmp_path / "r").exists()
 

@@ -1,16 +1,15 @@
 """The training loop and run directory: files, checkpoints, resume equality, divergence, SUC targets."""
 
 import json
-from dataclasses import replace
 
 import pytest
 import torch
 
 from bnn_train import rundir
 from bnn_train.config import ModelConfig, RunConfig, TrainConfig
+from bnn_train.data import load_digits
 from bnn_train.errors import CheckpointError
 from bnn_train.train import Callback, evaluate, fit, resume
-from bnn_train.data import load_digits
 
 from .conftest import run_cli
 
@@ -21,7 +20,8 @@ def test_fit_writes_a_complete_run_dir(tmp_path):
     final = fit(TINY, tmp_path / "run")
     run = tmp_path / "run"
     assert sorted(p.name for p in run.iterdir()) == sorted(
-        [rundir.CHECKPOINT, rundir.CONFIG, rundir.METRICS_LINES, rundir.METRICS, rundir.CURVES])
+        [rundir.CHECKPOINT, rundir.CONFIG, rundir.METRICS_LINES, rundir.METRICS, rundir.CURVES]
+    )
     lines = [json.loads(ln) for ln in (run / rundir.METRICS_LINES).read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [1, 2]
     for key in ("loss", "train_accuracy", "test_accuracy", "images_per_s", "lr"):
@@ -58,9 +58,10 @@ def _strip_timing(history):
 
 def test_resume_equals_the_uninterrupted_run(tmp_path):
     # jamming noise, shuffling, image shifts, cosine schedule and Adam state must all be restored
-    cfg = RunConfig(ModelConfig(model="lenet5", act="heaviside/rect_jam"),
-                    TrainConfig(epochs=4, batch_size=100, schedule="cosine", seed=3, augment_shift=1,
-                                label_smoothing=0.1))
+    cfg = RunConfig(
+        ModelConfig(model="lenet5", act="heaviside/rect_jam"),
+        TrainConfig(epochs=4, batch_size=100, schedule="cosine", seed=3, augment_shift=1, label_smoothing=0.1),
+    )
     fit(cfg, tmp_path / "whole", plot=False)
     with pytest.raises(KeyboardInterrupt):
         fit(cfg, tmp_path / "killed", callback=_kill_after(2), plot=False)
@@ -90,8 +91,10 @@ def test_fit_refuses_an_existing_run_and_keeps_it(tmp_path):
 
 
 def test_diverged_run_stops_and_writes_valid_json(tmp_path):
-    cfg = RunConfig(ModelConfig(model="mlp", hidden=(32,), weights="float", batchnorm=False, act="linear/tied"),
-                    TrainConfig(epochs=5, optimizer="sgd", lr=1e6))
+    cfg = RunConfig(
+        ModelConfig(model="mlp", hidden=(32,), weights="float", batchnorm=False, act="linear/tied"),
+        TrainConfig(epochs=5, optimizer="sgd", lr=1e6),
+    )
     final = fit(cfg, tmp_path, plot=False)
     assert final["diverged"] and final["epochs"] < 5
     json.loads((tmp_path / rundir.METRICS).read_text())  # NaN is written as null, still valid JSON
@@ -100,8 +103,10 @@ def test_diverged_run_stops_and_writes_valid_json(tmp_path):
 
 
 def test_heaviside_tied_leaves_hidden_layers_untrained(tmp_path):
-    cfg = RunConfig(ModelConfig(model="mlp", hidden=(32, 16), act="heaviside/tied", weights="float", batchnorm=False),
-                    TrainConfig(epochs=1))
+    cfg = RunConfig(
+        ModelConfig(model="mlp", hidden=(32, 16), act="heaviside/tied", weights="float", batchnorm=False),
+        TrainConfig(epochs=1),
+    )
     torch.manual_seed(cfg.train.seed)
     from bnn_train.models import build_model
 
@@ -117,7 +122,8 @@ def test_heaviside_tied_leaves_hidden_layers_untrained(tmp_path):
 @pytest.mark.parametrize("dim", [2, 10, 100])
 def test_suc_heaviside_const_learns_ones(tmp_path, dim):
     """Paper Table 13 (Step/I, a Heaviside unit with float weights): >= 0.98 at every dimension."""
-    cfg = RunConfig(ModelConfig(model="suc", act="heaviside/const", weights="float", batchnorm=False),
-                    TrainConfig(dataset="ones", dim=dim, epochs=10, batch_size=32, lr=0.1, optimizer="sgd",
-                                schedule="cosine"))
+    cfg = RunConfig(
+        ModelConfig(model="suc", act="heaviside/const", weights="float", batchnorm=False),
+        TrainConfig(dataset="ones", dim=dim, epochs=10, batch_size=32, lr=0.1, optimizer="sgd", schedule="cosine"),
+    )
     assert fit(cfg, tmp_path, plot=False)["test_accuracy"] >= 0.98

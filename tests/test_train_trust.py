@@ -41,7 +41,9 @@ def test_resume_beyond_the_end_replans_the_cosine_and_says_so(tmp_path):
     lrs = [r["lr"] for r in notes.records]
     import math
 
-    assert lrs == pytest.approx([0.02 * (1 + math.cos(math.pi * 2 / 4)) / 2, 0.02 * (1 + math.cos(math.pi * 3 / 4)) / 2])
+    assert lrs == pytest.approx(
+        [0.02 * (1 + math.cos(math.pi * 2 / 4)) / 2, 0.02 * (1 + math.cos(math.pi * 3 / 4)) / 2]
+    )
     assert all(lr > 0 for lr in lrs)  # never at lr 0 after the old plan's end
     after = torch.load(tmp_path / rundir.CHECKPOINT, weights_only=True)["model"]
     assert any(not torch.equal(before[k], after[k]) for k in before)  # it did learn
@@ -130,7 +132,12 @@ def test_the_api_example_runs(tmp_path):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    r = subprocess.run([sys.executable, str(root / "examples" / "train_api.py"), str(tmp_path / "run")],
-                       capture_output=True, text=True, timeout=900, cwd=root)
+    r = subprocess.run(
+        [sys.executable, str(root / "examples" / "train_api.py"), str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=root,
+    )
     assert r.returncode == 0, r.stderr
     assert "checks passed" in r.stdout and "re-planned over 5" in r.stderr

@@ -15,8 +15,17 @@ from pathlib import Path
 from .experiments import Cell, Experiment
 
 
-def ensemble_speedup(exp: Experiment, cell: Cell, runs: int, epochs: int, ensemble: int, rounds: int = 1,
-                     device: str = "auto", data_dir: str | None = None, seed: int = 0) -> dict:
+def ensemble_speedup(
+    exp: Experiment,
+    cell: Cell,
+    runs: int,
+    epochs: int,
+    ensemble: int,
+    rounds: int = 1,
+    device: str = "auto",
+    data_dir: str | None = None,
+    seed: int = 0,
+) -> dict:
     """Seconds for ``runs`` runs of ``cell`` one at a time and as ensembles of ``ensemble``, ``rounds`` times each."""
     from ..ensemble_fit import fit_ensemble
     from ..train import fit
@@ -39,8 +48,16 @@ def ensemble_speedup(exp: Experiment, cell: Cell, runs: int, epochs: int, ensemb
             accuracy["ensemble"] = [f["test_accuracy"] for f in finals]
     best_single, best_together = min(single), min(together)
     return {
-        "experiment": exp.name, "cell": cell.name, "runs": runs, "epochs": epochs, "ensemble": ensemble,
-        "rounds": rounds, "seconds_one_at_a_time": single, "seconds_ensemble": together,
-        "runs_per_hour_one_at_a_time": runs * 3600 / best_single, "runs_per_hour_ensemble": runs * 3600 / best_together,
-        "speedup": best_single / best_together, "test_accuracy": accuracy,
+        "experiment": exp.name,
+        "cell": cell.name,
+        "runs": runs,
+        "epochs": epochs,
+        "ensemble": ensemble,
+        "rounds": rounds,
+        "seconds_one_at_a_time": single,
+        "seconds_ensemble": together,
+        "runs_per_hour_one_at_a_time": runs * 3600 / best_single,
+        "runs_per_hour_ensemble": runs * 3600 / best_together,
+        "speedup": best_single / best_together,
+        "test_accuracy": accuracy,
     }

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, replace
-
 from typing import TYPE_CHECKING, NamedTuple
 
 from ..errors import ReproduceError
@@ -128,21 +127,36 @@ class Experiment:
         axes.append(f"{len(self.configs)} configs")
         return " x ".join(axes)
 
-    def run_config(self, cell: Cell, epochs: int, seed: int, device: str = "auto",
-                   data_dir: str | None = None) -> RunConfig:
+    def run_config(
+        self, cell: Cell, epochs: int, seed: int, device: str = "auto", data_dir: str | None = None
+    ) -> RunConfig:
         """The bnn_train configuration of one run of ``cell``."""
         from ..config import ActParams, ModelConfig, RunConfig, TrainConfig
 
         act, extras = split_config(cell.config)
         model = ModelConfig(
-            model=self.model, act=act, weights="float", batchnorm="bn" in extras,
+            model=self.model,
+            act=act,
+            weights="float",
+            batchnorm="bn" in extras,
             hidden=(cell.hidden,) if cell.hidden is not None else ModelConfig.hidden,
-            pool="qmean", init="default", act_params=ActParams(),
+            pool="qmean",
+            init="default",
+            act_params=ActParams(),
         )
         train = TrainConfig(
-            dataset=self.dataset, data_dir=data_dir, epochs=epochs, batch_size=cell.batch_size, lr=cell.lr,
-            optimizer="sgd", momentum=0.0, schedule="none", loss_reduction=self.loss_reduction,
-            grad_clip=GRAD_CLIP_NORM if "gc" in extras else None, seed=seed, device=device,
+            dataset=self.dataset,
+            data_dir=data_dir,
+            epochs=epochs,
+            batch_size=cell.batch_size,
+            lr=cell.lr,
+            optimizer="sgd",
+            momentum=0.0,
+            schedule="none",
+            loss_reduction=self.loss_reduction,
+            grad_clip=GRAD_CLIP_NORM if "gc" in extras else None,
+            seed=seed,
+            device=device,
             **PLAIN_TRAINING,
         )
         if cell.dim is not None:
@@ -156,8 +170,18 @@ PLAIN_TRAINING = {"augment_shift": 0, "label_smoothing": 0.0}
 
 
 def _lenet(name, table, title, dataset, configs, bss, lrs, epochs, note=""):
-    return Experiment(name=name, table=table, title=title, model="lenet5", dataset=dataset, configs=configs,
-                      batch_sizes=bss, lrs=lrs, epochs=epochs, note=note)
+    return Experiment(
+        name=name,
+        table=table,
+        title=title,
+        model="lenet5",
+        dataset=dataset,
+        configs=configs,
+        batch_sizes=bss,
+        lrs=lrs,
+        epochs=epochs,
+        note=note,
+    )
 
 
 _BS_MNIST = (256, 512, 1024)
@@ -166,39 +190,143 @@ _BS_JAM = (32, 64, 128)
 _LR_JAM = (0.001, 0.002, 0.005, 0.01, 0.02)
 _JAM_NOTE = "§4.8 says Digits, Table 12 says MNIST; we use MNIST (bnn_train/paper/NOTES.md)"
 
-EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
-    Experiment(name="table2", table=2, title="Exp. 1: single unit classifier, logistic tied vs constant backward",
-               model="suc", dataset="ones", configs=("logistic/tied", "logistic/const"), batch_sizes=(32, 64),
-               lrs=(0.01, 0.1), epochs=10, dims=(2, 10, 100)),
-    Experiment(name="table3", table=3, title="Exp. 2: MLP with sigmoid hidden layer, tied vs constant backward",
-               model="mlp", dataset="digits", configs=("logistic/tied", "logistic/const"), batch_sizes=(32, 64, 128),
-               lrs=(0.01, 0.05, 0.1), epochs=20, hiddens=(32, 64),
-               loss_reduction="sum",
-               note="loss summed over the batch; garbled table: rows read as batch size, column groups as hidden units "
-                    "(bnn_train/paper/NOTES.md)"),
-    _lenet("table4", 4, "Exp. 3: LeNet-5, logistic forward", "mnist",
-           ("logistic/tied", "logistic/const", "logistic/rect"), _BS_MNIST, _LR_MNIST, epochs=10),
-    _lenet("table5", 5, "Exp. 4: LeNet-5, ReLU forward", "mnist",
-           ("relu/tied", "relu/d_logistic", "relu/const", "relu/triang", "relu/rect"), _BS_MNIST, _LR_MNIST, epochs=10),
-    _lenet("table6", 6, "Exp. 5: LeNet-5, full jamming", "mnist",
-           ("logistic/full_jam", "relu/full_jam", "linear/full_jam"), _BS_JAM, _LR_JAM, epochs=10, note=_JAM_NOTE),
-    _lenet("table7", 7, "Exp. 5: LeNet-5, positive jamming", "mnist",
-           ("logistic/pos_jam", "relu/pos_jam", "linear/pos_jam"), _BS_JAM, _LR_JAM, epochs=10, note=_JAM_NOTE),
-    _lenet("table8", 8, "Exp. 5: LeNet-5, rectangular jamming", "mnist",
-           ("logistic/rect_jam", "relu/rect_jam", "linear/rect_jam"), _BS_JAM, _LR_JAM, epochs=10, note=_JAM_NOTE),
-    _lenet("table9", 9, "Exp. 6: LeNet-5, linear vs ReLU (tied)", "fashion-mnist",
-           ("linear/tied", "relu/tied"), (128, 256, 512), _LR_MNIST, epochs=10),
-    _lenet("table10", 10, "Exp. 6: LeNet-5, linear forward with jamming", "fashion-mnist",
-           ("linear/full_jam", "linear/pos_jam", "linear/rect_jam"), _BS_JAM, (0.1, 0.5, 1.0, 1.2), epochs=10),
-    _lenet("table11", 11, "Exp. 6: LeNet-5, ReLU with BatchNorm / gradient clipping", "fashion-mnist",
-           ("relu/tied", "relu/tied+bn", "relu/tied+gc"), (256,), _LR_MNIST, epochs=10),
-    Experiment(name="table13", table=13, title="BNN: single unit classifier, Heaviside forward", model="suc",
-               dataset="ones", configs=("heaviside/d_logistic", "heaviside/const"), batch_sizes=(32, 64),
-               lrs=(0.01, 0.1), epochs=10, dims=(2, 10, 100)),
-    _lenet("table14", 14, "BNN: LeNet-5, Heaviside forward", "mnist",
-           ("heaviside/d_logistic", "heaviside/const", "heaviside/triang", "heaviside/rect"), _BS_MNIST, (0.01, 0.1),
-           epochs=10),
-)}
+EXPERIMENTS: dict[str, Experiment] = {
+    e.name: e
+    for e in (
+        Experiment(
+            name="table2",
+            table=2,
+            title="Exp. 1: single unit classifier, logistic tied vs constant backward",
+            model="suc",
+            dataset="ones",
+            configs=("logistic/tied", "logistic/const"),
+            batch_sizes=(32, 64),
+            lrs=(0.01, 0.1),
+            epochs=10,
+            dims=(2, 10, 100),
+        ),
+        Experiment(
+            name="table3",
+            table=3,
+            title="Exp. 2: MLP with sigmoid hidden layer, tied vs constant backward",
+            model="mlp",
+            dataset="digits",
+            configs=("logistic/tied", "logistic/const"),
+            batch_sizes=(32, 64, 128),
+            lrs=(0.01, 0.05, 0.1),
+            epochs=20,
+            hiddens=(32, 64),
+            loss_reduction="sum",
+            note="loss summed over the batch; garbled table: rows read as batch size, column groups as hidden units "
+            "(bnn_train/paper/NOTES.md)",
+        ),
+        _lenet(
+            "table4",
+            4,
+            "Exp. 3: LeNet-5, logistic forward",
+            "mnist",
+            ("logistic/tied", "logistic/const", "logistic/rect"),
+            _BS_MNIST,
+            _LR_MNIST,
+            epochs=10,
+        ),
+        _lenet(
+            "table5",
+            5,
+            "Exp. 4: LeNet-5, ReLU forward",
+            "mnist",
+            ("relu/tied", "relu/d_logistic", "relu/const", "relu/triang", "relu/rect"),
+            _BS_MNIST,
+            _LR_MNIST,
+            epochs=10,
+        ),
+        _lenet(
+            "table6",
+            6,
+            "Exp. 5: LeNet-5, full jamming",
+            "mnist",
+            ("logistic/full_jam", "relu/full_jam", "linear/full_jam"),
+            _BS_JAM,
+            _LR_JAM,
+            epochs=10,
+            note=_JAM_NOTE,
+        ),
+        _lenet(
+            "table7",
+            7,
+            "Exp. 5: LeNet-5, positive jamming",
+            "mnist",
+            ("logistic/pos_jam", "relu/pos_jam", "linear/pos_jam"),
+            _BS_JAM,
+            _LR_JAM,
+            epochs=10,
+            note=_JAM_NOTE,
+        ),
+        _lenet(
+            "table8",
+            8,
+            "Exp. 5: LeNet-5, rectangular jamming",
+            "mnist",
+            ("logistic/rect_jam", "relu/rect_jam", "linear/rect_jam"),
+            _BS_JAM,
+            _LR_JAM,
+            epochs=10,
+            note=_JAM_NOTE,
+        ),
+        _lenet(
+            "table9",
+            9,
+            "Exp. 6: LeNet-5, linear vs ReLU (tied)",
+            "fashion-mnist",
+            ("linear/tied", "relu/tied"),
+            (128, 256, 512),
+            _LR_MNIST,
+            epochs=10,
+        ),
+        _lenet(
+            "table10",
+            10,
+            "Exp. 6: LeNet-5, linear forward with jamming",
+            "fashion-mnist",
+            ("linear/full_jam", "linear/pos_jam", "linear/rect_jam"),
+            _BS_JAM,
+            (0.1, 0.5, 1.0, 1.2),
+            epochs=10,
+        ),
+        _lenet(
+            "table11",
+            11,
+            "Exp. 6: LeNet-5, ReLU with BatchNorm / gradient clipping",
+            "fashion-mnist",
+            ("relu/tied", "relu/tied+bn", "relu/tied+gc"),
+            (256,),
+            _LR_MNIST,
+            epochs=10,
+        ),
+        Experiment(
+            name="table13",
+            table=13,
+            title="BNN: single unit classifier, Heaviside forward",
+            model="suc",
+            dataset="ones",
+            configs=("heaviside/d_logistic", "heaviside/const"),
+            batch_sizes=(32, 64),
+            lrs=(0.01, 0.1),
+            epochs=10,
+            dims=(2, 10, 100),
+        ),
+        _lenet(
+            "table14",
+            14,
+            "BNN: LeNet-5, Heaviside forward",
+            "mnist",
+            ("heaviside/d_logistic", "heaviside/const", "heaviside/triang", "heaviside/rect"),
+            _BS_MNIST,
+            (0.01, 0.1),
+            epochs=10,
+        ),
+    )
+}
 
 
 def get_experiment(name: str) -> Experiment:
@@ -229,7 +357,10 @@ def select_cells(exp: Experiment, only: str | None = None, max_cells: int | None
             except ValueError:
                 parsed = None
             if parsed not in valid:
-                raise ReproduceError(f"--only {part}: {exp.name} has {key} " + ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in valid))
+                raise ReproduceError(
+                    f"--only {part}: {exp.name} has {key} "
+                    + ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in valid)
+                )
             wanted.setdefault(attr, set()).add(parsed)
         cells = [c for c in cells if all(getattr(c, a) in vs for a, vs in wanted.items())]
     if max_cells is not None:

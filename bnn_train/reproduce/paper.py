@@ -13,8 +13,9 @@ from pathlib import Path
 
 from .experiments import CellKey
 
-
 PAPER_CSV = Path(__file__).resolve().parent.parent / "paper" / "tables.csv"
+
+
 class PaperTableError(ValueError):
     """The bundled tables.csv is malformed: a bug in the package, not a user error, so it is no BnnError and
     keeps its traceback."""
@@ -51,11 +52,21 @@ def parse_rows(rows: list[dict], source: str = "tables.csv") -> list[PaperCell]:
     cells = []
     for line, r in enumerate(rows, start=2):
         try:
-            cells.append(PaperCell(
-                table=int(r["table"]), model=r["model"], dataset=r["dataset"], dim=_opt_int(r["dim"]),
-                hidden=_opt_int(r["hidden"]), batch_size=int(r["batch_size"]), lr=float(r["lr"]),
-                config=r["config"], label=r["paper_label"], mean=float(r["mean"]), std=float(r["std"]),
-            ))
+            cells.append(
+                PaperCell(
+                    table=int(r["table"]),
+                    model=r["model"],
+                    dataset=r["dataset"],
+                    dim=_opt_int(r["dim"]),
+                    hidden=_opt_int(r["hidden"]),
+                    batch_size=int(r["batch_size"]),
+                    lr=float(r["lr"]),
+                    config=r["config"],
+                    label=r["paper_label"],
+                    mean=float(r["mean"]),
+                    std=float(r["std"]),
+                )
+            )
         except (KeyError, TypeError, ValueError) as e:
             raise PaperTableError(f"{source} line {line} is malformed ({e})") from None
     return cells

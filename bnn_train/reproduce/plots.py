@@ -28,8 +28,13 @@ def plot_heatmaps(exp: Experiment, stats: list[CellStats], out: Path) -> list[Pa
         extras = list(dict.fromkeys(s.cell.extra for s in ss))
         bss = sorted({s.cell.batch_size for s in ss})
         lrs = sorted({s.cell.lr for s in ss})
-        fig, axes = plt.subplots(len(extras), 2, squeeze=False, layout="constrained",
-                                 figsize=(2.2 + 2.2 * len(lrs), 0.8 + (0.6 + 0.7 * len(bss)) * len(extras)))
+        fig, axes = plt.subplots(
+            len(extras),
+            2,
+            squeeze=False,
+            layout="constrained",
+            figsize=(2.2 + 2.2 * len(lrs), 0.8 + (0.6 + 0.7 * len(bss)) * len(extras)),
+        )
         for i, extra in enumerate(extras):
             for j, which in enumerate(("ours", "paper")):
                 grid = np.full((len(bss), len(lrs)), np.nan)
@@ -42,8 +47,15 @@ def plot_heatmaps(exp: Experiment, stats: list[CellStats], out: Path) -> list[Pa
                 ax = axes[i][j]
                 ax.imshow(grid, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
                 for (r, c), v in np.ndenumerate(grid):
-                    ax.text(c, r, "—" if np.isnan(v) else f"{v:.3f}", ha="center", va="center", fontsize=8,
-                            color="white" if np.isnan(v) or v < 0.6 else "black")
+                    ax.text(
+                        c,
+                        r,
+                        "—" if np.isnan(v) else f"{v:.3f}",
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if np.isnan(v) or v < 0.6 else "black",
+                    )
                 ax.set_xticks(range(len(lrs)), [f"{lr:g}" for lr in lrs])
                 ax.set_yticks(range(len(bss)), [str(b) for b in bss])
                 ax.set_xlabel("learning rate")
@@ -74,8 +86,9 @@ def _mean_curve(histories: list[list[dict]], key: str) -> tuple[np.ndarray, np.n
         return np.arange(1, length + 1), np.nanmean(vals, axis=0), np.nanstd(vals, axis=0)
 
 
-def plot_table_curves(exp: Experiment, run_dirs: dict[CellKey, list[Path]], labels: dict[str, str],
-                      out: Path) -> list[Path]:
+def plot_table_curves(
+    exp: Experiment, run_dirs: dict[CellKey, list[Path]], labels: dict[str, str], out: Path
+) -> list[Path]:
     """Figure 7 style, one PNG per grid point: train accuracy and train loss per epoch, one line per configuration.
 
     ``run_dirs`` maps a cell's key to the run directories of its runs.
@@ -99,8 +112,13 @@ def plot_table_curves(exp: Experiment, run_dirs: dict[CellKey, list[Path]], labe
         where = (f"dim {dim}, " if dim is not None else "") + (f"hidden {hidden}, " if hidden is not None else "")
         name = (f"dim={dim}_" if dim is not None else "") + (f"hidden={hidden}_" if hidden is not None else "")
         path = out / "curves" / f"{name}bs={bs}_lr={lr:g}.png"
-        plot_curves([Panel(ylabel="train accuracy", curves=acc, ylim=(0, 1.0)),
-                     Panel(ylabel="train loss", curves=loss, legend=False)], path,
-                    title=f"Table {exp.table}: {where}batch size {bs}, learning rate {lr:g} (mean ± std over runs)")
+        plot_curves(
+            [
+                Panel(ylabel="train accuracy", curves=acc, ylim=(0, 1.0)),
+                Panel(ylabel="train loss", curves=loss, legend=False),
+            ],
+            path,
+            title=f"Table {exp.table}: {where}batch size {bs}, learning rate {lr:g} (mean ± std over runs)",
+        )
         paths.append(path)
     return paths

@@ -62,8 +62,9 @@ def _check_reachable(address: str) -> None:
         raise ReproduceError(f"cannot reach the Ray cluster at {address} ({e.strerror or e})") from None
 
 
-def _train_unit(exp: Experiment, unit, out: str, epochs: int, device: str, data_dir: str | None,
-                threads: int | None) -> tuple[list[dict], float]:
+def _train_unit(
+    exp: Experiment, unit, out: str, epochs: int, device: str, data_dir: str | None, threads: int | None
+) -> tuple[list[dict], float]:
     """In a worker: train one unit with the runner's own code; returns (final metrics per run, seconds per run)."""
     from ..train import set_threads
     from . import runner
@@ -77,8 +78,18 @@ def _train_unit(exp: Experiment, unit, out: str, epochs: int, device: str, data_
     return runner._train_group(exp, unit, dirs, epochs, device, data_dir, listener)
 
 
-def run_units(ray, units: list, exp: Experiment, out: Path, epochs: int, device: str, data_dir: str | None,
-              threads: int | None, on_done, on_failed) -> None:
+def run_units(
+    ray,
+    units: list,
+    exp: Experiment,
+    out: Path,
+    epochs: int,
+    device: str,
+    data_dir: str | None,
+    threads: int | None,
+    on_done,
+    on_failed,
+) -> None:
     """Submit every unit, call ``on_done(unit, finals, seconds)`` as each finishes (in finishing order),
     ``on_failed(unit, reason)`` for one that failed after its retries."""
     gpus = 1 if device == "cuda" else 0

@@ -38,8 +38,13 @@ def _opt(value) -> int | None:
 
 def row_key(row: dict) -> CellKey:
     """The cell of a results.csv row."""
-    return CellKey(config=row["config"], batch_size=int(row["batch_size"]), lr=float(row["lr"]), dim=_opt(row["dim"]),
-                   hidden=_opt(row["hidden"]))
+    return CellKey(
+        config=row["config"],
+        batch_size=int(row["batch_size"]),
+        lr=float(row["lr"]),
+        dim=_opt(row["dim"]),
+        hidden=_opt(row["hidden"]),
+    )
 
 
 def _acc(row: dict) -> float:
@@ -58,11 +63,18 @@ def cell_stats(exp: Experiment, cells: list[Cell], rows: list[dict]) -> list[Cel
         accs = np.array([_acc(r) for r in rs], dtype=float)
         accs = np.where(np.isfinite(accs), accs, 0.0)  # a run with no accuracy at all counts as 0
         p = paper.get(c.key)
-        out.append(CellStats(
-            c, len(rs), float(accs.mean()) if len(rs) else None, float(accs.std()) if len(rs) else None,
-            sum(int(float(r["diverged"] or 0)) for r in rs),
-            p.mean if p else None, p.std if p else None, p.label if p else c.config,
-        ))
+        out.append(
+            CellStats(
+                c,
+                len(rs),
+                float(accs.mean()) if len(rs) else None,
+                float(accs.std()) if len(rs) else None,
+                sum(int(float(r["diverged"] or 0)) for r in rs),
+                p.mean if p else None,
+                p.std if p else None,
+                p.label if p else c.config,
+            )
+        )
     return out
 
 
@@ -83,11 +95,15 @@ def summary(stats: list[CellStats]) -> dict:
     for config, ss in out.items():
         diffs = [s.diff for s in ss if s.diff is not None]
         res[config] = {
-            "label": ss[0].paper_label, "cells": len(ss), "cells_run": len(diffs),
+            "label": ss[0].paper_label,
+            "cells": len(ss),
+            "cells_run": len(diffs),
             "ours_mean": _mean([s.mean for s in ss if s.mean is not None]),
             "paper_mean": _mean([s.paper_mean for s in ss if s.diff is not None]),
-            "mean_diff": _mean(diffs), "mean_abs_diff": _mean([abs(d) for d in diffs]),
-            "within_0.02": sum(abs(d) <= 0.02 for d in diffs), "diverged_runs": sum(s.diverged for s in ss),
+            "mean_diff": _mean(diffs),
+            "mean_abs_diff": _mean([abs(d) for d in diffs]),
+            "within_0.02": sum(abs(d) <= 0.02 for d in diffs),
+            "diverged_runs": sum(s.diverged for s in ss),
         }
     return res
 
@@ -96,8 +112,9 @@ def _mean(xs: list[float]) -> float | None:
     return float(np.mean(xs)) if xs else None
 
 
-def markdown(exp: Experiment, stats: list[CellStats], epochs: int, seed: int, devices: list[str],
-             command: str | None = None) -> str:
+def markdown(
+    exp: Experiment, stats: list[CellStats], epochs: int, seed: int, devices: list[str], command: str | None = None
+) -> str:
     """The report: settings, a summary per configuration, then the full table (paper layout, one row per point)."""
     ns = [s.n for s in stats]
     configs = list(dict.fromkeys(s.cell.config for s in stats))
@@ -113,14 +130,19 @@ def markdown(exp: Experiment, stats: list[CellStats], epochs: int, seed: int, de
         lines += ["", f"`{command}`"]
     if exp.note:
         lines += ["", f"Note: {exp.note}."]
-    lines += ["", "| configuration | cells run | ours: mean acc | paper: mean acc | mean Δ | mean \\|Δ\\| "
-                  "| \\|Δ\\| ≤ 0.02 | diverged runs |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| configuration | cells run | ours: mean acc | paper: mean acc | mean Δ | mean \\|Δ\\| "
+        "| \\|Δ\\| ≤ 0.02 | diverged runs |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for config, s in summary(stats).items():
         f = lambda x: "—" if x is None else f"{x:.4f}"  # noqa: E731
-        lines.append(f"| {s['label']} (`{config}`) | {s['cells_run']}/{s['cells']} | {f(s['ours_mean'])} | "
-                     f"{f(s['paper_mean'])} | {_d(s['mean_diff'])} | {f(s['mean_abs_diff'])} | "
-                     f"{s['within_0.02']}/{s['cells_run']} | {s['diverged_runs']} |")
+        lines.append(
+            f"| {s['label']} (`{config}`) | {s['cells_run']}/{s['cells']} | {f(s['ours_mean'])} | "
+            f"{f(s['paper_mean'])} | {_d(s['mean_diff'])} | {f(s['mean_abs_diff'])} | "
+            f"{s['within_0.02']}/{s['cells_run']} | {s['diverged_runs']} |"
+        )
     axis = exp.extra_axis
     head = ([axis] if axis else []) + ["BS", "LR"]
     for c in configs:
@@ -136,9 +158,15 @@ def markdown(exp: Experiment, stats: list[CellStats], epochs: int, seed: int, de
             if s is None:
                 cols += ["", "", ""]
                 continue
-            cols += [_ms(s.mean, s.std) + (f" ⚠{s.diverged}" if s.diverged else ""),
-                     _ms(s.paper_mean, s.paper_std), _d(s.diff)]
+            cols += [
+                _ms(s.mean, s.std) + (f" ⚠{s.diverged}" if s.diverged else ""),
+                _ms(s.paper_mean, s.paper_std),
+                _d(s.diff),
+            ]
         lines.append("| " + " | ".join(cols) + " |")
-    lines += ["", "ours: mean (std) test accuracy over our runs; paper: as printed; Δ = ours − paper; "
-              "⚠k: k runs diverged (non-finite weights)."]
+    lines += [
+        "",
+        "ours: mean (std) test accuracy over our runs; paper: as printed; Δ = ours − paper; "
+        "⚠k: k runs diverged (non-finite weights).",
+    ]
     return "\n".join(lines) + "\n"

@@ -37,9 +37,28 @@ from .experiments import Cell, CellKey, Experiment, ReproduceError
 MANIFEST = "reproduce.json"
 RESULTS = "results.csv"
 RUNS = "runs"
-FIELDS = ("run_key", "table", "model", "dataset", "config", "dim", "hidden", "batch_size", "lr", "run", "seed",
-          "epochs", "test_accuracy", "best_test_accuracy", "train_accuracy", "final_loss", "test_loss", "diverged",
-          "seconds", "device")
+FIELDS = (
+    "run_key",
+    "table",
+    "model",
+    "dataset",
+    "config",
+    "dim",
+    "hidden",
+    "batch_size",
+    "lr",
+    "run",
+    "seed",
+    "epochs",
+    "test_accuracy",
+    "best_test_accuracy",
+    "train_accuracy",
+    "final_loss",
+    "test_loss",
+    "diverged",
+    "seconds",
+    "device",
+)
 
 
 @dataclass(frozen=True)
@@ -84,8 +103,9 @@ def check_manifest(out: Path, exp: Experiment, epochs: int, seed: int) -> None:
         for k, v in want.items():
             if have.get(k) != v:
                 same = "" if k == "experiment" else f"pass --{k} {have.get(k)} or "
-                raise ReproduceError(f"{out} holds a reproduction with {k}={have.get(k)}, not {v}; "
-                                     f"{same}choose another --out")
+                raise ReproduceError(
+                    f"{out} holds a reproduction with {k}={have.get(k)}, not {v}; {same}choose another --out"
+                )
         return
     out.mkdir(parents=True, exist_ok=True)
     rundir.atomic_write_json(path, want)
@@ -116,22 +136,38 @@ def _append(out: Path, row: dict) -> None:
         os.fsync(f.fileno())
 
 
-def _row(exp: Experiment, spec: RunSpec, epochs: int, final: dict, history: list[dict], seconds: float,
-         device: str) -> dict:
+def _row(
+    exp: Experiment, spec: RunSpec, epochs: int, final: dict, history: list[dict], seconds: float, device: str
+) -> dict:
     last = history[-1] if history else {}
     c = spec.cell
     return {
-        "run_key": spec.key, "table": exp.table, "model": exp.model, "dataset": exp.dataset, "config": c.config,
-        "dim": "" if c.dim is None else c.dim, "hidden": "" if c.hidden is None else c.hidden,
-        "batch_size": c.batch_size, "lr": f"{c.lr:g}", "run": spec.run, "seed": spec.seed, "epochs": epochs,
-        "test_accuracy": final["test_accuracy"], "best_test_accuracy": final["best_test_accuracy"],
-        "train_accuracy": final["train_accuracy"], "final_loss": final["loss"], "test_loss": last.get("test_loss"),
-        "diverged": int(bool(final["diverged"])), "seconds": round(seconds, 2), "device": device,
+        "run_key": spec.key,
+        "table": exp.table,
+        "model": exp.model,
+        "dataset": exp.dataset,
+        "config": c.config,
+        "dim": "" if c.dim is None else c.dim,
+        "hidden": "" if c.hidden is None else c.hidden,
+        "batch_size": c.batch_size,
+        "lr": f"{c.lr:g}",
+        "run": spec.run,
+        "seed": spec.seed,
+        "epochs": epochs,
+        "test_accuracy": final["test_accuracy"],
+        "best_test_accuracy": final["best_test_accuracy"],
+        "train_accuracy": final["train_accuracy"],
+        "final_loss": final["loss"],
+        "test_loss": last.get("test_loss"),
+        "diverged": int(bool(final["diverged"])),
+        "seconds": round(seconds, 2),
+        "device": device,
     }
 
 
-def _train(exp: Experiment, spec: RunSpec, run_dir: Path, epochs: int, device: str, data_dir: str | None,
-           listener: Listener) -> tuple[dict, float]:
+def _train(
+    exp: Experiment, spec: RunSpec, run_dir: Path, epochs: int, device: str, data_dir: str | None, listener: Listener
+) -> tuple[dict, float]:
     """Train (or finish) one run; returns (final metrics, seconds spent here)."""
     from ..train import Callback, fit, resume  # the models and datasets are imported only when something runs
 
@@ -152,8 +188,15 @@ def _train(exp: Experiment, spec: RunSpec, run_dir: Path, epochs: int, device: s
     return final, time.perf_counter() - start
 
 
-def _train_group(exp: Experiment, specs: list[RunSpec], run_dirs: list[Path], epochs: int, device: str,
-                 data_dir: str | None, listener: Listener) -> tuple[list[dict], float]:
+def _train_group(
+    exp: Experiment,
+    specs: list[RunSpec],
+    run_dirs: list[Path],
+    epochs: int,
+    device: str,
+    data_dir: str | None,
+    listener: Listener,
+) -> tuple[list[dict], float]:
     """Train fresh runs of one cell together as an ensemble; returns (their final metrics, seconds per run)."""
     import torch
 
@@ -175,10 +218,13 @@ def _train_group(exp: Experiment, specs: list[RunSpec], run_dirs: list[Path], ep
     try:
         finals = fit_ensemble(cfgs, run_dirs, callbacks=[EpochHook(s) for s in specs])
     except CheckpointError:  # members' checkpoints disagree (killed between two writes): one at a time
-        finals = [_train(exp, s, d, epochs, device, data_dir, listener)[0] for s, d in zip(specs, run_dirs)]
+        finals = [
+            _train(exp, s, d, epochs, device, data_dir, listener)[0] for s, d in zip(specs, run_dirs, strict=False)
+        ]
     except torch.cuda.OutOfMemoryError:
-        raise ReproduceError(f"the GPU ran out of memory training {len(specs)} runs as one ensemble; "
-                             f"pass a smaller --ensemble") from None
+        raise ReproduceError(
+            f"the GPU ran out of memory training {len(specs)} runs as one ensemble; pass a smaller --ensemble"
+        ) from None
     return finals, (time.perf_counter() - start) / len(specs)
 
 
@@ -204,9 +250,20 @@ def _recover(run_dir: Path, epochs: int) -> dict | None:
     return final if final.get("epochs") == epochs or final.get("diverged") else None
 
 
-def run_reproduction(exp: Experiment, cells: list[Cell], out: str | Path, runs: int, epochs: int, seed: int = 0,
-                     device: str = "auto", data_dir: str | None = None, listener: Listener | None = None,
-                     ensemble: int = 1, ray_address: str | None = None, threads: int | None = None) -> list[dict]:
+def run_reproduction(
+    exp: Experiment,
+    cells: list[Cell],
+    out: str | Path,
+    runs: int,
+    epochs: int,
+    seed: int = 0,
+    device: str = "auto",
+    data_dir: str | None = None,
+    listener: Listener | None = None,
+    ensemble: int = 1,
+    ray_address: str | None = None,
+    threads: int | None = None,
+) -> list[dict]:
     """Train every planned run not yet in ``OUT/results.csv`` (``ensemble`` runs of a cell at a time; as Ray
     tasks on the cluster at ``ray_address``, "local" for one started here); returns the rows of the planned runs
     (finished ones: a run that failed on Ray has none, and the same call again trains it)."""
@@ -245,10 +302,20 @@ def run_reproduction(exp: Experiment, cells: list[Cell], out: str | Path, runs: 
         for unit in units:
             for spec in unit:
                 listener.on_run_start(spec)
-        ray_backend.run_units(ray, units, exp, out, epochs, device, data_dir, threads,
-                              on_done=lambda unit, finals, seconds: [finish(s, f, seconds, False)
-                                                                     for s, f in zip(unit, finals)],
-                              on_failed=lambda unit, why: [listener.on_run_failed(s, why) for s in unit])
+        ray_backend.run_units(
+            ray,
+            units,
+            exp,
+            out,
+            epochs,
+            device,
+            data_dir,
+            threads,
+            on_done=lambda unit, finals, seconds: [
+                finish(s, f, seconds, False) for s, f in zip(unit, finals, strict=False)
+            ],
+            on_failed=lambda unit, why: [listener.on_run_failed(s, why) for s in unit],
+        )
         units = []
     for unit in units:
         for spec in unit:
@@ -258,7 +325,7 @@ def run_reproduction(exp: Experiment, cells: list[Cell], out: str | Path, runs: 
             finish(unit[0], final, seconds, False)
             continue
         finals, seconds = _train_group(exp, unit, [_run_dir(out, s) for s in unit], epochs, device, data_dir, listener)
-        for spec, final in zip(unit, finals):
+        for spec, final in zip(unit, finals, strict=False):
             finish(spec, final, seconds, False)
     return [rows[s.key] for s in specs if s.key in rows]
 
@@ -273,8 +340,16 @@ def finished_rows(out: str | Path, cells: list[Cell], runs: int, seed: int) -> l
     return [done[s.key] for s in plan(cells, runs, seed) if s.key in done]
 
 
-def write_outputs(exp: Experiment, cells: list[Cell], rows: list[dict], out: str | Path, epochs: int, seed: int,
-                  command: str | None = None, plots: bool = True) -> dict[str, list[Path]]:
+def write_outputs(
+    exp: Experiment,
+    cells: list[Cell],
+    rows: list[dict],
+    out: str | Path,
+    epochs: int,
+    seed: int,
+    command: str | None = None,
+    plots: bool = True,
+) -> dict[str, list[Path]]:
     """Write ``report.md``, the heatmaps and the training curves from the rows of the planned runs."""
     from .report import cell_stats, markdown
 
