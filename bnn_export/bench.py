@@ -136,6 +136,38 @@ def machine() -> dict:
     return {"cpu": cpu, "cpus": os.cpu_count(), "load_average_1min": load1, "load_average_5min": load5}
 
 
+def _time_interleaved(
+    engines: dict, x: np.ndarray, rounds: int, min_seconds: float, latency_calls: int, progress=None
+) -> dict:
+    """Each engine warmed up, then timed round after round, engine after engine (a short pause between
+    engines), at batch ``len(x)`` and at batch 1: per engine the median images/s, every round's images/s,
+    and the median and 90th percentile batch-1 latency in microseconds."""
+    for fn in engines.values():  # compile, load caches, allocate
+        fn(x)
+        fn(x[:1])
+    rates = {name: [] for name in engines}
+    lat = {name: [] for name in engines}
+    if progress:
+        progress(0, rounds)
+    for r in range(rounds):
+        for name, fn in engines.items():
+            time.sleep(SETTLE_SECONDS)
+            rates[name].append(_throughput(fn, x, min_seconds))
+            lat[name] += _latencies(fn, x[:1], latency_calls)
+        if progress:
+            progress(r + 1, rounds)
+    results = {}
+    for name in engines:
+        ms = np.array(lat[name]) * 1e6
+        results[name] = {
+            "images_per_second": float(np.median(rates[name])),
+            "rounds_images_per_second": rates[name],
+            "latency_median_us": float(np.median(ms)),
+            "latency_p90_us": float(np.percentile(ms, 90)),
+        }
+    return results
+
+
 def run_bench(
     path,
     threads: int = 2,
@@ -167,28 +199,7 @@ def run_bench(
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 256, size=(batch, *bnn.input_shape), dtype=np.uint8)
     load_before = machine()
-    for fn in engines.values():  # compile, load caches, allocate
-        fn(x)
-        fn(x[:1])
-    rates = {name: [] for name in engines}
-    lat = {name: [] for name in engines}
-    if progress:
-        progress(0, rounds)
-    for r in range(rounds):
-        for name, fn in engines.items():
-            time.sleep(SETTLE_SECONDS)
-            rates[name].append(_throughput(fn, x, min_seconds))
-            lat[name] += _latencies(fn, x[:1], latency_calls)
-        if progress:
-            progress(r + 1, rounds)
-    results = {}
-    for name in engines:
-        ms = np.array(lat[name]) * 1e6
-        results[name] = {
-            "images_per_second": float(np.median(rates[name])),
-            "latency_median_us": float(np.median(ms)),
-            "latency_p90_us": float(np.percentile(ms, 90)),
-        }
+    results = _time_interleaved(engines, x, rounds, min_seconds, latency_calls, progress)
     rt = results["runtime"]
     ratios = {}
     for base in ("onnxruntime_fp32", "onnxruntime_integer"):
@@ -284,31 +295,9 @@ def run_load_bench(
         "onnxruntime_fp32": lambda x: fp32.run(None, {"images": x}),
     }
     x = np.random.default_rng(seed).integers(0, 256, size=(batch, *bnn.input_shape), dtype=np.uint8)
-    for fn in engines.values():
-        fn(x)
-        fn(x[:1])
-    rates = {name: [] for name in engines}
-    lat = {name: [] for name in engines}
     with busy_processes(busy):
         before = machine()
-        if progress:
-            progress(0, rounds)
-        for r in range(rounds):
-            for name, fn in engines.items():
-                time.sleep(SETTLE_SECONDS)
-                rates[name].append(_throughput(fn, x, min_seconds))
-                lat[name] += _latencies(fn, x[:1], latency_calls)
-            if progress:
-                progress(r + 1, rounds)
-    results = {}
-    for name in engines:
-        ms = np.array(lat[name]) * 1e6
-        results[name] = {
-            "images_per_second": float(np.median(rates[name])),
-            "rounds_images_per_second": rates[name],
-            "latency_median_us": float(np.median(ms)),
-            "latency_p90_us": float(np.percentile(ms, 90)),
-        }
+        results = _time_interleaved(engines, x, rounds, min_seconds, latency_calls, progress)
     d, one, f = (results[k]["images_per_second"] for k in engines)
     return {
         "model": str(path),
