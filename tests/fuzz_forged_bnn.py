@@ -97,14 +97,15 @@ adversarial_values = st.one_of(
 )
 
 
-def _paths(obj, prefix=()):
+def manifest_paths(obj, prefix=()):
+    """Every path (a tuple of keys and indices) into a parsed JSON value, the empty path first."""
     yield prefix
     if isinstance(obj, dict):
         for k, v in obj.items():
-            yield from _paths(v, prefix + (k,))
+            yield from manifest_paths(v, prefix + (k,))
     elif isinstance(obj, list):
         for i, v in enumerate(obj):
-            yield from _paths(v, prefix + (i,))
+            yield from manifest_paths(v, prefix + (i,))
 
 
 def check(blob: bytes) -> str:
@@ -171,7 +172,7 @@ def edited_files(draw) -> bytes:
     _, blob = random_bnn(np.random.default_rng(draw(st.integers(0, 2**32 - 1))))
     manifest, data = split(blob)
     for _ in range(draw(st.integers(0, 2))):
-        paths = [p for p in _paths(manifest) if p]
+        paths = [p for p in manifest_paths(manifest) if p]
         path = draw(st.sampled_from(paths))
         parent = manifest
         for key in path[:-1]:

@@ -14,6 +14,7 @@ from bnn_runtime.errors import BnnFormatError
 from bnn_runtime.format import HEADER, assemble, parse, read_bnn, to_bytes, write_bnn
 from bnn_runtime.reference import reference_scores
 
+from .fuzz_forged_bnn import manifest_paths
 from .random_models import random_config, random_inputs, random_model, to_bnn
 
 # ----------------------------------------------------------------- bits
@@ -166,23 +167,13 @@ json_values = st.recursive(
 )
 
 
-def _paths(obj, prefix=()):
-    yield prefix
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from _paths(v, prefix + (k,))
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            yield from _paths(v, prefix + (i,))
-
-
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_edited_manifests_never_crash_the_reader(sample, data):
     """A re-checksummed file with any manifest field replaced, deleted or added: a model or BnnFormatError."""
     cfg, _, blob = sample
     manifest, arrays_data = _split(blob)
-    paths = [p for p in _paths(manifest) if p]
+    paths = [p for p in manifest_paths(manifest) if p]
     path = data.draw(st.sampled_from(paths))
     parent = manifest
     for key in path[:-1]:
