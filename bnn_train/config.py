@@ -183,6 +183,13 @@ class TrainConfig:
     label_smoothing: float = setting(
         0.1, "Label smoothing of the training loss (1 - e on the label, e spread over all classes; docs/ACCURACY.md)."
     )
+    distill: str = setting(
+        "",
+        "Knowledge distillation: the run directory of a trained teacher on the same dataset (e.g. the float twin, "
+        "--weights float --act relu/tied); '' = none (docs/ACCURACY.md).",
+    )
+    distill_alpha: float = setting(0.9, "--distill: weight of the teacher's soft labels (the rest: the labels).")
+    distill_temperature: float = setting(4.0, "--distill: softmax temperature of the soft labels.")
     loss_reduction: str = setting(
         "mean", "sum: the gradient of the batch's summed loss (the step size grows with the batch).", LOSS_REDUCTIONS
     )
@@ -229,6 +236,9 @@ class TrainConfig:
             raise ConfigError(f"--augment-shift must be an integer from 0 to 8 pixels, got {self.augment_shift}")
         if not (math.isfinite(self.label_smoothing) and 0 <= self.label_smoothing < 1):
             raise ConfigError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not (math.isfinite(self.distill_alpha) and 0 <= self.distill_alpha <= 1):
+            raise ConfigError(f"--distill-alpha must be in [0, 1], got {self.distill_alpha}")
+        _positive("--distill-temperature", self.distill_temperature)
 
 
 def _dataset_choice(t: TrainConfig) -> None:
@@ -275,6 +285,8 @@ class RunConfig:
             "n_samples": (t.dataset == "ones", f"applies to --dataset ones only, not {t.dataset}"),
             "data_dir": (t.dataset in files, f"applies to --dataset {', '.join(files)} only, not {t.dataset}"),
             "momentum": (t.optimizer == "sgd", f"applies to --optimizer sgd only, not {t.optimizer}"),
+            "distill_alpha": (bool(t.distill), "applies with --distill only"),
+            "distill_temperature": (bool(t.distill), "applies with --distill only"),
         }
         return {name: why for name, (used, why) in rules.items() if not used}
 

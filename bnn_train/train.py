@@ -34,6 +34,7 @@ from . import distributed, rundir
 from .augment import random_shift
 from .config import RunConfig
 from .data import Data, load_dataset, split_validation
+from .distill import Teacher, distill_loss, load_teacher
 from .errors import CheckpointError, ConfigError
 from .layers import clip_latent_weights
 from .models import build_model, is_single_unit
@@ -98,14 +99,27 @@ def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-def loss_and_predictions(model: nn.Module, cfg: RunConfig, x: torch.Tensor, y: torch.Tensor, smoothing: float = 0.0):
-    """Loss and predictions: cross-entropy on logits (label ``smoothing``), or squared error on a SUC's activation."""
+def loss_and_predictions(
+    model: nn.Module,
+    cfg: RunConfig,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    smoothing: float = 0.0,
+    soft: torch.Tensor | None = None,
+):
+    """Loss and predictions: cross-entropy on logits (label ``smoothing``), or squared error on a SUC's activation.
+
+    ``soft``: a teacher's logits for the batch (``--distill``), mixed into the loss as bnn_train/distill.py says.
+    """
     out = model(x.float())
     if is_single_unit(cfg.model):
         act = getattr(model, "module", model)[-1].forward_fn  # the network itself, also inside DDP
         out = out.squeeze(1)
         target = act.low + (act.high - act.low) * y.to(out.dtype)
         return F.mse_loss(out, target), (out >= act.decision_threshold).long()
+    if soft is not None:
+        t = cfg.train
+        return distill_loss(out, soft, y, t.distill_alpha, t.distill_temperature, smoothing), out.argmax(1)
     return F.cross_entropy(out, y, label_smoothing=smoothing), out.argmax(1)
 
 
@@ -150,8 +164,10 @@ def recompute_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int) -> N
     model.train(was_training)
 
 
-def train_one_epoch(model, cfg: RunConfig, data: Data, optimizer, epoch: int, callback: Callback) -> dict:
-    """One pass over the training set in a shuffled order fixed by (seed, epoch)."""
+def train_one_epoch(
+    model, cfg: RunConfig, data: Data, optimizer, epoch: int, callback: Callback, teacher: Teacher | None = None
+) -> dict:
+    """One pass over the training set in a shuffled order fixed by (seed, epoch); ``teacher``: ``--distill``'s."""
     t = cfg.train
     device = data.x_train.device
     gen = torch.Generator().manual_seed(_epoch_seed(t.seed, epoch, 0))
@@ -168,7 +184,8 @@ def train_one_epoch(model, cfg: RunConfig, data: Data, optimizer, epoch: int, ca
     for step in range(steps):
         idx = distributed.shard(order[step * t.batch_size : (step + 1) * t.batch_size])  # all of it outside torchrun
         x, y = random_shift(data.x_train[idx], t.augment_shift, shifts), data.y_train[idx]
-        loss, pred = loss_and_predictions(model, cfg, x, y, t.label_smoothing)
+        soft = teacher(idx, x) if teacher is not None else None
+        loss, pred = loss_and_predictions(model, cfg, x, y, t.label_smoothing, soft)
         optimizer.zero_grad(set_to_none=True)
         (loss * len(y) if t.loss_reduction == "sum" else loss).backward()  # the logged loss stays a mean
         if t.grad_clip is not None:
@@ -305,6 +322,7 @@ def _run(cfg, data, device, model, out: Path, start_epoch: int, history: list, c
     validating = data.x_val is not None
     best_acc, best_model = _best_state(out, history) if validating else (-1.0, None)
     trained = distributed.wrap(model, device)
+    teacher = _teacher(cfg, data)
     if main:
         out.mkdir(parents=True, exist_ok=True)
         rundir.remove_stale_temp_files(out)  # of writes a kill interrupted
@@ -328,7 +346,7 @@ def _run(cfg, data, device, model, out: Path, start_epoch: int, history: list, c
         lr = learning_rate(cfg, epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        record = {"epoch": epoch + 1, **train_one_epoch(trained, cfg, data, optimizer, epoch, callback)}
+        record = {"epoch": epoch + 1, **train_one_epoch(trained, cfg, data, optimizer, epoch, callback, teacher)}
         recompute_batchnorm(model, data.x_train, cfg.train.eval_batch_size)
         held = ("val", data.x_val, data.y_val) if validating else ("test", data.x_test, data.y_test)
         record[f"{held[0]}_loss"], record[f"{held[0]}_accuracy"] = evaluate(model, cfg, held[1], held[2])
@@ -366,6 +384,15 @@ def _run(cfg, data, device, model, out: Path, start_epoch: int, history: list, c
 
         plot_curves(run_panels(history), out / rundir.CURVES, title=f"{cfg.model.model} {cfg.model.act} on {data.name}")
     return final
+
+
+def _teacher(cfg: RunConfig, data: Data) -> Teacher | None:
+    """``--distill``'s teacher; its logits on the training set kept when no augmentation changes the images."""
+    t = cfg.train
+    if not t.distill:
+        return None
+    cache = t.augment_shift == 0
+    return load_teacher(t.distill, data.in_shape, data.num_classes, data.x_train, t.eval_batch_size, cache)
 
 
 def _final_test(model, cfg: RunConfig, data: Data, best_model: dict | None) -> dict:
