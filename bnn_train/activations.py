@@ -301,9 +301,15 @@ class Activation(nn.Module):
         self.backward_name = bwd
         self.backward_fn = BACKWARDS[bwd]
         self.params = params or ActParams()
+        self.soft_width = 0.0  # > 0: a bit-valued forward trains as a ramp of this half-width (bnn_train/softstep.py)
 
     def forward(self, z: Tensor) -> Tensor:
-        return _Untied.apply(z, self)
+        y = _Untied.apply(z, self)
+        if self.training and self.soft_width > 0 and self.forward_fn.bits is not None:
+            lo, hi = self.forward_fn.low, self.forward_fn.high
+            ramp = lo + (hi - lo) * (0.5 + z / (2 * self.soft_width)).clamp(0.0, 1.0)
+            y = y + (ramp - y).detach()  # the ramp's value, the backward g' of the step
+        return y
 
     def extra_repr(self) -> str:
         return self.spec

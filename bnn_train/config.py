@@ -183,6 +183,11 @@ class TrainConfig:
     label_smoothing: float = setting(
         0.1, "Label smoothing of the training loss (1 - e on the label, e spread over all classes; docs/ACCURACY.md)."
     )
+    soft_step: float = setting(
+        0.0,
+        "Progressive binarisation: for this share of the epochs, heaviside/sign activations train as a ramp "
+        "narrowing from |z| <= 1 to the step (bnn_train/softstep.py); 0 = off.",
+    )
     distill: str = setting(
         "",
         "Knowledge distillation: the run directory of a trained teacher on the same dataset (e.g. the float twin, "
@@ -236,6 +241,8 @@ class TrainConfig:
             raise ConfigError(f"--augment-shift must be an integer from 0 to 8 pixels, got {self.augment_shift}")
         if not (math.isfinite(self.label_smoothing) and 0 <= self.label_smoothing < 1):
             raise ConfigError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not (isinstance(self.soft_step, (int, float)) and math.isfinite(self.soft_step) and 0 <= self.soft_step <= 1):
+            raise ConfigError(f"--soft-step must be a share of the epochs in [0, 1], got {self.soft_step}")
         if not (math.isfinite(self.distill_alpha) and 0 <= self.distill_alpha <= 1):
             raise ConfigError(f"--distill-alpha must be in [0, 1], got {self.distill_alpha}")
         _positive("--distill-temperature", self.distill_temperature)

@@ -38,6 +38,7 @@ from .distill import Teacher, distill_loss, load_teacher
 from .errors import CheckpointError, ConfigError
 from .layers import clip_latent_weights
 from .models import build_model, is_single_unit
+from .softstep import set_soft_width, soft_width
 
 
 class Callback:
@@ -184,6 +185,8 @@ def train_one_epoch(
     for step in range(steps):
         idx = distributed.shard(order[step * t.batch_size : (step + 1) * t.batch_size])  # all of it outside torchrun
         x, y = random_shift(data.x_train[idx], t.augment_shift, shifts), data.y_train[idx]
+        if t.soft_step > 0:
+            set_soft_width(model, soft_width(t.soft_step, t.epochs, epoch, step, steps))
         soft = teacher(idx, x) if teacher is not None else None
         loss, pred = loss_and_predictions(model, cfg, x, y, t.label_smoothing, soft)
         optimizer.zero_grad(set_to_none=True)
@@ -198,6 +201,7 @@ def train_one_epoch(
         seen += len(y)
         if step % 20 == 19 or step == steps - 1:
             callback.on_batch(epoch, step + 1, float(loss_sum) / seen)
+    set_soft_width(model, 0.0)  # evaluation and BatchNorm statistics see the exact steps
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start

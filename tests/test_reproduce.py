@@ -98,6 +98,7 @@ def test_a_reproduction_trains_with_the_papers_plain_settings_whatever_bnn_train
             grad_clip=1.0 if cell.config.endswith("+gc") else None,
             augment_shift=0,
             label_smoothing=0.0,
+            soft_step=0.0,
             distill="",
             distill_alpha=0.0,
             distill_temperature=1.0,

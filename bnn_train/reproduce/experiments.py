@@ -169,6 +169,7 @@ class Experiment:
 PLAIN_TRAINING = {
     "augment_shift": 0,
     "label_smoothing": 0.0,
+    "soft_step": 0.0,
     "distill": "",
     "distill_alpha": 0.0,  # no teacher, and none would count
     "distill_temperature": 1.0,
