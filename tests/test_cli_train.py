@@ -154,7 +154,7 @@ def test_defaults_are_the_recipe_of_the_config_dataclasses(tmp_path):
     assert cfg["train"] == {**asdict(TrainConfig()), "epochs": 1}
     assert (cfg["model"]["act"], cfg["train"]["label_smoothing"], cfg["train"]["augment_shift"]) == (
         "heaviside/ste",
-        0.1,
+        0.0,
         0,
     )
 
