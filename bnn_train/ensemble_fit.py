@@ -45,6 +45,9 @@ def check_members(cfgs: list[RunConfig]) -> None:
     for c in cfgs[1:]:
         if replace(c, train=replace(c.train, seed=0)) != base:
             raise ConfigError("ensemble members must differ in --seed only")
+    t = cfgs[0].train
+    if t.distill or t.soft_step > 0:  # the ensemble's own loop has neither a teacher nor ramps
+        raise ConfigError("ensembles train without --distill and --soft-step; train such runs one at a time")
 
 
 def _losses(

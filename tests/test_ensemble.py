@@ -109,6 +109,13 @@ def test_members_must_differ_in_seed_only(tmp_path):
         fit_ensemble([a, b], [tmp_path / "a", tmp_path / "b"])
 
 
+@pytest.mark.parametrize("recipe", [dict(soft_step=0.5), dict(distill="teacher-run")])
+def test_an_ensemble_refuses_a_teacher_and_ramps_it_would_not_use(tmp_path, recipe):
+    cfgs = [RunConfig(ModelConfig(model="mlp"), TrainConfig(epochs=1, seed=s, **recipe)) for s in (0, 1)]
+    with pytest.raises(ConfigError, match="one at a time"):
+        fit_ensemble(cfgs, [tmp_path / "a", tmp_path / "b"])
+
+
 def test_reproduce_with_ensembles_gives_the_rows_of_one_at_a_time(tmp_path):
     from bnn_train.reproduce.runner import RESULTS
 
