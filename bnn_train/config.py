@@ -242,7 +242,9 @@ class TrainConfig:
             raise ConfigError(f"--augment-shift must be an integer from 0 to 8 pixels, got {self.augment_shift}")
         if not (math.isfinite(self.label_smoothing) and 0 <= self.label_smoothing < 1):
             raise ConfigError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
-        if not (isinstance(self.soft_step, (int, float)) and math.isfinite(self.soft_step) and 0 <= self.soft_step <= 1):
+        if not (
+            isinstance(self.soft_step, (int, float)) and math.isfinite(self.soft_step) and 0 <= self.soft_step <= 1
+        ):
             raise ConfigError(f"--soft-step must be a share of the epochs in [0, 1], got {self.soft_step}")
         if not (math.isfinite(self.distill_alpha) and 0 <= self.distill_alpha <= 1):
             raise ConfigError(f"--distill-alpha must be in [0, 1], got {self.distill_alpha}")

@@ -63,6 +63,8 @@ def load_teacher(run_dir: str, in_shape, num_classes: int, x_train: Tensor, batc
 def distill_loss(student: Tensor, teacher: Tensor, y: Tensor, alpha: float, temperature: float, smoothing: float):
     """alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, y; label smoothing)."""
     t = temperature
-    soft = F.kl_div(F.log_softmax(student / t, 1), F.log_softmax(teacher / t, 1), reduction="batchmean", log_target=True)
+    soft = F.kl_div(
+        F.log_softmax(student / t, 1), F.log_softmax(teacher / t, 1), reduction="batchmean", log_target=True
+    )
     hard = F.cross_entropy(student, y, label_smoothing=smoothing)
     return alpha * t * t * soft + (1 - alpha) * hard
