@@ -50,10 +50,10 @@ def _one_line_or_result(result):
 def test_ctrl_c_during_training_says_where_and_how_to_resume(tmp_path, monkeypatch):
     real = bnn_train.train.train_one_epoch
 
-    def interrupted(model, cfg, data, optimizer, epoch, callback):
+    def interrupted(model, cfg, data, optimizer, epoch, callback, *rest):
         if epoch == 1:
             raise KeyboardInterrupt
-        return real(model, cfg, data, optimizer, epoch, callback)
+        return real(model, cfg, data, optimizer, epoch, callback, *rest)
 
     monkeypatch.setattr(bnn_train.train, "train_one_epoch", interrupted)
     out = tmp_path / "run"
