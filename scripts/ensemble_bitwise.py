@@ -40,8 +40,11 @@ def main() -> None:
         xs = x.reshape(64, K, -1).transpose(0, 1)  # as _BatchedLinear: bmm, then the bias
         y = (torch.bmm(xs, w.transpose(1, 2)) + b[:, None, :]).transpose(0, 1).reshape(64, -1)
         for k in range(K):
-            _line(f"dense {n_in}->{n_out} + bias, member {k}", y[:, k * n_out : (k + 1) * n_out],
-                  F.linear(x[:, k * n_in : (k + 1) * n_in], w[k], b[k]))
+            _line(
+                f"dense {n_in}->{n_out} + bias, member {k}",
+                y[:, k * n_out : (k + 1) * n_out],
+                F.linear(x[:, k * n_in : (k + 1) * n_in], w[k], b[k]),
+            )
     c = 16
     x = torch.randn(64, K * c, 10, 10, requires_grad=True)
     y = nn.BatchNorm2d(K * c)(x)

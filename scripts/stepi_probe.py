@@ -6,8 +6,9 @@ most one or two settings changed, and prints what a reproduction run does not: p
 the first steps, and per epoch the median |pre-activation| of every hidden activation and the share of
 conv channels whose bit is the same for every pixel of every probed image.
 
-    .venv/bin/python scripts/stepi_probe.py --data-dir DATA [--epochs 1] [--pool max] [--init xavier] \
-        [--const 0.1] [--input standard|raw|unit] [--momentum 0.9] [--batchnorm] [--loss-reduction sum]
+    .venv/bin/python scripts/stepi_probe.py --data-dir DATA [--epochs 1] [--pool max|avg_after|max_after]
+        [--init xavier] [--const 0.1] [--input standard|raw|unit] [--momentum 0.9] [--batchnorm]
+        [--weights binary] [--loss-reduction sum] [--config heaviside/rect] [--lr 0.01] [--seed 1]
 """
 
 from __future__ import annotations
@@ -40,8 +41,12 @@ def _args() -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--pool", default="qmean", choices=("qmean", "max", "auto", "avg_after", "max_after"),
-                   help="max/auto: max-pool the pre-activations, then the step; *_after: the step, then the pool")
+    p.add_argument(
+        "--pool",
+        default="qmean",
+        choices=("qmean", "max", "auto", "avg_after", "max_after"),
+        help="max/auto: max-pool the pre-activations, then the step; *_after: the step, then the pool",
+    )
     p.add_argument("--init", default="default")
     p.add_argument("--const", type=float, default=1.0, help="value of the constant backward (heaviside/const)")
     p.add_argument("--input", default="unit", choices=("unit", "standard", "raw"))
@@ -108,11 +113,11 @@ def main() -> None:
         activations.BACKWARDS["const"] = lambda z, p, f: torch.full_like(z, value)
     exp = get_experiment("table14")
     cfg = exp.run_config(Cell(config=a.config, batch_size=a.bs, lr=a.lr), epochs=a.epochs, seed=a.seed, device="cpu")
-    cfg = replace(cfg, train=replace(cfg.train, data_dir=a.data_dir, momentum=a.momentum,
-                                     loss_reduction=a.loss_reduction))
+    cfg = replace(
+        cfg, train=replace(cfg.train, data_dir=a.data_dir, momentum=a.momentum, loss_reduction=a.loss_reduction)
+    )
     built_pool = "qmean" if a.pool.endswith("_after") else a.pool
-    cfg = replace(cfg, model=replace(cfg.model, pool=built_pool, init=a.init, batchnorm=a.batchnorm,
-                                                 weights=a.weights))
+    cfg = replace(cfg, model=replace(cfg.model, pool=built_pool, init=a.init, batchnorm=a.batchnorm, weights=a.weights))
     data = load_dataset(cfg.train)
     torch.manual_seed(a.seed)
     cfg, model = _build(a, cfg, data)
@@ -135,8 +140,10 @@ def main() -> None:
             opt.zero_grad(set_to_none=True)
             (loss * len(idx) if a.loss_reduction == "sum" else loss).backward()
             if epoch == 0 and step in grad_steps:
-                norms = " ".join(f"{name.split('.')[0]}={float(p.grad.norm()):.3g}/{float(p.norm()):.3g}"
-                                 for name, p in params)
+                norms = " ".join(
+                    f"{name.split('.')[0]}={float(p.grad.detach().norm()):.3g}/{float(p.detach().norm()):.3g}"
+                    for name, p in params
+                )
                 print(f"step {step:4d} loss {float(loss):.4f} |grad|/|w|: {norms}", flush=True)
             opt.step()
             if a.weights == "binary":
@@ -148,8 +155,10 @@ def main() -> None:
             n += len(idx)
         _, acc = evaluate(model, cfg, data.x_test, data.y_test)
         stats = " | ".join(_pre_activation_stats(model, probe))
-        print(f"epoch {epoch + 1} loss {loss_sum / n:.4f} test {acc:.4f} ({time.perf_counter() - t0:.0f}s) {stats}",
-              flush=True)
+        print(
+            f"epoch {epoch + 1} loss {loss_sum / n:.4f} test {acc:.4f} ({time.perf_counter() - t0:.0f}s) {stats}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
