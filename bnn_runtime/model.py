@@ -115,7 +115,7 @@ class BnnModel:
             nthreads = min(self.threads, -(-n // tile))
         state = np.zeros(1 + -(-n // tile), np.int64)
         args = (flat, tile, p.sizes, *p.kernel_args, scores, labels, state)
-        forward = compiled.forward()
+        forward = compiled.forward(p.uses)
         if nthreads <= 1:
             forward(*args, True)
             return scores, labels

@@ -91,14 +91,14 @@ def test_bnn_warmup_with_an_unwritable_cache_is_one_line(tmp_path):
 def test_bnn_warmup_says_once_when_it_compiles(monkeypatch):
     """With no ready marker for this CPU the CLI prints the notice once (here the kernels then load from the
     cache); with the marker, nothing."""
-    monkeypatch.setattr(compiled, "_forward", None)
-    monkeypatch.setattr(cache, "is_ready", lambda: False)
+    monkeypatch.setattr(compiled, "_drivers", {})
+    monkeypatch.setattr(cache, "is_ready", lambda uses: False)
     result = run_cli("warmup")
     assert result.exit_code == 0, result.output
     assert result.stderr.count(compiled.NOTICE) == 1
     assert f"kernels ready in {cache.cache_dir()}" in result.stdout
-    monkeypatch.setattr(compiled, "_forward", None)
     monkeypatch.undo()
+    monkeypatch.setattr(compiled, "_drivers", {})
     result = run_cli("warmup")
     assert result.exit_code == 0 and compiled.NOTICE not in result.stderr
 
