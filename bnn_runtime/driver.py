@@ -2,9 +2,9 @@
 
 ``build(uses)`` gives ``forward``, the only entry point, and the only function compiled for a model's
 run, with only the kernels of the layer kinds ``uses`` (Plan.uses; compiled.py loads or compiles it
-once per process): the serial path calls it in the calling thread, the parallel path calls the same function in the calling
-thread and in ``threads - 1`` pool threads (model.py; it runs without the GIL). Each caller claims
-the next tile (a few images) from an atomic counter, ``state[0]``, runs it through all layers
+once per process): the serial path calls it in the calling thread, the parallel path calls the same
+function in the calling thread and in ``threads - 1`` pool threads (model.py; it runs without the
+GIL). Each caller claims the next tile (a few images) from an atomic counter, ``state[0]``, runs it through all layers
 (so its activations stay in cache) into scores of its own, and commits them: a compare-and-swap
 of the tile's status ``state[1 + t]`` from TILE_OPEN to TILE_COMMITTING, the copy and the labels,
 then TILE_DONE. A thread the OS deschedules holds at most one tile, and not even that: the calling
@@ -199,13 +199,25 @@ def build(uses: int):
         """
         n = x.shape[0]
         ntiles = (n + tile - 1) // tile
-        bits = np.zeros((2, tile, sizes[SLOT_BITS]), np.uint64)
-        rows = np.zeros((sizes[SLOT_ROWS] * tile, sizes[SLOT_ROW_WORDS]), np.uint64)
-        rowbit = np.zeros(sizes[SLOT_ROWS] * tile, np.int64)
-        ibuf16 = np.empty(sizes[SLOT_I16], np.int16)
-        ibuf32 = np.empty(sizes[SLOT_I32], np.int32)
-        xsum = np.zeros(tile, np.int64)
-        mine = np.empty((tile, scores.shape[1]), np.int32)
+        # every scratch array is a view of one allocation (each np.zeros/np.empty type compiles apart)
+        nbits, nrows, nrw, k = (
+            2 * tile * sizes[SLOT_BITS],
+            sizes[SLOT_ROWS] * tile,
+            sizes[SLOT_ROW_WORDS],
+            scores.shape[1],
+        )
+        zeroed = nbits + nrows * nrw + nrows + tile
+        n16, n32, nmine = (sizes[SLOT_I16] + 3) // 4, (sizes[SLOT_I32] + 1) // 2, (tile * k + 1) // 2
+        scratch = np.empty(zeroed + n16 + n32 + nmine, np.int64)
+        for i in range(zeroed):
+            scratch[i] = 0
+        bits = view(scratch, np.uint64, (2, tile, sizes[SLOT_BITS]))
+        rows = view(scratch[nbits:], np.uint64, (nrows, nrw))
+        rowbit = view(scratch[nbits + nrows * nrw :], np.int64, (nrows,))
+        xsum = view(scratch[zeroed - tile :], np.int64, (tile,))
+        ibuf16 = view(scratch[zeroed:], np.int16, (sizes[SLOT_I16],))
+        ibuf32 = view(scratch[zeroed + n16 :], np.int32, (sizes[SLOT_I32],))
+        mine = view(scratch[zeroed + n16 + n32 :], np.int32, (tile, k))
         image_bits = bits.shape[2] * 64
         t, taking_over = -1, False
         while True:  # one copy of the layer loop (a second would double the compiled code)
