@@ -14,6 +14,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from .layout import USES_ALL
+
 NOTICE = "compiling kernels for this CPU (first use only)"
 _notice: Callable[[str], None] | None = None
 _lock = threading.Lock()
@@ -55,14 +57,12 @@ def signature():
 def forward(uses: int | None = None):
     """The driver that runs a model whose layers need ``uses`` (Plan.uses; None: every kind): one for every
     kind when this process has it or the cache holds it (``bnn warmup``), else exactly ``uses``."""
+    fn = _drivers.get(USES_ALL) or _drivers.get(uses)  # (every batch comes here: the common case first)
+    if fn is not None:
+        return fn
     from . import cache
-    from .layout import USES_ALL
 
-    if (
-        uses is None
-        or USES_ALL in _drivers
-        or (uses not in _drivers and not cache.is_ready(uses) and cache.is_ready(USES_ALL))
-    ):
+    if uses is None or (not cache.is_ready(uses) and cache.is_ready(USES_ALL)):
         uses = USES_ALL
     return specialised(uses)
 

@@ -61,6 +61,7 @@ class BnnModel:
             raise SettingError(f"tile must be a positive integer, got {tile!r}")
         self.file = bnn
         self.plan: Plan = build_plan(bnn)
+        self._uses = self.plan.uses  # the layer kinds its driver is compiled for
         self.threads = threads
         if tile is None:
             tile = LARGE_TILE if self.plan.wpool.nbytes > LARGE_WEIGHTS else DEFAULT_TILE
@@ -115,7 +116,7 @@ class BnnModel:
             nthreads = min(self.threads, -(-n // tile))
         state = np.zeros(1 + -(-n // tile), np.int64)
         args = (flat, tile, p.sizes, *p.kernel_args, scores, labels, state)
-        forward = compiled.forward(p.uses)
+        forward = compiled.forward(self._uses)
         if nthreads <= 1:
             forward(*args, True)
             return scores, labels
