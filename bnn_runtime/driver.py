@@ -142,7 +142,7 @@ def layer_dense_bits(p, src, n, wpool, consts, out, image_bits, scores):
 # --------------------------------------------------------------------------- labels
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def labels_from_scores(scores, scale, offset, threshold_consts, labels):
     """argmax(scale * s + offset) in float64, first maximum; or, for a single-unit threshold network, its bit."""
     n, k = scores.shape
