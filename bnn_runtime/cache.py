@@ -136,6 +136,32 @@ class KernelCacheLocator(caching._SourceFileBackedLocatorMixin, caching._CacheLo
         return cls(py_func, py_file)
 
 
+class QuickLoadCache(caching.FunctionCache):
+    """numba's cache of one function, but loading a compiled driver without ``target_context.refresh()``.
+
+    numba refreshes the target context before every cache load: it starts its memory runtime (NRT), then
+    imports and registers every typing and lowering module it has (numba.np.*, and scipy's BLAS where scipy
+    is installed), about 0.3 s of a warm start that needs only the runtime -- the cached library is machine
+    code. A miss compiles as usual, and numba's compiler refreshes the context itself first.
+    """
+
+    def load_overload(self, sig, target_context):
+        from numba.core.runtime import rtsys
+
+        rtsys.initialize(target_context)  # (what the machine code calls: numba's memory runtime, NRT)
+        with self._guard_against_spurious_io_errors():
+            return self._load_overload(sig, target_context)
+
+
+def quick_load(dispatcher) -> None:
+    """Let ``dispatcher`` (a driver, cache=True) load from the cache without the refresh, where this numba
+    has the methods QuickLoadCache relies on (else numba's own cache stays)."""
+    if hasattr(caching.FunctionCache, "_load_overload") and hasattr(
+        caching.FunctionCache, "_guard_against_spurious_io_errors"
+    ):
+        dispatcher._cache = QuickLoadCache(dispatcher.py_func)
+
+
 def install() -> None:
     """Put KernelCacheLocator first in numba's list of locators (once; before any kernel is decorated)."""
     impl = getattr(caching, "CacheImpl", None) or caching._CacheImpl  # (renamed in numba 0.61)

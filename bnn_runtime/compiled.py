@@ -78,6 +78,7 @@ def specialised(uses: int):
             if not ready and _notice is not None:
                 _notice(NOTICE)
             fn = driver.build(uses)
+            cache.quick_load(fn)
             fn.compile(signature())
             if not ready:
                 cache.mark_ready(uses)
