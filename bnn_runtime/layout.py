@@ -60,6 +60,8 @@ COL_ROWS_PER_IMAGE = 27  # im2col rows / bit planes per image
 COL_LUT_G = 28  # conv_lut: pixels per tap group, tap groups, table length (int16)
 COL_LUT_TAPS = 29
 COL_LUT_SIZE = 30
+COL_GRID_H = 31  # conv_u8: rows and pitch of one phase of the padded image (plan.phase_grid)
+COL_GRID_W = 32
 
 COLUMNS = tuple(name for _, name in sorted((v, k[4:].lower()) for k, v in globals().items() if k.startswith("COL_")))
 # the column names, in index order (COLUMNS[COL_X] == "x")
