@@ -23,6 +23,10 @@ KIND_NAMES = {
     KIND_CONV_LUT: "conv_lut",
     KIND_DENSE_VNNI: "dense_vnni",
 }
+# what a driver is compiled for (driver.build, Plan.uses): bit k for kind k, and this bit for a first
+# convolution whose sums need int32 (conv_u8 compiles once per buffer type)
+USES_CONV_U8_I32 = len(KIND_NAMES)
+USES_ALL = (1 << (USES_CONV_U8_I32 + 1)) - 1  # every kind: the driver that serves every model (bnn warmup)
 
 # --------------------------------------------------------------------------- columns of a row of Plan.params
 COL_KIND = 0

@@ -41,6 +41,8 @@ from .bits import n_words, pack_bits, unpack_signs
 from .errors import BnnFormatError
 from .format import BnnFile
 from .layout import (
+    COL_ACC16,
+    COL_KIND,
     COLUMNS,
     KIND_CONV_BITS,
     KIND_CONV_LUT,
@@ -54,6 +56,7 @@ from .layout import (
     SLOT_I32,
     SLOT_ROW_WORDS,
     SLOT_ROWS,
+    USES_CONV_U8_I32,
 )
 from .reference import conv_stride, pool_stride
 
@@ -85,6 +88,15 @@ class Plan:
     def kernel_args(self) -> tuple:
         """The arrays driver.forward takes after the batch, tile and sizes."""
         return self.params, self.wpool, self.cpool, self.taps, self.scale, self.offset, self.final_threshold
+
+    @property
+    def uses(self) -> int:
+        """The layer kinds the driver must be compiled for (layout.USES_*: one bit per kind, conv_u8 int32 apart)."""
+        mask = 0
+        for p in self.params:
+            int32 = p[COL_KIND] == KIND_CONV_U8 and not p[COL_ACC16]
+            mask |= 1 << (USES_CONV_U8_I32 if int32 else int(p[COL_KIND]))
+        return mask
 
 
 @dataclass
