@@ -298,11 +298,14 @@ def run_load_bench(
     with busy_processes(busy):
         before = machine()
         results = _time_interleaved(engines, x, rounds, min_seconds, latency_calls, progress)
+        default.predict(x)  # (the last call timed may have been a latency one, of 1 image)
+        used = default.threads_used
     d, one, f = (results[k]["images_per_second"] for k in engines)
     return {
         "model": str(path),
         "load": busy,
         "default_threads": default.threads,
+        "default_threads_used": used,  # in a batch under the load: the cores the busy processes left idle
         "batch": batch,
         "rounds": rounds,
         "machine": {**before, "load_average_1min_after": os.getloadavg()[0]},

@@ -8,8 +8,9 @@ Per layer, with ``d`` the channel's direction and ``T`` its threshold (docs/FORM
 
 * weights ``d * w`` (``2 * d * w`` for ``pm1`` inputs, which travel as 0/1 bits: ``s = 2 s01 - sum w``);
 * the bias ``-d * T + 1`` (minus ``d * sum w`` for ``pm1``), so the layer computes ``d (s - T) + 1``;
-* the Heaviside step on that integer is ``Clip(., 0, 1)`` (``graph.heaviside_of_integers``),
-  which onnxruntime fuses into the convolution; OR-pooling is ``MaxPool`` of the 0/1 floats;
+* the Heaviside step on that integer is ``Clip(., 0, 1)`` (``graph.heaviside_of_integers``); OR-pooling
+  of its bits is the same as ``MaxPool`` of the sums before the step (a max commutes with a monotone
+  step), which clips a quarter as many values, as the float network pools before its ReLU;
 * the last layer: ``scores`` (int32, cast from the exact float sums), ``logits`` (float64,
   ``scale * s + offset``) and ``label`` (int64, their first argmax), as the runtime computes them.
 
@@ -58,7 +59,8 @@ def exact_float_fits(model: BnnFile) -> bool:
     return True
 
 
-def _sums(g: Graph, model: BnnFile, layer: dict, x: str) -> str:
+def _sums(g: Graph, model: BnnFile, layer: dict, x: str, flat: bool) -> str:
+    """The layer's sums (folded as ``_folded`` says) of x; ``flat``: x is (N, features) already."""
     w, bias = _folded(model, layer)
     name = layer["name"]
     if layer["kind"] == "conv":
@@ -74,9 +76,10 @@ def _sums(g: Graph, model: BnnFile, layer: dict, x: str) -> str:
             pads=[ph, pw, ph, pw],
             strides=list(conv_stride(layer)),
         )
-    flat = g.op("Flatten", [x], "flatten", axis=1)
+    if not flat:
+        x = g.op("Flatten", [x], "flatten", axis=1)
     weights = g.const(w.astype(np.float32), f"{name}_w")
-    return g.op("Gemm", [flat, weights, g.const(bias.astype(np.float32), f"{name}_b")], name, transB=1)
+    return g.op("Gemm", [x, weights, g.const(bias.astype(np.float32), f"{name}_b")], name, transB=1)
 
 
 def bnn_to_onnx_float(model: BnnFile, metadata: dict | None = None) -> onnx.ModelProto:
@@ -84,13 +87,13 @@ def bnn_to_onnx_float(model: BnnFile, metadata: dict | None = None) -> onnx.Mode
     a single-unit network outputs ``scores`` and ``label``. Check ``exact_float_fits`` first."""
     g = Graph("bnn_exact_float")
     x = g.op("Cast", [g.input("images", UINT8, ["N", *model.input_shape])], "pixels", to=FLOAT)
-    for layer in model.layers:
-        s = _sums(g, model, layer, x)
+    for i, layer in enumerate(model.layers):
+        s = _sums(g, model, layer, x, flat=i > 0 and model.layers[i - 1]["kind"] != "conv")
         if layer["output"] == "threshold":
-            x = heaviside_of_integers(g, s)
             pool = layer.get("pool")
-            if pool:
-                x = g.op("MaxPool", [x], "or_pool", kernel_shape=pool["size"], strides=list(pool_stride(pool)))
+            if pool:  # max-pooling the sums, then the step: the same bits (a max commutes with a monotone step)
+                s = g.op("MaxPool", [s], "or_pool", kernel_shape=pool["size"], strides=list(pool_stride(pool)))
+            x = heaviside_of_integers(g, s)
             continue
         scaled = g.op("Mul", [g.op("Cast", [s], to=DOUBLE), g.const(model.array(layer, "scale"), "scale")])
         logits = g.op("Add", [scaled, g.const(model.array(layer, "offset"), "offset")], "logits")

@@ -35,7 +35,7 @@ PACKAGE = Path(__file__).resolve().parent
 ENV = "BNN_CACHE_DIR"
 IN_TREE = PACKAGE / "__pycache__"  # the cache of a writable install
 KERNEL_SOURCES = ("layout.py", "simd.py", "kernels.py", "first_layer.py", "driver.py")
-READY = "ready-{}"  # a marker file per CPU (a hash of numba's target triple, CPU name and features)
+READY = "ready-{}-{:x}"  # a marker file per CPU (a hash of numba's target triple, CPU name and features) and driver
 
 
 class CacheError(BnnError, OSError):
@@ -88,21 +88,26 @@ def cache_dir() -> Path:
     )
 
 
-def _ready_file() -> Path:
+@functools.cache
+def _cpu() -> str:
     from numba.core.registry import cpu_target
 
-    cpu = hashlib.sha256(repr(cpu_target.target_context.codegen().magic_tuple()).encode()).hexdigest()[:16]
-    return cache_dir() / READY.format(cpu)
+    return hashlib.sha256(repr(cpu_target.target_context.codegen().magic_tuple()).encode()).hexdigest()[:16]
 
 
-def is_ready() -> bool:
-    """Whether the kernels were compiled for this CPU into cache_dir() (by ``bnn warmup`` or a first prediction)."""
-    return _ready_file().exists()
+def _ready_file(uses: int) -> Path:
+    return cache_dir() / READY.format(_cpu(), uses)
 
 
-def mark_ready() -> None:
-    """Record that the driver is compiled and cached for this CPU (an empty file, written by rename)."""
-    target = _ready_file()
+def is_ready(uses: int) -> bool:
+    """Whether the driver for the layer kinds ``uses`` (driver.uses_of) was compiled for this CPU into cache_dir()
+    (by ``bnn warmup`` or a first prediction)."""
+    return _ready_file(uses).exists()
+
+
+def mark_ready(uses: int) -> None:
+    """Record that the driver for ``uses`` is compiled and cached for this CPU (an empty file, written by rename)."""
+    target = _ready_file(uses)
     fd, tmp = tempfile.mkstemp(dir=target.parent)
     os.close(fd)
     os.replace(tmp, target)
@@ -129,6 +134,32 @@ class KernelCacheLocator(caching._SourceFileBackedLocatorMixin, caching._CacheLo
         if Path(py_file).resolve().parent != PACKAGE:
             return None
         return cls(py_func, py_file)
+
+
+class QuickLoadCache(caching.FunctionCache):
+    """numba's cache of one function, but loading a compiled driver without ``target_context.refresh()``.
+
+    numba refreshes the target context before every cache load: it starts its memory runtime (NRT), then
+    imports and registers every typing and lowering module it has (numba.np.*, and scipy's BLAS where scipy
+    is installed), about 0.3 s of a warm start that needs only the runtime -- the cached library is machine
+    code. A miss compiles as usual, and numba's compiler refreshes the context itself first.
+    """
+
+    def load_overload(self, sig, target_context):
+        from numba.core.runtime import rtsys
+
+        rtsys.initialize(target_context)  # (what the machine code calls: numba's memory runtime, NRT)
+        with self._guard_against_spurious_io_errors():
+            return self._load_overload(sig, target_context)
+
+
+def quick_load(dispatcher) -> None:
+    """Let ``dispatcher`` (a driver, cache=True) load from the cache without the refresh, where this numba
+    has the methods QuickLoadCache relies on (else numba's own cache stays)."""
+    if hasattr(caching.FunctionCache, "_load_overload") and hasattr(
+        caching.FunctionCache, "_guard_against_spurious_io_errors"
+    ):
+        dispatcher._cache = QuickLoadCache(dispatcher.py_func)
 
 
 def install() -> None:

@@ -1,10 +1,12 @@
 """The compiled driver, loaded from the kernel cache or compiled once, with a notice when it compiles.
 
-``forward()`` returns driver.forward compiled for the one signature every model runs with (the
-layers are data: rows of params), so a process compiles or loads exactly one specialisation,
-shared by the serial and the parallel path. The first time on a machine (no cache yet) that takes
-seconds; ``set_notice`` lets an application say so (the CLI prints NOTICE on stderr), and
-``bnn warmup`` calls ``forward()`` ahead of time.
+``forward(uses)`` returns driver.build(uses) compiled for the one signature every model runs with (the
+layers are data: rows of params), with only the kernels of the layer kinds ``uses`` that the model
+needs (Plan.uses): a model compiles or loads its own kernels, one specialisation shared by the
+serial and the parallel path -- or the driver for every kind (layout.USES_ALL), when this process
+or the cache has it. The first time on a machine (no cache yet) that takes seconds; ``set_notice``
+lets an application say so (the CLI prints NOTICE on stderr), and ``bnn warmup`` calls ``forward()``
+(every kind) ahead of time.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from .layout import USES_ALL
+
 NOTICE = "compiling kernels for this CPU (first use only)"
 _notice: Callable[[str], None] | None = None
 _lock = threading.Lock()
-_forward = None
+_drivers: dict = {}  # uses -> the compiled driver, for this process
 
 
 def set_notice(callback: Callable[[str], None] | None) -> None:
@@ -50,19 +54,33 @@ def signature():
     )
 
 
-def forward():
-    """driver.forward, compiled (or loaded from the cache: cache.py) for signature(); CacheError if no cache
-    directory can be written."""
-    global _forward
-    with _lock:
-        if _forward is None:
-            from . import cache, driver
+def forward(uses: int | None = None):
+    """The driver that runs a model whose layers need ``uses`` (Plan.uses; None: every kind): one for every
+    kind when this process has it or the cache holds it (``bnn warmup``), else exactly ``uses``."""
+    fn = _drivers.get(USES_ALL) or _drivers.get(uses)  # (every batch comes here: the common case first)
+    if fn is not None:
+        return fn
+    from . import cache
 
-            ready = cache.is_ready()
+    if uses is None or (not cache.is_ready(uses) and cache.is_ready(USES_ALL)):
+        uses = USES_ALL
+    return specialised(uses)
+
+
+def specialised(uses: int):
+    """driver.build(uses), compiled (or loaded from the cache: cache.py) for signature(), once per process;
+    CacheError if no cache directory can be written."""
+    from . import cache, driver
+
+    with _lock:
+        if uses not in _drivers:
+            ready = cache.is_ready(uses)
             if not ready and _notice is not None:
                 _notice(NOTICE)
-            driver.forward.compile(signature())
+            fn = driver.build(uses)
+            cache.quick_load(fn)
+            fn.compile(signature())
             if not ready:
-                cache.mark_ready()
-            _forward = driver.forward
-    return _forward
+                cache.mark_ready(uses)
+            _drivers[uses] = fn
+        return _drivers[uses]

@@ -1,15 +1,16 @@
 """The whole network in one compiled call: a queue of tiles, each run through every layer by one kernel per kind.
 
-``forward`` is the only entry point, and the only function compiled for a model's run: the serial
-path calls it in the calling thread, the parallel path calls the same function in the calling
-thread and in ``threads - 1`` pool threads (model.py; it runs without the GIL). Each caller claims
-the next tile (a few images) from an atomic counter, ``state[0]``, runs it through all layers
+``build(uses)`` gives ``forward``, the only entry point, and the only function compiled for a model's
+run, with only the kernels of the layer kinds ``uses`` (Plan.uses; compiled.py loads or compiles it
+once per process): the serial path calls it in the calling thread, the parallel path calls the same
+function in the calling thread and in ``threads - 1`` pool threads (model.py; it runs without the
+GIL). Each caller claims the next tile (a few images) from an atomic counter, ``state[0]``, runs it through all layers
 (so its activations stay in cache) into scores of its own, and commits them: a compare-and-swap
 of the tile's status ``state[1 + t]`` from TILE_OPEN to TILE_COMMITTING, the copy and the labels,
 then TILE_DONE. A thread the OS deschedules holds at most one tile, and not even that: the calling
 thread, once no tile is left to claim, takes over the open tiles at once and commits them itself
 (the late thread's commit then fails and its result is dropped); it never sleeps on another thread.
-Every layer is a row of ``params`` (columns: layout.COL_*) over pooled arrays; ``run_tile``
+Every layer is a row of ``params`` (columns: layout.COL_*) over pooled arrays; the layer loop
 dispatches on its kind.
 """
 
@@ -48,8 +49,9 @@ from .layout import (
     SLOT_I32,
     SLOT_ROW_WORDS,
     SLOT_ROWS,
+    USES_CONV_U8_I32,
 )
-from .simd import atomic_add, atomic_cas, atomic_load, atomic_store
+from .simd import atomic_add, atomic_cas, atomic_load, atomic_store, view
 
 TILE_OPEN, TILE_COMMITTING, TILE_DONE = 0, 1, 2  # state[1 + t]; state[0] counts the claimed tiles
 
@@ -60,18 +62,9 @@ TILE_OPEN, TILE_COMMITTING, TILE_DONE = 0, 1, 2  # state[1 + t]; state[0] counts
 
 
 @njit(cache=True, inline="always")
-def layer_conv_u8(p, x, i0, n, taps, consts, ibuf16, ibuf32, out, image_bits):
-    for i in range(n):
-        if p[COL_ACC16]:
-            conv_u8(x[i0 + i], p, taps, consts, ibuf16, out, i * image_bits)
-        else:
-            conv_u8(x[i0 + i], p, taps, consts, ibuf32, out, i * image_bits)
-
-
-@njit(cache=True, inline="always")
 def layer_conv_lut(p, src, n, wpool, cpool, grid, m, out, image_bits):
     ntaps, size, o16 = p[COL_LUT_TAPS], p[COL_LUT_SIZE], (p[COL_N_OUT] + 15) // 16 * 16
-    lut = wpool[p[COL_W_OFF] : p[COL_W_OFF] + (size + o16 + 3) // 4].view(np.int16)
+    lut = view(wpool[p[COL_W_OFF] :], np.int16, ((size + o16 + 3) // 4 * 4,))
     toff, tbase = cpool[p[COL_C_OFF] : p[COL_C_OFF] + ntaps], cpool[p[COL_C_OFF] + ntaps : p[COL_C_OFF] + 2 * ntaps]
     for i in range(n):
         conv_lut(src, i, p, lut[:size], lut[size : size + o16], toff, tbase, grid, m, out, i * image_bits)
@@ -146,45 +139,10 @@ def layer_dense_bits(p, src, n, wpool, consts, out, image_bits, scores):
     )
 
 
-@njit(cache=True, inline="always")
-def run_tile(x, i0, i1, params, wpool, cpool, taps, scores, bits, rows, rowbit, ibuf16, ibuf32, xsum, state, watch):
-    """Images x[i0:i1] through every layer; the last layer writes scores[0 : i1 - i0]. With ``watch`` >= 0 (a
-    tile taken over), stop early (False) once another thread has committed tile ``watch``."""
-    n = i1 - i0
-    image_bits = bits.shape[2] * 64
-    cur = 0
-    for layer in range(params.shape[0]):
-        p = params[layer]
-        kind, n_out_pad, c0 = p[COL_KIND], p[COL_N_OUT_PAD], p[COL_C_OFF]
-        src, dst = bits[cur], bits[1 - cur]
-        dst[:n, :] = 0
-        out = dst.reshape(dst.size)
-        # (gamma, dir * T, dir) per output; a table convolution keeps its tap offsets there instead
-        width = n_out_pad if kind != KIND_CONV_LUT else 0
-        consts = cpool[c0 : c0 + 3 * width].reshape((3, width))
-        if kind == KIND_CONV_U8:
-            layer_conv_u8(p, x, i0, n, taps, consts, ibuf16, ibuf32, out, image_bits)
-        elif kind == KIND_CONV_LUT:
-            layer_conv_lut(p, src, n, wpool, cpool, ibuf32, ibuf16, out, image_bits)
-        elif kind == KIND_CONV_BITS:
-            wts = wpool[p[COL_W_OFF] : p[COL_W_OFF] + n_out_pad * p[COL_NW]].reshape((n_out_pad, p[COL_NW]))
-            layer_conv_bits(p, src, n, wts, consts, rows, rowbit, out, image_bits, scores)
-        elif kind == KIND_DENSE_U8:
-            layer_dense_u8(p, x, i0, n, wpool, consts, rows, xsum, out, image_bits, scores)
-        elif kind == KIND_DENSE_VNNI:
-            layer_dense_vnni(p, x, i0, n, wpool, consts, out, image_bits, scores)
-        elif kind == KIND_DENSE_BITS:
-            layer_dense_bits(p, src, n, wpool, consts, out, image_bits, scores)
-        cur = 1 - cur
-        if watch >= 0 and atomic_load(state, 1 + watch) != TILE_OPEN:
-            return False
-    return True
-
-
 # --------------------------------------------------------------------------- labels
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def labels_from_scores(scores, scale, offset, threshold_consts, labels):
     """argmax(scale * s + offset) in float64, first maximum; or, for a single-unit threshold network, its bit."""
     n, k = scores.shape
@@ -210,64 +168,109 @@ def commit(t, tile, n, mine, scores, labels, scale, offset, final, state):
     if not atomic_cas(state, 1 + t, TILE_OPEN, TILE_COMMITTING):
         return False
     i0, i1 = t * tile, min(n, (t + 1) * tile)
-    scores[i0:i1] = mine[: i1 - i0]
+    for i in range(i1 - i0):  # (element by element: an array assignment compiles numba's shape-error message)
+        for j in range(scores.shape[1]):
+            scores[i0 + i, j] = mine[i, j]
     labels_from_scores(scores[i0:i1], scale, offset, final, labels[i0:i1])
     atomic_store(state, 1 + t, TILE_DONE)
     return True
 
 
-@njit(cache=True, nogil=True)
-def forward(x, tile, sizes, params, wpool, cpool, taps, scale, offset, final, scores, labels, state, main):
-    """Claim, run and commit tiles of the batch x (N, D) uint8 until none is left to claim.
+def build(uses: int):
+    """``forward`` compiled only for the layers in ``uses`` (Plan.uses; layout.USES_ALL: every model), cached apart.
 
-    state: int64 (1 + tiles,), zero for a new batch, shared by every thread of one call. The ``main``
-    thread (the caller's) then takes over every tile still open -- claimed by a thread that has not
-    committed it, perhaps descheduled -- checking after each layer whether that thread committed after
-    all, and waits for the commits in progress (a copy each), so that the batch is complete when it returns.
+    The flags are constants of the closure: numba prunes the branches of the other kinds before it types
+    them, so their kernels are never compiled (numba's cache keys a closure by the values of its cells).
     """
-    n = x.shape[0]
-    ntiles = (n + tile - 1) // tile
-    bits = np.zeros((2, tile, sizes[SLOT_BITS]), np.uint64)
-    rows = np.zeros((sizes[SLOT_ROWS] * tile, sizes[SLOT_ROW_WORDS]), np.uint64)
-    rowbit = np.zeros(sizes[SLOT_ROWS] * tile, np.int64)
-    ibuf16 = np.empty(sizes[SLOT_I16], np.int16)
-    ibuf32 = np.empty(sizes[SLOT_I32], np.int32)
-    xsum = np.zeros(tile, np.int64)
-    mine = np.empty((tile, scores.shape[1]), np.int32)
-    t, taking_over = -1, False
-    while True:  # one call site of run_tile (it is inlined: a second would double the compiled code)
-        if not taking_over:
-            t = atomic_add(state, 0, 1)
-            if t >= ntiles:
-                if not main:
-                    break
-                t, taking_over = -1, True
-        if taking_over:  # the next tile still open, if any
-            t += 1
-            while t < ntiles and atomic_load(state, 1 + t) != TILE_OPEN:
+    conv_u8_16, conv_u8_32 = bool(uses & 1 << KIND_CONV_U8), bool(uses & 1 << USES_CONV_U8_I32)
+    conv_lut, conv_bits = bool(uses & 1 << KIND_CONV_LUT), bool(uses & 1 << KIND_CONV_BITS)
+    dense_u8, dense_vnni = bool(uses & 1 << KIND_DENSE_U8), bool(uses & 1 << KIND_DENSE_VNNI)
+    dense_bits = bool(uses & 1 << KIND_DENSE_BITS)
+
+    @njit(cache=True, nogil=True)
+    def forward(x, tile, sizes, params, wpool, cpool, taps, scale, offset, final, scores, labels, state, main):
+        """Claim, run and commit tiles of the batch x (N, D) uint8 until none is left to claim.
+
+        state: int64 (1 + tiles,), zero for a new batch, shared by every thread of one call. The ``main``
+        thread (the caller's) then takes over every tile still open -- claimed by a thread that has not
+        committed it, perhaps descheduled -- checking after each layer whether that thread committed after
+        all, and waits for the commits in progress (a copy each), so that the batch is complete when it returns.
+        A tile's images go through every layer (one kernel call per kind) into ``mine``, its own scores.
+        """
+        n = x.shape[0]
+        ntiles = (n + tile - 1) // tile
+        # every scratch array is a view of one allocation (each np.zeros/np.empty type compiles apart)
+        nbits, nrows, nrw, k = (
+            2 * tile * sizes[SLOT_BITS],
+            sizes[SLOT_ROWS] * tile,
+            sizes[SLOT_ROW_WORDS],
+            scores.shape[1],
+        )
+        zeroed = nbits + nrows * nrw + nrows + tile
+        n16, n32, nmine = (sizes[SLOT_I16] + 3) // 4, (sizes[SLOT_I32] + 1) // 2, (tile * k + 1) // 2
+        scratch = np.empty(zeroed + n16 + n32 + nmine, np.int64)
+        for i in range(zeroed):
+            scratch[i] = 0
+        bits = view(scratch, np.uint64, (2, tile, sizes[SLOT_BITS]))
+        rows = view(scratch[nbits:], np.uint64, (nrows, nrw))
+        rowbit = view(scratch[nbits + nrows * nrw :], np.int64, (nrows,))
+        xsum = view(scratch[zeroed - tile :], np.int64, (tile,))
+        ibuf16 = view(scratch[zeroed:], np.int16, (sizes[SLOT_I16],))
+        ibuf32 = view(scratch[zeroed + n16 :], np.int32, (sizes[SLOT_I32],))
+        mine = view(scratch[zeroed + n16 + n32 :], np.int32, (tile, k))
+        image_bits = bits.shape[2] * 64
+        t, taking_over = -1, False
+        while True:  # one copy of the layer loop (a second would double the compiled code)
+            if not taking_over:
+                t = atomic_add(state, 0, 1)
+                if t >= ntiles:
+                    if not main:
+                        break
+                    t, taking_over = -1, True
+            if taking_over:  # the next tile still open, if any
                 t += 1
-            if t >= ntiles:
-                break
-        if run_tile(
-            x,
-            t * tile,
-            min(n, (t + 1) * tile),
-            params,
-            wpool,
-            cpool,
-            taps,
-            mine,
-            bits,
-            rows,
-            rowbit,
-            ibuf16,
-            ibuf32,
-            xsum,
-            state,
-            t if taking_over else -1,
-        ):
-            commit(t, tile, n, mine, scores, labels, scale, offset, final, state)
-    if main:
-        for t in range(ntiles):  # commits in progress: a copy of a tile's scores each
-            while atomic_load(state, 1 + t) != TILE_DONE:
-                pass
+                while t < ntiles and atomic_load(state, 1 + t) != TILE_OPEN:
+                    t += 1
+                if t >= ntiles:
+                    break
+            i0 = t * tile
+            m = min(n, i0 + tile) - i0
+            cur, complete = 0, True
+            for layer in range(params.shape[0]):
+                p = params[layer]
+                kind, n_out_pad, c0 = p[COL_KIND], p[COL_N_OUT_PAD], p[COL_C_OFF]
+                src, dst = bits[cur], bits[1 - cur]
+                dst[:m, :] = 0
+                out = view(dst, np.uint64, (dst.size,))
+                # (gamma, dir * T, dir) per output; a table convolution keeps its tap offsets there instead
+                width = n_out_pad if kind != KIND_CONV_LUT else 0
+                consts = view(cpool[c0:], np.int64, (3, width))
+                if conv_u8_16 and kind == KIND_CONV_U8 and p[COL_ACC16]:
+                    for i in range(m):
+                        conv_u8(x[i0 + i], p, taps, consts, ibuf16, out, i * image_bits)
+                if conv_u8_32 and kind == KIND_CONV_U8 and not p[COL_ACC16]:
+                    for i in range(m):
+                        conv_u8(x[i0 + i], p, taps, consts, ibuf32, out, i * image_bits)
+                if conv_lut and kind == KIND_CONV_LUT:
+                    layer_conv_lut(p, src, m, wpool, cpool, ibuf32, ibuf16, out, image_bits)
+                if conv_bits and kind == KIND_CONV_BITS:
+                    wts = view(wpool[p[COL_W_OFF] :], np.uint64, (n_out_pad, p[COL_NW]))
+                    layer_conv_bits(p, src, m, wts, consts, rows, rowbit, out, image_bits, mine)
+                if dense_u8 and kind == KIND_DENSE_U8:
+                    layer_dense_u8(p, x, i0, m, wpool, consts, rows, xsum, out, image_bits, mine)
+                if dense_vnni and kind == KIND_DENSE_VNNI:
+                    layer_dense_vnni(p, x, i0, m, wpool, consts, out, image_bits, mine)
+                if dense_bits and kind == KIND_DENSE_BITS:
+                    layer_dense_bits(p, src, m, wpool, consts, out, image_bits, mine)
+                cur = 1 - cur
+                if taking_over and atomic_load(state, 1 + t) != TILE_OPEN:
+                    complete = False  # the late thread committed it after all
+                    break
+            if complete:
+                commit(t, tile, n, mine, scores, labels, scale, offset, final, state)
+        if main:
+            for t in range(ntiles):  # commits in progress: a copy of a tile's scores each
+                while atomic_load(state, 1 + t) != TILE_DONE:
+                    pass
+
+    return forward

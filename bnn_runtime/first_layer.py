@@ -15,6 +15,8 @@ from . import cache  # noqa: F401  (the kernel cache locator, before any kernel 
 from .kernels import or_run
 from .layout import (
     COL_C,
+    COL_GRID_H,
+    COL_GRID_W,
     COL_H,
     COL_KH,
     COL_KW,
@@ -149,40 +151,48 @@ def dense_vnni(x, r0, n_img, k4, wv, n_out, consts, last, out, image_bits, score
 
 
 @njit(cache=True, inline="always")
-def pad_image(img, c_in, h, w, ph, pw, pitch, xp):
-    """Copy a uint8 image (C, H, W) into the interior of xp, its zero-padded copy (C, H + 2ph, pitch), flat."""
-    hp = h + 2 * ph
+def pad_image(img, c_in, h, w, ph, pw, sh, sw, gh, gw, xp):
+    """Copy a uint8 image (C, H, W) into xp, its zero-padded polyphase copy (plan.phase_grid): padded pixel
+    (c, y, x) at ((c * SH + y % SH) * SW + x % SW) * GH * GW + (y // SH) * GW + x // SW (stride 1: row by row)."""
+    plane = gh * gw
     for c in range(c_in):
         for y in range(h):
-            dst, src = np.uint64((c * hp + ph + y) * pitch + pw), np.uint64((c * h + y) * w)
-            for x in range(np.uint64(w)):
-                xp[dst + x] = img[src + x]
+            yy = y + ph
+            row = (c * sh + yy % sh) * sw * plane + (yy // sh) * gw
+            src = np.uint64((c * h + y) * w)
+            for x in range(w):
+                xx = x + pw
+                xp[np.uint64(row + (xx % sw) * plane + xx // sw)] = img[src + np.uint64(x)]
 
 
 @njit(cache=True, inline="always")
-def box_sums(xp, c_in, hp, pitch, kh, kw, n, rowsum, box):
-    """box[t] = sum of the C x kh x kw window at flat output position t = y * pitch + x (separable sums)."""
-    m = np.uint64(hp * pitch)
+def box_sums(xp, c_in, sh, sw, gh, gw, kh, kw, n, rowsum, box):
+    """box[t] = sum of the C x kh x kw window of conv output t = yo * GW + xo (separable sums over the phases):
+    per channel and row phase a, rowsum = the kw column taps' sum over that phase's rows; the kh row taps
+    i = a, a + SH, ... add it shifted by (i // SH) rows."""
+    plane = gh * gw
+    m = np.uint64(plane)
     for t in range(np.uint64(n)):
         box[t] = 0
     for c in range(c_in):
-        for t in range(m):
-            rowsum[t] = 0
-        for j in range(kw):
-            off = np.uint64(c * hp * pitch + j)
+        for a in range(min(sh, kh)):
             for t in range(m):
-                rowsum[t] += xp[off + t]
-        for i in range(kh):
-            off = np.uint64(i * pitch)
-            for t in range(np.uint64(n)):
-                box[t] += rowsum[off + t]
+                rowsum[t] = 0
+            for j in range(kw):
+                off = np.uint64(((c * sh + a) * sw + j % sw) * plane + j // sw)
+                for t in range(m):
+                    rowsum[t] += xp[off + t]
+            for i in range(a, kh, sh):
+                off = np.uint64((i // sh) * gw)
+                for t in range(np.uint64(n)):
+                    box[t] += rowsum[off + t]
 
 
 @njit(cache=True, inline="always")
 def tap_sums(xp, taps, o, e, box, n, acc):
     """acc[t] = e (2 A_o - B) at flat output position t, e = sigma_o dir_o = +-1: A_o sums xp[off + t] over
     the taps of output o (taps[o, 0] offsets in taps[o, 1:]), four taps per pass over the map (one long
-    vector loop each, all rows of the padded image: the ``pitch - OW`` extra columns are never read),
+    vector loop each over whole rows of the polyphase grid: the ``GW - OW`` extra columns are never read),
     B = box[t]. |2 A_o - B| <= 255 * fan_in: the int16 variant cannot overflow; sums, products and
     shifts of elements stored back into int16 are done by LLVM in int16 lanes.
     """
@@ -219,36 +229,34 @@ def threshold_bits(acc, th, sft, n, first, pv):
 
 
 @njit(cache=True, inline="always")
-def pool_pack(pv, tmp, pitch, n, geo, o0, nb, out, out0):
+def pool_pack(pv, tmp, gw, n, geo, o0, nb, out, out0):
     """OR-pool the bytes of output bits pv (outputs o0 .. o0 + nb) and pack them channels-last:
     bit out0 + (py * OUT_W + px) * O + o0 + j.
 
-    pv holds the stride-1 map (n positions y * pitch + x); conv output (yo, xo) is its position
-    (yo * SH, xo * SW). The window ORs are two passes of long vector loops (rows into tmp, then
-    columns back into pv) that leave each window's OR at its top-left position, read at
-    (py * POOL_SH * SH) * pitch + px * POOL_SW * SW. geo: the layer's params row.
+    pv holds the conv output map, n positions yo * GW + xo. The window ORs are two passes of long vector
+    loops (rows into tmp, then columns back into pv) that leave each window's OR at its top-left position,
+    read at (py * POOL_SH) * GW + px * POOL_SW. geo: the layer's params row.
     """
-    sh, sw, qh, qw = geo[COL_SH], geo[COL_SW], geo[COL_POOL_H], geo[COL_POOL_W]
-    qsh, qsw = geo[COL_POOL_SH], geo[COL_POOL_SW]
+    qh, qw, qsh, qsw = geo[COL_POOL_H], geo[COL_POOL_W], geo[COL_POOL_SH], geo[COL_POOL_SW]
     n_out, out_h, out_w = geo[COL_N_OUT], geo[COL_OUT_H], geo[COL_OUT_W]
-    nv = np.uint64(n - (qh - 1) * sh * pitch)
+    nv = np.uint64(n - (qh - 1) * gw)
     for t in range(nv):
         tmp[t] = pv[t]
     for dy in range(1, qh):
-        off = np.uint64(dy * sh * pitch)
+        off = np.uint64(dy * gw)
         for t in range(nv):
             tmp[t] |= pv[t + off]
-    nh = nv - np.uint64((qw - 1) * sw)
+    nh = nv - np.uint64(qw - 1)
     for t in range(nh):
         pv[t] = tmp[t]
     for dx in range(1, qw):
-        off = np.uint64(dx * sw)
+        off = np.uint64(dx)
         for t in range(nh):
             pv[t] |= tmp[t + off]
     mask = (np.uint64(1) << np.uint64(nb)) - np.uint64(1)
-    step = np.uint64(qsw * sw)
+    step = np.uint64(qsw)
     for py in range(out_h):
-        r = np.uint64(py * qsh * sh * pitch)
+        r = np.uint64(py * qsh * gw)
         pos = np.uint64(out0 + py * out_w * n_out + o0)
         for px in range(np.uint64(out_w)):
             v = np.uint64(pv[r + px * step]) & mask
@@ -265,28 +273,28 @@ def conv_u8(img, geo, taps, consts, ibuf, out, out0):
 
     s_o = sum_+ x - sum_- x = sigma_o (2 A_o - B): A_o sums only the taps of the rarer sign
     (at most half of them), B is the all-ones box sum shared by every output; consts =
-    (sigma, dir * T, dir). The sums are taken at stride 1 over the rows a pooled output reaches;
-    the bits of up to 8 outputs are gathered per position into one element of pv, which is then
-    OR-pooled, subsampled by the strides and packed (pool_pack). geo: the layer's params row.
-    ibuf (int16 when 255 * fan_in fits, else int32) holds
-    [padded image | sums of one output | box | row sums, later pv | window ORs]
-    (plan.conv_u8_scratch; n <= (HP - KH + 1) * pitch).
+    (sigma, dir * T, dir). The image is laid out in phases of the stride (plan.phase_grid), so that the
+    sums are taken only at the conv outputs a pooled output reaches (strided or not), as long vector
+    loops over positions t = yo * GW + xo (the GW - OW extra columns are computed and never read); the
+    bits of up to 8 outputs are gathered per position into one element of pv, which is then OR-pooled
+    and packed (pool_pack). geo: the layer's params row. ibuf (int16 when 255 * fan_in fits, else int32)
+    holds [polyphase image | sums of one output | box | row sums, later pv | window ORs]
+    (plan.conv_u8_scratch; n <= OH * GW).
     """
     c_in, h, w, kh, kw, ph, pw = geo[COL_C], geo[COL_H], geo[COL_W], geo[COL_KH], geo[COL_KW], geo[COL_PH], geo[COL_PW]
-    hp, pitch, n_out = h + 2 * ph, w + 2 * pw, taps.shape[0]
-    rows = ((geo[COL_OUT_H] - 1) * geo[COL_POOL_SH] + geo[COL_POOL_H] - 1) * geo[COL_SH] + 1  # stride-1 rows used
-    n = rows * pitch
-    n_xp = c_in * hp * pitch + kw  # kw spare elements: the last rows' extra columns read past the image
+    sh, sw, gh, gw, n_out = geo[COL_SH], geo[COL_SW], geo[COL_GRID_H], geo[COL_GRID_W], taps.shape[0]
+    n = ((geo[COL_OUT_H] - 1) * geo[COL_POOL_SH] + geo[COL_POOL_H]) * gw  # the conv output rows used
+    n_xp = c_in * sh * sw * gh * gw + kw  # kw spare elements: the last rows' extra columns read past the image
     xp = ibuf[:n_xp]
     acc = ibuf[n_xp : n_xp + n]
     box = ibuf[n_xp + n : n_xp + 2 * n]
-    rowsum = ibuf[n_xp + 2 * n : n_xp + 2 * n + hp * pitch]
-    tmp = ibuf[n_xp + 2 * n + hp * pitch : n_xp + 3 * n + hp * pitch]
+    rowsum = ibuf[n_xp + 2 * n : n_xp + 2 * n + gh * gw]
+    tmp = ibuf[n_xp + 2 * n + gh * gw : n_xp + 3 * n + gh * gw]
     for t in range(np.uint64(n_xp)):
         xp[t] = 0  # (cheaper than remembering which scratch was zeroed: ~1,000 elements for 28 x 28)
-    pad_image(img, c_in, h, w, ph, pw, pitch, xp)
-    box_sums(xp, c_in, hp, pitch, kh, kw, n, rowsum, box)
-    pv = rowsum  # free once the box sums are done (hp * pitch >= n)
+    pad_image(img, c_in, h, w, ph, pw, sh, sw, gh, gw, xp)
+    box_sums(xp, c_in, sh, sw, gh, gw, kh, kw, n, rowsum, box)
+    pv = rowsum  # free once the box sums are done (gh * gw >= n)
     lim = 2**15 - 1 if ibuf.itemsize == 2 else 2**31 - 1
     for o0 in range(0, n_out, 8):
         nb = min(8, n_out - o0)
@@ -295,4 +303,4 @@ def conv_u8(img, geo, taps, consts, ibuf, out, out0):
             tap_sums(xp, taps, o, consts[0, o] * consts[2, o], box, n, acc)
             tmp[0] = min(max(consts[1, o], -lim), lim)  # the threshold in acc's dtype (tmp is free until pool_pack)
             threshold_bits(acc, tmp[:1], j, n, j == 0, pv)
-        pool_pack(pv, tmp, pitch, n, geo, o0, nb, out, out0)
+        pool_pack(pv, tmp, gw, n, geo, o0, nb, out, out0)

@@ -317,7 +317,7 @@ def im2col_bits(src, img, geo, dst, row0, nw):
 # intrinsics below emit those vector operations directly (numba itself would not vectorise them).
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def lut_grid(src, img, c, h, w, ph, pw, pitch, g, o16, grid):
     """grid[y * pitch + x] = o16 * (the g * C bits of the g padded pixels from (y, x) on), the table row of a tap
     group there: pixel (y, x) of the zero-padded image is source pixel (y - ph, x - pw), bits c .. c + C of

@@ -23,6 +23,10 @@ KIND_NAMES = {
     KIND_CONV_LUT: "conv_lut",
     KIND_DENSE_VNNI: "dense_vnni",
 }
+# what a driver is compiled for (driver.build, Plan.uses): bit k for kind k, and this bit for a first
+# convolution whose sums need int32 (conv_u8 compiles once per buffer type)
+USES_CONV_U8_I32 = len(KIND_NAMES)
+USES_ALL = (1 << (USES_CONV_U8_I32 + 1)) - 1  # every kind: the driver that serves every model (bnn warmup)
 
 # --------------------------------------------------------------------------- columns of a row of Plan.params
 COL_KIND = 0
@@ -56,6 +60,8 @@ COL_ROWS_PER_IMAGE = 27  # im2col rows / bit planes per image
 COL_LUT_G = 28  # conv_lut: pixels per tap group, tap groups, table length (int16)
 COL_LUT_TAPS = 29
 COL_LUT_SIZE = 30
+COL_GRID_H = 31  # conv_u8: rows and pitch of one phase of the padded image (plan.phase_grid)
+COL_GRID_W = 32
 
 COLUMNS = tuple(name for _, name in sorted((v, k[4:].lower()) for k, v in globals().items() if k.startswith("COL_")))
 # the column names, in index order (COLUMNS[COL_X] == "x")

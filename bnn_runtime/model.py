@@ -9,7 +9,9 @@
 Every input goes through ``inputs.prepare_input`` (InputError for anything a kernel cannot
 take) before a kernel runs. Batches up to ``SERIAL_MAX`` images run in the calling thread;
 larger ones are split into tiles of up to ``tile`` images, shared out between ``threads``
-threads (smaller tiles when there are too few images for every thread to get one).
+threads (smaller tiles when there are too few images for every thread to get one). A model
+loaded without ``threads`` takes, per batch, only the cores that other processes leave idle
+(idle.py), up to every core.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 from . import compiled
 from .errors import SettingError
 from .format import BnnFile, read_bnn
+from .idle import IdleCores
 from .inputs import prepare_input
 from .plan import Plan, build_plan
 from .reference import logits_from_scores, softmax
@@ -37,6 +40,7 @@ SERIAL_MAX = 16  # batches up to this size run in the calling thread (no thread 
 TILES_PER_THREAD = 4  # a parallel batch is cut into at least this many tiles per thread (for dynamic sharing)
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
+_IDLE = IdleCores()  # the default thread count of a batch (one sampler for the process)
 
 
 def max_threads() -> int:
@@ -61,10 +65,12 @@ class BnnModel:
             raise SettingError(f"tile must be a positive integer, got {tile!r}")
         self.file = bnn
         self.plan: Plan = build_plan(bnn)
+        self._uses = self.plan.uses  # the layer kinds its driver is compiled for
         self.threads = threads
         if tile is None:
             tile = LARGE_TILE if self.plan.wpool.nbytes > LARGE_WEIGHTS else DEFAULT_TILE
         self.tile = tile
+        self.threads_used = 0  # threads of the last batch
 
     # ------------------------------------------------------------------ what the file says
     @property
@@ -86,6 +92,7 @@ class BnnModel:
     @threads.setter
     def threads(self, value: int | None) -> None:
         self._threads = _check_threads(value)
+        self.adaptive = value is None  # up to ``threads``: the cores other processes leave idle
 
     @property
     def word_ops(self) -> list[int]:
@@ -108,14 +115,18 @@ class BnnModel:
         p = self.plan
         scores = np.empty((n, p.n_scores), np.int32)
         labels = np.empty(n, np.int64)
-        if n <= SERIAL_MAX or self.threads == 1:
+        threads = self.threads
+        if n > SERIAL_MAX and threads > 1 and self.adaptive:
+            threads = _IDLE(threads)
+        if n <= SERIAL_MAX or threads == 1:
             tile, nthreads = min(self.tile, n), 1
         else:
-            tile = min(self.tile, max(SERIAL_MAX // 2, -(-n // (TILES_PER_THREAD * self.threads))))
-            nthreads = min(self.threads, -(-n // tile))
+            tile = min(self.tile, max(SERIAL_MAX // 2, -(-n // (TILES_PER_THREAD * threads))))
+            nthreads = min(threads, -(-n // tile))
+        self.threads_used = nthreads
         state = np.zeros(1 + -(-n // tile), np.int64)
         args = (flat, tile, p.sizes, *p.kernel_args, scores, labels, state)
-        forward = compiled.forward()
+        forward = compiled.forward(self._uses)
         if nthreads <= 1:
             forward(*args, True)
             return scores, labels

@@ -41,6 +41,8 @@ from .bits import n_words, pack_bits, unpack_signs
 from .errors import BnnFormatError
 from .format import BnnFile
 from .layout import (
+    COL_ACC16,
+    COL_KIND,
     COLUMNS,
     KIND_CONV_BITS,
     KIND_CONV_LUT,
@@ -54,6 +56,7 @@ from .layout import (
     SLOT_I32,
     SLOT_ROW_WORDS,
     SLOT_ROWS,
+    USES_CONV_U8_I32,
 )
 from .reference import conv_stride, pool_stride
 
@@ -85,6 +88,15 @@ class Plan:
     def kernel_args(self) -> tuple:
         """The arrays driver.forward takes after the batch, tile and sizes."""
         return self.params, self.wpool, self.cpool, self.taps, self.scale, self.offset, self.final_threshold
+
+    @property
+    def uses(self) -> int:
+        """The layer kinds the driver must be compiled for (layout.USES_*: one bit per kind, conv_u8 int32 apart)."""
+        mask = 0
+        for p in self.params:
+            int32 = p[COL_KIND] == KIND_CONV_U8 and not p[COL_ACC16]
+            mask |= 1 << (USES_CONV_U8_I32 if int32 else int(p[COL_KIND]))
+        return mask
 
 
 @dataclass
@@ -164,13 +176,14 @@ def _consts(layer: dict, bnn: BnnFile, signs: np.ndarray, n_out_pad: int) -> np.
     return c
 
 
-def _conv_taps(signs: np.ndarray, hp: int, pitch: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per output: the taps of its rarer sign as flat offsets (c * hp + i) * pitch + j, and that sign."""
+def _conv_taps(signs: np.ndarray, grid: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Per output: the taps of its rarer sign as flat offsets into the polyphase image (phase_offset), and that
+    sign. grid: the layer's stride and phase grid (``sh, sw, grid_h, grid_w``)."""
     o = len(signs)
     flat = signs.reshape(o, -1)
     c, kh, kw = signs.shape[1:]
     cc, ii, jj = np.meshgrid(np.arange(c), np.arange(kh), np.arange(kw), indexing="ij")
-    offsets = ((cc * hp + ii) * pitch + jj).ravel()
+    offsets = phase_offset(grid, cc, ii, jj).ravel()
     sigma = np.where((flat > 0).sum(axis=1) <= (flat < 0).sum(axis=1), 1, -1)
     chosen = [offsets[flat[k] == sigma[k]] for k in range(o)]
     taps = np.zeros((o, 1 + max(len(t) for t in chosen)), np.int64)
@@ -178,6 +191,23 @@ def _conv_taps(signs: np.ndarray, hp: int, pitch: int) -> tuple[np.ndarray, np.n
         taps[k, 0] = len(t)
         taps[k, 1 : 1 + len(t)] = t
     return taps, sigma
+
+
+def phase_grid(geo: dict) -> dict:
+    """The polyphase layout of a first convolution's zero-padded image (first_layer.conv_u8): the padded
+    pixel (c, y, x) goes to phase (c, y % SH, x % SW), a grid_h x grid_w image, at (y // SH, x // SW), so
+    that conv output (yo, xo) reads tap (c, i, j) at phase_offset(c, i, j) + yo * grid_w + xo: a stride-S
+    convolution is a stride-1 sum over the phases, and only the strided outputs are computed (stride 1:
+    one phase, the padded image itself)."""
+    hp, pitch = geo["h"] + 2 * geo["ph"], geo["w"] + 2 * geo["pw"]
+    return dict(grid_h=-(-hp // geo["sh"]), grid_w=-(-pitch // geo["sw"]))
+
+
+def phase_offset(grid: dict, c, i, j):
+    """Flat offset in the polyphase image of padded pixel (c, i, j) (see phase_grid): phases in (c, y % SH, x % SW)
+    order, each grid_h x grid_w."""
+    sh, sw, gh, gw = grid["sh"], grid["sw"], grid["grid_h"], grid["grid_w"]
+    return ((c * sh + i % sh) * sw + j % sw) * gh * gw + (i // sh) * gw + j // sw
 
 
 def lut_layout(c: int, kw: int) -> tuple[int, int]:
@@ -280,9 +310,10 @@ def conv_geometry(layer: dict) -> dict:
 
 
 def conv_u8_scratch(geo: dict) -> int:
-    """Elements of first_layer.conv_u8's buffer: padded image + kw, 3 maps of stride-1 rows, row sums."""
-    hp, pitch = geo["h"] + 2 * geo["ph"], geo["w"] + 2 * geo["pw"]
-    return geo["c"] * hp * pitch + geo["kw"] + 3 * (hp - geo["kh"] + 1) * pitch + hp * pitch
+    """Elements of first_layer.conv_u8's buffer (geo: conv_geometry with phase_grid): the polyphase image + kw,
+    3 maps of the output rows (grid_w wide), row sums of one phase."""
+    gh, gw = geo["grid_h"], geo["grid_w"]
+    return geo["c"] * geo["sh"] * geo["sw"] * gh * gw + geo["kw"] + 3 * geo["oh"] * gw + gh * gw
 
 
 # --------------------------------------------------------------------------- one planner per layer kind
@@ -291,9 +322,9 @@ def conv_u8_scratch(geo: dict) -> int:
 def plan_conv_u8(li: LayerInput) -> LayerPlan:
     """First convolution on uint8 pixels: per output, the taps of its rarer sign and that sign (first_layer.conv_u8)."""
     geo = conv_geometry(li.layer)
+    geo |= phase_grid(geo)
     o, n_out_pad = li.n_out, _round_up(li.n_out, BLOCK)
-    hp, pitch = geo["h"] + 2 * geo["ph"], geo["w"] + 2 * geo["pw"]
-    taps, sigma = _conv_taps(li.signs.reshape(o, geo["c"], geo["kh"], geo["kw"]), hp, pitch)
+    taps, sigma = _conv_taps(li.signs.reshape(o, geo["c"], geo["kh"], geo["kw"]), geo)
     acc16 = int(255 * li.layer["fan_in"] <= INT16_MAX)
     consts = li.consts(n_out_pad)
     consts[0, :o] = sigma

@@ -35,7 +35,7 @@ def layer_times(model, x, repeats: int = 15) -> list[dict]:
     layers = model.file.layers
     plans = [_prefix(model.plan, k) for k in range(1, len(layers))] + [model.plan]
     best = [np.inf] * len(plans)
-    forward = compiled.forward()
+    forward = compiled.forward(model.plan.uses)
     state = np.zeros(1 + -(-len(x) // tile), np.int64)
     for _ in range(repeats + 1):  # the first round warms up
         for k, p in enumerate(plans):

@@ -21,25 +21,45 @@ from .bits import unpack_bits, unpack_signs
 from .format import BnnFile
 from .inputs import prepare_input
 
+PATCH_ELEMENTS = 1 << 22  # im2col elements per step of _conv_sums (32 MiB as int64)
+
 
 def _values(bits: np.ndarray, encoding: str) -> np.ndarray:
     return bits.astype(np.int64) * 2 - 1 if encoding == "pm1" else bits.astype(np.int64)
 
 
 def _conv_sums(a: np.ndarray, w: np.ndarray, padding: tuple[int, int], stride: tuple[int, int] = (1, 1)) -> np.ndarray:
-    """a: (N, C, H, W) int64, w: (O, C, kh, kw) int64 -> (N, O, OH, OW) int64."""
+    """a: (N, C, H, W) int64, w: (O, C, kh, kw) int64 -> (N, O, OH, OW) int64.
+
+    The patches of a few images at a time (im2col, fan-in order (c, i, j)) times the weight rows, in the
+    float type that holds every partial sum exactly (_exact_dtype): the integer sums of the definition,
+    in BLAS time."""
     ph, pw = padding
-    a = np.pad(a, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    windows = sliding_window_view(a, w.shape[2:], axis=(2, 3))[
-        :, :, :: stride[0], :: stride[1]
-    ]  # (N, C, OH, OW, kh, kw)
-    return np.einsum("ncyxij,ocij->noyx", windows, w, optimize=True)
+    o, c, kh, kw = w.shape
+    dtype = _exact_dtype(a, w, c * kh * kw)
+    a = np.pad(a.astype(dtype, copy=False), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    windows = sliding_window_view(a, (kh, kw), axis=(2, 3))[:, :, :: stride[0], :: stride[1]]  # (N, C, OH, OW, kh, kw)
+    n, _, oh, ow = windows.shape[:4]
+    wt = w.reshape(o, -1).T.astype(dtype)
+    step = max(1, PATCH_ELEMENTS // max(1, oh * ow * c * kh * kw))
+    out = np.empty((n, o, oh, ow), np.int64)
+    for i in range(0, n, step):
+        patches = windows[i : i + step].transpose(0, 2, 3, 1, 4, 5).reshape(-1, c * kh * kw)
+        out[i : i + step] = (patches @ wt).astype(np.int64).reshape(-1, oh, ow, o).transpose(0, 3, 1, 2)
+    return out
 
 
 def _or_pool(bits: np.ndarray, size: tuple[int, int], stride: tuple[int, int]) -> np.ndarray:
-    """OR (max) of 0/1 bits over size windows every stride pixels; a remainder that fits no window is dropped."""
-    windows = sliding_window_view(bits, size, axis=(2, 3))[:, :, :: stride[0], :: stride[1]]
-    return windows.max(axis=(4, 5))
+    """OR (max) of 0/1 bits over size windows every stride pixels; a remainder that fits no window is dropped.
+
+    The OR of the window's shifted, strided views: out[y, x] = OR over (dy, dx) of bits[y * sh + dy, x * sw + dx]."""
+    (qh, qw), (sh, sw) = size, stride
+    oh, ow = (bits.shape[2] - qh) // sh + 1, (bits.shape[3] - qw) // sw + 1
+    out = np.zeros((*bits.shape[:2], oh, ow), bits.dtype)
+    for dy in range(qh):
+        for dx in range(qw):
+            np.maximum(out, bits[:, :, dy : dy + (oh - 1) * sh + 1 : sh, dx : dx + (ow - 1) * sw + 1 : sw], out=out)
+    return out
 
 
 def conv_stride(layer: dict) -> tuple[int, int]:
@@ -62,13 +82,19 @@ def layer_sums(model: BnnFile, layer: dict, a: np.ndarray) -> np.ndarray:
     return _exact_matmul(a.reshape(len(a), -1), w.T)
 
 
+def _exact_dtype(a: np.ndarray, b: np.ndarray, fan_in: int):
+    """The float type in which every partial sum of a dot product of ``fan_in`` terms a_i b_i is an integer it
+    holds exactly (|sum| <= bound < 2**24 for float32, 2**53 for float64), so that BLAS, adding in any order,
+    gives the exact integer sums; int64 (no BLAS) when neither does."""
+    bound = float(np.abs(a).max(initial=0)) * float(np.abs(b).max(initial=0)) * fan_in
+    return np.float32 if bound < 2.0**24 else np.float64 if bound < 2.0**53 else np.int64
+
+
 def _exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a @ b for int64 matrices, through float64 BLAS when every sum is an integer below 2**53 and so
-    exact in any order of addition (NumPy's integer matmul has no BLAS: minutes for a 4096-wide MLP)."""
-    bound = float(np.abs(a).max(initial=0)) * float(np.abs(b).max(initial=0)) * a.shape[1]
-    if bound < 2.0**53:
-        return (a.astype(np.float64) @ b.astype(np.float64)).astype(np.int64)
-    return a @ b
+    """a @ b for integer matrices, exactly, in the float type of _exact_dtype (NumPy's integer matmul has no
+    BLAS: minutes for a 4096-wide MLP or a 10,000-image export)."""
+    dtype = _exact_dtype(a, b, a.shape[1])
+    return (a.astype(dtype) @ b.astype(dtype)).astype(np.int64)
 
 
 def threshold_bits(model: BnnFile, layer: dict, s: np.ndarray) -> np.ndarray:

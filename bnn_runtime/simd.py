@@ -540,3 +540,48 @@ def atomic_store(typingctx, arr, i, v):
         return context.get_dummy_value()
 
     return types.none(arr, types.int64, types.int64), codegen
+
+
+# --------------------------------------------------------------------------- views without numba's checks
+
+
+@intrinsic
+def view(typingctx, a, dtype, shape):
+    """A C-contiguous array a seen as ``dtype`` with ``shape`` (a tuple of int64), unchecked: the caller
+    guarantees prod(shape) * itemsize <= a.nbytes. (numba's reshape and view check the sizes, and compiling
+    their error messages costs seconds of every first start.)"""
+    if not (
+        isinstance(a, types.Array)
+        and a.layout == "C"
+        and isinstance(dtype, types.NumberClass)
+        and isinstance(shape, types.UniTuple)
+        and isinstance(shape.dtype, types.Integer)
+    ):
+        return None
+    ret = types.Array(dtype.instance_type, shape.count, "C")
+
+    def codegen(context, builder, sig, args):
+        from numba.core.imputils import impl_ret_borrowed
+        from numba.np.arrayobj import populate_array
+
+        src = context.make_array(sig.args[0])(context, builder, args[0])
+        dst = context.make_array(ret)(context, builder)
+        i64 = ir.IntType(64)
+        dims = [builder.sext(d, i64) if d.type.width < 64 else d for d in cgutils.unpack_tuple(builder, args[2])]
+        size = context.get_abi_sizeof(context.get_data_type(ret.dtype))
+        strides, step = [], ir.Constant(i64, size)
+        for d in reversed(dims):
+            strides.insert(0, step)
+            step = builder.mul(step, d)
+        populate_array(
+            dst,
+            data=builder.bitcast(src.data, dst.data.type),
+            shape=dims,
+            strides=strides,
+            itemsize=ir.Constant(i64, size),
+            meminfo=src.meminfo,
+            parent=src.parent,
+        )
+        return impl_ret_borrowed(context, builder, ret, dst._getvalue())
+
+    return ret(a, dtype, shape), codegen

@@ -137,7 +137,8 @@ def _print_load(result: dict) -> None:
     for col in ("engine", f"img/s @{result['batch']}", "per round", "p50 us", "p90 us"):
         table.add_column(col, justify="right" if col != "engine" else "left", no_wrap=True)
     names = {
-        "runtime_default_threads": f"bnn runtime, {result['default_threads']} threads (default)",
+        "runtime_default_threads": f"bnn runtime, default: up to {result['default_threads']} threads, the idle cores "
+        f"(last batch: {result['default_threads_used']})",
         "runtime_1_thread": "bnn runtime, 1 thread",
         "onnxruntime_fp32": "ORT fp32 (default threads)",
     }

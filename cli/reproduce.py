@@ -8,12 +8,13 @@ from typing import Annotated
 
 import typer
 
-from bnn_train.reproduce.experiments import PAPER_RUNS
+from bnn_train.reproduce.experiments import PAPER_RUNS, POOL_READINGS
 
-from .choices import Device
+from .choices import Device, _enum
 from .common import CliError, command_line, positive, progress_bar, stderr_console
 from .paths import check_output_dir
 
+PoolReading = _enum("PoolReading", POOL_READINGS)
 DEFAULT_ENSEMBLE = 8  # runs of a cell trained together by default on a GPU (the throughput benchmark's K)
 
 
@@ -70,6 +71,14 @@ def reproduce(
             "(needs the [ray] extra; --out on storage every worker sees)."
         ),
     ] = None,
+    pool: Annotated[
+        PoolReading,
+        typer.Option(
+            help="LeNet-5 pooling: qmean = the paper's quadratic mean after the activation (§4.1); max = max-pool "
+            "the pre-activations, then the activation "
+            "(docs/REPRODUCTION.md, 'Step/I: the gap, settled')."
+        ),
+    ] = "qmean",
     ensemble: Annotated[
         int | None,
         typer.Option(
@@ -85,7 +94,7 @@ def reproduce(
     Every run: plain SGD without momentum; loss averaged over the batch (summed in table3).
     Cross-entropy for the MLP and LeNet-5, squared error on the output for the SUC.
     Float weights, torch's default init, BatchNorm only for +bn, gradient-norm clip 1 for +gc.
-    LeNet-5 pools with the quadratic mean, also with a Heaviside forward.
+    LeNet-5 pools with the quadratic mean, also with a Heaviside forward (--pool max: the other reading).
     Run i of a cell uses seed SEED + i. Run the same command again to resume.
     Reasons and our results: docs/REPRODUCTION.md.
     """
@@ -96,7 +105,7 @@ def reproduce(
         return
     if table is None:
         raise CliError(f"name an experiment ({', '.join(EXPERIMENTS)}) or pass --list")
-    exp = get_experiment(table)
+    exp = get_experiment(table, pool=PoolReading(pool).value)
     if ensemble is None:
         ensemble = DEFAULT_ENSEMBLE if device.value == "cuda" or (device.value == "auto" and _has_cuda()) else 1
     if ensemble < 1:

@@ -12,22 +12,24 @@ def warmup(
     model_path: Annotated[
         Path | None,
         typer.Argument(
-            metavar="[MODEL.bnn]", exists=True, dir_okay=False, help="Also load this model and run it once."
+            metavar="[MODEL.bnn]", exists=True, dir_okay=False, help="Compile only what this model needs, and run it."
         ),
     ] = None,
 ) -> None:
     """Compile the runtime's kernels for this CPU once, so that the first prediction starts at once.
 
-    One compiled driver serves every model, so MODEL is optional (it only checks that the model
-    loads and runs). The cache is BNN_CACHE_DIR when set, else beside the installed package, else
-    the user's cache directory (~/.cache/bnn); in a container build: `RUN bnn warmup`.
+    Without MODEL it compiles the driver for every layer kind, which then serves every model; with MODEL
+    only the kernels that model needs (faster), and runs it once. The cache is BNN_CACHE_DIR when set,
+    else beside the installed package, else the user's cache directory (~/.cache/bnn); in a container
+    build: `RUN bnn warmup` (or `RUN bnn warmup model.bnn`).
     """
     import numpy as np
 
     from bnn_runtime import cache, compiled
 
-    compiled.forward()
-    if model_path is not None:
+    if model_path is None:
+        compiled.forward()
+    else:
         from bnn_runtime.model import SERIAL_MAX, load
 
         model = load(model_path)

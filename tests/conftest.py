@@ -17,6 +17,15 @@ settings.register_profile("bnn", deadline=None, suppress_health_check=[HealthChe
 settings.load_profile("bnn")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_driver_for_every_kind():
+    """The tests share the runtime's driver for every layer kind (as after ``bnn warmup``): one compile, not
+    one per random layout; test_runtime_portable runs the golden models on their own kernels."""
+    from bnn_runtime import compiled
+
+    compiled.forward()
+
+
 def run_cli(*args: str):
     return CliRunner().invoke(app, [str(a) for a in args])
 

@@ -286,3 +286,51 @@ def test_out_holding_another_reproduction_is_refused(tmp_path):
     result = run_cli("reproduce", "table2", "--epochs", "1", "--runs", "1", "--out", out)
     assert_user_error(result, "experiment=table13, not table2", code=1)
     assert json.loads((out / "reproduce.json").read_text())["experiment"] == "table13"
+
+
+# --------------------------------------------------------------------------- --pool: the Step/I reading
+
+
+def _module_kinds(model) -> list[str]:
+    return [type(m).__name__ for m in model]
+
+
+def test_pool_max_changes_only_the_lenet5_pooling():
+    """``--pool max`` (docs/REPRODUCTION.md, "Step/I: the gap, settled") max-pools the pre-activations and then
+    applies the step; every other setting of every cell stays the paper's."""
+    from dataclasses import replace
+
+    paper, other = get_experiment("table14"), get_experiment("table14", pool="max")
+    assert (paper.pool, other.pool) == ("qmean", "max") and get_experiment("table14", pool="qmean") is paper
+    for cell in paper.cells():
+        a = paper.run_config(cell, epochs=3, seed=7, device="cpu")
+        b = other.run_config(cell, epochs=3, seed=7, device="cpu")
+        assert b == replace(a, model=replace(a.model, pool="max"))
+    cell = next(c for c in paper.cells() if c.config == "heaviside/const")
+    kinds = {}
+    for exp in (paper, other):
+        cfg = exp.run_config(cell, epochs=1, seed=0, device="cpu")
+        kinds[exp.pool] = _module_kinds(build_model(cfg.with_dataset(*cfg.train.dataset_shape(), 1.0).model))
+    assert kinds["qmean"][1:5] == ["Conv2d", "Activation", "QuadMeanPool2d", "Conv2d"]
+    assert kinds["max"][1:5] == ["Conv2d", "MaxPool2d", "Activation", "Conv2d"]
+    assert kinds["qmean"].count("QuadMeanPool2d") == 2 and "QuadMeanPool2d" not in kinds["max"]
+
+
+def test_pool_is_part_of_the_reproduction_it_resumes(tmp_path):
+    paper, other = get_experiment("table14"), get_experiment("table14", pool="max")
+    runner.check_manifest(tmp_path, paper, 1, 0)
+    assert json.loads((tmp_path / "reproduce.json").read_text())["pool"] == "qmean"
+    with pytest.raises(ReproduceError, match="pool=qmean, not max"):
+        runner.check_manifest(tmp_path, other, 1, 0)
+    # a manifest written before --pool existed describes the paper's pooling
+    (tmp_path / "reproduce.json").write_text(json.dumps({"experiment": "table14", "epochs": 1, "seed": 0}))
+    runner.check_manifest(tmp_path, paper, 1, 0)
+    with pytest.raises(ReproduceError, match="pool=qmean, not max"):
+        runner.check_manifest(tmp_path, other, 1, 0)
+    assert "Pooling: max" in markdown(other, [], 1, 0, ["cpu"]) and "Pooling" not in markdown(paper, [], 1, 0, ["cpu"])
+
+
+def test_pool_max_is_refused_for_a_table_without_lenet5(tmp_path):
+    out = tmp_path / "out"
+    assert_user_error(run_cli("reproduce", "table13", "--pool", "max", "--out", out), "LeNet-5 tables only", code=1)
+    assert not out.exists()

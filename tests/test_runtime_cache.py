@@ -91,14 +91,14 @@ def test_bnn_warmup_with_an_unwritable_cache_is_one_line(tmp_path):
 def test_bnn_warmup_says_once_when_it_compiles(monkeypatch):
     """With no ready marker for this CPU the CLI prints the notice once (here the kernels then load from the
     cache); with the marker, nothing."""
-    monkeypatch.setattr(compiled, "_forward", None)
-    monkeypatch.setattr(cache, "is_ready", lambda: False)
+    monkeypatch.setattr(compiled, "_drivers", {})
+    monkeypatch.setattr(cache, "is_ready", lambda uses: False)
     result = run_cli("warmup")
     assert result.exit_code == 0, result.output
     assert result.stderr.count(compiled.NOTICE) == 1
     assert f"kernels ready in {cache.cache_dir()}" in result.stdout
-    monkeypatch.setattr(compiled, "_forward", None)
     monkeypatch.undo()
+    monkeypatch.setattr(compiled, "_drivers", {})
     result = run_cli("warmup")
     assert result.exit_code == 0 and compiled.NOTICE not in result.stderr
 
@@ -129,3 +129,22 @@ def test_a_fresh_cache_compiles_once_then_loads(tmp_path):
     assert all(r.returncode == 0 for r in runs), runs[0].stderr[-2000:]
     assert runs[0].stderr.count(compiled.NOTICE) == 1 and compiled.NOTICE not in runs[1].stderr
     assert list(tmp_path.glob("numba-*/ready-*"))
+
+
+def test_a_warm_process_loads_the_driver_without_numba_s_compiler_modules():
+    """A process that finds its driver in the cache loads machine code only (cache.QuickLoadCache): numba's
+    lowering modules (numba.np.linalg, which imports scipy where installed) stay unloaded, and the scores are
+    the golden ones. (The session's driver for every kind is in the cache: conftest.)"""
+    golden = ROOT / "tests" / "golden" / "lenet5_mnist"
+    code = (
+        "import sys, numpy as np, bnn_runtime\n"
+        f"f = np.load({str(golden) + '.npz'!r})\n"
+        f"m = bnn_runtime.load({str(golden) + '.bnn'!r})\n"
+        "assert np.array_equal(m.scores(f['x']), f['scores'])\n"
+        "assert np.array_equal(m.scores(f['x'][:1]), f['scores'][:1])\n"
+        "print('numba.np.linalg' in sys.modules)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT))  # the same cache directory as this process
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"

@@ -290,7 +290,7 @@ def test_im2col_bits_is_the_padded_patch(c, h, w, kh, kw, ph, pw, seed, stride, 
     *GEOMETRY,
 )
 def test_first_conv_sums_threshold_and_pool(c, h, w, k, pad, dtype, seed, stride, pool, pool_stride):
-    from bnn_runtime.plan import _conv_taps, conv_u8_scratch
+    from bnn_runtime.plan import _conv_taps, conv_u8_scratch, phase_grid
 
     rng = np.random.default_rng(seed)
     k = min(k, h + 2 * pad, w + 2 * pad)
@@ -303,7 +303,9 @@ def test_first_conv_sums_threshold_and_pool(c, h, w, k, pad, dtype, seed, stride
     if oh < pool[0] or ow < pool[1]:
         return
     signs = rng.choice(np.array([-1, 1], np.int8), (n_out, c, k, k))
-    taps, sigma = _conv_taps(signs, hp, pitch)
+    grid = dict(c=c, h=h, w=w, kh=k, kw=k, ph=pad, pw=pad, sh=stride[0], sw=stride[1], oh=oh)
+    grid |= phase_grid(grid)
+    taps, sigma = _conv_taps(signs, grid)
     padded = np.pad(img.astype(np.int64), ((0, 0), (pad, pad), (pad, pad)))
     s = np.einsum("cyxij,ocij->oyx", np.lib.stride_tricks.sliding_window_view(padded, (k, k), axis=(1, 2)), signs)
     s = s[:, :: stride[0], :: stride[1]][:, :oh, :ow]
@@ -311,10 +313,12 @@ def test_first_conv_sums_threshold_and_pool(c, h, w, k, pad, dtype, seed, stride
     d = rng.choice([-1, 1], n_out)
     consts = np.stack([sigma, d * t, d]).astype(np.int64)
     geo = _geometry(c, h, w, k, k, pad, pad, stride, pool, pool_stride, n_out)
-    from bnn_runtime.layout import COL_OUT_H, COL_OUT_W
+    from bnn_runtime.layout import COL_GRID_H, COL_GRID_W, COL_OUT_H, COL_OUT_W
+
+    geo[COL_GRID_H], geo[COL_GRID_W] = grid["grid_h"], grid["grid_w"]
 
     out_h, out_w = geo[COL_OUT_H], geo[COL_OUT_W]
-    size = conv_u8_scratch(dict(c=c, h=h, w=w, kh=k, kw=k, ph=pad, pw=pad))
+    size = conv_u8_scratch(grid)
     ibuf = np.full(size, 77, dtype)  # dirty scratch
     words = n_words(out_h * out_w * n_out) + 1
     out = np.zeros(2 * words, np.uint64)

@@ -11,7 +11,9 @@ gives the reasons):
   bnn_train's squared error on the output activation for the SUC);
 * weights: float everywhere, also in Tables 13/14 ("BNN" there means a Heaviside forward);
 * BatchNorm only for a ``+bn`` configuration; ``+gc`` clips the global gradient norm at 1;
-* LeNet-5 pools with the quadratic mean (§4.1) in every table, the Heaviside ones included;
+* LeNet-5 pools with the quadratic mean (§4.1) in every table, the Heaviside ones included
+  (``bnn reproduce --pool max`` is the other reading: max-pool the pre-activations, then the step;
+  docs/REPRODUCTION.md, "Step/I: the gap, settled");
 * the MLP is "two-layer": one hidden layer of ``hidden`` units;
 * torch's default initialisation; bnn_train's datasets and splits;
 * none of bnn train's accuracy recipe (``PLAIN_TRAINING``: no augmentation, no label smoothing).
@@ -28,6 +30,7 @@ from ..errors import ReproduceError
 if TYPE_CHECKING:  # bnn_train.config imports torch: not needed for --list or a bad request
     from ..config import RunConfig
 
+POOL_READINGS = ("qmean", "max")  # LeNet-5 pooling of a reproduction: the paper's §4.1, or max before the step
 GRAD_CLIP_NORM = 1.0  # the "+gc" of Table 11 (the paper gives no value)
 PAPER_RUNS = 20  # §4.3: "each experiment was independently executed 20 times"
 
@@ -100,6 +103,7 @@ class Experiment:
     dims: tuple[int, ...] = ()  # SUC on `ones`: input dimension
     hiddens: tuple[int, ...] = ()  # MLP: width of the one hidden layer
     loss_reduction: str = "mean"  # "sum" for Table 3 (docs/REPRODUCTION.md)
+    pool: str = "qmean"  # LeNet-5 pooling, one of POOL_READINGS (bnn reproduce --pool)
     note: str = ""
 
     @property
@@ -140,7 +144,7 @@ class Experiment:
             weights="float",
             batchnorm="bn" in extras,
             hidden=(cell.hidden,) if cell.hidden is not None else ModelConfig.hidden,
-            pool="qmean",
+            pool=self.pool,
             init="default",
             act_params=ActParams(),
         )
@@ -329,11 +333,19 @@ EXPERIMENTS: dict[str, Experiment] = {
 }
 
 
-def get_experiment(name: str) -> Experiment:
+def get_experiment(name: str, pool: str | None = None) -> Experiment:
+    """The experiment ``name``, with LeNet-5 pooling ``pool`` (one of POOL_READINGS) in place of its own if given."""
     key = name.strip().lower()
     if key not in EXPERIMENTS:
         raise ReproduceError(f"unknown experiment {name!r}; choose one of: {', '.join(EXPERIMENTS)}")
-    return EXPERIMENTS[key]
+    exp = EXPERIMENTS[key]
+    if pool is None or pool == exp.pool:
+        return exp
+    if pool not in POOL_READINGS:
+        raise ReproduceError(f"--pool must be one of {', '.join(POOL_READINGS)}, got {pool!r}")
+    if exp.model != "lenet5":
+        raise ReproduceError(f"--pool applies to the LeNet-5 tables only; {exp.name} trains the {exp.model}")
+    return replace(exp, pool=pool)
 
 
 _KEYS = {"bs": "batch_size", "lr": "lr", "dim": "dim", "hidden": "hidden", "config": "config"}

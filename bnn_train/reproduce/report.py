@@ -126,6 +126,12 @@ def markdown(
         + (f"–{max(ns)}" if ns and max(ns) != min(ns) else "")
         + f" (paper: 20); {epochs} epochs; run i uses seed {seed} + i; device {', '.join(devices) or '—'}.",
     ]
+    if exp.model == "lenet5" and exp.pool != "qmean":
+        lines += [
+            "",
+            f"Pooling: {exp.pool} on the pre-activations, then the activation (`--pool {exp.pool}`), "
+            "not the paper's quadratic mean.",
+        ]
     if command:
         lines += ["", f"`{command}`"]
     if exp.note:

@@ -94,12 +94,13 @@ def plan(cells: list[Cell], runs: int, seed: int) -> list[RunSpec]:
 def check_manifest(out: Path, exp: Experiment, epochs: int, seed: int) -> None:
     """Write ``reproduce.json``, or check that an existing one describes the same reproduction."""
     path = out / MANIFEST
-    want = {"experiment": exp.name, "epochs": epochs, "seed": seed}
+    want = {"experiment": exp.name, "epochs": epochs, "seed": seed, "pool": exp.pool}
     if path.exists():
         try:
             have = json.loads(path.read_text())
         except (OSError, ValueError):
             raise ReproduceError(f"{path} is unreadable; remove it or choose another --out") from None
+        have.setdefault("pool", "qmean")  # written before --pool existed: the paper's pooling
         for k, v in want.items():
             if have.get(k) != v:
                 same = "" if k == "experiment" else f"pass --{k} {have.get(k)} or "
