@@ -10,11 +10,14 @@ import numpy as np
 import torch
 
 from bnn_runtime.format import VERSION
+from bnn_train.budget import sample_batch
 from bnn_train.config import ModelConfig, RunConfig, TrainConfig
 from bnn_train.models import build_model
 from bnn_train.train import recompute_batchnorm
 
 from .fold import fold
+
+SAMPLE_IMAGES = 64  # random inputs whose statistics set the BatchNorm thresholds
 
 
 @torch.no_grad()
@@ -26,10 +29,11 @@ def synthetic_bnn(
         model="arch", arch=spec, act=act, in_shape=tuple(in_shape), num_classes=num_classes, input_scale=1 / 255
     )
     cfg.validate()
+    n = sample_batch(cfg, SAMPLE_IMAGES)  # fewer images for a network too large for 64 in memory; refused if not 2
     torch.manual_seed(seed)
     model = build_model(cfg)
-    x = torch.from_numpy(np.random.default_rng(seed).integers(0, 256, size=(64, *in_shape), dtype=np.uint8))
-    recompute_batchnorm(model, x, 64)
+    x = torch.from_numpy(np.random.default_rng(seed).integers(0, 256, size=(n, *in_shape), dtype=np.uint8))
+    recompute_batchnorm(model, x, n)
     layers, arrays = fold(model.eval(), tuple(in_shape))
     manifest = {
         "format": "bnn",

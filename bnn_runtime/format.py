@@ -35,7 +35,7 @@ import numpy as np
 from . import limits
 from .bits import n_words, padding_is_zero
 from .errors import BnnFormatError, dims
-from .fileio import atomic_write_bytes
+from .fileio import atomic_write_bytes, special_file
 from .pixels import InputSpec
 
 MAGIC = b"BNNMODEL"
@@ -152,6 +152,8 @@ def write_bnn(path: str | Path, manifest: dict, arrays: dict[str, np.ndarray]) -
 def read_bnn(path: str | Path) -> BnnFile:
     """Read and fully validate a .bnn file."""
     path = Path(path)
+    if special_file(path):
+        raise BnnFormatError(f"{path}: not a regular file (a device, pipe or socket), not a .bnn file")
     try:
         if path.is_file() and path.stat().st_size > limits.MAX_FILE_BYTES:
             raise BnnFormatError(
@@ -201,7 +203,7 @@ def parse(data: bytes, source: str = "<bytes>") -> BnnFile:
     except zlib.error as e:
         fail(f"manifest is not zlib-compressed JSON ({e})")
     try:
-        return _validate(limits.load_manifest_json(text), body[m_len:], version)
+        return _validate(limits.load_manifest_json(text), body[m_len:], version, file_bytes=len(data))
     except BnnFormatError as e:
         fail(str(e))
 
@@ -332,7 +334,7 @@ def _pool_geometry(pool: dict, where: str, out_spatial: tuple[int, int], version
     return pooled
 
 
-def _validate(manifest: Any, data: bytes, version: int = VERSION) -> BnnFile:
+def _validate(manifest: Any, data: bytes, version: int, file_bytes: int) -> BnnFile:
     S = _Schema
     if not isinstance(manifest, dict):
         raise BnnFormatError("manifest must be a JSON object")
@@ -454,7 +456,7 @@ def _validate(manifest: Any, data: bytes, version: int = VERSION) -> BnnFile:
         cur_shape = (out, *out_spatial)
         if shape_out != cur_shape:
             raise BnnFormatError(f"{where}.out_shape {list(shape_out)} disagrees with its parameters {list(cur_shape)}")
-    limits.check_budget(costs)
+    limits.check_budget(costs, file_bytes=file_bytes, input_bytes=math.prod(shape))
     unused = set(arrays) - used
     if unused:
         raise BnnFormatError(f"arrays {sorted(unused)} belong to no layer")

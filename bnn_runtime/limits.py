@@ -24,6 +24,9 @@ MAX_LAYERS = 1024
 MAX_CLASSES = 2**16
 MAX_SCRATCH_BYTES = 2**28  # working memory of one image (see scratch_bytes)
 MAX_WORK = 2**32  # multiply-accumulates of one image (see layer_cost)
+# Scratch per image may be at most this many times (file bytes + input bytes per image): 8 bytes (an int64 sum)
+# times 512 output channels at every input pixel. Why this multiple: docs/FORMAT.md "Limits".
+SCRATCH_PER_BYTE = 8 * 512
 INT32_MAX = 2**31 - 1  # every sum and threshold of the format is an int32
 
 
@@ -111,14 +114,28 @@ def layer_cost(
     return scratch, out * positions * fan_in
 
 
-def check_budget(costs: list[tuple[str, int, int]]) -> None:
-    """Refuse a model whose per-image scratch memory or work (summed over its layers) exceeds the caps."""
+def scratch_allowance(file_bytes: int, input_bytes: int) -> int:
+    """The most scratch memory per image a file of ``file_bytes`` on inputs of ``input_bytes`` may ask for:
+    ``SCRATCH_PER_BYTE`` times their sum, and never more than ``MAX_SCRATCH_BYTES``."""
+    return min(MAX_SCRATCH_BYTES, SCRATCH_PER_BYTE * (file_bytes + input_bytes))
+
+
+def check_budget(costs: list[tuple[str, int, int]], file_bytes: int, input_bytes: int) -> None:
+    """Refuse a model whose per-image scratch memory or work (summed over its layers) exceeds the caps: the
+    absolute ones, and for scratch the one in proportion to the file's size (``scratch_allowance``)."""
     scratch = sum(s for _, s, _ in costs)
     work = sum(w for _, _, w in costs)
+    worst = max(costs, key=lambda c: c[1])[0]
     if scratch > MAX_SCRATCH_BYTES:
-        worst = max(costs, key=lambda c: c[1])[0]
         raise BnnFormatError(
             f"layers need {scratch} bytes of scratch memory per image (at most {MAX_SCRATCH_BYTES}; most in {worst})"
+        )
+    allowed = scratch_allowance(file_bytes, input_bytes)
+    if scratch > allowed:
+        raise BnnFormatError(
+            f"layers need {scratch} bytes of scratch memory per image, out of proportion to a file of {file_bytes} "
+            f"bytes on {input_bytes}-byte inputs (at most SCRATCH_PER_BYTE {SCRATCH_PER_BYTE} x "
+            f"({file_bytes} + {input_bytes}) = {allowed}; most in {worst})"
         )
     if work > MAX_WORK:
         worst = max(costs, key=lambda c: c[2])[0]

@@ -20,6 +20,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from bnn_runtime.limits import MAX_LAYERS
+
 from .errors import ConfigError
 
 GRAMMAR = (
@@ -73,9 +75,17 @@ def _positive(token: str, what: str, value: str | None, default: int, minimum: i
     return n
 
 
+def _repeat(token: str, value: str | None) -> int:
+    """A token's repeat count, at most the layers a .bnn file may hold (checked before the list is built)."""
+    count = _positive(token, "the repeat count", value, 1)
+    if count > MAX_LAYERS:
+        raise _bad(token, f"the repeat count must be <= {MAX_LAYERS} (the layers a .bnn file may hold), got {count}")
+    return count
+
+
 def _parse_token(token: str) -> list[Layer]:
     if m := _CONV.fullmatch(token):
-        count = _positive(token, "the repeat count", m[1], 1)
+        count = _repeat(token, m[1])
         k = _positive(token, "the kernel size", m[3], 1)
         conv = Conv(
             token,
@@ -89,7 +99,7 @@ def _parse_token(token: str) -> list[Layer]:
         size = _positive(token, "the pool window", m[1], 1)
         return [Pool(token, size, _positive(token, "the pool stride", m[2], size))]
     if m := _DENSE.fullmatch(token):
-        count = _positive(token, "the repeat count", m[1], 1)
+        count = _repeat(token, m[1])
         return [Dense(token, _positive(token, "the unit count", m[2], 1))] * count
     raise _bad(token, "not a convolution, pooling or dense token")
 
@@ -110,6 +120,9 @@ def parse_arch(spec: str) -> tuple[Layer, ...]:
             if isinstance(layer, Conv) and isinstance(prev, Dense):
                 raise _bad(token, "a convolution cannot follow a dense layer")
             layers.append(layer)
+        weighted = sum(not isinstance(x, Pool) for x in layers) + 1  # and the classifier; pooling joins its conv
+        if weighted > MAX_LAYERS:
+            raise ArchError(f"--arch has {weighted} layers with the classifier; a .bnn file holds at most {MAX_LAYERS}")
     return tuple(layers)
 
 

@@ -12,7 +12,6 @@ docs/REPRODUCTION.md states and tests/test_ensemble.py checks.
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 
 from . import rundir
 from .augment import random_shift
+from .batches import batch_slices
 from .config import RunConfig
 from .ensemble import Ensemble
 from .errors import CheckpointError, ConfigError
@@ -150,7 +150,7 @@ def fit_ensemble(
             },
         )
     t = cfg0.train
-    steps = math.ceil(len(data.y_train) / t.batch_size)
+    steps = len(batch_slices(len(data.y_train), t.batch_size))
     for k, cb in enumerate(callbacks):
         cb.on_start(cfgs[k], data, start, steps)
     active = [not any(r.get("diverged") for r in h) for h in histories]
@@ -230,9 +230,10 @@ def _train_epoch(ens: Ensemble, cfgs: list[RunConfig], data, optimizer, epoch: i
     correct = torch.zeros(k, device=device, dtype=torch.long)
     seen = 0
     start = time.perf_counter()
-    steps = math.ceil(n / t.batch_size)
-    for step in range(steps):
-        idx = orders[:, step * t.batch_size : (step + 1) * t.batch_size].t()  # (B, K)
+    batches = batch_slices(n, t.batch_size)
+    steps = len(batches)
+    for step, s in enumerate(batches):
+        idx = orders[:, s].t()  # (B, K)
         x, y = data.x_train[idx], data.y_train[idx]  # (B, K, ...), (B, K)
         if t.augment_shift > 0:  # each member's images shifted by its own generator, as in its own run
             x = torch.stack([random_shift(x[:, j], t.augment_shift, shifts[j]) for j in range(k)], dim=1)

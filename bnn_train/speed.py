@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import torch
 
+from .batches import batch_slices
 from .config import ModelConfig, RunConfig, TrainConfig
 from .data import load_dataset
 from .models import build_model
@@ -27,11 +28,8 @@ WARMUP_BATCHES = 20
 
 def _warm_up(model, cfg, data, optimizer) -> None:
     """A few untimed steps so that allocator and thread-pool start-up costs stay out of epoch 1."""
-    bs = cfg.train.batch_size
-    for i in range(WARMUP_BATCHES):
-        x, y = data.x_train[i * bs : (i + 1) * bs], data.y_train[i * bs : (i + 1) * bs]
-        if len(y) == 0:
-            break
+    for s in batch_slices(len(data.y_train), cfg.train.batch_size)[:WARMUP_BATCHES]:
+        x, y = data.x_train[s], data.y_train[s]
         loss, _ = loss_and_predictions(model, cfg, x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -32,10 +32,11 @@ from torch import nn
 
 from . import distributed, rundir
 from .augment import random_shift
+from .batches import MIN_BATCH, batch_slices
 from .config import RunConfig
 from .data import Data, load_dataset, split_validation
 from .distill import Teacher, distill_loss, load_teacher
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, DatasetError
 from .layers import clip_latent_weights
 from .models import build_model, is_single_unit
 from .softstep import set_soft_width, soft_width
@@ -157,8 +158,8 @@ def recompute_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int) -> N
         m.momentum = None  # cumulative average over all batches
     was_training = model.training
     model.train()
-    for i in range(0, len(x), batch_size):
-        model(x[i : i + batch_size].float())
+    for s in batch_slices(len(x), batch_size):
+        model(x[s].float())
     for m, (momentum, tracked) in zip(bns, saved, strict=True):
         m.momentum = momentum
         m.num_batches_tracked.copy_(tracked)
@@ -181,9 +182,10 @@ def train_one_epoch(
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
     start = time.perf_counter()
-    steps = math.ceil(len(order) / t.batch_size)
-    for step in range(steps):
-        idx = distributed.shard(order[step * t.batch_size : (step + 1) * t.batch_size])  # all of it outside torchrun
+    batches = batch_slices(len(order), t.batch_size)
+    steps = len(batches)
+    for step, s in enumerate(batches):
+        idx = distributed.shard(order[s])  # all of it outside torchrun
         x, y = random_shift(data.x_train[idx], t.augment_shift, shifts), data.y_train[idx]
         if t.soft_step > 0:
             set_soft_width(model, soft_width(t.soft_step, t.epochs, epoch, step, steps))
@@ -225,10 +227,26 @@ def _finite(model: nn.Module) -> bool:
     return all(torch.isfinite(p).all() for p in model.parameters())
 
 
+def _check_sizes(cfg: RunConfig, data: Data) -> None:
+    """Enough samples to train on and to measure: a test sample, and ``MIN_BATCH`` training samples for BatchNorm."""
+    n_train, n_test = len(data.y_train), len(data.y_test)
+    if n_test == 0 or n_train == 0:
+        raise DatasetError(
+            f"{data.name} has {n_train} training and {n_test} test samples; a run needs at least one of each"
+            + (" (--n-samples 3 or more)" if data.name == "ones" else "")
+        )
+    if cfg.model.batchnorm and n_train < MIN_BATCH:  # no batch of the rule in batches.py can hold 2
+        raise DatasetError(
+            f"{n_train} training sample cannot train BatchNorm (it needs {MIN_BATCH} or more per batch); "
+            "use more data, a smaller --val-split or --no-batchnorm"
+        )
+
+
 def _prepare(cfg: RunConfig) -> tuple[RunConfig, Data, torch.device]:
     cfg.validate()  # every option, the model against its dataset's shape: before any data is loaded
     device = resolve_device(cfg.train.device)
     data = split_validation(load_dataset(cfg.train), cfg.train.val_split)
+    _check_sizes(cfg, data)
     return cfg.with_dataset(data.in_shape, data.num_classes, data.input_scale), data, device
 
 
@@ -341,7 +359,7 @@ def _run(cfg, data, device, model, out: Path, start_epoch: int, history: list, c
                 "processes": distributed.world()[1],
             },
         )
-    steps = math.ceil(len(data.y_train) / cfg.train.batch_size)
+    steps = len(batch_slices(len(data.y_train), cfg.train.batch_size))
     callback.on_start(cfg, data, start_epoch, steps)
     diverged = any(r.get("diverged") for r in history)
     for epoch in range(start_epoch, cfg.train.epochs):

@@ -9,7 +9,9 @@ from typing import Annotated
 import typer
 
 from .choices import Dataset, Device, Model
-from .common import command_line, positive, stderr_console
+from .common import CliError, command_line, positive, stderr_console
+
+MAX_EPOCHS = 100  # a benchmark is minutes, not days (bnn train has no such limit: a long run is its job)
 
 
 def bench_train(
@@ -29,6 +31,8 @@ def bench_train(
     quadratic-mean pooling is the paper's LeNet-5. Reports images/s per epoch (median over the
     interleaved epochs) and each network's epoch cost relative to the float one.
     """
+    if epochs > MAX_EPOCHS:
+        raise CliError(f"--epochs {epochs} is above the limit of {MAX_EPOCHS} for a benchmark")
     from bnn_train.config import ModelConfig, TrainConfig
     from bnn_train.speed import compare_training_speed
 

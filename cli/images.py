@@ -46,8 +46,12 @@ def _to_8bit(im, channels: int):
 
 def read_image(path: Path, input_shape: tuple[int, ...]):
     """(C, H, W) uint8 pixels of one image file for a model taking ``input_shape``; CliError naming the path."""
+    from bnn_runtime.fileio import special_file
+
     Image = pillow()
     c, h, w = input_shape
+    if special_file(path):  # a pipe would block the read forever
+        raise CliError(f"{path}: not a regular file (a device, pipe or socket), not an image")
     try:
         with Image.open(path) as im:
             if im.size != (w, h):  # from the header: nothing decoded yet

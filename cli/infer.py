@@ -81,6 +81,10 @@ def infer(
 def _read_npy(path: Path):
     import numpy as np
 
+    from bnn_runtime.fileio import special_file
+
+    if special_file(path):  # a pipe would block the read forever
+        raise CliError(f"{path}: not a regular file (a device, pipe or socket), not a .npy file")
     try:
         x = np.load(path, allow_pickle=False)
     except FileNotFoundError:

@@ -36,7 +36,9 @@ def check_output_dir(option: str, path: Path) -> None:
 
 
 def check_output_file(option: str, path: Path) -> None:
-    """``path`` can be written as a file (an existing file is replaced, atomically)."""
+    """``path`` can be written as a file (an existing regular file is replaced, atomically)."""
     if path.is_dir():
         raise CliError(f"{option} {plain(path)} is a folder, not a file")
+    if path.exists() and not path.is_file():  # the atomic rename would put a file in place of a device
+        raise CliError(f"{option} {plain(path)} is not a regular file (a device, pipe or socket); choose a file path")
     _check_parents(option, path)

@@ -105,6 +105,78 @@ def test_a_tiny_file_cannot_ask_for_gigabytes_of_scratch():
     _refused(blob, "scratch memory per image", f"at most {limits.MAX_SCRATCH_BYTES}", "layer 'c'")
 
 
+def test_a_tiny_file_cannot_ask_for_scratch_out_of_proportion_to_its_size():
+    """The same forged network padded by 1000: ~500 bytes asking for 96 MB per image, below the absolute cap."""
+    blob = conv_then_dense(np.random.default_rng(0), 1, 1, 1, (1, 1), (1000, 1000), (2001, 2001), out=1)
+    assert len(blob) < 1000
+    scratch = 8 * 3 * 2001 * 2001  # padded input, pre-pooling sums, one word per position: 96 MB
+    assert scratch < limits.MAX_SCRATCH_BYTES
+    allowed = limits.scratch_allowance(len(blob), 1)
+    assert allowed == limits.SCRATCH_PER_BYTE * (len(blob) + 1) < scratch
+    _refused(
+        blob, "out of proportion", f"a file of {len(blob)} bytes", f"SCRATCH_PER_BYTE {limits.SCRATCH_PER_BYTE}",
+        f"= {allowed};", "layer 'c'",
+    )  # fmt: skip
+
+
+def test_the_proportion_rule_stops_where_it_says():
+    """Padding p grows the conv's scratch as 24·(2p+1)² bytes while the file stays ~500 bytes (its compressed
+    manifest varies by a byte or two, the allowance by 4,096 per byte, one step of p by ~28 kB): just below the
+    boundary the file is accepted and runs exactly, just above it is refused."""
+
+    def blob(p: int) -> bytes:
+        return conv_then_dense(np.random.default_rng(0), 1, 1, 1, (1, 1), (p, p), (2 * p + 1, 2 * p + 1), out=1)
+
+    size = len(blob(100))
+    p0 = next(p for p in range(1, 1000) if 24 * (2 * p + 1) ** 2 > limits.scratch_allowance(size, 1))
+    model = parse(blob(p0 - 1))
+    x = np.random.default_rng(1).integers(0, 256, (3, 1, 1, 1), dtype=np.uint8)
+    assert np.array_equal(BnnModel(model).scores(x), reference_scores(model, x))
+    _refused(blob(p0 + 1), "out of proportion")
+
+
+@pytest.mark.parametrize(
+    "spec, shape",
+    [
+        ("2x128C3-MP2-2x256C3-MP2-2x512C3-MP2-2x1024FC", (3, 32, 32)),  # BinaryNet's VGG on CIFAR-10
+        ("128C3-MP32-10FC", (1, 224, 224)),  # a wide first layer, a tiny classifier: ratio ~860
+    ],
+)
+def test_legitimate_wide_networks_stay_within_the_proportion(spec, shape):
+    from bnn_export.synthetic import synthetic_bnn
+    from bnn_runtime.format import to_bytes
+
+    parse(to_bytes(*synthetic_bnn(spec, shape)))  # to_bytes validates too: the exporter can write it
+
+
+def test_lenet5_on_224x224_images_stays_within_the_proportion():
+    from bnn_train.config import ModelConfig
+
+    from .random_models import random_model, to_bnn
+
+    cfg = ModelConfig(
+        model="lenet5",
+        act="heaviside/ste",
+        weights="binary",
+        in_shape=(1, 224, 224),
+        num_classes=10,
+        input_scale=1 / 255,
+    )
+    model, _ = to_bnn(random_model(cfg, 0), cfg)
+    assert model.input_shape == (1, 224, 224)
+
+
+def test_every_golden_file_stays_within_the_proportion():
+    from pathlib import Path
+
+    from bnn_runtime.format import read_bnn
+
+    paths = sorted(Path(__file__).parent.joinpath("golden").glob("*.bnn"))
+    assert len(paths) >= 5
+    for path in paths:
+        read_bnn(path)
+
+
 def test_work_per_image_is_capped():
     """1024 outputs of a 7x7x64 kernel at 64x64 positions: 32 MB of scratch, 13 G multiply-accumulates."""
     blob = conv_then_dense(np.random.default_rng(0), 64, 70, 70, (7, 7), (0, 0), (64, 64), out=1024)
