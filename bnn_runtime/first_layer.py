@@ -153,16 +153,21 @@ def dense_vnni(x, r0, n_img, k4, wv, n_out, consts, last, out, image_bits, score
 @njit(cache=True, inline="always")
 def pad_image(img, c_in, h, w, ph, pw, sh, sw, gh, gw, xp):
     """Copy a uint8 image (C, H, W) into xp, its zero-padded polyphase copy (plan.phase_grid): padded pixel
-    (c, y, x) at ((c * SH + y % SH) * SW + x % SW) * GH * GW + (y // SH) * GW + x // SW (stride 1: row by row)."""
+    (c, y, x) at ((c * SH + y % SH) * SW + x % SW) * GH * GW + (y // SH) * GW + x // SW. Per row and column
+    phase q, the pixels x = x0, x0 + SW, ... land side by side: no division per pixel (stride 1: row by row)."""
     plane = gh * gw
     for c in range(c_in):
         for y in range(h):
             yy = y + ph
             row = (c * sh + yy % sh) * sw * plane + (yy // sh) * gw
-            src = np.uint64((c * h + y) * w)
-            for x in range(w):
-                xx = x + pw
-                xp[np.uint64(row + (xx % sw) * plane + xx // sw)] = img[src + np.uint64(x)]
+            src = (c * h + y) * w
+            for q in range(sw):
+                x0 = (q - pw) % sw  # the first column x with (x + pw) % SW == q
+                dst = np.uint64(row + q * plane + (x0 + pw) // sw)
+                first = np.uint64(src + x0)
+                step = np.uint64(sw)
+                for k in range(np.uint64((w - x0 + sw - 1) // sw)):
+                    xp[dst + k] = img[first + k * step]
 
 
 @njit(cache=True, inline="always")
