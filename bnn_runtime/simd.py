@@ -149,6 +149,52 @@ popcount_block4x4 = _popcount_block(4, 4)
 popcount_block1x4 = _popcount_block(1, 4)
 
 
+@intrinsic
+def and_popcount_pass(typingctx, a, w, rot):
+    """One pass of the AND+popcount microbenchmark in explicit 512-bit vectors (<8 x i64>, VPOPCNTQ on
+    AVX-512; LLVM splits them on narrower CPUs): sum over j < 4 of popcount(a[k] & w[(j + rot) % 4]) << j
+    over the first 8 (len(a) // 8) words of ``a``, with the 4 words of w broadcast into registers --
+    4 word-vector AND, popcount and add per vector loaded, nothing else (kernels.and_popcount_peak)."""
+    if not (
+        isinstance(a, types.Array)
+        and a.ndim == 1
+        and a.dtype == types.uint64
+        and a.layout == "C"
+        and isinstance(w, types.Array)
+        and w.dtype == types.uint64
+    ):
+        return None
+
+    def codegen(context, builder, sig, args):
+        a_v, w_v, rot_v = args
+        i64 = ir.IntType(64)
+        aa = context.make_array(sig.args[0])(context, builder, a_v)
+        n8 = builder.udiv(cgutils.unpack_tuple(builder, aa.shape, 1)[0], ir.Constant(i64, 8))
+        ap = builder.bitcast(aa.data, V8.as_pointer())
+        wp = context.make_array(sig.args[1])(context, builder, w_v).data
+        wv = []
+        for j in range(4):
+            idx = builder.urem(builder.add(rot_v, ir.Constant(i64, j)), ir.Constant(i64, 4))
+            wv.append(_splat(builder, builder.load(builder.gep(wp, [idx])), V8))
+        ctpop = cgutils.get_or_insert_function(builder.module, ir.FunctionType(V8, [V8]), "llvm.ctpop.v8i64")
+        sums = [cgutils.alloca_once(builder, V8) for _ in range(4)]
+        for s in sums:
+            builder.store(ir.Constant(V8, None), s)
+        with cgutils.for_range(builder, n8) as loop:
+            x = builder.load(builder.gep(ap, [loop.index]), align=8)
+            for j in range(4):
+                builder.store(builder.add(builder.load(sums[j]), builder.call(ctpop, [builder.and_(x, wv[j])])), sums[j])
+        total = ir.Constant(V8, None)
+        for j in range(4):
+            total = builder.add(total, builder.shl(builder.load(sums[j]), _splat(builder, ir.Constant(i64, j), V8)))
+        out = ir.Constant(i64, 0)
+        for lane in range(8):
+            out = builder.add(out, builder.extract_element(total, ir.Constant(ir.IntType(32), lane)))
+        return out
+
+    return types.uint64(a, w, types.int64), codegen
+
+
 def _outer_sums(builder, rows, cols, n, vec, step, align):
     """The register block of a dense layer: sums[i][v] = step(... step(0, splat(rows[i][0]), cols[v][0]) ...)
     over k < n, rows[i] pointing at scalars (one per k), cols[v] at vectors of type vec (one per k)."""

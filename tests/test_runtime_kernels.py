@@ -352,3 +352,5 @@ def test_and_popcount_peak_computes_the_sum():
     pc = (bits[:, None, :] & wb[None]).sum(axis=(0, 2))  # per word of w
     expected = sum(int(pc[(j + r) % 4]) << j for r in range(3) for j in range(4)) % 2**64
     assert int(K.and_popcount_peak(a, w, 3)) == expected
+    assert int(K.and_popcount_peak512(a, w, 3)) == expected  # 12 vectors of 8 words and a tail of 4
+    assert int(K.and_popcount_peak512(a[:96], w, 0)) == 0
