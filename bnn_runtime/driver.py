@@ -21,7 +21,7 @@ from numba import njit
 
 from . import cache  # noqa: F401  (the kernel cache locator, before any kernel is decorated)
 from .first_layer import byte_planes, conv_u8, dense_u8, dense_vnni
-from .kernels import conv_lut, dense_bits, gemm, im2col_bits, row_bit_offsets
+from .kernels import conv_lut, gemm, im2col_bits, row_bit_offsets
 from .layout import (
     COL_ACC16,
     COL_ALPHA,
@@ -71,12 +71,15 @@ def layer_conv_lut(p, src, n, wpool, cpool, grid, m, out, image_bits):
 
 
 @njit(cache=True, inline="always")
-def layer_conv_bits(p, src, n, wts, consts, rows, rowbit, out, image_bits, scores):
-    r = np.int64(0)
+def layer_conv_bits(p, src, n, wpool, consts, rows, rowbit, out, image_bits, scores):
+    """One image at a time: its im2col rows stay in L2 while the product reads them once per 32 outputs."""
+    nw, w0, per_image = p[COL_NW], p[COL_W_OFF], p[COL_ROWS_PER_IMAGE]
+    wts = wpool[w0 : w0 + p[COL_N_OUT_PAD] * nw]
+    row_bit_offsets(per_image, per_image, p[COL_POOL_H] * p[COL_POOL_W], p[COL_N_OUT], 0, rowbit)
     for i in range(n):
-        r = im2col_bits(src, i, p, rows, r, p[COL_NW])
-    row_bit_offsets(r, p[COL_ROWS_PER_IMAGE], p[COL_POOL_H] * p[COL_POOL_W], p[COL_N_OUT], image_bits, rowbit)
-    gemm(rows, r, p[COL_NW], wts, p[COL_N_OUT], p[COL_ALPHA], p[COL_BETA], consts, rowbit, out, scores, 0, False)
+        r = im2col_bits(src, i, p, rows, 0, nw)
+        gemm(rows, r, nw, wts, p[COL_N_OUT], p[COL_ALPHA], p[COL_BETA], consts, rowbit, i * image_bits, out, scores, 0,
+             False)
 
 
 @njit(cache=True, inline="always")
@@ -120,23 +123,11 @@ def layer_dense_vnni(p, x, i0, n, wpool, consts, out, image_bits, scores):
 
 
 @njit(cache=True, inline="always")
-def layer_dense_bits(p, src, n, wpool, consts, out, image_bits, scores):
+def layer_dense_bits(p, src, n, wpool, consts, rowbit, out, image_bits, scores):
     nw, w0 = p[COL_NW], p[COL_W_OFF]
-    dense_bits(
-        src,
-        n,
-        nw,
-        wpool[w0 : w0 + p[COL_N_OUT_PAD] * nw],
-        p[COL_N_OUT],
-        p[COL_ALPHA],
-        p[COL_BETA],
-        consts,
-        out,
-        image_bits,
-        scores,
-        0,
-        p[COL_LAST],
-    )
+    row_bit_offsets(n, 1, 1, 0, image_bits, rowbit)  # image i's bits from i * image_bits on
+    wts = wpool[w0 : w0 + p[COL_N_OUT_PAD] * nw]
+    gemm(src, n, nw, wts, p[COL_N_OUT], p[COL_ALPHA], p[COL_BETA], consts, rowbit, 0, out, scores, 0, p[COL_LAST])
 
 
 # --------------------------------------------------------------------------- labels
@@ -206,18 +197,19 @@ def build(uses: int):
             sizes[SLOT_ROW_WORDS],
             scores.shape[1],
         )
-        zeroed = nbits + nrows * nrw + nrows + tile
+        zeroed = nbits + tile  # the bit strings (read a spare word past their bits) and xsum; the rest is written
         n16, n32, nmine = (sizes[SLOT_I16] + 3) // 4, (sizes[SLOT_I32] + 1) // 2, (tile * k + 1) // 2
-        scratch = np.empty(zeroed + n16 + n32 + nmine, np.int64)
+        nrest = nrows * nrw + nrows + n16 + n32 + nmine
+        scratch = np.empty(zeroed + nrest, np.int64)
         for i in range(zeroed):
             scratch[i] = 0
         bits = view(scratch, np.uint64, (2, tile, sizes[SLOT_BITS]))
-        rows = view(scratch[nbits:], np.uint64, (nrows, nrw))
-        rowbit = view(scratch[nbits + nrows * nrw :], np.int64, (nrows,))
-        xsum = view(scratch[zeroed - tile :], np.int64, (tile,))
-        ibuf16 = view(scratch[zeroed:], np.int16, (sizes[SLOT_I16],))
-        ibuf32 = view(scratch[zeroed + n16 :], np.int32, (sizes[SLOT_I32],))
-        mine = view(scratch[zeroed + n16 + n32 :], np.int32, (tile, k))
+        xsum = view(scratch[nbits:], np.int64, (tile,))
+        rows = view(scratch[zeroed:], np.uint64, (nrows, nrw))
+        rowbit = view(scratch[zeroed + nrows * nrw :], np.int64, (nrows,))
+        ibuf16 = view(scratch[zeroed + nrows * nrw + nrows :], np.int16, (sizes[SLOT_I16],))
+        ibuf32 = view(scratch[zeroed + nrows * nrw + nrows + n16 :], np.int32, (sizes[SLOT_I32],))
+        mine = view(scratch[zeroed + nrows * nrw + nrows + n16 + n32 :], np.int32, (tile, k))
         image_bits = bits.shape[2] * 64
         t, taking_over = -1, False
         while True:  # one copy of the layer loop (a second would double the compiled code)
@@ -254,14 +246,13 @@ def build(uses: int):
                 if conv_lut and kind == KIND_CONV_LUT:
                     layer_conv_lut(p, src, m, wpool, cpool, ibuf32, ibuf16, out, image_bits)
                 if conv_bits and kind == KIND_CONV_BITS:
-                    wts = view(wpool[p[COL_W_OFF] :], np.uint64, (n_out_pad, p[COL_NW]))
-                    layer_conv_bits(p, src, m, wts, consts, rows, rowbit, out, image_bits, mine)
+                    layer_conv_bits(p, src, m, wpool, consts, rows, rowbit, out, image_bits, mine)
                 if dense_u8 and kind == KIND_DENSE_U8:
                     layer_dense_u8(p, x, i0, m, wpool, consts, rows, xsum, out, image_bits, mine)
                 if dense_vnni and kind == KIND_DENSE_VNNI:
                     layer_dense_vnni(p, x, i0, m, wpool, consts, out, image_bits, mine)
                 if dense_bits and kind == KIND_DENSE_BITS:
-                    layer_dense_bits(p, src, m, wpool, consts, out, image_bits, mine)
+                    layer_dense_bits(p, src, m, wpool, consts, rowbit, out, image_bits, mine)
                 cur = 1 - cur
                 if taking_over and atomic_load(state, 1 + t) != TILE_OPEN:
                     complete = False  # the late thread committed it after all

@@ -6,11 +6,11 @@ in one call, and ``model.BnnModel`` validates every input before a kernel sees i
 cache is keyed on every runtime source file (cache.py), so kernels may call across modules.
 All arithmetic on the integer path is exact integer arithmetic (no ``fastmath``).
 
-Dense layers keep their weights by columns of 8 outputs (plan.py): a 512-bit vector holds word k
-of 8 outputs and meets a broadcast activation word, so each lane accumulates one output's sum
-and the threshold runs on whole vectors (simd._popcount_cols). Convolutions of bits (im2col rows)
-keep weight rows and sum 8 words per lane, reduced at the end of a block (simd._popcount_block);
-convolutions of few channels look their sums up in tables (conv_lut).
+Dense layers and convolutions of bits (one image's im2col rows at a time) are one product, gemm:
+the weights are stored by columns of 8 outputs (plan.py), a 512-bit vector holds word k of 8
+outputs and meets a broadcast activation word, so each lane accumulates one output's sum (no
+reduction) and the threshold runs on whole vectors (simd._popcount_cols); convolutions of few
+channels look their sums up in tables (conv_lut).
 
 Hidden layers never store a sum: ``bit = dir_o * s >= dir_o * T_o`` is evaluated on the
 block of sums still in registers and OR-ed straight into the next layer's bit rows (OR-pooling
@@ -53,8 +53,6 @@ from .simd import (
     ge_mask16,
     lut_max16,
     popcount,
-    popcount_block1x4,
-    popcount_block4x4,
 )
 
 # Two rules keep these loops fast (both measured: docs/PERFORMANCE.md):
@@ -63,122 +61,6 @@ from .simd import (
 #   blocks, bit copies and epilogues are written inline, and kernels are called per layer or image;
 # * offsets read from data index arrays as uint64: a signed index gets a negative-index check
 #   that keeps LLVM from vectorising the loop.
-
-
-@njit(cache=True, inline="always")
-def or_bits(out, bit, nib):
-    """OR the bits of nib (up to 4) into the flat bit string out from bit ``bit`` on (it may span 2 words).
-
-    Inlined into its callers by numba (inline="always"): no call, no reference counting.
-    """
-    q, sft = np.uint64(bit) >> np.uint64(6), np.uint64(bit) & np.uint64(63)
-    out[q] |= nib << sft
-    if sft > np.uint64(60):
-        out[q + np.uint64(1)] |= nib >> (np.uint64(64) - sft)
-
-
-@njit(cache=True, inline="always")
-def nibble(p0, p1, p2, p3, pa, alpha, c):
-    """The 4 output bits of one row of a register block, branch-free (a threshold's outcome is a coin
-    flip to a branch predictor): bit j = dir_j * (alpha p_j + pa + gamma_j) >= dir_j * T_j, with
-    c = (gamma_0..3, dir * T_0..3, dir_0..3)."""
-    b0 = c[8] * (alpha * np.int64(p0) + pa + c[0]) >= c[4]
-    b1 = c[9] * (alpha * np.int64(p1) + pa + c[1]) >= c[5]
-    b2 = c[10] * (alpha * np.int64(p2) + pa + c[2]) >= c[6]
-    b3 = c[11] * (alpha * np.int64(p3) + pa + c[3]) >= c[7]
-    return (
-        np.uint64(b0)
-        | (np.uint64(b1) << np.uint64(1))
-        | (np.uint64(b2) << np.uint64(2))
-        | (np.uint64(b3) << np.uint64(3))
-    )
-
-
-@njit(cache=True)
-def gemm_rows4(a, r0, r1, nw, w, n_out, alpha, beta, consts, rowbit, out, scores, row0, last):
-    """Rows r0..r1-1 (a multiple of 4) of ``a`` times the weight rows ``w``, 4 rows x 4 outputs per block.
-
-    The words of a block go 8 (then 4) at a time through popcount_block4x4 (512-bit vectors), the
-    last nw % 4 through scalar popcounts. Sums ``s = alpha p + beta pa + gamma`` (consts = (gamma,
-    dir * T, dir) per output) go, while the block is in registers, to scores[row0 + r] (``last``)
-    or become the bit dir * s >= dir * T, OR-ed into the flat output bits ``out`` at rowbit[r] + o.
-    """
-    acc = np.empty(16, np.int64)
-    pa = np.empty(r1, np.int64)
-    n8, h4 = nw // 8, (nw // 4) % 2
-    for r in range(r0, r1):
-        t = np.uint64(0)
-        for k in range(nw):
-            t += popcount(a[r, k])
-        pa[r] = beta * np.int64(t)
-    for o in range(0, n_out, 4):  # outputs outside: a block of weight rows is read from L1 by every row
-        c = (
-            consts[0, o],
-            consts[0, o + 1],
-            consts[0, o + 2],
-            consts[0, o + 3],
-            consts[1, o],
-            consts[1, o + 1],
-            consts[1, o + 2],
-            consts[1, o + 3],
-            consts[2, o],
-            consts[2, o + 1],
-            consts[2, o + 2],
-            consts[2, o + 3],
-        )
-        valid = (np.uint64(1) << np.uint64(min(4, n_out - o))) - np.uint64(1)  # padded outputs (dir 0) never set a bit
-        for r in range(r0, r1, 4):
-            popcount_block4x4(a, r, w, o, n8, h4, acc)
-            for k in range(8 * n8 + 4 * h4, nw):
-                for i in range(4):
-                    for j in range(4):
-                        acc[4 * i + j] += np.int64(popcount(a[r + i, k] & w[o + j, k]))
-            if last:
-                for i in range(4):
-                    for j in range(min(4, n_out - o)):
-                        scores[row0 + r + i, o + j] = alpha * acc[4 * i + j] + pa[r + i] + consts[0, o + j]
-                continue
-            or_bits(out, rowbit[r] + o, nibble(acc[0], acc[1], acc[2], acc[3], pa[r], alpha, c) & valid)
-            or_bits(out, rowbit[r + 1] + o, nibble(acc[4], acc[5], acc[6], acc[7], pa[r + 1], alpha, c) & valid)
-            or_bits(out, rowbit[r + 2] + o, nibble(acc[8], acc[9], acc[10], acc[11], pa[r + 2], alpha, c) & valid)
-            or_bits(out, rowbit[r + 3] + o, nibble(acc[12], acc[13], acc[14], acc[15], pa[r + 3], alpha, c) & valid)
-
-
-@njit(cache=True)
-def gemm_rows1(a, r0, r1, nw, w, n_out, alpha, beta, consts, rowbit, out, scores, row0, last):
-    """gemm_rows4 one row at a time (1 row x 4 outputs per block): the rows a batch leaves over, batch 1."""
-    acc = np.empty(8, np.int64)
-    n8, h4 = nw // 8, (nw // 4) % 2
-    for r in range(r0, r1):
-        t = np.uint64(0)
-        for k in range(nw):
-            t += popcount(a[r, k])
-        pa = beta * np.int64(t)
-        for o in range(0, n_out, 4):
-            popcount_block1x4(a, r, w, o, n8, h4, acc)
-            for k in range(8 * n8 + 4 * h4, nw):
-                for j in range(4):
-                    acc[j] += np.int64(popcount(a[r, k] & w[o + j, k]))
-            if last:
-                for j in range(min(4, n_out - o)):
-                    scores[row0 + r, o + j] = alpha * acc[j] + pa + consts[0, o + j]
-                continue
-            c = (
-                consts[0, o],
-                consts[0, o + 1],
-                consts[0, o + 2],
-                consts[0, o + 3],
-                consts[1, o],
-                consts[1, o + 1],
-                consts[1, o + 2],
-                consts[1, o + 3],
-                consts[2, o],
-                consts[2, o + 1],
-                consts[2, o + 2],
-                consts[2, o + 3],
-            )
-            valid = (np.uint64(1) << np.uint64(min(4, n_out - o))) - np.uint64(1)
-            or_bits(out, rowbit[r] + o, nibble(acc[0], acc[1], acc[2], acc[3], pa, alpha, c) & valid)
 
 
 @njit(cache=True, inline="always")
@@ -191,14 +73,16 @@ def or_run(out, bit, v, nb):
 
 
 @njit(cache=True)
-def dense_bits(a, nrows, nw, wt, n_out, alpha, beta, consts, out, image_bits, scores, row0, last):
-    """A dense layer on bits: rows 0..nrows-1 of ``a`` times the weights wt, stored by columns of 8
-    outputs (see _popcount_cols), 4 rows x 32 outputs per block; the rows and outputs left over
-    go in blocks of 1 row and of 8 outputs (batch 1: 1 x 32).
+def gemm(a, nrows, nw, wt, n_out, alpha, beta, consts, rowbit, bit0, out, scores, row0, last):
+    """The popcount product of a binary layer with its fused epilogue: rows 0..nrows-1 of ``a`` (an image's
+    im2col rows, or a tile's images) times the weights wt, stored by columns of 8 outputs (see
+    simd._popcount_cols), 4 rows x 32 outputs per block; the rows and outputs left over go in blocks
+    of 1 row and of 8 outputs (batch 1 of a dense layer: 1 x 32).
 
     Sums ``s = alpha p + beta pa + gamma`` (consts = (gamma, dir * T, dir) per output) go to
-    scores[row0 + r] (``last``) or become the bits dir * s >= dir * T of row r's image, at
-    bit r * image_bits + o of ``out``, 32 (or 8) at a time, while the block is in registers.
+    scores[row0 + r] (``last``) or become the bits dir * s >= dir * T of row r, OR-ed into the flat
+    output bits ``out`` at bit0 + rowbit[r] + o, 32 (or 8) at a time, while the block is in
+    registers (rows of one pooling window share their rowbit: the OR is the pooling).
     """
     nblk = (n_out + 7) // 8
     pa = np.empty(nrows, np.int64)
@@ -228,22 +112,14 @@ def dense_bits(a, nrows, nw, wt, n_out, alpha, beta, consts, out, image_bits, sc
             else:
                 cols_bits4x1(a, r, wt, b, nw, alpha, pa, r, consts, o, res)
             for i in range(4):
-                or_run(out, (r + i) * image_bits + o, np.uint64(res[i]) & valid, nb)
+                or_run(out, bit0 + rowbit[r + i] + o, np.uint64(res[i]) & valid, nb)
         for r in range(n4, nrows):
             if nv == 4:
                 cols_bits1x4(a, r, wt, b, nw, alpha, pa, r, consts, o, res)
             else:
                 cols_bits1x1(a, r, wt, b, nw, alpha, pa, r, consts, o, res)
-            or_run(out, r * image_bits + o, np.uint64(res[0]) & valid, nb)
+            or_run(out, bit0 + rowbit[r] + o, np.uint64(res[0]) & valid, nb)
         b += nv
-
-
-@njit(cache=True, inline="always")
-def gemm(a, nrows, nw, w, n_out, alpha, beta, consts, rowbit, out, scores, row0, last):
-    """The popcount product of a binary layer with its fused epilogue (see gemm_rows4)."""
-    n4 = nrows - nrows % 4
-    gemm_rows4(a, 0, n4, nw, w, n_out, alpha, beta, consts, rowbit, out, scores, row0, last)
-    gemm_rows1(a, n4, nrows, nw, w, n_out, alpha, beta, consts, rowbit, out, scores, row0, last)
 
 
 @njit(cache=True)
@@ -273,7 +149,8 @@ def im2col_bits(src, img, geo, dst, row0, nw):
     (overlapping windows repeat a patch); the patch of conv output (yo, xo) = (py * POOL_SH + dy,
     px * POOL_SW + dx) holds its bits in (i, j, c) order: kernel row i is the run of (j1 - j0) * c
     bits at ((yy * W + xs - PW + j0) * c) of the source, yy = yo * SH + i - PH, xs = xo * SW, 0 outside
-    the image (zero padding of 01 bits). Source rows have a spare word. Returns the next free row.
+    the image (zero padding of 01 bits); whole words when C is a multiple of 64. Source rows have a
+    spare word. Returns the next free row.
     """
     c, h, w, kh, kw, ph, pw = geo[COL_C], geo[COL_H], geo[COL_W], geo[COL_KH], geo[COL_KW], geo[COL_PH], geo[COL_PW]
     sh, sw, qh, qw = geo[COL_SH], geo[COL_SW], geo[COL_POOL_H], geo[COL_POOL_W]
@@ -292,6 +169,11 @@ def im2col_bits(src, img, geo, dst, row0, nw):
                         if yy < 0 or yy >= h or j0 >= j1:
                             continue
                         so, do, n = (yy * w + x - pw + j0) * c, (i * kw + j0) * c, (j1 - j0) * c
+                        if c % 64 == 0:  # whole words (C a multiple of 64): a plain copy
+                            sq, dq = np.uint64(so >> 6), np.uint64(do >> 6)
+                            for k in range(np.uint64(n >> 6)):
+                                dst[r, dq + k] = src[img, sq + k]
+                            continue
                         while n > 0:  # copy n bits, at most a word at a time
                             take = min(n, 64)
                             q, sft = so >> 6, np.uint64(so & 63)

@@ -6,12 +6,11 @@ The file keeps the canonical bit layout of docs/FORMAT.md; the runtime re-packs 
   channels-last, bit ``(y * W + x) * C + c``, so that a kernel row of a patch (kw pixels x C
   channels) is one contiguous run of bits. The weights that read them are permuted to match:
   a conv's fan-in order becomes (i, j, c), a dense layer after a conv reads (y, x, c);
-* every weight row is padded with zero words to a multiple of 4 (whole vectors for the
-  popcount loop; zero bits add nothing to ``popcount(a & w)``) and the outputs to a multiple
-  of 4 (whole register blocks; the padded outputs are never written); a dense layer pads its
-  outputs to a multiple of 8 and stores its weights by columns of 8 outputs,
+* dense layers and convolutions of bits pad their outputs to a multiple of 8 (the padded
+  outputs are never written) and store their weights by columns of 8 outputs,
   ``wt[(b * nw + k) * 8 + j] = w[8 b + j, k]``, so that one 512-bit load holds word k of 8
-  outputs (kernels.dense_bits, first_layer.dense_u8);
+  outputs (kernels.gemm, first_layer.dense_u8); a dense layer's rows are padded with zero
+  words to a multiple of 4 (zero bits add nothing to ``popcount(a & w)``);
 * thresholds become ``dir * T`` so that a bit is ``dir * s >= dir * T``; ``pm1`` layers get the
   constants of ``s = 4 p - 2 pa - 2 pw + n`` (see kernels.py);
 * a first dense layer on uint8 input whose fan-in is a multiple of 4 keeps one signed byte per
@@ -63,7 +62,7 @@ from .reference import conv_stride, pool_stride
 LUT_MAX_CHANNELS = 8  # a table has 2 ** (g * C) rows, g * C <= 8
 LUT_MAX_BYTES = 256 * 1024
 LUT_LANES = 16  # outputs per table block (one 16 x int16 vector)
-BLOCK = 4  # outputs per register block (convolutions)
+BLOCK = 4  # outputs of a first or a table convolution are padded to a multiple of this
 COLUMN = 8  # outputs per vector of a dense layer (its weights are stored by columns of 8 outputs)
 VNNI_COLUMN = 16  # outputs per vector of the VNNI first layer (16 int32 lanes)
 WORD_ALIGN = 4  # weight rows are padded to a multiple of this many words
@@ -356,18 +355,19 @@ def plan_conv_lut(li: LayerInput) -> LayerPlan | None:
 
 
 def plan_conv_bits(li: LayerInput) -> LayerPlan:
-    """Convolution of bits: im2col rows in (i, j, c) order times packed weight rows (kernels.gemm)."""
+    """Convolution of bits: one image's im2col rows in (i, j, c) order times the weights by columns of 8 outputs
+    (kernels.gemm, the dense layers' product); rows of exactly the fan-in's words (the product takes any count)."""
     geo = conv_geometry(li.layer)
-    o, n_out_pad, fan_in = li.n_out, _round_up(li.n_out, BLOCK), li.layer["fan_in"]
+    o, n_out_pad, fan_in = li.n_out, _round_up(li.n_out, COLUMN), li.layer["fan_in"]
     signs = li.signs.reshape(o, geo["c"], geo["kh"], geo["kw"]).transpose(0, 2, 3, 1).reshape(o, -1)
-    nw = _round_up(n_words(fan_in), WORD_ALIGN)
+    nw = n_words(fan_in)
     rows = geo["out_h"] * geo["out_w"] * geo["pool_h"] * geo["pool_w"]  # one patch per pooling window position
     return LayerPlan(
         row=li.row(KIND_CONV_BITS, n_out_pad, nw=nw, rows_per_image=rows, **geo),
-        weights=_pack_rows(signs, n_out_pad, nw).ravel(),
+        weights=_columns(signs, n_out_pad, nw),
         consts=li.consts(n_out_pad, signs).ravel(),
         scratch={SLOT_ROWS: rows, SLOT_ROW_WORDS: nw},
-        word_ops=rows * o * n_words(fan_in),
+        word_ops=rows * o * nw,
     )
 
 
@@ -385,15 +385,19 @@ def plan_dense_vnni(li: LayerInput) -> LayerPlan:
     )
 
 
+def _columns(signs: np.ndarray, n_out_pad: int, nw: int) -> np.ndarray:
+    """+-1 (O, K) -> weight bits by columns of 8 outputs, wt[(b * nw + k) * 8 + j] = w[8 b + j, k] (kernels.gemm)."""
+    return _pack_rows(signs, n_out_pad, nw).reshape(-1, COLUMN, nw).transpose(0, 2, 1).ravel()
+
+
 def _dense_columns(li: LayerInput, kind: int, signs: np.ndarray, rows: int) -> LayerPlan:
-    """Weights by columns of 8 outputs, wt[(b * nw + k) * 8 + j] = w[8 b + j, k] (kernels.dense_bits)."""
+    """A dense layer's weights by columns of 8 outputs (_columns), rows padded to WORD_ALIGN words."""
     o, fan_in = li.n_out, li.layer["fan_in"]
     nw, n_out_pad = _round_up(n_words(fan_in), WORD_ALIGN), _round_up(o, COLUMN)
-    w = _pack_rows(signs, n_out_pad, nw)
     scratch = {SLOT_ROW_WORDS: nw, **({SLOT_ROWS: rows} if kind == KIND_DENSE_U8 else {})}
     return LayerPlan(
         row=li.row(kind, n_out_pad, nw=nw, rows_per_image=rows),
-        weights=w.reshape(-1, COLUMN, nw).transpose(0, 2, 1).ravel(),
+        weights=_columns(signs, n_out_pad, nw),
         consts=li.consts(n_out_pad, signs).ravel(),
         scratch=scratch,
         word_ops=rows * o * n_words(fan_in),

@@ -1,8 +1,8 @@
 """LLVM intrinsics of the runtime: the register blocks numba would not vectorise by itself.
 
 Each builder below returns an ``@intrinsic`` that emits one register block of a kernel in explicit
-vector IR: 512-bit AND + popcount blocks of weight rows (_popcount_block, for im2col rows) and of
-weights stored by columns of 8 outputs (_popcount_cols, dense layers and bit planes), the VNNI
+vector IR: 512-bit AND + popcount blocks of weights stored by columns of 8 outputs (_popcount_cols:
+dense layers, im2col rows of convolutions, bit planes), the VNNI
 first layer (_vnni_cols), and the 16-lane int16 table sums of conv_lut (lut_max16, ge_mask16).
 They are called from the njit kernels (kernels.py, first_layer.py); none reads a global array. Code
 generation reads one global flag, ``VNNI_NATIVE`` (the CPU has AVX-512 VNNI), to pick the instruction.
@@ -47,106 +47,6 @@ def _splat(builder, x, vec):
     v = builder.insert_element(ir.Constant(vec, None), x, ir.Constant(ir.IntType(32), 0))
     zeros = ir.Constant(ir.VectorType(ir.IntType(32), vec.count), [0] * vec.count)
     return builder.shuffle_vector(v, ir.Constant(vec, None), zeros)
-
-
-def _popcount_block(nr, no):
-    """An intrinsic: the nr x no popcount sums of one register block, in 512-bit vectors.
-
-    ``f(a, r, w, o, n8, half, acc)``:
-    acc[i * no + j] = sum over k < 8 n8 + 4 half of popcount(a[r + i, k] & w[o + j, k])
-    (a, w: C-contiguous 2-D uint64; acc: int64, at least 8 ceil(nr no / 8) long). The words go 8 at a
-    time through <8 x i64> AND, ctpop (VPOPCNTQ) and add: LLVM's loop vectoriser stops at 256 bits on
-    this CPU (its "prefer 256-bit" tuning), an explicit 512-bit vector does not. The nr * no lane sums
-    end in one transposing tree of shuffles and adds (3 per pair of vectors), 8 sums per store.
-    ``half`` (0 or 1): 4 more words in 256-bit vectors (rows are padded to 4 words: plan.WORD_ALIGN);
-    the words from 8 n8 + 4 half on are the caller's (a scalar tail).
-    """
-    n = nr * no
-    npad = -(-n // 8) * 8
-
-    @intrinsic
-    def block(typingctx, a, r, w, o, n8, half, acc):
-        if not (
-            isinstance(a, types.Array)
-            and a.ndim == 2
-            and a.dtype == types.uint64
-            and a.layout == "C"
-            and isinstance(w, types.Array)
-            and w.ndim == 2
-            and w.dtype == types.uint64
-            and w.layout == "C"
-            and isinstance(acc, types.Array)
-            and acc.dtype == types.int64
-        ):
-            return None
-
-        def codegen(context, builder, sig, args):
-            a_v, r_v, w_v, o_v, n8_v, half_v, acc_v = args
-            i64 = ir.IntType(64)
-            aa = context.make_array(sig.args[0])(context, builder, a_v)
-            ww = context.make_array(sig.args[2])(context, builder, w_v)
-            astride = cgutils.unpack_tuple(builder, aa.shape, 2)[1]
-            wstride = cgutils.unpack_tuple(builder, ww.shape, 2)[1]
-            arow = [
-                builder.gep(aa.data, [builder.mul(builder.add(r_v, ir.Constant(i64, i)), astride)]) for i in range(nr)
-            ]
-            wrow = [
-                builder.gep(ww.data, [builder.mul(builder.add(o_v, ir.Constant(i64, j)), wstride)]) for j in range(no)
-            ]
-            ctpop = cgutils.get_or_insert_function(builder.module, ir.FunctionType(V8, [V8]), "llvm.ctpop.v8i64")
-            sums = [cgutils.alloca_once(builder, V8) for _ in range(n)]
-            for s in sums:
-                builder.store(ir.Constant(V8, None), s)
-            with cgutils.for_range(builder, n8_v) as loop:
-                k8 = builder.mul(loop.index, ir.Constant(i64, 8))
-                av = [builder.load(builder.bitcast(builder.gep(p, [k8]), V8.as_pointer()), align=8) for p in arow]
-                wv = [builder.load(builder.bitcast(builder.gep(p, [k8]), V8.as_pointer()), align=8) for p in wrow]
-                for i in range(nr):
-                    for j in range(no):
-                        s = sums[i * no + j]
-                        builder.store(
-                            builder.add(builder.load(s), builder.call(ctpop, [builder.and_(av[i], wv[j])])), s
-                        )
-            with builder.if_then(builder.icmp_signed("!=", half_v, ir.Constant(i64, 0))):  # 4 words more
-                k8 = builder.mul(n8_v, ir.Constant(i64, 8))
-                v4 = ir.VectorType(i64, 4)
-                widen = ir.Constant(
-                    ir.VectorType(ir.IntType(32), 8), [ir.Constant(ir.IntType(32), t) for t in range(8)]
-                )
-                av = [builder.load(builder.bitcast(builder.gep(p, [k8]), v4.as_pointer()), align=8) for p in arow]
-                wv = [builder.load(builder.bitcast(builder.gep(p, [k8]), v4.as_pointer()), align=8) for p in wrow]
-                for i in range(nr):
-                    for j in range(no):
-                        x = builder.shuffle_vector(builder.and_(av[i], wv[j]), ir.Constant(v4, None), widen)
-                        s = sums[i * no + j]
-                        builder.store(builder.add(builder.load(s), builder.call(ctpop, [x])), s)
-            vs = [builder.load(s) for s in sums] + [ir.Constant(V8, None)] * (npad - n)
-            out = builder.bitcast(context.make_array(sig.args[6])(context, builder, acc_v).data, V8.as_pointer())
-            for blk in range(npad // 8):
-                level = vs[8 * blk : 8 * blk + 8]
-                for lo, hi in (
-                    ((0, 1, 2, 3, 8, 9, 10, 11), (4, 5, 6, 7, 12, 13, 14, 15)),
-                    ((0, 1, 4, 5, 8, 9, 12, 13), (2, 3, 6, 7, 10, 11, 14, 15)),
-                    ((0, 2, 4, 6, 8, 10, 12, 14), (1, 3, 5, 7, 9, 11, 13, 15)),
-                ):
-                    mlo, mhi = (
-                        ir.Constant(ir.VectorType(ir.IntType(32), 8), [ir.Constant(ir.IntType(32), t) for t in m])
-                        for m in (lo, hi)
-                    )
-                    level = [
-                        builder.add(builder.shuffle_vector(x, y, mlo), builder.shuffle_vector(x, y, mhi))
-                        for x, y in zip(level[::2], level[1::2], strict=True)
-                    ]
-                builder.store(level[0], builder.gep(out, [ir.Constant(i64, blk)]), align=8)
-            return context.get_dummy_value()
-
-        return types.none(a, types.int64, w, types.int64, types.int64, types.int64, acc), codegen
-
-    return block
-
-
-popcount_block4x4 = _popcount_block(4, 4)
-popcount_block1x4 = _popcount_block(1, 4)
 
 
 @intrinsic

@@ -35,49 +35,66 @@ def test_byte_planes_are_the_bits_of_every_byte(n, seed):
     assert (planes[:3] == np.uint64(2**64 - 1)).all()  # rows of other images untouched
 
 
-def _gemm_case(rng, nrows, n_out, fan_in, encoding, last):
+def _gemm_case(rng, nrows, n_out, fan_in, encoding):
+    """A layer as plan.build_plan stores it for kernels.gemm: weights by columns of 8 outputs, consts padded to 8."""
     nw = n_words(fan_in) + int(rng.integers(0, 3))
     a_bits = rng.integers(0, 2, (nrows, fan_in))
     w_signs = rng.choice([-1, 1], (n_out, fan_in))
-    n_out_pad = -(-n_out // 4) * 4
+    pad = -(-n_out // 8) * 8
     a = np.zeros((nrows, nw), np.uint64)
     a[:, : n_words(fan_in)] = pack_bits(a_bits)
-    w = np.zeros((n_out_pad, nw), np.uint64)
+    w = np.zeros((pad, nw), np.uint64)
     w[:n_out, : n_words(fan_in)] = pack_bits(w_signs > 0)
+    wt = np.ascontiguousarray(w.reshape(-1, 8, nw).transpose(0, 2, 1)).ravel()
     values = a_bits * 2 - 1 if encoding == "pm1" else a_bits
     s = values @ w_signs.T  # the plain dot products, (nrows, n_out)
-    consts = np.zeros((3, n_out_pad), np.int64)
+    consts = np.zeros((3, pad), np.int64)
     alpha, beta = (4, -2) if encoding == "pm1" else (2, -1)
     if encoding == "pm1":
         consts[0, :n_out] = fan_in - 2 * (w_signs > 0).sum(axis=1)
     t = rng.integers(-fan_in, fan_in + 1, n_out)
     d = rng.choice([-1, 1], n_out)
     consts[1, :n_out], consts[2, :n_out] = d * t, d
-    return a, nw, w, consts, alpha, beta, s, t, d
+    return a, nw, wt, consts, alpha, beta, s, t, d
 
 
-@settings(max_examples=80, deadline=None)
-@given(
-    st.integers(1, 13),
-    st.integers(1, 13),
-    st.integers(1, 200),
+GEMM = (
+    st.sampled_from([1, 2, 3, 4, 5, 7, 8, 9, 16, 17]),
+    st.integers(1, 80),
+    st.sampled_from([1, 63, 64, 65, 100, 511, 512, 600, 1000, 1152]),
     st.sampled_from(["01", "pm1"]),
     st.integers(0, 2**32 - 1),
 )
+
+
+@settings(max_examples=80, deadline=None)
+@given(*GEMM)
 def test_gemm_scores_are_the_dot_products(nrows, n_out, fan_in, encoding, seed):
-    _check_gemm_scores(nrows, n_out, fan_in, encoding, seed)
-
-
-def _check_gemm_scores(nrows, n_out, fan_in, encoding, seed):
     """gemm's scores (last layer) are the dot products, written from row 2 on and nowhere else."""
     rng = np.random.default_rng(seed)
-    a, nw, w, consts, alpha, beta, s, _, _ = _gemm_case(rng, nrows, n_out, fan_in, encoding, True)
+    a, nw, wt, consts, alpha, beta, s, _, _ = _gemm_case(rng, nrows, n_out, fan_in, encoding)
     scores = np.zeros((nrows + 2, n_out + 1), np.int32)
-    K.gemm(
-        a, nrows, nw, w, n_out, alpha, beta, consts, np.zeros(nrows, np.int64), np.zeros(1, np.uint64), scores, 2, True
-    )
+    rowbit = np.zeros(nrows, np.int64)
+    K.gemm(a, nrows, nw, wt, n_out, alpha, beta, consts, rowbit, 0, np.zeros(1, np.uint64), scores, 2, True)
     assert np.array_equal(scores[2:, :n_out], s)
     assert not scores[:2].any() and not scores[:, n_out].any()
+
+
+@settings(max_examples=100, deadline=None)
+@given(*GEMM)
+def test_gemm_threshold_and_pack_images(nrows, n_out, fan_in, encoding, seed):
+    """A dense layer: row i's bits at i * image_bits (row_bit_offsets of one row per image)."""
+    rng = np.random.default_rng(seed)
+    a, nw, wt, consts, alpha, beta, s, t, d = _gemm_case(rng, nrows, n_out, fan_in, encoding)
+    image_words = n_words(n_out) + int(rng.integers(0, 2))
+    out = np.zeros(nrows * image_words, np.uint64)
+    rowbit = np.zeros(nrows, np.int64)
+    K.row_bit_offsets(nrows, 1, 1, 0, image_words * 64, rowbit)
+    K.gemm(a, nrows, nw, wt, n_out, alpha, beta, consts, rowbit, 0, out, np.zeros((1, 1), np.int32), 0, False)
+    bits = np.where(d > 0, s >= t, s <= t)
+    got = unpack_bits(out.reshape(nrows, image_words), image_words * 64)
+    assert np.array_equal(got[:, :n_out], bits)
+    assert not got[:, n_out:].any()
 
 
 @settings(max_examples=80, deadline=None)
@@ -90,9 +107,10 @@ def _check_gemm_scores(nrows, n_out, fan_in, encoding, seed):
     st.integers(0, 2**32 - 1),
 )
 def test_gemm_bits_threshold_pool_and_pack(nrows, n_out, fan_in, encoding, group, seed):
+    """A convolution: rows of one pooling window OR into one output bit; the bits start at bit0."""
     rng = np.random.default_rng(seed)
     nrows = nrows * group
-    a, nw, w, consts, alpha, beta, s, t, d = _gemm_case(rng, nrows, n_out, fan_in, encoding, False)
+    a, nw, wt, consts, alpha, beta, s, t, d = _gemm_case(rng, nrows, n_out, fan_in, encoding)
     rows_per_image = group * int(rng.integers(1, 3))
     nrows -= nrows % rows_per_image
     if nrows == 0:
@@ -101,61 +119,15 @@ def test_gemm_bits_threshold_pool_and_pack(nrows, n_out, fan_in, encoding, group
     image_words = n_words(per_img * n_out) + 1
     rowbit = np.zeros(nrows, np.int64)
     K.row_bit_offsets(nrows, rows_per_image, group, n_out, image_words * 64, rowbit)
-    out = np.zeros(n_img * image_words, np.uint64)
-    K.gemm(a, nrows, nw, w, n_out, alpha, beta, consts, rowbit, out, np.zeros((1, 1), np.int32), 0, False)
+    out = np.zeros((n_img + 1) * image_words, np.uint64)
+    bit0 = image_words * 64
+    K.gemm(a, nrows, nw, wt, n_out, alpha, beta, consts, rowbit, bit0, out, np.zeros((1, 1), np.int32), 0, False)
     bits = np.where(d > 0, s[:nrows] >= t, s[:nrows] <= t)  # (nrows, n_out)
     pooled = bits.reshape(n_img, per_img, group, n_out).max(axis=2)  # OR over each group of rows
-    got = unpack_bits(out.reshape(n_img, image_words), image_words * 64)
+    assert not out[:image_words].any()
+    got = unpack_bits(out[image_words:].reshape(n_img, image_words), image_words * 64)
     assert np.array_equal(got[:, : per_img * n_out].reshape(n_img, per_img, n_out), pooled)
     assert not got[:, per_img * n_out :].any()
-
-
-def _dense_case(rng, nrows, n_out, fan_in, encoding):
-    """A dense layer as plan.build_plan stores it: weights by columns of 8 outputs, consts padded to 8."""
-    a, nw, w, consts, alpha, beta, s, t, d = _gemm_case(rng, nrows, n_out, fan_in, encoding, False)
-    pad = -(-n_out // 8) * 8
-    w8 = np.zeros((pad, nw), np.uint64)
-    w8[:n_out] = w[:n_out]
-    c8 = np.zeros((3, pad), np.int64)
-    c8[:, :n_out] = consts[:, :n_out]
-    wt = np.ascontiguousarray(w8.reshape(-1, 8, nw).transpose(0, 2, 1)).ravel()
-    return a, nw, wt, c8, alpha, beta, s, t, d
-
-
-DENSE = (
-    st.sampled_from([1, 2, 3, 4, 5, 7, 8, 9, 16, 17]),
-    st.integers(1, 80),
-    st.sampled_from([1, 63, 64, 65, 100, 511, 512, 600, 1000]),
-    st.sampled_from(["01", "pm1"]),
-    st.integers(0, 2**32 - 1),
-)
-
-
-@settings(max_examples=80, deadline=None)
-@given(*DENSE)
-def test_dense_bits_scores_are_the_dot_products(nrows, n_out, fan_in, encoding, seed):
-    rng = np.random.default_rng(seed)
-    a, nw, wt, consts, alpha, beta, s, _, _ = _dense_case(rng, nrows, n_out, fan_in, encoding)
-    scores = np.zeros((nrows + 2, n_out + 1), np.int32)
-    K.dense_bits(a, nrows, nw, wt, n_out, alpha, beta, consts, np.zeros(1, np.uint64), 64, scores, 2, True)
-    assert np.array_equal(scores[2:, :n_out], s)
-    assert not scores[:2].any() and not scores[:, n_out].any()
-
-
-@settings(max_examples=100, deadline=None)
-@given(*DENSE)
-def test_dense_bits_threshold_and_pack(nrows, n_out, fan_in, encoding, seed):
-    rng = np.random.default_rng(seed)
-    a, nw, wt, consts, alpha, beta, s, t, d = _dense_case(rng, nrows, n_out, fan_in, encoding)
-    image_words = n_words(n_out) + int(rng.integers(0, 2))
-    out = np.zeros(nrows * image_words, np.uint64)
-    K.dense_bits(
-        a, nrows, nw, wt, n_out, alpha, beta, consts, out, image_words * 64, np.zeros((1, 1), np.int32), 0, False
-    )
-    bits = np.where(d > 0, s >= t, s <= t)
-    got = unpack_bits(out.reshape(nrows, image_words), image_words * 64)
-    assert np.array_equal(got[:, :n_out], bits)
-    assert not got[:, n_out:].any()
 
 
 @settings(max_examples=80, deadline=None)
@@ -194,19 +166,6 @@ def test_dense_u8_sums_threshold_and_pack(n_img, n_out, fan_in, last, seed):
     got = unpack_bits(out.reshape(n_img, image_words), image_words * 64)
     assert np.array_equal(got[:, :n_out], np.where(d > 0, s >= t, s <= t))
     assert not got[:, n_out:].any() and not scores.any()
-
-
-@settings(max_examples=40, deadline=None)
-@given(
-    st.integers(1, 13),
-    st.integers(1, 13),
-    st.integers(300, 1300),
-    st.sampled_from(["01", "pm1"]),
-    st.integers(0, 2**32 - 1),
-)
-def test_gemm_scores_on_wide_rows(nrows, n_out, fan_in, encoding, seed):
-    """Rows of 8 words and more: the 512-bit blocks (popcount_block4x4, 1x4) and their scalar tail."""
-    _check_gemm_scores(nrows, n_out, fan_in, encoding, seed)
 
 
 def _geometry(c, h, w, kh, kw, ph, pw, stride, pool, pool_stride, n_out):
