@@ -145,6 +145,28 @@ def _epilogue(builder, sums, crow, rp, lanes, bits):
             builder.store(mask, builder.gep(rp, [ir.Constant(i64, i)]))
 
 
+def _threshold_bits(builder, u, crow, rp):
+    """The bits of a block of 8-lane vectors without a multiplication: u[i][v] = alpha p + beta pa of row i,
+    vector v; consts = (gamma, dir * T, dir) per output. dir * s >= dir * T with s = u + gamma is, with
+    m = dir >> 63 (0 for dir = +1, all ones for -1), (u ^ m) >= ((T - gamma) ^ m): T = ((dir T) ^ m) - m,
+    and XOR with all ones reverses the order of signed integers. (A padded output, dir 0, gets a bit that its
+    caller masks off.) rp[i] = the bits of row i, bit 8 v + j for output 8 v + j."""
+    i64 = ir.IntType(64)
+    m, key = [], []
+    for v in range(len(u[0])):
+        mv = builder.ashr(crow(2, v), _splat(builder, ir.Constant(i64, 63), V8))
+        t = builder.sub(builder.xor(crow(1, v), mv), mv)
+        m.append(mv)
+        key.append(builder.xor(builder.sub(t, crow(0, v)), mv))
+    for i, row in enumerate(u):
+        mask = ir.Constant(i64, 0)
+        for v, x in enumerate(row):
+            ge = builder.icmp_signed(">=", builder.xor(x, m[v]), key[v])
+            bv = builder.zext(builder.bitcast(ge, ir.IntType(8)), i64)
+            mask = builder.or_(mask, builder.shl(bv, ir.Constant(i64, 8 * v)))
+        builder.store(mask, builder.gep(rp, [ir.Constant(i64, i)]))
+
+
 def _popcount_cols(nr, nv, planes, bits):
     """An intrinsic: one register block of a dense layer whose weights are stored by columns of 8 outputs.
 
@@ -155,8 +177,10 @@ def _popcount_cols(nr, nv, planes, bits):
     already is one output's sum (no reduction). Then, in vectors:
 
     * ``planes`` (nr = 8 bit planes of one image): P = sum_i 2^i p[i], one row;
-    * s = alpha p + pa[pr + i] + gamma (consts = (gamma, dir * T, dir) per output, from o = 8 blk);
-    * ``bits``: res[i] = the nv * 8 bits dir * s >= dir * T of row i (bit 8 v + j: output o + 8 v + j);
+    * s = alpha p + pa[pr + i] + gamma (consts = (gamma, dir * T, dir) per output, from o = 8 blk; alpha
+      a power of two, 2 or 4);
+    * ``bits``: res[i] = the nv * 8 bits dir * s >= dir * T of row i (bit 8 v + j: output o + 8 v + j;
+      _threshold_bits);
       else res[(i * nv + v) * 8 + j] = s.
     """
     rows = 1 if planes else nr
@@ -219,12 +243,18 @@ def _popcount_cols(nr, nv, planes, bits):
                 p = [comb]
             crow = _consts_loader(context, builder, sig.args[8], args[8], o_v, 8)
             pa_d = data(6).data
-            al = splat(alpha_v)
-            sums = []
+            # alpha is 2 or 4 (plan.LayerInput.alpha_beta): alpha p is a shift, not a 3-uop vpmullq
+            ctpop64 = builder.module.declare_intrinsic("llvm.ctpop", [i64])
+            sh = splat(builder.call(ctpop64, [builder.sub(alpha_v, ir.Constant(i64, 1))]))  # log2(alpha)
+            u = []  # alpha p + beta pa, per row and vector
             for i in range(rows):
                 pav = splat(builder.load(builder.gep(pa_d, [builder.add(pr_v, ir.Constant(i64, i))])))
-                sums.append([builder.add(builder.add(builder.mul(al, p[i][v]), pav), crow(0, v)) for v in range(nv)])
-            _epilogue(builder, sums, crow, data(10).data, 8, bits)
+                u.append([builder.add(builder.shl(p[i][v], sh), pav) for v in range(nv)])
+            if bits:
+                _threshold_bits(builder, u, crow, data(10).data)
+            else:
+                _epilogue(builder, [[builder.add(x, crow(0, v)) for v, x in enumerate(row)] for row in u], crow,
+                          data(10).data, 8, False)
             return context.get_dummy_value()
 
         return types.none(
