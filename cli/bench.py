@@ -208,7 +208,7 @@ def _print(result: dict) -> None:
     )
     pc = result["popcount"]
     console.print(
-        f"runtime per layer (1 thread, batch {result['batch']}); "
+        f"runtime per layer (1 thread, runs of {pc['layers'][0]['images']} of the batch's images); "
         f"AND+popcount peak {pc['peak_word_ops_per_second'] / 1e9:.2f} G word-ops/s per thread"
     )
     prof = Table(
