@@ -243,8 +243,10 @@ def run_bench(
 def _popcount_share(model, x: np.ndarray) -> dict:
     """Per-layer time of the runtime (one thread) and the share of the machine's AND+popcount rate reached."""
     rates = popcount_rates()
-    peak = max(rates.values())
     layers = layer_times(model, x)
+    for name, rate in popcount_rates().items():  # again after the profile: the best of both (a shared machine)
+        rates[name] = max(rates[name], rate)
+    peak = max(rates.values())
     ops = sum(r["word_ops_per_image"] for r in layers)
     secs = sum(r["seconds_per_image"] for r in layers if r["word_ops_per_image"])
     for r in layers:
