@@ -78,8 +78,22 @@ def layer_conv_bits(p, src, n, wpool, consts, rows, rowbit, out, image_bits, sco
     row_bit_offsets(per_image, per_image, p[COL_POOL_H] * p[COL_POOL_W], p[COL_N_OUT], 0, rowbit)
     for i in range(n):
         r = im2col_bits(src, i, p, rows, 0, nw)
-        gemm(rows, r, nw, wts, p[COL_N_OUT], p[COL_ALPHA], p[COL_BETA], consts, rowbit, i * image_bits, out, scores, 0,
-             False)
+        gemm(
+            rows,
+            r,
+            nw,
+            wts,
+            p[COL_N_OUT],
+            p[COL_ALPHA],
+            p[COL_BETA],
+            consts,
+            rowbit,
+            i * image_bits,
+            out,
+            scores,
+            0,
+            False,
+        )
 
 
 @njit(cache=True, inline="always")

@@ -31,7 +31,7 @@ RUN_SECONDS = 2e-3  # about how long one timed run of the whole network is
 
 
 def layer_times(model, x, repeats: int = 15) -> list[dict]:
-    """[{layer, kind, seconds_per_image, word_ops_per_image, images}] for a batch x (its first ``images``), one thread."""
+    """[{layer, kind, seconds_per_image, word_ops_per_image, images}] for the first ``images`` of x, one thread."""
     x = prepare_input(x, model.input_shape)
     layers = model.file.layers
     plans = [_prefix(model.plan, k) for k in range(1, len(layers))] + [model.plan]

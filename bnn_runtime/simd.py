@@ -83,7 +83,9 @@ def and_popcount_pass(typingctx, a, w, rot):
         with cgutils.for_range(builder, n8) as loop:
             x = builder.load(builder.gep(ap, [loop.index]), align=8)
             for j in range(4):
-                builder.store(builder.add(builder.load(sums[j]), builder.call(ctpop, [builder.and_(x, wv[j])])), sums[j])
+                builder.store(
+                    builder.add(builder.load(sums[j]), builder.call(ctpop, [builder.and_(x, wv[j])])), sums[j]
+                )
         total = ir.Constant(V8, None)
         for j in range(4):
             total = builder.add(total, builder.shl(builder.load(sums[j]), _splat(builder, ir.Constant(i64, j), V8)))
@@ -253,8 +255,14 @@ def _popcount_cols(nr, nv, planes, bits):
             if bits:
                 _threshold_bits(builder, u, crow, data(10).data)
             else:
-                _epilogue(builder, [[builder.add(x, crow(0, v)) for v, x in enumerate(row)] for row in u], crow,
-                          data(10).data, 8, False)
+                _epilogue(
+                    builder,
+                    [[builder.add(x, crow(0, v)) for v, x in enumerate(row)] for row in u],
+                    crow,
+                    data(10).data,
+                    8,
+                    False,
+                )
             return context.get_dummy_value()
 
         return types.none(

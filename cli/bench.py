@@ -213,7 +213,8 @@ def _print(result: dict) -> None:
     )
     prof = Table(
         caption="share of peak: against the AND+popcount microbenchmark, the faster of LLVM's vectorisation and "
-        "512-bit vectors (" + ", ".join(f"{k} {v / 1e9:.2f}G" for k, v in pc["peak_loops_word_ops_per_second"].items())
+        "512-bit vectors ("
+        + ", ".join(f"{k} {v / 1e9:.2f}G" for k, v in pc["peak_loops_word_ops_per_second"].items())
         + "); layers under 0.1 us are noise"
     )
     for col in ("layer", "kind", "us/image", "word-ops/image", "share of peak"):
