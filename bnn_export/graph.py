@@ -63,9 +63,10 @@ def heaviside(g: Graph, z: str, threshold: str) -> str:
 
 
 def heaviside_of_integers(g: Graph, z: str) -> str:
-    """The same step on a float tensor of integers ``z = s - t + 1``: ``Clip(z, 0, 1)`` is 1 exactly when s >= t,
-    as a float 0/1 -- one operator that onnxruntime fuses into the Conv or Gemm before it."""
-    return g.op("Clip", [z, g.const(np.array(0, np.float32), "zero"), g.const(np.array(1, np.float32), "one")], "step")
+    """The same step on a float tensor of integers ``z = s - t + 1``: ``HardSigmoid(z)`` with alpha 1 and beta 0,
+    ``min(max(1 * z + 0, 0), 1)``, is 1 exactly when s >= t, as a float 0/1. onnxruntime fuses it into the Conv
+    *and* the Gemm before it (its output loop clamps; no pass of its own), where it fuses ``Clip`` into Conv only."""
+    return g.op("HardSigmoid", [z], "step", alpha=1.0, beta=0.0)
 
 
 FLOAT = TensorProto.FLOAT

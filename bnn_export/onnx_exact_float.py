@@ -8,9 +8,12 @@ Per layer, with ``d`` the channel's direction and ``T`` its threshold (docs/FORM
 
 * weights ``d * w`` (``2 * d * w`` for ``pm1`` inputs, which travel as 0/1 bits: ``s = 2 s01 - sum w``);
 * the bias ``-d * T + 1`` (minus ``d * sum w`` for ``pm1``), so the layer computes ``d (s - T) + 1``;
-* the Heaviside step on that integer is ``Clip(., 0, 1)`` (``graph.heaviside_of_integers``); OR-pooling
-  of its bits is the same as ``MaxPool`` of the sums before the step (a max commutes with a monotone
-  step), which clips a quarter as many values, as the float network pools before its ReLU;
+* the Heaviside step on that integer is ``HardSigmoid(., alpha=1, beta=0)`` = ``min(max(., 0), 1)``
+  (``graph.heaviside_of_integers``). OR-pooling its bits is the same as ``MaxPool`` of the sums before
+  the step (a max commutes with a monotone step), which steps a quarter as many values, as the float
+  network pools before its ReLU. Where no pool follows, onnxruntime fuses the step into the Conv or
+  Gemm before it (``Clip`` it fuses into Conv only); stepping before a pool, fused, measured slower
+  than the pass on the pooled sums (docs/PERFORMANCE.md).
 * the last layer: ``scores`` (int32, cast from the exact float sums), ``logits`` (float64,
   ``scale * s + offset``) and ``label`` (int64, their first argmax), as the runtime computes them.
 

@@ -94,3 +94,53 @@ def test_a_first_layer_beyond_float32_exactness_exports_the_integer_graph():
     x = rng.integers(200, 256, (3, fan_in), dtype=np.uint8)
     x[0] = 255
     assert_exact(bnn, model, x)
+
+
+def optimized_ops(model: onnx.ModelProto, tmp_path, level: str = "ORT_ENABLE_ALL") -> list[tuple[str, str]]:
+    """(op type, fused activation) of each node of the graph onnxruntime runs after its optimisations."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    nodes = onnx.load(opts.optimized_model_filepath).graph.node
+    return [(n.op_type, next((a.s.decode() for a in n.attribute if a.name == "activation"), "")) for n in nodes]
+
+
+def test_the_step_is_a_hard_sigmoid_after_the_pool_and_fused_into_the_dense_layers(tmp_path):
+    """LeNet-5: each threshold layer's step is one HardSigmoid(alpha 1, beta 0) -- on the pooled sums of a
+    convolution, and inside onnxruntime's FusedGemm for a dense layer (no pass of its own)."""
+    bnn = read_bnn(GOLDEN / "lenet5_mnist.bnn")
+    model = bnn_to_onnx(bnn)
+    steps = [n for n in model.graph.node if n.op_type == "HardSigmoid"]
+    assert len(steps) == sum(layer["output"] == "threshold" for layer in bnn.layers) == 4
+    assert all({a.name: a.f for a in n.attribute} == {"alpha": 1.0, "beta": 0.0} for n in steps)
+    assert "Clip" not in ops(model)
+    producers = {n.output[0]: n.op_type for n in model.graph.node}
+    assert [producers[n.input[0]] for n in steps] == ["MaxPool", "MaxPool", "Gemm", "Gemm"]
+    optimized = optimized_ops(model, tmp_path)
+    assert optimized.count(("FusedGemm", "HardSigmoid")) == 2
+    assert [op for op, _ in optimized].count("HardSigmoid") == 2  # the two after the pools
+
+
+@pytest.mark.parametrize("level", ["ORT_DISABLE_ALL", "ORT_ENABLE_ALL"])
+def test_unfused_and_fused_steps_are_exact(level, tmp_path):
+    """Another ONNX runtime may run HardSigmoid as its own operator: onnxruntime without graph optimisations
+    does, and computes the same bits as with them (all golden models, every test image)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+    for name in NAMES:
+        bnn = read_bnn(GOLDEN / f"{name}.bnn")
+        with np.load(GOLDEN / f"{name}.npz", allow_pickle=False) as f:
+            x = f["x"]
+        s = ort.InferenceSession(bnn_to_onnx(bnn).SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        out = dict(zip([o.name for o in s.get_outputs()], s.run(None, {"images": x}), strict=True))
+        ref = reference_scores(bnn, x)
+        assert np.array_equal(out["scores"], ref) and np.array_equal(out["label"], predict_from_scores(bnn, ref))
+        if "logits" in out:
+            assert np.array_equal(out["logits"], reference_logits(bnn, x))
