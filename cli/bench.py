@@ -197,9 +197,11 @@ def _print(result: dict) -> None:
         )
     console.print(table)
     ratios = result["ratios"]
+    pairs = result["exported_over_fp32_pairs"]
     console.print(
         f"exported .onnx / fp32 network, both on onnxruntime: throughput "
-        f"{ratios['throughput_onnxruntime_exported_over_onnxruntime_fp32']:.2f}x, "
+        f"{ratios['throughput_onnxruntime_exported_over_onnxruntime_fp32']:.2f}x (median of {pairs['pairs']} "
+        f"batch-against-batch pairs, quartiles {pairs['q25']:.2f}-{pairs['q75']:.2f}x), "
         f"latency {ratios['latency_onnxruntime_exported_over_onnxruntime_fp32']:.2f}x"
     )
     console.print(
