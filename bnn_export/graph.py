@@ -22,6 +22,7 @@ class Graph:
         self.inputs: list[onnx.ValueInfoProto] = []
         self.outputs: list[onnx.ValueInfoProto] = []
         self._count = 0
+        self._renamed: dict[str, str] = {}  # a node's output given a graph output's name (``output``)
 
     def fresh(self, hint: str) -> str:
         self._count += 1
@@ -34,6 +35,7 @@ class Graph:
 
     def op(self, op_type: str, inputs: list[str], hint: str | None = None, **attrs) -> str:
         out = self.fresh(hint or op_type.lower())
+        inputs = [self._renamed.get(i, i) for i in inputs]
         self.nodes.append(helper.make_node(op_type, inputs, [out], name=out, **attrs))
         return out
 
@@ -42,7 +44,18 @@ class Graph:
         return name
 
     def output(self, value: str, name: str, elem_type: int, shape: list) -> None:
-        self.nodes.append(helper.make_node("Identity", [value], [name], name=f"out_{name}"))
+        """Make ``value`` the graph output ``name``: the node computing it writes ``name`` itself (an Identity
+        node between would copy it: onnxruntime keeps one where the value also feeds another node); an
+        Identity only for a value that is not a node's output here or is an output already."""
+        value = self._renamed.get(value, value)
+        producer = next((n for n in self.nodes if value in n.output), None)
+        if producer is None or value in {o.name for o in self.outputs}:
+            self.nodes.append(helper.make_node("Identity", [value], [name], name=f"out_{name}"))
+        else:
+            producer.output[list(producer.output).index(value)] = name
+            for node in self.nodes:
+                node.input[:] = [name if i == value else i for i in node.input]
+            self._renamed[value] = name
         self.outputs.append(helper.make_tensor_value_info(name, elem_type, shape))
 
     def model(self, metadata: dict | None = None) -> onnx.ModelProto:

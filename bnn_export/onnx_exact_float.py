@@ -91,7 +91,8 @@ def bnn_to_onnx_float(model: BnnFile, metadata: dict | None = None) -> onnx.Mode
     g = Graph("bnn_exact_float")
     x = g.op("Cast", [g.input("images", UINT8, ["N", *model.input_shape])], "pixels", to=FLOAT)
     for i, layer in enumerate(model.layers):
-        s = _sums(g, model, layer, x, flat=i > 0 and model.layers[i - 1]["kind"] != "conv")
+        flat = model.layers[i - 1]["kind"] != "conv" if i else len(model.input_shape) == 1  # no Flatten node then
+        s = _sums(g, model, layer, x, flat=flat)
         if layer["output"] == "threshold":
             pool = layer.get("pool")
             if pool:  # max-pooling the sums, then the step: the same bits (a max commutes with a monotone step)

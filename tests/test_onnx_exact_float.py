@@ -144,3 +144,16 @@ def test_unfused_and_fused_steps_are_exact(level, tmp_path):
         assert np.array_equal(out["scores"], ref) and np.array_equal(out["label"], predict_from_scores(bnn, ref))
         if "logits" in out:
             assert np.array_equal(out["logits"], reference_logits(bnn, x))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_outputs_come_straight_from_their_nodes(name):
+    """No Identity copies the outputs (the logits also feed the ArgMax: onnxruntime would keep a copy), and a
+    network on (N, features) inputs has no Flatten (a node that does nothing still costs its dispatch)."""
+    bnn = read_bnn(GOLDEN / f"{name}.bnn")
+    model = bnn_to_onnx(bnn)
+    assert "Identity" not in ops(model)
+    produced = {o for n in model.graph.node for o in n.output}
+    assert {o.name for o in model.graph.output} <= produced
+    flattens = sum(n.op_type == "Flatten" for n in model.graph.node)
+    assert flattens == (len(bnn.input_shape) > 1 and any(layer["kind"] == "dense" for layer in bnn.layers))
