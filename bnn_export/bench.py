@@ -15,8 +15,9 @@ Batch 256 gives throughput (images/s, the median of the rounds), batch 1 latency
 so that background load and the place after another engine fall on all of them alike. The
 exported graph against the fp32 network -- two graphs of nearly the same work, whose difference is
 smaller than the swings of a shared machine between rounds -- is also timed batch against batch
-(``paired_ratio``): the ratio reported is the median of the pairs. A microbenchmark measures this machine's AND+popcount rate, and a
-per-layer profile of the runtime (one thread) says which share of it the binary layers reach.
+(``paired_ratio``): the ratio reported is the median of the pairs. A microbenchmark measures this
+machine's AND+popcount rate, and a per-layer profile of the runtime (one thread) says which share of
+it the binary layers reach.
 This is a benchmark, not a test: nothing here asserts on time.
 """
 
