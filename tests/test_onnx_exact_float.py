@@ -43,7 +43,10 @@ def test_golden_models_export_exact_float_graphs(name):
         x = f["x"]
     model = bnn_to_onnx(bnn)
     assert exact_float_fits(bnn)
-    assert not ops(model) & {"ConvInteger", "MatMulInteger"} and ops(model) & {"Conv", "Gemm"}
+    assert "ConvInteger" not in ops(model) and ops(model) & {"Conv", "Gemm", "MatMulInteger"}
+    integer = [n for n in model.graph.node if n.op_type == "MatMulInteger"]  # on the pixels alone
+    assert len(integer) == (bnn.layers[0]["kind"] == "dense")
+    assert all(n.input[0] == "images" or n.input[0].startswith("flatten") for n in integer)
     assert {p.key: p.value for p in model.metadata_props}["graph"] == "exact float32"
     assert_exact(bnn, model, x)
     assert_exact(bnn, model, x[:1])
@@ -157,3 +160,22 @@ def test_outputs_come_straight_from_their_nodes(name):
     assert {o.name for o in model.graph.output} <= produced
     flattens = sum(n.op_type == "Flatten" for n in model.graph.node)
     assert flattens == (len(bnn.input_shape) > 1 and any(layer["kind"] == "dense" for layer in bnn.layers))
+
+
+def test_a_dense_first_layer_multiplies_the_uint8_pixels_as_integers(tmp_path):
+    """MLP: the first layer is MatMulInteger of the uint8 pixels (no Cast of the input) and int8 weights, its
+    int32 sums cast to float; the hidden layers are float Gemm with the step fused; exact on 255s and on
+    random pixels (the largest sums, both signs)."""
+    bnn = read_bnn(GOLDEN / "mlp_sign_pixels.bnn")
+    model = bnn_to_onnx(bnn)
+    first = model.graph.node[0]
+    assert first.op_type == "MatMulInteger" and first.input[0] == "images"
+    weights = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}[first.input[1]]
+    assert weights.dtype == np.int8 and weights.shape == (bnn.layers[0]["fan_in"], bnn.layers[0]["out_features"])
+    assert set(np.unique(weights)) <= {-1, 1}
+    assert [n.op_type for n in model.graph.node[1:4]] == ["Cast", "Add", "HardSigmoid"]
+    assert optimized_ops(model, tmp_path).count(("FusedGemm", "HardSigmoid")) == 1
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 256, (64, *bnn.input_shape), dtype=np.uint8)
+    x[0], x[1] = 255, 0
+    assert_exact(bnn, model, x)
