@@ -44,9 +44,9 @@ def test_golden_models_export_exact_float_graphs(name):
     model = bnn_to_onnx(bnn)
     assert exact_float_fits(bnn)
     assert "ConvInteger" not in ops(model) and ops(model) & {"Conv", "Gemm", "MatMulInteger"}
-    integer = [n for n in model.graph.node if n.op_type == "MatMulInteger"]  # on the pixels alone
-    assert len(integer) == (bnn.layers[0]["kind"] == "dense")
-    assert all(n.input[0] == "images" or n.input[0].startswith("flatten") for n in integer)
+    integer = [n for n in model.graph.node if n.op_type == "MatMulInteger"]  # the dense layers
+    assert len(integer) == sum(layer["kind"] == "dense" for layer in bnn.layers)
+    assert sum(n.op_type == "Conv" for n in model.graph.node) == sum(layer["kind"] == "conv" for layer in bnn.layers)
     assert {p.key: p.value for p in model.metadata_props}["graph"] == "exact float32"
     assert_exact(bnn, model, x)
     assert_exact(bnn, model, x[:1])
@@ -112,20 +112,22 @@ def optimized_ops(model: onnx.ModelProto, tmp_path, level: str = "ORT_ENABLE_ALL
     return [(n.op_type, next((a.s.decode() for a in n.attribute if a.name == "activation"), "")) for n in nodes]
 
 
-def test_the_step_is_a_hard_sigmoid_after_the_pool_and_fused_into_the_dense_layers(tmp_path):
-    """LeNet-5: each threshold layer's step is one HardSigmoid(alpha 1, beta 0) -- on the pooled sums of a
-    convolution, and inside onnxruntime's FusedGemm for a dense layer (no pass of its own)."""
+def test_conv_steps_are_hard_sigmoids_after_the_pool_and_dense_layers_integer(tmp_path):
+    """LeNet-5: a convolution's step is one HardSigmoid(alpha 1, beta 0) on its pooled float sums; a dense layer
+    is MatMulInteger on uint8 bits (the conv bits cast once) and its step a GreaterOrEqual on the int32 sums."""
     bnn = read_bnn(GOLDEN / "lenet5_mnist.bnn")
     model = bnn_to_onnx(bnn)
-    steps = [n for n in model.graph.node if n.op_type == "HardSigmoid"]
-    assert len(steps) == sum(layer["output"] == "threshold" for layer in bnn.layers) == 4
-    assert all({a.name: a.f for a in n.attribute} == {"alpha": 1.0, "beta": 0.0} for n in steps)
-    assert "Clip" not in ops(model)
     producers = {n.output[0]: n.op_type for n in model.graph.node}
-    assert [producers[n.input[0]] for n in steps] == ["MaxPool", "MaxPool", "Gemm", "Gemm"]
-    optimized = optimized_ops(model, tmp_path)
-    assert optimized.count(("FusedGemm", "HardSigmoid")) == 2
-    assert [op for op, _ in optimized].count("HardSigmoid") == 2  # the two after the pools
+    steps = [n for n in model.graph.node if n.op_type == "HardSigmoid"]
+    assert all({a.name: a.f for a in n.attribute} == {"alpha": 1.0, "beta": 0.0} for n in steps)
+    assert [producers[n.input[0]] for n in steps] == ["MaxPool", "MaxPool"]
+    compares = [n for n in model.graph.node if n.op_type == "GreaterOrEqual"]
+    assert [producers[n.input[0]] for n in compares] == ["MatMulInteger", "MatMulInteger"]
+    assert "Clip" not in ops(model) and "Gemm" not in ops(model)
+    casts = [n for n in model.graph.node if n.op_type == "Cast"]
+    assert [producers.get(n.input[0], n.input[0]) for n in casts[:2]] == ["images", "Flatten"]
+    optimized = [op for op, _ in optimized_ops(model, tmp_path)]
+    assert optimized.count("HardSigmoid") == 2 and optimized.count("MatMulInteger") == 3
 
 
 @pytest.mark.parametrize("level", ["ORT_DISABLE_ALL", "ORT_ENABLE_ALL"])
@@ -162,19 +164,19 @@ def test_outputs_come_straight_from_their_nodes(name):
     assert flattens == (len(bnn.input_shape) > 1 and any(layer["kind"] == "dense" for layer in bnn.layers))
 
 
-def test_a_dense_first_layer_multiplies_the_uint8_pixels_as_integers(tmp_path):
-    """MLP: the first layer is MatMulInteger of the uint8 pixels (no Cast of the input) and int8 weights, its
-    int32 sums cast to float; the hidden layers are float Gemm with the step fused; exact on 255s and on
-    random pixels (the largest sums, both signs)."""
+def test_a_dense_network_multiplies_uint8_pixels_and_bits_as_integers():
+    """MLP: every layer is MatMulInteger of uint8 values (the pixels uncast, then bits) and int8 weights (+-1 on
+    the pixels, +-2 on the pm1 bits); exact on 255s, 0s and random pixels (the largest sums, both signs)."""
     bnn = read_bnn(GOLDEN / "mlp_sign_pixels.bnn")
     model = bnn_to_onnx(bnn)
     first = model.graph.node[0]
     assert first.op_type == "MatMulInteger" and first.input[0] == "images"
-    weights = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}[first.input[1]]
-    assert weights.dtype == np.int8 and weights.shape == (bnn.layers[0]["fan_in"], bnn.layers[0]["out_features"])
-    assert set(np.unique(weights)) <= {-1, 1}
-    assert [n.op_type for n in model.graph.node[1:4]] == ["Cast", "Add", "HardSigmoid"]
-    assert optimized_ops(model, tmp_path).count(("FusedGemm", "HardSigmoid")) == 1
+    arrays = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    weights = [arrays[n.input[1]] for n in model.graph.node if n.op_type == "MatMulInteger"]
+    assert [w.shape for w in weights] == [(layer["fan_in"], layer["out_features"]) for layer in bnn.layers]
+    assert all(w.dtype == np.int8 for w in weights) and set(np.unique(weights[0])) <= {-1, 1}
+    assert all(set(np.unique(w)) <= {-2, 2} for w in weights[1:])  # pm1 inputs as 0/1 bits: 2 w
+    assert "Gemm" not in ops(model) and "HardSigmoid" not in ops(model)
     rng = np.random.default_rng(3)
     x = rng.integers(0, 256, (64, *bnn.input_shape), dtype=np.uint8)
     x[0], x[1] = 255, 0
