@@ -1,25 +1,24 @@
-"""The deployed .bnn network as an exact float32 ONNX graph: the operators onnxruntime runs fastest.
+"""The deployed .bnn network as an exact ONNX graph of the operators onnxruntime runs fastest.
 
 Every value in the network is a small integer: pixels 0..255, bits 0/1, weights +-1, sums of at
-most ``255 * fan_in``. float32 holds every integer below 2**24 exactly, so a float ``Conv`` or
-``Gemm`` whose every partial sum stays below 2**24 computes the integer sums exactly, in any
-order of addition -- and uses onnxruntime's fast float kernels rather than ``ConvInteger``.
-Per layer, with ``d`` the channel's direction and ``T`` its threshold (docs/FORMAT.md):
+most ``255 * fan_in``. Per layer, with ``d`` the channel's direction and ``T`` its threshold
+(docs/FORMAT.md), the weights are ``d * w`` (``2 * d * w`` for ``pm1`` inputs, which travel as 0/1
+bits: ``s = 2 s01 - sum w``) and the bias ``-d * T + 1`` (minus ``d * sum w`` for ``pm1``), so the
+layer computes ``d (s - T) + 1``, which is >= 1 exactly when the bit is set.
 
-* weights ``d * w`` (``2 * d * w`` for ``pm1`` inputs, which travel as 0/1 bits: ``s = 2 s01 - sum w``);
-* the bias ``-d * T + 1`` (minus ``d * sum w`` for ``pm1``), so the layer computes ``d (s - T) + 1``;
-* the Heaviside step on that integer is ``HardSigmoid(., alpha=1, beta=0)`` = ``min(max(., 0), 1)``
-  (``graph.heaviside_of_integers``). OR-pooling its bits is the same as ``MaxPool`` of the sums before
-  the step (a max commutes with a monotone step), which steps a quarter as many values, as the float
-  network pools before its ReLU. Where no pool follows, onnxruntime fuses the step into the Conv or
-  Gemm before it (``Clip`` it fuses into Conv only); stepping before a pool, fused, measured slower
-  than the pass on the pooled sums (docs/PERFORMANCE.md).
-* a dense first layer multiplies the uint8 pixels by its int8 +-1 weights with ``MatMulInteger`` (int32
-  sums, exact; onnxruntime's integer GEMM, which uses VNNI/AMX where the CPU has them, ran 2.0-2.3x the
-  float ``Gemm`` network on a 784-130-65-10 MLP), then ``Cast`` to float and ``Add`` of the bias; a first
-  convolution stays a float ``Conv`` (``ConvInteger`` is im2col and slow: the integer graph's 0.2x);
-* the last layer: ``scores`` (int32, cast from the exact float sums), ``logits`` (float64,
-  ``scale * s + offset``) and ``label`` (int64, their first argmax), as the runtime computes them.
+* a convolution is a float ``Conv``: float32 holds every integer below 2**24 exactly, so with every
+  partial sum below 2**24 it computes the integer sums exactly, in any order of addition, with
+  onnxruntime's fast float kernels (``ConvInteger`` is im2col and slow: the integer graph's 0.1-0.2x).
+  Its step is ``HardSigmoid(., alpha=1, beta=0)`` = ``min(max(., 0), 1)`` (``graph.heaviside_of_integers``)
+  on the max-pooled sums (a max commutes with a monotone step: a quarter as many values to step, as
+  the float network pools before its ReLU); where no pool follows, onnxruntime fuses it into the Conv.
+  Stepping before the pool, fused, measured slower (docs/PERFORMANCE.md);
+* a dense layer is ``MatMulInteger`` of uint8 values (the pixels as they come, or the 0/1 bits: a
+  convolution's float bits are cast once) and int8 weights: exact int32 sums, in onnxruntime's integer
+  GEMM (VNNI/AMX where the CPU has them: 3x the float network on a 784-130-65-10 MLP, 4x with
+  4096-wide layers). Its step is ``GreaterOrEqual(acc, 1 - bias)`` on the int32 sums, cast to uint8;
+* the last layer: ``scores`` (int32), ``logits`` (float64, ``scale * s + offset``) and ``label``
+  (int64, their first argmax), as the runtime computes them.
 
 ``exact_float_fits`` says whether a model's sums all stay below 2**24 (a first layer with a fan-in
 of more than about 65,000 pixels does not); ``onnx_bnn.bnn_to_onnx`` then writes the integer graph.
