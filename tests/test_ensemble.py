@@ -51,8 +51,9 @@ def test_member_outputs_and_states_are_its_own_network(model_cfg):
             assert torch.equal(state[key], t), key
     x = torch.randint(0, 17, (6, 3, *shape)).float()
     out = ens(x)
-    for k, m in enumerate(members):  # their outputs, to rounding (sums in another order)
-        assert torch.allclose(out[:, k], m(x[:, k]), atol=1e-5, rtol=1e-5)
+    for k, m in enumerate(members):  # their outputs, to rounding: the channels-last grouped convolution sums in
+        # another order (~1 ulp), which BatchNorm over this tiny batch of small integers scales up to ~3e-5
+        assert torch.allclose(out[:, k], m(x[:, k]), atol=1e-4, rtol=1e-4)
 
 
 def test_members_train_as_their_one_at_a_time_runs(tmp_path):
