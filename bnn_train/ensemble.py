@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .activations import RANDOM_BACKWARDS, Activation
+from .ensemble_ops import fusable, quad_mean_pool, step_activation
 from .errors import ConfigError
 from .layers import BINARY_LAYERS, QuadMeanPool2d, Scale, binarize
 
@@ -160,7 +161,18 @@ class EnsembleActivation(nn.Module):
     def forward(self, z: Tensor) -> Tensor:
         if self.inner.backward_name in RANDOM_BACKWARDS:
             return _MemberNoise.apply(z, self)
+        if fusable(self.inner):
+            return step_activation(z, self.inner)
         return self.inner(z)
+
+
+class _FusedQuadMeanPool(QuadMeanPool2d):
+    """``QuadMeanPool2d`` with the fused backward of bnn_train/ensemble_ops.py (the same numbers)."""
+
+    layout = SHARED
+
+    def forward(self, x: Tensor) -> Tensor:
+        return quad_mean_pool(x, self.kernel_size)
 
 
 _PER_CHANNEL = (nn.MaxPool2d, QuadMeanPool2d, Scale, nn.Flatten)
@@ -194,7 +206,7 @@ class Ensemble(nn.Module):
                     if not all(torch.equal(a, b) for a, b in pairs):
                         raise ConfigError(f"ensemble members differ in their fixed layer {name}")
                 first.layout = SHARED
-                layers[name] = first
+                layers[name] = _FusedQuadMeanPool(first.kernel_size) if type(first) is QuadMeanPool2d else first
             else:
                 raise ConfigError(f"an ensemble cannot batch layer {name} ({type(first).__name__})")
         self.net = nn.Sequential(*[layers[n] for n in layers])

@@ -14,6 +14,7 @@ from dataclasses import replace
 import torch
 
 from bnn_train.config import ModelConfig
+from bnn_train.cpu_memory import keep_freed_memory
 from bnn_train.ensemble import Ensemble
 from bnn_train.ensemble_fit import _losses
 from bnn_train.models import build_model
@@ -52,7 +53,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--compile", action="store_true", help="torch.compile the ensemble's forward (inductor)")
+    ap.add_argument("--mallopt", action="store_true", help="glibc: no mmap for big blocks, no trimming")
     args = ap.parse_args()
+    if args.mallopt:
+        print("keep_freed_memory:", keep_freed_memory())
     if args.threads:
         torch.set_num_threads(args.threads)
     mcfg, cfg = _cell_model()
