@@ -31,8 +31,16 @@ def model_parameter_count(model_cfg: ModelConfig) -> int:
 
     from .models import build_model
 
-    with torch.device("meta"):
-        model = build_model(model_cfg)
+    try:
+        with torch.device("meta"):
+            model = build_model(model_cfg)
+    except RuntimeError as e:  # a layer of more than 2**63 weights: torch refuses even the shape
+        if "overflow" not in str(e):
+            raise
+        raise ConfigError(
+            f"the network's weights overflow 64-bit sizes; the limit is {MAX_PARAMETERS:,} parameters: "
+            "lower --hidden, --width or the --arch widths"
+        ) from None
     return sum(p.numel() for p in model.parameters())
 
 
@@ -62,14 +70,20 @@ def check_parameters(n: int) -> None:
 def sample_batch(model_cfg: ModelConfig, wanted: int) -> int:
     """How many images (at most ``wanted``, at least 2 for BatchNorm) one batch of this network may hold within
     ``MAX_BATCH_ACTIVATION_BYTES``; ConfigError naming the limit when not even 2 fit (or the weights are too many)."""
+    if 2 * 4 * math.prod(model_cfg.in_shape) > MAX_BATCH_ACTIVATION_BYTES:
+        raise ConfigError(_too_large_image(model_cfg, 4 * math.prod(model_cfg.in_shape)))
     check_parameters(model_parameter_count(model_cfg))
     per_image = 4 * (activation_values(model_cfg) + math.prod(model_cfg.in_shape))
     if 2 * per_image > MAX_BATCH_ACTIVATION_BYTES:
-        raise ConfigError(
-            f"one image of shape {list(model_cfg.in_shape)} makes {per_image:,} bytes of activations in this network; "
-            f"the limit is {MAX_BATCH_ACTIVATION_BYTES // 2:,}: a smaller input or fewer channels"
-        )
+        raise ConfigError(_too_large_image(model_cfg, per_image))
     return max(2, min(wanted, MAX_BATCH_ACTIVATION_BYTES // per_image))
+
+
+def _too_large_image(model_cfg: ModelConfig, per_image: int) -> str:
+    return (
+        f"one image of shape {list(model_cfg.in_shape)} makes {per_image:,} bytes of activations in this network; "
+        f"the limit is {MAX_BATCH_ACTIVATION_BYTES // 2:,}: a smaller input or fewer channels"
+    )
 
 
 def check_budget(cfg: RunConfig) -> None:

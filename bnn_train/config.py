@@ -60,13 +60,21 @@ def _choices(settings) -> None:
             )
 
 
+# Real-valued settings (rates, widths, temperatures) live in float32 tensors: a value far outside this range
+# overflows there (Adam's step with --lr 3.4e37 raised from inside torch) or divides by a denormal.
+REAL_SETTING_RANGE = (1e-12, 1e6)
+
+
 def _positive(option: str, value: float, integer: bool = False) -> None:
     ok = isinstance(value, (int, float)) and math.isfinite(value) and value > 0
     if integer:
         ok = ok and float(value).is_integer()
-    if not ok:
-        kind = "a positive integer" if integer else "a positive number"
-        raise ConfigError(f"{option} must be {kind}, got {value}")
+        if not ok:
+            raise ConfigError(f"{option} must be a positive integer, got {value}")
+        return
+    low, high = REAL_SETTING_RANGE
+    if not (ok and low <= value <= high):
+        raise ConfigError(f"{option} must be a positive number from {low:g} to {high:,.0f}, got {value}")
 
 
 @dataclass(frozen=True)

@@ -165,6 +165,19 @@ def test_bench_an_arch_network_without_training(tmp_path):
     assert not (tmp_path / "x.bnn").exists()
 
 
+@pytest.mark.parametrize(
+    "arch, shape, fragment",
+    [  # sizes whose products overflow 64 bits: refused by arithmetic, before torch is asked for a shape
+        ("99999999FC", "3,99999999,99999999", "one image of shape [3, 99999999, 99999999]"),
+        ("4000000000FC-4000000000FC", "1,8,8", "overflow 64-bit sizes"),
+    ],
+)
+def test_bench_arch_sizes_beyond_64_bits_are_one_line(tmp_path, arch, shape, fragment):
+    result = run_cli("bench", "--arch", arch, "--input-shape", shape, "--save", tmp_path / "x.bnn")
+    assert_user_error(result, fragment, code=1)
+    assert not (tmp_path / "x.bnn").exists()
+
+
 def test_busy_processes_run_and_are_stopped():
     from bnn_export.bench import busy_processes
 

@@ -201,6 +201,8 @@ BAD = [
     (["--lr", "0"], ["--lr must be a positive number"], 1),
     (["--lr", "-0.1"], ["--lr must be a positive number"], 1),
     (["--lr", "nan"], ["--lr must be a positive number"], 1),
+    (["--lr", "3.4e37"], ["--lr must be a positive number from 1e-12 to 1,000,000, got 3.4e+37"], 1),
+    (["--rect-width", "1e-320"], ["--rect-width must be a positive number from 1e-12"], 1),
     (["--batch-size", "0"], ["--batch-size must be a positive integer"], 1),
     (["--epochs", "0"], ["--epochs must be a positive integer"], 1),
     (["--hidden", "64,x", "--model", "mlp"], ["--hidden must be comma-separated"], 1),
