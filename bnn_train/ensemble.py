@@ -6,9 +6,11 @@ share the architecture, so their layers run as one grouped operation each:
 * activations are laid out member-major along dim 1: (B, K*C, H, W) after a convolution,
   (B, K*F) after a dense layer, so ``Flatten`` keeps each member's features contiguous and
   BatchNorm over K*C channels is each member's own BatchNorm;
-* a convolution is one grouped convolution (groups = K) of the members' stacked kernels; a dense
-  layer is one batched matmul of weights stacked to (K, out, in);
-* pooling, scales and the forward activations act per channel or element, as they are;
+* a convolution is one grouped convolution (groups = K) of the members' stacked kernels, on
+  channels-last activations (oneDNN's NCHW grouped convolution is several times slower on the CPU);
+  a dense layer is one batched matmul of weights stacked to (K, out, in);
+* pooling, scales and the forward activations act per channel or element, as they are; the
+  quadratic-mean pool and the step activations in the fused forms of ``ensemble_ops`` (same numbers);
 * a random backward function (jamming) draws each member's slice from that member's own
   random state, in the same order and shapes as its one-at-a-time run: the same noise.
 
