@@ -20,6 +20,7 @@ evaluated every epoch, as the paper reports it.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from dataclasses import replace
@@ -84,8 +85,9 @@ def set_threads(n: int | None) -> None:
     """Let torch use ``n`` CPU threads (None: torch's default, all cores)."""
     if n is None:
         return
-    if not (isinstance(n, int) and n >= 1):
-        raise ConfigError(f"--threads must be a positive integer, got {n}")
+    cpus = os.cpu_count() or 1  # more would only oversubscribe -- and 10**8 makes OpenMP allocate gigabytes and exit
+    if not (isinstance(n, int) and 1 <= n <= cpus):
+        raise ConfigError(f"--threads must be an integer from 1 to {cpus} (this machine's CPUs), got {n}")
     torch.set_num_threads(n)
 
 

@@ -29,6 +29,18 @@ def one_driver_for_every_kind():
     compiled.forward()
 
 
+@pytest.fixture(autouse=True)
+def torch_threads_restored():
+    """`--threads N` sets torch's process-wide thread count: put it back after each test, so that one CLI test's
+    value never decides how (or whether) the next test's training runs."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != before:
+        torch.set_num_threads(before)
+
+
 def run_cli(*args: str):
     return CliRunner().invoke(app, [str(a) for a in args])
 

@@ -115,7 +115,11 @@ def test_threads(tmp_path):
     finally:
         torch.set_num_threads(before)
     r = run_cli("train", "--threads", "0", "--out", tmp_path / "x")
-    assert_user_error(r, "--threads must be a positive", code=1)
+    assert_user_error(r, "--threads must be an integer from 1 to", code=1)
+    # 10**8 threads made OpenMP try to allocate 266 GB and exit the process (and pytest) with status 1
+    r = run_cli("reproduce", "table2", "--threads", str(10**8), "--out", tmp_path / "z")
+    assert_user_error(r, "--threads must be an integer from 1 to", "this machine's CPUs", code=1)
+    assert torch.get_num_threads() == before
     assert_user_error(run_cli("reproduce", "table2", "--threads", "0", "--out", tmp_path / "y"), "--threads", code=1)
 
 
