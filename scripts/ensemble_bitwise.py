@@ -22,10 +22,10 @@ def _line(what: str, a: torch.Tensor, b: torch.Tensor) -> None:
 def main() -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    for cin, cout, size, pad in ((1, 6, 28, 2), (6, 16, 14, 0)):  # conv1, conv2 as grouped convolutions
+    for cin, cout, size, pad in ((1, 6, 28, 2), (6, 16, 14, 0)):  # conv1, conv2: grouped, channels-last
         ws = [torch.randn(cout, cin, 5, 5) for _ in range(K)]
         w = torch.cat(ws).requires_grad_(True)
-        x = torch.randn(64, K * cin, size, size)
+        x = torch.randn(64, K * cin, size, size).contiguous(memory_format=torch.channels_last)  # as the ensemble
         y = F.conv2d(x, w, padding=pad, groups=K)
         g = torch.randn_like(y)
         y.backward(g)

@@ -27,8 +27,11 @@ def ensemble_speedup(
     seed: int = 0,
 ) -> dict:
     """Seconds for ``runs`` runs of ``cell`` one at a time and as ensembles of ``ensemble``, ``rounds`` times each."""
+    from ..cpu_memory import keep_freed_memory
     from ..ensemble_fit import fit_ensemble
     from ..train import fit
+
+    keep_freed_memory()  # what fit_ensemble sets on the CPU, set before either side runs: both under the same malloc
 
     cfgs = [exp.run_config(cell, epochs, seed + i, device, data_dir) for i in range(runs)]
     single, together = [], []

@@ -1,0 +1,83 @@
+"""Fused forms of an ensemble's elementwise layers: fewer passes over its large activations, the same numbers.
+
+An ensemble's activations are K times a run's (conv1 of LeNet-5 at batch 256, K = 8: 9.6 M floats), and on the
+CPU the elementwise layers between the convolutions are memory-bound: what costs is every pass over such a
+tensor and every fresh allocation of one. Autograd's generic forms make many (the rectangle backward alone:
+abs, compare, convert, divide, multiply, each into a new tensor). These fused forms compute bit for bit what
+the plain layers compute (tested in tests/test_ensemble_ops.py), in fewer passes:
+
+* ``step_activation`` — an untied activation whose backward is a window (``rect``, ``ste``) or 1 (``const``):
+  the window is evaluated in place into one float tensor; the heaviside forward writes its 0/1 floats directly.
+* ``quad_mean_pool`` — sqrt(mean(x^2)) over k x k windows with a hand-written backward: the factor 2 of
+  d(x^2)/dx applied to the pooled gradient (exact, a power of 2) instead of two full products and their sum.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .activations import Activation
+
+# backward name -> (half-width h, divisor w or None) of g'(z) = 1{|z| <= h} / w; None for h: g'(z) = 1
+_WINDOWS = {
+    "rect": lambda p: (p.rect_width / 2, p.rect_width),
+    "ste": lambda p: (1.0, None),
+    "const": lambda p: (None, None),
+}
+
+
+def fusable(act: Activation) -> bool:
+    """Whether ``step_activation`` computes ``act`` (its backward is a window or 1, and no ramp is on)."""
+    return act.backward_name in _WINDOWS and act.soft_width == 0
+
+
+class _StepActivation(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z: Tensor, act: Activation) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(z)
+        ctx.window = _WINDOWS[act.backward_name](act.params)
+        if act.forward_fn.name == "heaviside":  # H(z) = 1{z >= 0} as floats in one pass (sign_is_positive's rule)
+            return torch.ge(z, 0, out=torch.empty_like(z))
+        return act.forward_fn.fn(z, act.params)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        (z,) = ctx.saved_tensors
+        h, w = ctx.window
+        if h is None:
+            return grad, None  # grad * 1
+        g = z.abs().le_(h)  # 1.0 / 0.0 in the float tensor abs made: (|z| <= h).to(dtype)
+        if w is not None:
+            g.div_(w)
+        return grad * g, None
+
+
+def step_activation(z: Tensor, act: Activation) -> Tensor:
+    """``act(z)`` with a fused backward; ``act`` must be ``fusable``."""
+    return _StepActivation.apply(z, act)
+
+
+class _QuadMeanPool(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, k: int) -> Tensor:  # type: ignore[override]
+        s = F.avg_pool2d(x * x, k)
+        y = s.clamp_min(1e-12).sqrt()
+        ctx.save_for_backward(x, s, y)
+        ctx.k = k
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        x, s, y = ctx.saved_tensors
+        gs = grad / (2 * y)  # sqrt's backward, as autograd writes it
+        gs = torch.where(s >= 1e-12, gs, 0.0)  # clamp_min's
+        gs = gs * 2  # d(x*x)/dx = 2x: the 2 here (exact), the x below
+        gx = torch.ops.aten.avg_pool2d_backward(gs, x, [ctx.k] * 2, [ctx.k] * 2, [0, 0], False, True, None)
+        return gx.mul_(x), None
+
+
+def quad_mean_pool(x: Tensor, k: int) -> Tensor:
+    """``QuadMeanPool2d(k)(x)`` with a fused backward."""
+    return _QuadMeanPool.apply(x, k)
