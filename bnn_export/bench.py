@@ -11,9 +11,13 @@ Four engines, timed interleaved in one process with the same thread count:
   configuration (random weights: speed does not depend on them) and exported by ``float_to_onnx``.
 
 Batch 256 gives throughput (images/s, the median of the rounds), batch 1 latency (median and
-90th percentile over every call). Rounds alternate the engines so that background load falls
-on all of them alike. A microbenchmark measures this machine's AND+popcount rate, and a
-per-layer profile of the runtime (one thread) says which share of it the binary layers reach.
+90th percentile over every call). Rounds alternate the engines, in reverse order every other round,
+so that background load and the place after another engine fall on all of them alike. The
+exported graph against the fp32 network -- two graphs of nearly the same work, whose difference is
+smaller than the swings of a shared machine between rounds -- is also timed batch against batch
+(``paired_ratio``): the ratio reported is the median of the pairs. A microbenchmark measures this
+machine's AND+popcount rate, and a per-layer profile of the runtime (one thread) says which share of
+it the binary layers reach.
 This is a benchmark, not a test: nothing here asserts on time.
 """
 
@@ -149,8 +153,10 @@ def _time_interleaved(
     lat = {name: [] for name in engines}
     if progress:
         progress(0, rounds)
+    order = list(engines)
     for r in range(rounds):
-        for name, fn in engines.items():
+        for name in order if r % 2 == 0 else order[::-1]:
+            fn = engines[name]
             time.sleep(SETTLE_SECONDS)
             rates[name].append(_throughput(fn, x, min_seconds))
             lat[name] += _latencies(fn, x[:1], latency_calls)
@@ -166,6 +172,24 @@ def _time_interleaved(
             "latency_p90_us": float(np.percentile(ms, 90)),
         }
     return results
+
+
+def paired_ratio(fn_a, fn_b, x: np.ndarray, min_seconds: float, min_pairs: int) -> dict:
+    """Throughput of a over b, timed batch against batch: a then b, b then a, ..., for at least ``min_seconds``
+    and ``min_pairs`` pairs; each pair's ratio is b's batch time over a's. Load that changes between rounds
+    falls on both halves of a pair alike. Returns the median, the quartiles and the number of pairs."""
+    fn_a(x)
+    fn_b(x)
+    ratios, start = [], time.perf_counter()
+    while len(ratios) < min_pairs or time.perf_counter() - start < min_seconds:
+        times = {}
+        for name, fn in (("a", fn_a), ("b", fn_b)) if len(ratios) % 2 == 0 else (("b", fn_b), ("a", fn_a)):
+            t = time.perf_counter()
+            fn(x)
+            times[name] = time.perf_counter() - t
+        ratios.append(times["b"] / times["a"])
+    q25, median, q75 = np.percentile(ratios, [25, 50, 75])
+    return {"pairs": len(ratios), "median": float(median), "q25": float(q25), "q75": float(q75)}
 
 
 def run_bench(
@@ -207,9 +231,11 @@ def run_bench(
         ratios[f"throughput_runtime_over_{base}"] = rt["images_per_second"] / b["images_per_second"]
         ratios[f"latency_runtime_over_{base}"] = rt["latency_median_us"] / b["latency_median_us"]
     exported, fp32 = results["onnxruntime_exported"], results["onnxruntime_fp32"]
-    ratios["throughput_onnxruntime_exported_over_onnxruntime_fp32"] = (
-        exported["images_per_second"] / fp32["images_per_second"]
+    time.sleep(SETTLE_SECONDS)
+    paired = paired_ratio(
+        engines["onnxruntime_exported"], engines["onnxruntime_fp32"], x, 2 * rounds * min_seconds, rounds
     )
+    ratios["throughput_onnxruntime_exported_over_onnxruntime_fp32"] = paired["median"]
     ratios["latency_onnxruntime_exported_over_onnxruntime_fp32"] = (
         exported["latency_median_us"] / fp32["latency_median_us"]
     )
@@ -224,6 +250,7 @@ def run_bench(
         "machine": {**load_before, "load_average_1min_after": os.getloadavg()[0]},
         "results": results,
         "ratios": ratios,
+        "exported_over_fp32_pairs": paired,
         "popcount": _popcount_share(model, x),
     }
 
@@ -314,4 +341,4 @@ def run_load_bench(
     }
 
 
-__all__ = ["run_bench", "run_load_bench", "busy_processes", "float_baseline", "popcount_rate"]
+__all__ = ["run_bench", "run_load_bench", "busy_processes", "float_baseline", "paired_ratio", "popcount_rate"]

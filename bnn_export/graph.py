@@ -22,6 +22,7 @@ class Graph:
         self.inputs: list[onnx.ValueInfoProto] = []
         self.outputs: list[onnx.ValueInfoProto] = []
         self._count = 0
+        self._renamed: dict[str, str] = {}  # a node's output given a graph output's name (``output``)
 
     def fresh(self, hint: str) -> str:
         self._count += 1
@@ -34,6 +35,7 @@ class Graph:
 
     def op(self, op_type: str, inputs: list[str], hint: str | None = None, **attrs) -> str:
         out = self.fresh(hint or op_type.lower())
+        inputs = [self._renamed.get(i, i) for i in inputs]
         self.nodes.append(helper.make_node(op_type, inputs, [out], name=out, **attrs))
         return out
 
@@ -42,7 +44,18 @@ class Graph:
         return name
 
     def output(self, value: str, name: str, elem_type: int, shape: list) -> None:
-        self.nodes.append(helper.make_node("Identity", [value], [name], name=f"out_{name}"))
+        """Make ``value`` the graph output ``name``: the node computing it writes ``name`` itself (an Identity
+        node between would copy it: onnxruntime keeps one where the value also feeds another node); an
+        Identity only for a value that is not a node's output here or is an output already."""
+        value = self._renamed.get(value, value)
+        producer = next((n for n in self.nodes if value in n.output), None)
+        if producer is None or value in {o.name for o in self.outputs}:
+            self.nodes.append(helper.make_node("Identity", [value], [name], name=f"out_{name}"))
+        else:
+            producer.output[list(producer.output).index(value)] = name
+            for node in self.nodes:
+                node.input[:] = [name if i == value else i for i in node.input]
+            self._renamed[value] = name
         self.outputs.append(helper.make_tensor_value_info(name, elem_type, shape))
 
     def model(self, metadata: dict | None = None) -> onnx.ModelProto:
@@ -63,9 +76,10 @@ def heaviside(g: Graph, z: str, threshold: str) -> str:
 
 
 def heaviside_of_integers(g: Graph, z: str) -> str:
-    """The same step on a float tensor of integers ``z = s - t + 1``: ``Clip(z, 0, 1)`` is 1 exactly when s >= t,
-    as a float 0/1 -- one operator that onnxruntime fuses into the Conv or Gemm before it."""
-    return g.op("Clip", [z, g.const(np.array(0, np.float32), "zero"), g.const(np.array(1, np.float32), "one")], "step")
+    """The same step on a float tensor of integers ``z = s - t + 1``: ``HardSigmoid(z)`` with alpha 1 and beta 0,
+    ``min(max(1 * z + 0, 0), 1)``, is 1 exactly when s >= t, as a float 0/1. onnxruntime fuses it into the Conv
+    *and* the Gemm before it (its output loop clamps; no pass of its own), where it fuses ``Clip`` into Conv only."""
+    return g.op("HardSigmoid", [z], "step", alpha=1.0, beta=0.0)
 
 
 FLOAT = TensorProto.FLOAT

@@ -1,18 +1,24 @@
-"""The deployed .bnn network as an exact float32 ONNX graph: the operators onnxruntime runs fastest.
+"""The deployed .bnn network as an exact ONNX graph of the operators onnxruntime runs fastest.
 
 Every value in the network is a small integer: pixels 0..255, bits 0/1, weights +-1, sums of at
-most ``255 * fan_in``. float32 holds every integer below 2**24 exactly, so a float ``Conv`` or
-``Gemm`` whose every partial sum stays below 2**24 computes the integer sums exactly, in any
-order of addition -- and uses onnxruntime's fast float kernels rather than ``ConvInteger``.
-Per layer, with ``d`` the channel's direction and ``T`` its threshold (docs/FORMAT.md):
+most ``255 * fan_in``. Per layer, with ``d`` the channel's direction and ``T`` its threshold
+(docs/FORMAT.md), the weights are ``d * w`` (``2 * d * w`` for ``pm1`` inputs, which travel as 0/1
+bits: ``s = 2 s01 - sum w``) and the bias ``-d * T + 1`` (minus ``d * sum w`` for ``pm1``), so the
+layer computes ``d (s - T) + 1``, which is >= 1 exactly when the bit is set.
 
-* weights ``d * w`` (``2 * d * w`` for ``pm1`` inputs, which travel as 0/1 bits: ``s = 2 s01 - sum w``);
-* the bias ``-d * T + 1`` (minus ``d * sum w`` for ``pm1``), so the layer computes ``d (s - T) + 1``;
-* the Heaviside step on that integer is ``Clip(., 0, 1)`` (``graph.heaviside_of_integers``); OR-pooling
-  of its bits is the same as ``MaxPool`` of the sums before the step (a max commutes with a monotone
-  step), which clips a quarter as many values, as the float network pools before its ReLU;
-* the last layer: ``scores`` (int32, cast from the exact float sums), ``logits`` (float64,
-  ``scale * s + offset``) and ``label`` (int64, their first argmax), as the runtime computes them.
+* a convolution is a float ``Conv``: float32 holds every integer below 2**24 exactly, so with every
+  partial sum below 2**24 it computes the integer sums exactly, in any order of addition, with
+  onnxruntime's fast float kernels (``ConvInteger`` is im2col and slow: the integer graph's 0.1-0.2x).
+  Its step is ``HardSigmoid(., alpha=1, beta=0)`` = ``min(max(., 0), 1)`` (``graph.heaviside_of_integers``)
+  on the max-pooled sums (a max commutes with a monotone step: a quarter as many values to step, as
+  the float network pools before its ReLU); where no pool follows, onnxruntime fuses it into the Conv.
+  Stepping before the pool, fused, measured slower (docs/PERFORMANCE.md);
+* a dense layer is ``MatMulInteger`` of uint8 values (the pixels as they come, or the 0/1 bits: a
+  convolution's float bits are cast once) and int8 weights: exact int32 sums, in onnxruntime's integer
+  GEMM (VNNI/AMX where the CPU has them: 3x the float network on a 784-130-65-10 MLP, 4x with
+  4096-wide layers). Its step is ``GreaterOrEqual(acc, 1 - bias)`` on the int32 sums, cast to uint8;
+* the last layer: ``scores`` (int32), ``logits`` (float64, ``scale * s + offset``) and ``label``
+  (int64, their first argmax), as the runtime computes them.
 
 ``exact_float_fits`` says whether a model's sums all stay below 2**24 (a first layer with a fan-in
 of more than about 65,000 pixels does not); ``onnx_bnn.bnn_to_onnx`` then writes the integer graph.
@@ -26,7 +32,7 @@ import onnx
 from bnn_runtime.format import BnnFile
 from bnn_runtime.reference import conv_stride, pool_stride, unpacked_weights
 
-from .graph import DOUBLE, FLOAT, INT32, INT64, UINT8, Graph, heaviside_of_integers
+from .graph import DOUBLE, FLOAT, INT32, INT64, UINT8, Graph, heaviside, heaviside_of_integers
 
 FLOAT32_EXACT = 2**24  # every integer of smaller magnitude is a float32
 
@@ -59,45 +65,76 @@ def exact_float_fits(model: BnnFile) -> bool:
     return True
 
 
-def _sums(g: Graph, model: BnnFile, layer: dict, x: str, flat: bool) -> str:
-    """The layer's sums (folded as ``_folded`` says) of x; ``flat``: x is (N, features) already."""
+def _conv_sums(g: Graph, model: BnnFile, layer: dict, x: str) -> str:
+    """The convolution's float sums ``d (s - T) + 1`` (or ``s``) of the float input x."""
     w, bias = _folded(model, layer)
     name = layer["name"]
-    if layer["kind"] == "conv":
-        c = layer["in_shape"][0]
-        kh, kw = layer["kernel"]
-        ph, pw = layer["padding"]
-        weights = g.const(w.reshape(-1, c, kh, kw).astype(np.float32), f"{name}_w")
-        return g.op(
-            "Conv",
-            [x, weights, g.const(bias.astype(np.float32), f"{name}_b")],
-            name,
-            kernel_shape=[kh, kw],
-            pads=[ph, pw, ph, pw],
-            strides=list(conv_stride(layer)),
-        )
-    if not flat:
-        x = g.op("Flatten", [x], "flatten", axis=1)
-    weights = g.const(w.astype(np.float32), f"{name}_w")
-    return g.op("Gemm", [x, weights, g.const(bias.astype(np.float32), f"{name}_b")], name, transB=1)
+    c = layer["in_shape"][0]
+    kh, kw = layer["kernel"]
+    ph, pw = layer["padding"]
+    weights = g.const(w.reshape(-1, c, kh, kw).astype(np.float32), f"{name}_w")
+    return g.op(
+        "Conv",
+        [x, weights, g.const(bias.astype(np.float32), f"{name}_b")],
+        name,
+        kernel_shape=[kh, kw],
+        pads=[ph, pw, ph, pw],
+        strides=list(conv_stride(layer)),
+    )
+
+
+def _dense_sums(g: Graph, model: BnnFile, layer: dict, x: str) -> tuple[str, np.ndarray]:
+    """(int32 ``acc`` = the folded weights times the uint8 input x of shape (N, features), the folded bias):
+    the layer computes ``acc + bias`` = ``d (s - T) + 1`` (or ``s``)."""
+    w, bias = _folded(model, layer)
+    weights = g.const(np.ascontiguousarray(w.T).astype(np.int8), f"{layer['name']}_w")  # +-1, +-2 for pm1
+    return g.op("MatMulInteger", [x, weights], layer["name"]), bias
+
+
+def _int32(g: Graph, values: np.ndarray, hint: str) -> str:
+    return g.const(values.astype(np.int32), hint)
 
 
 def bnn_to_onnx_float(model: BnnFile, metadata: dict | None = None) -> onnx.ModelProto:
     """Outputs ``scores`` (int32), ``logits`` (float64) and ``label`` (int64), exactly the runtime's;
     a single-unit network outputs ``scores`` and ``label``. Check ``exact_float_fits`` first."""
     g = Graph("bnn_exact_float")
-    x = g.op("Cast", [g.input("images", UINT8, ["N", *model.input_shape])], "pixels", to=FLOAT)
+    x = g.input("images", UINT8, ["N", *model.input_shape])
+    is_float = False  # x: uint8 (pixels, or bits of a dense layer) or float 0/1 (bits of a convolution)
     for i, layer in enumerate(model.layers):
-        s = _sums(g, model, layer, x, flat=i > 0 and model.layers[i - 1]["kind"] != "conv")
-        if layer["output"] == "threshold":
-            pool = layer.get("pool")
-            if pool:  # max-pooling the sums, then the step: the same bits (a max commutes with a monotone step)
-                s = g.op("MaxPool", [s], "or_pool", kernel_shape=pool["size"], strides=list(pool_stride(pool)))
-            x = heaviside_of_integers(g, s)
-            continue
-        scaled = g.op("Mul", [g.op("Cast", [s], to=DOUBLE), g.const(model.array(layer, "scale"), "scale")])
-        logits = g.op("Add", [scaled, g.const(model.array(layer, "offset"), "offset")], "logits")
-        g.output(g.op("Cast", [s], to=INT32), "scores", INT32, ["N", layer["out_features"]])
+        if layer["kind"] == "conv":
+            if not is_float:
+                x, is_float = g.op("Cast", [x], "pixels", to=FLOAT), True
+            s = _conv_sums(g, model, layer, x)
+            shifted = None  # d (s - T') + 1 as int32, for a single unit's score
+            if layer["output"] == "threshold":
+                pool = layer.get("pool")
+                if pool:  # max-pooling the sums, then the step: the same bits (a max commutes with a monotone step)
+                    s = g.op("MaxPool", [s], "or_pool", kernel_shape=pool["size"], strides=list(pool_stride(pool)))
+                x = heaviside_of_integers(g, s)
+                continue
+            scores = g.op("Cast", [s], to=INT32)
+        else:
+            flat = model.layers[i - 1]["kind"] != "conv" if i else len(model.input_shape) == 1
+            if not flat:
+                x = g.op("Flatten", [x], "flatten", axis=1)
+            if is_float:
+                x, is_float = g.op("Cast", [x], "bits", to=UINT8), False
+            acc, bias = _dense_sums(g, model, layer, x)
+            if layer["output"] == "threshold":  # acc + bias >= 1
+                x = g.op("Cast", [heaviside(g, acc, _int32(g, 1 - bias, "thr"))], "bits", to=UINT8)
+                shifted = g.op("Add", [acc, _int32(g, bias, "bias")]) if len(model.layers) == i + 1 else None
+                continue
+            scores = g.op("Add", [acc, _int32(g, bias, "bias")]) if bias.any() else acc
+        logits = g.op(
+            "Add",
+            [
+                g.op("Mul", [g.op("Cast", [scores], to=DOUBLE), g.const(model.array(layer, "scale"), "scale")]),
+                g.const(model.array(layer, "offset"), "offset"),
+            ],
+            "logits",
+        )
+        g.output(scores, "scores", INT32, ["N", layer["out_features"]])
         g.output(logits, "logits", DOUBLE, ["N", layer["out_features"]])
         g.output(g.op("ArgMax", [logits], "argmax", axis=1, keepdims=0, select_last_index=0), "label", INT64, ["N"])
         break
@@ -105,7 +142,8 @@ def bnn_to_onnx_float(model: BnnFile, metadata: dict | None = None) -> onnx.Mode
         last = model.layers[-1]
         d = int(model.array(last, "direction")[0])
         t = int(model.array(last, "threshold")[0])
-        shifted = g.op("Cast", [s], to=INT32)  # d (s - T') + 1, T' the clipped threshold
+        if shifted is None:
+            shifted = g.op("Cast", [s], to=INT32)  # d (s - T') + 1, T' the clipped threshold
         reach = _max_input(last) * last["fan_in"] + 1
         t_clipped = int(np.clip(t, -reach, reach))
         score = g.op(

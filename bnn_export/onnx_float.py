@@ -126,9 +126,13 @@ def float_to_onnx(
     """Outputs ``logits`` (float32; a SUC's activation) and ``label`` (int64)."""
     g = Graph("bnn_float")
     x = g.op("Cast", [g.input("images", UINT8, ["N", *input_shape])], to=FLOAT)
+    flat = len(input_shape) == 1
     for name, m in model.named_children():
         if isinstance(m, nn.Conv2d):
             check_conv(name, m)  # the same rule, and error type, as the .bnn exporter
+        if isinstance(m, nn.Flatten) and flat:
+            continue  # (N, features) already: no node (the exact graph writes none either)
+        flat = flat or isinstance(m, nn.Flatten)
         for kind, handler in HANDLERS:
             if isinstance(m, kind):
                 x = handler(g, m, x)

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from bnn_export.bench import float_baseline
+from bnn_export.bench import float_baseline, paired_ratio
 from bnn_runtime.format import read_bnn
 
 from .conftest import assert_user_error, run_cli
@@ -33,6 +33,9 @@ def check_bench_json(out: dict, threads: int) -> None:
     assert out["ratios"]["throughput_runtime_over_onnxruntime_fp32"] == pytest.approx(
         rt["images_per_second"] / fp["images_per_second"]
     )
+    pairs = out["exported_over_fp32_pairs"]
+    assert pairs["pairs"] >= out["rounds"] and 0 < pairs["q25"] <= pairs["median"] <= pairs["q75"]
+    assert out["ratios"]["throughput_onnxruntime_exported_over_onnxruntime_fp32"] == pairs["median"]
     assert out["threads"] == threads and out["batch"] == 32
     assert {"cpu", "cpus", "load_average_1min"} <= set(out["machine"])
     pc = out["popcount"]
@@ -203,3 +206,27 @@ def test_bench_under_load_reports_default_one_thread_and_fp32(tmp_path):
     table = run_cli("bench", tmp_path / "m.bnn", "--load", "0", *QUICK)
     assert table.exit_code == 0 and "default / 1 thread" in table.stdout
     assert_user_error(run_cli("bench", tmp_path / "m.bnn", "--load", "-1"), "--load")
+
+
+def test_paired_ratio_times_batch_against_batch(monkeypatch):
+    """On a fake clock: an engine whose batch takes 4 ticks against one whose batch takes 2 (and 3 on every
+    fourth call, a busy moment) runs at half their throughput, pair after pair, in alternating order."""
+    import bnn_export.bench as bench
+
+    clock, calls = [0.0], []
+
+    def engine(name, ticks):
+        def run(x):
+            calls.append(name)
+            clock[0] += ticks(sum(c == name for c in calls))
+
+        return run
+
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
+    slow = engine("slow", lambda n: 4.0)
+    fast = engine("fast", lambda n: 3.0 if n % 4 == 0 else 2.0)
+    r = paired_ratio(slow, fast, np.zeros((4, 3), np.uint8), min_seconds=0.0, min_pairs=8)
+    assert r["pairs"] == 8 and r["median"] == 0.5 and r["q25"] == 0.5 and r["q75"] == pytest.approx(0.5625)
+    assert calls[:2] == ["slow", "fast"] and calls[2:6] == ["slow", "fast", "fast", "slow"]  # warm-up, then ABBA
+    r = paired_ratio(fast, slow, np.zeros((4, 3), np.uint8), min_seconds=30.0, min_pairs=1)
+    assert r["median"] == 2.0 and r["pairs"] >= 30 / 6  # runs on until 30 ticks have passed

@@ -43,7 +43,10 @@ def test_golden_models_export_exact_float_graphs(name):
         x = f["x"]
     model = bnn_to_onnx(bnn)
     assert exact_float_fits(bnn)
-    assert not ops(model) & {"ConvInteger", "MatMulInteger"} and ops(model) & {"Conv", "Gemm"}
+    assert "ConvInteger" not in ops(model) and ops(model) & {"Conv", "Gemm", "MatMulInteger"}
+    integer = [n for n in model.graph.node if n.op_type == "MatMulInteger"]  # the dense layers
+    assert len(integer) == sum(layer["kind"] == "dense" for layer in bnn.layers)
+    assert sum(n.op_type == "Conv" for n in model.graph.node) == sum(layer["kind"] == "conv" for layer in bnn.layers)
     assert {p.key: p.value for p in model.metadata_props}["graph"] == "exact float32"
     assert_exact(bnn, model, x)
     assert_exact(bnn, model, x[:1])
@@ -93,4 +96,88 @@ def test_a_first_layer_beyond_float32_exactness_exports_the_integer_graph():
     assert "MatMulInteger" in ops(model) and {p.key: p.value for p in model.metadata_props}["graph"] == "integer"
     x = rng.integers(200, 256, (3, fan_in), dtype=np.uint8)
     x[0] = 255
+    assert_exact(bnn, model, x)
+
+
+def optimized_ops(model: onnx.ModelProto, tmp_path, level: str = "ORT_ENABLE_ALL") -> list[tuple[str, str]]:
+    """(op type, fused activation) of each node of the graph onnxruntime runs after its optimisations."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    nodes = onnx.load(opts.optimized_model_filepath).graph.node
+    return [(n.op_type, next((a.s.decode() for a in n.attribute if a.name == "activation"), "")) for n in nodes]
+
+
+def test_conv_steps_are_hard_sigmoids_after_the_pool_and_dense_layers_integer(tmp_path):
+    """LeNet-5: a convolution's step is one HardSigmoid(alpha 1, beta 0) on its pooled float sums; a dense layer
+    is MatMulInteger on uint8 bits (the conv bits cast once) and its step a GreaterOrEqual on the int32 sums."""
+    bnn = read_bnn(GOLDEN / "lenet5_mnist.bnn")
+    model = bnn_to_onnx(bnn)
+    producers = {n.output[0]: n.op_type for n in model.graph.node}
+    steps = [n for n in model.graph.node if n.op_type == "HardSigmoid"]
+    assert all({a.name: a.f for a in n.attribute} == {"alpha": 1.0, "beta": 0.0} for n in steps)
+    assert [producers[n.input[0]] for n in steps] == ["MaxPool", "MaxPool"]
+    compares = [n for n in model.graph.node if n.op_type == "GreaterOrEqual"]
+    assert [producers[n.input[0]] for n in compares] == ["MatMulInteger", "MatMulInteger"]
+    assert "Clip" not in ops(model) and "Gemm" not in ops(model)
+    casts = [n for n in model.graph.node if n.op_type == "Cast"]
+    assert [producers.get(n.input[0], n.input[0]) for n in casts[:2]] == ["images", "Flatten"]
+    optimized = [op for op, _ in optimized_ops(model, tmp_path)]
+    assert optimized.count("HardSigmoid") == 2 and optimized.count("MatMulInteger") == 3
+
+
+@pytest.mark.parametrize("level", ["ORT_DISABLE_ALL", "ORT_ENABLE_ALL"])
+def test_unfused_and_fused_steps_are_exact(level, tmp_path):
+    """Another ONNX runtime may run HardSigmoid as its own operator: onnxruntime without graph optimisations
+    does, and computes the same bits as with them (all golden models, every test image)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+    for name in NAMES:
+        bnn = read_bnn(GOLDEN / f"{name}.bnn")
+        with np.load(GOLDEN / f"{name}.npz", allow_pickle=False) as f:
+            x = f["x"]
+        s = ort.InferenceSession(bnn_to_onnx(bnn).SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        out = dict(zip([o.name for o in s.get_outputs()], s.run(None, {"images": x}), strict=True))
+        ref = reference_scores(bnn, x)
+        assert np.array_equal(out["scores"], ref) and np.array_equal(out["label"], predict_from_scores(bnn, ref))
+        if "logits" in out:
+            assert np.array_equal(out["logits"], reference_logits(bnn, x))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_outputs_come_straight_from_their_nodes(name):
+    """No Identity copies the outputs (the logits also feed the ArgMax: onnxruntime would keep a copy), and a
+    network on (N, features) inputs has no Flatten (a node that does nothing still costs its dispatch)."""
+    bnn = read_bnn(GOLDEN / f"{name}.bnn")
+    model = bnn_to_onnx(bnn)
+    assert "Identity" not in ops(model)
+    produced = {o for n in model.graph.node for o in n.output}
+    assert {o.name for o in model.graph.output} <= produced
+    flattens = sum(n.op_type == "Flatten" for n in model.graph.node)
+    assert flattens == (len(bnn.input_shape) > 1 and any(layer["kind"] == "dense" for layer in bnn.layers))
+
+
+def test_a_dense_network_multiplies_uint8_pixels_and_bits_as_integers():
+    """MLP: every layer is MatMulInteger of uint8 values (the pixels uncast, then bits) and int8 weights (+-1 on
+    the pixels, +-2 on the pm1 bits); exact on 255s, 0s and random pixels (the largest sums, both signs)."""
+    bnn = read_bnn(GOLDEN / "mlp_sign_pixels.bnn")
+    model = bnn_to_onnx(bnn)
+    first = model.graph.node[0]
+    assert first.op_type == "MatMulInteger" and first.input[0] == "images"
+    arrays = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    weights = [arrays[n.input[1]] for n in model.graph.node if n.op_type == "MatMulInteger"]
+    assert [w.shape for w in weights] == [(layer["fan_in"], layer["out_features"]) for layer in bnn.layers]
+    assert all(w.dtype == np.int8 for w in weights) and set(np.unique(weights[0])) <= {-1, 1}
+    assert all(set(np.unique(w)) <= {-2, 2} for w in weights[1:])  # pm1 inputs as 0/1 bits: 2 w
+    assert "Gemm" not in ops(model) and "HardSigmoid" not in ops(model)
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 256, (64, *bnn.input_shape), dtype=np.uint8)
+    x[0], x[1] = 255, 0
     assert_exact(bnn, model, x)
