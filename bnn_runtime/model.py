@@ -17,8 +17,8 @@ loaded without ``threads`` takes, per batch, only the cores that other processes
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
@@ -30,6 +30,9 @@ from .idle import IdleCores
 from .inputs import prepare_input
 from .plan import Plan, build_plan
 from .reference import logits_from_scores, softmax
+
+if TYPE_CHECKING:  # (imported on the first parallel batch: a warm start to batch 1 needs no thread pool)
+    from concurrent.futures import ThreadPoolExecutor
 
 # Images per tile (a tile goes through every layer before the next one starts): a larger tile reads
 # each weight from cache for more images, a smaller one keeps a tile's activations in L1/L2. So the
@@ -163,6 +166,8 @@ def _pool() -> ThreadPoolExecutor:
     global _POOL
     with _POOL_LOCK:
         if _POOL is None:
+            from concurrent.futures import ThreadPoolExecutor
+
             _POOL = ThreadPoolExecutor(max_workers=max(max_threads() - 1, 1), thread_name_prefix="bnn-runtime")
         return _POOL
 

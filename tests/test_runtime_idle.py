@@ -1,9 +1,11 @@
 """The default thread count: the cores other processes leave idle, from the kernel's count of runnable threads."""
 
+import os
+
 import numpy as np
 
 from bnn_runtime import model as model_module
-from bnn_runtime.idle import WINDOW, IdleCores, runnable
+from bnn_runtime.idle import WINDOW, IdleCores, cpu_count, cpu_max_files, cpu_quota, runnable
 
 from .random_bnn import random_bnn
 
@@ -80,3 +82,49 @@ def test_a_default_model_takes_the_idle_cores_and_stays_exact(tmp_path, monkeypa
         _loadavg(f, 1)
         assert np.array_equal(default.scores(x), want)
         assert default.threads_used == 2
+
+
+def _cgroup(tmp_path, own: str, limits: dict) -> tuple[str, str]:
+    """A cgroup v2 tree under tmp_path (root, and the process's cgroup ``own``) with cpu.max files ``limits``."""
+    root = tmp_path / "cgroup"
+    (root / own.strip("/")).mkdir(parents=True, exist_ok=True)
+    for where, text in limits.items():
+        (root / where.strip("/") / "cpu.max").write_text(text + "\n")
+    self_cgroup = tmp_path / "self_cgroup"
+    self_cgroup.write_text(f"12:cpu,cpuacct:/elsewhere\n0::{own}\n")
+    return str(root), str(self_cgroup)
+
+
+def test_cpu_quota_rounds_up_and_reads_no_limit(tmp_path):
+    f = tmp_path / "cpu.max"
+    for text, cpus in [
+        ("max 100000", None),
+        ("200000 100000", 2),
+        ("150000 100000", 2),
+        ("50000 100000", 1),
+        ("100000 100000", 1),
+        ("800000 100000", 8),
+        ("garbage", None),
+        ("", None),
+        ("0 100000", None),
+    ]:
+        f.write_text(text + "\n")
+        assert cpu_quota(str(f)) == cpus, text
+    assert cpu_quota(str(tmp_path / "missing")) is None
+
+
+def test_cpu_count_is_capped_by_the_quota_of_the_cgroup_and_those_above(tmp_path):
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    # a container (its own cgroup is "/"): root/cpu.max
+    root, me = _cgroup(tmp_path / "a", "/", {"/": "100000 100000"})
+    assert cpu_max_files(root, me) == [os.path.join(root, "cpu.max")]
+    assert cpu_count(root, me) == 1
+    # a nested cgroup: the smallest quota on the way up counts; "max" does not limit
+    root, me = _cgroup(tmp_path / "b", "/outer/inner", {"/outer/inner": "max 100000", "/outer": "50000 100000"})
+    assert cpu_count(root, me) == 1
+    root, me = _cgroup(tmp_path / "c", "/outer/inner", {"/outer/inner": "max 100000", "/outer": "max 100000"})
+    assert cpu_count(root, me) == affinity
+    # a quota above the affinity mask does not raise it; no cgroup v2 at all: the affinity mask
+    root, me = _cgroup(tmp_path / "d", "/", {"/": f"{100000 * (affinity + 3)} 100000"})
+    assert cpu_count(root, me) == affinity
+    assert cpu_count(str(tmp_path / "none"), str(tmp_path / "none")) == affinity
