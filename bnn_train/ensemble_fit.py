@@ -22,7 +22,6 @@ from . import rundir
 from .augment import random_shift
 from .batches import batch_slices
 from .config import RunConfig
-from .cpu_memory import keep_freed_memory
 from .ensemble import Ensemble
 from .errors import CheckpointError, ConfigError
 from .models import build_model, is_single_unit
@@ -120,8 +119,6 @@ def fit_ensemble(
         torch.manual_seed(c.train.seed)
         members.append(build_model(c.model))
     ens = Ensemble(members, data.in_shape, device).to(device)
-    if device.type == "cpu":
-        keep_freed_memory()  # its activations are K times a run's: reuse them, do not map them afresh per step
     optimizer = make_optimizer(ens, cfg0)
     start, histories = 0, [[] for _ in cfgs]
     if ckpts[0] is not None:

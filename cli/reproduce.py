@@ -116,6 +116,10 @@ def reproduce(
     from bnn_train.train import set_threads
 
     set_threads(threads)
+    if ensemble > 1 and device.value != "cuda":
+        from bnn_train.cpu_memory import keep_freed_memory
+
+        keep_freed_memory()  # the ensembles' activations are K times a run's: reuse them (bnn_train/cpu_memory.py)
 
     progress = _Progress(exp, quiet)
     rows: list[dict] = []

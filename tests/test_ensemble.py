@@ -56,7 +56,6 @@ def test_member_outputs_and_states_are_its_own_network(model_cfg):
         assert torch.allclose(out[:, k], m(x[:, k]), atol=1e-4, rtol=1e-4)
 
 
-
 @pytest.mark.parametrize(
     "model_cfg",
     [
@@ -88,6 +87,7 @@ def test_member_gradients_are_its_own_networks(model_cfg):
                 mine = ens.split(module, t.grad)[k]
                 assert grads[key].abs().max() > 0, key  # the gradient reaches every layer: the check means something
                 assert torch.allclose(mine, grads[key], atol=1e-4, rtol=1e-3), key
+
 
 def test_members_train_as_their_one_at_a_time_runs(tmp_path):
     """3 epochs on Digits, the reproduction's recipe (SGD, no momentum) with jamming noise (a random backward):

@@ -1,5 +1,7 @@
 """The fused elementwise layers of an ensemble compute bit for bit what the plain layers compute."""
 
+import zlib
+
 import pytest
 import torch
 
@@ -18,9 +20,9 @@ def _forward_backward(fn, z: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tenso
 def _inputs(shape, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(shape, generator=gen) * 2
-    z.view(-1)[:: 7] = 0.0  # exact zeros and window edges: where the rules decide
-    z.view(-1)[3 :: 11] = 0.5
-    z.view(-1)[5 :: 13] = -1.0
+    z.view(-1)[::7] = 0.0  # exact zeros and window edges: where the rules decide
+    z.view(-1)[3::11] = 0.5
+    z.view(-1)[5::13] = -1.0
     return z, torch.randn(shape, generator=gen)
 
 
@@ -30,7 +32,8 @@ def _inputs(shape, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 def test_step_activation_is_the_activation_exactly(spec, width, channels_last):
     act = Activation(spec, ActParams(rect_width=width))
     assert fusable(act)
-    z, g = _inputs((4, 6, 5, 5), seed=hash((spec, width)) % 1000)
+    # not hash(): str hashes change from process to process, and the inputs must not
+    z, g = _inputs((4, 6, 5, 5), seed=zlib.crc32(f"{spec} {width}".encode()) % 1000)
     if channels_last:
         z, g = z.contiguous(memory_format=torch.channels_last), g.contiguous(memory_format=torch.channels_last)
     y0, g0 = _forward_backward(act, z, g)

@@ -334,6 +334,19 @@ def test_pool_is_part_of_the_reproduction_it_resumes(tmp_path):
     assert "Pooling: max" in markdown(other, [], 1, 0, ["cpu"]) and "Pooling" not in markdown(paper, [], 1, 0, ["cpu"])
 
 
+def test_ensemble_size_is_part_of_the_reproduction_it_resumes(tmp_path):
+    """Members match their one-at-a-time runs only within a tolerance: one table does not mix the two."""
+    paper = get_experiment("table14")
+    runner.check_manifest(tmp_path, paper, 1, 0, ensemble=8)
+    with pytest.raises(ReproduceError, match="ensemble=8, not 1; pass --ensemble 8 or choose another --out"):
+        runner.check_manifest(tmp_path, paper, 1, 0, ensemble=1)
+    # a manifest written before the CPU default became 8 was trained one run at a time
+    (tmp_path / "reproduce.json").write_text(json.dumps({"experiment": "table14", "epochs": 1, "seed": 0}))
+    runner.check_manifest(tmp_path, paper, 1, 0, ensemble=1)
+    with pytest.raises(ReproduceError, match="ensemble=1, not 8"):
+        runner.check_manifest(tmp_path, paper, 1, 0, ensemble=8)
+
+
 def test_pool_max_is_refused_for_a_table_without_lenet5(tmp_path):
     out = tmp_path / "out"
     assert_user_error(run_cli("reproduce", "table13", "--pool", "max", "--out", out), "LeNet-5 tables only", code=1)

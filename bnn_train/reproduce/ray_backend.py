@@ -70,6 +70,10 @@ def _train_unit(
     from . import runner
 
     set_threads(threads)
+    if len(unit) > 1 and device != "cuda":
+        from ..cpu_memory import keep_freed_memory
+
+        keep_freed_memory()  # a worker process of its own: as `bnn reproduce` does (bnn_train/cpu_memory.py)
     dirs = [runner._run_dir(Path(out), s) for s in unit]
     listener = runner.Listener()
     if len(unit) == 1:

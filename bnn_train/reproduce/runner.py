@@ -2,7 +2,7 @@
 
 Layout of ``OUT`` (one experiment per folder)::
 
-    OUT/reproduce.json          experiment, epochs and seed base: a resumed reproduction must match them
+    OUT/reproduce.json          experiment, epochs, seed base, pooling, ensemble size: a resume must match them
     OUT/results.csv             one row per finished run, appended (and fsynced) as each run ends
     OUT/runs/CELL/seedS/        the run directory bnn_train writes (config, checkpoint, metrics.jsonl)
     OUT/report.md, *.png        written by report.py and plots.py after the runs (also when interrupted)
@@ -91,16 +91,18 @@ def plan(cells: list[Cell], runs: int, seed: int) -> list[RunSpec]:
     return [RunSpec(cell=cell, run=i, seed=seed + i) for i in range(runs) for cell in cells]
 
 
-def check_manifest(out: Path, exp: Experiment, epochs: int, seed: int) -> None:
-    """Write ``reproduce.json``, or check that an existing one describes the same reproduction."""
+def check_manifest(out: Path, exp: Experiment, epochs: int, seed: int, ensemble: int = 1) -> None:
+    """Write ``reproduce.json``, or check that an existing one describes the same reproduction (the ensemble size
+    too: members match their one-at-a-time runs only within a tolerance, so one table does not mix the two)."""
     path = out / MANIFEST
-    want = {"experiment": exp.name, "epochs": epochs, "seed": seed, "pool": exp.pool}
+    want = {"experiment": exp.name, "epochs": epochs, "seed": seed, "pool": exp.pool, "ensemble": ensemble}
     if path.exists():
         try:
             have = json.loads(path.read_text())
         except (OSError, ValueError):
             raise ReproduceError(f"{path} is unreadable; remove it or choose another --out") from None
         have.setdefault("pool", "qmean")  # written before --pool existed: the paper's pooling
+        have.setdefault("ensemble", 1)  # written when the CPU trained one run at a time
         for k, v in want.items():
             if have.get(k) != v:
                 same = "" if k == "experiment" else f"pass --{k} {have.get(k)} or "
@@ -226,6 +228,12 @@ def _train_group(
         raise ReproduceError(
             f"the GPU ran out of memory training {len(specs)} runs as one ensemble; pass a smaller --ensemble"
         ) from None
+    except (MemoryError, RuntimeError) as e:  # the CPU's allocator: "DefaultCPUAllocator: can't allocate memory"
+        if isinstance(e, RuntimeError) and "can't allocate memory" not in str(e):
+            raise
+        raise ReproduceError(
+            f"the machine ran out of memory training {len(specs)} runs as one ensemble; pass a smaller --ensemble"
+        ) from None
     return finals, (time.perf_counter() - start) / len(specs)
 
 
@@ -276,7 +284,7 @@ def run_reproduction(
         from . import ray_backend
 
         ray = ray_backend.connect(ray_address)
-    check_manifest(out, exp, epochs, seed)
+    check_manifest(out, exp, epochs, seed, ensemble)
     specs = plan(cells, runs, seed)
     done = {r["run_key"]: r for r in read_results(out)}
     todo = [s for s in specs if s.key not in done]
