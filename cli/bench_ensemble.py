@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from bnn_train.reproduce.experiments import DEFAULT_ENSEMBLE
+
 from .common import CliError, command_line
 from .train import Device
 
@@ -20,7 +22,7 @@ def bench_ensemble(
     ] = None,
     runs: Annotated[int, typer.Option(help="Runs of the cell on each side.")] = 8,
     epochs: Annotated[int, typer.Option(help="Epochs per run.")] = 1,
-    ensemble: Annotated[int, typer.Option(help="Members per ensemble.")] = 8,
+    ensemble: Annotated[int, typer.Option(help="Members per ensemble.")] = DEFAULT_ENSEMBLE,
     rounds: Annotated[
         int, typer.Option(help="Interleaved rounds (one at a time, then ensembles); the fastest of each side counts.")
     ] = 1,

@@ -8,14 +8,13 @@ from typing import Annotated
 
 import typer
 
-from bnn_train.reproduce.experiments import PAPER_RUNS, POOL_READINGS
+from bnn_train.reproduce.experiments import DEFAULT_ENSEMBLE, PAPER_RUNS, POOL_READINGS
 
 from .choices import Device, _enum
 from .common import CliError, command_line, positive, progress_bar, stderr_console
 from .paths import check_output_dir
 
 PoolReading = _enum("PoolReading", POOL_READINGS)
-DEFAULT_ENSEMBLE = 8  # runs of a cell trained together by default (the throughput benchmark's K), CPU and GPU
 
 
 def reproduce(

@@ -322,15 +322,15 @@ def test_pool_max_changes_only_the_lenet5_pooling():
 
 def test_pool_is_part_of_the_reproduction_it_resumes(tmp_path):
     paper, other = get_experiment("table14"), get_experiment("table14", pool="max")
-    runner.check_manifest(tmp_path, paper, 1, 0)
+    runner.check_manifest(tmp_path, paper, 1, 0, ensemble=1)
     assert json.loads((tmp_path / "reproduce.json").read_text())["pool"] == "qmean"
     with pytest.raises(ReproduceError, match="pool=qmean, not max"):
-        runner.check_manifest(tmp_path, other, 1, 0)
+        runner.check_manifest(tmp_path, other, 1, 0, ensemble=1)
     # a manifest written before --pool existed describes the paper's pooling
     (tmp_path / "reproduce.json").write_text(json.dumps({"experiment": "table14", "epochs": 1, "seed": 0}))
-    runner.check_manifest(tmp_path, paper, 1, 0)
+    runner.check_manifest(tmp_path, paper, 1, 0, ensemble=1)
     with pytest.raises(ReproduceError, match="pool=qmean, not max"):
-        runner.check_manifest(tmp_path, other, 1, 0)
+        runner.check_manifest(tmp_path, other, 1, 0, ensemble=1)
     assert "Pooling: max" in markdown(other, [], 1, 0, ["cpu"]) and "Pooling" not in markdown(paper, [], 1, 0, ["cpu"])
 
 

@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # bnn_train.config imports torch: not needed for --list or a 
 POOL_READINGS = ("qmean", "max")  # LeNet-5 pooling of a reproduction: the paper's §4.1, or max before the step
 GRAD_CLIP_NORM = 1.0  # the "+gc" of Table 11 (the paper gives no value)
 PAPER_RUNS = 20  # §4.3: "each experiment was independently executed 20 times"
+DEFAULT_ENSEMBLE = 8  # runs of a cell trained together by default, CPU and GPU (docs/REPRODUCTION.md)
 
 
 def split_config(config: str) -> tuple[str, frozenset[str]]:

@@ -14,6 +14,7 @@ mounted at the same path), then ``bnn reproduce TABLE --ray HEAD:6379 --out /sha
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -69,7 +70,7 @@ def _train_unit(
     from ..train import set_threads
     from . import runner
 
-    set_threads(threads)
+    set_threads(min(threads, os.cpu_count() or 1) if threads else None)  # a worker may have fewer CPUs than the driver
     if len(unit) > 1 and device != "cuda":
         from ..cpu_memory import keep_freed_memory
 

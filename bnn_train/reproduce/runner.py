@@ -32,7 +32,7 @@ from pathlib import Path
 
 from .. import rundir
 from ..errors import CheckpointError
-from .experiments import Cell, CellKey, Experiment, ReproduceError
+from .experiments import DEFAULT_ENSEMBLE, Cell, CellKey, Experiment, ReproduceError
 
 MANIFEST = "reproduce.json"
 RESULTS = "results.csv"
@@ -91,7 +91,7 @@ def plan(cells: list[Cell], runs: int, seed: int) -> list[RunSpec]:
     return [RunSpec(cell=cell, run=i, seed=seed + i) for i in range(runs) for cell in cells]
 
 
-def check_manifest(out: Path, exp: Experiment, epochs: int, seed: int, ensemble: int = 1) -> None:
+def check_manifest(out: Path, exp: Experiment, epochs: int, seed: int, ensemble: int) -> None:
     """Write ``reproduce.json``, or check that an existing one describes the same reproduction (the ensemble size
     too: members match their one-at-a-time runs only within a tolerance, so one table does not mix the two)."""
     path = out / MANIFEST
@@ -269,7 +269,7 @@ def run_reproduction(
     device: str = "auto",
     data_dir: str | None = None,
     listener: Listener | None = None,
-    ensemble: int = 1,
+    ensemble: int = DEFAULT_ENSEMBLE,
     ray_address: str | None = None,
     threads: int | None = None,
 ) -> list[dict]:
