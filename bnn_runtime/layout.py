@@ -26,7 +26,9 @@ KIND_NAMES = {
 # what a driver is compiled for (driver.build, Plan.uses): bit k for kind k, and this bit for a first
 # convolution whose sums need int32 (conv_u8 compiles once per buffer type)
 USES_CONV_U8_I32 = len(KIND_NAMES)
-USES_ALL = (1 << (USES_CONV_U8_I32 + 1)) - 1  # every kind: the driver that serves every model (bnn warmup)
+USES_SPLIT = USES_CONV_U8_I32 + 1  # and this bit for a model that may share one image between threads (split.py)
+USES_ALL = (1 << (USES_SPLIT + 1)) - 1  # every kind: the driver that serves every model (bnn warmup)
+SPLIT_TILE = 0  # the tile driver.forward is given to share each image between the threads (split.py)
 
 # --------------------------------------------------------------------------- columns of a row of Plan.params
 COL_KIND = 0
@@ -62,6 +64,12 @@ COL_LUT_TAPS = 29
 COL_LUT_SIZE = 30
 COL_GRID_H = 31  # conv_u8: rows and pitch of one phase of the padded image (plan.phase_grid)
 COL_GRID_W = 32
+COL_OUT_WORDS = 33  # words of the layer's output bits (of one image)
+COL_CHUNKS = 34  # split.py: chunks of the layer when threads share an image (1: one piece)
+COL_CHUNK_LEN = 35  # split.py: pooled positions (convolution) or outputs (dense) per chunk
+COL_SPLIT_STATE = 36  # split.py: offset of the layer's claim counter and chunk statuses in an image's block
+COL_SPLIT_BITS = 37  # split.py: offset of the layer's shared output bits in an image's block
+COL_SPLIT_WORDS = 38  # split.py: words of those bits (the output and a spare word, or what the next layer reads)
 
 COLUMNS = tuple(name for _, name in sorted((v, k[4:].lower()) for k, v in globals().items() if k.startswith("COL_")))
 # the column names, in index order (COLUMNS[COL_X] == "x")
@@ -72,4 +80,5 @@ SLOT_ROWS = 1  # im2col rows / bit planes per image
 SLOT_ROW_WORDS = 2  # words of one such row
 SLOT_I16 = 3  # int16 buffer (conv_u8 with int16 sums, conv_lut window maxima)
 SLOT_I32 = 4  # int32 buffer (conv_u8 with int32 sums, conv_lut tap grid)
-N_SLOTS = 5
+SLOT_SPLIT = 5  # split.py: entries of one image's block of shared state
+N_SLOTS = 6

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import simd
+from . import simd, split
 from .bits import n_words, pack_bits, unpack_signs
 from .errors import BnnFormatError
 from .format import BnnFile
@@ -55,7 +55,9 @@ from .layout import (
     SLOT_I32,
     SLOT_ROW_WORDS,
     SLOT_ROWS,
+    SLOT_SPLIT,
     USES_CONV_U8_I32,
+    USES_SPLIT,
 )
 from .reference import conv_stride, pool_stride
 
@@ -95,6 +97,8 @@ class Plan:
         for p in self.params:
             int32 = p[COL_KIND] == KIND_CONV_U8 and not p[COL_ACC16]
             mask |= 1 << (USES_CONV_U8_I32 if int32 else int(p[COL_KIND]))
+        if sum(self.word_ops) >= split.SPLIT_MIN_WORD_OPS:
+            mask |= 1 << USES_SPLIT
         return mask
 
 
@@ -463,8 +467,10 @@ def build_plan(bnn: BnnFile) -> Plan:
         scale, offset = np.ones(1), np.zeros(1)
         final = np.ascontiguousarray(cblobs[-1].reshape(3, -1)[:, :1])
     wpool = np.concatenate(wblobs)
+    params = np.array(rows, dtype=np.int64)
+    sizes[SLOT_SPLIT] = split.plan_split(params, [int(np.prod(layer["out_shape"])) for layer in layers])
     return Plan(
-        params=np.array(rows, dtype=np.int64),
+        params=params,
         wpool=wpool if wpool.size else np.zeros(1, np.uint64),
         cpool=np.concatenate(cblobs),
         taps=taps,
