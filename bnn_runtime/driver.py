@@ -21,7 +21,7 @@ from numba import njit
 
 from . import cache  # noqa: F401  (the kernel cache locator, before any kernel is decorated)
 from .first_layer import byte_planes, conv_u8, dense_u8, dense_vnni
-from .kernels import conv_lut, gemm, im2col_bits, row_bit_offsets
+from .kernels import ALL, conv_lut, gemm, im2col_bits, row_bit_offsets
 from .layout import (
     COL_ACC16,
     COL_ALPHA,
@@ -85,7 +85,7 @@ def layer_conv_bits(p, src, n, wpool, consts, rows, rowbit, out, image_bits, sco
     wts = wpool[w0 : w0 + p[COL_N_OUT_PAD] * nw]
     row_bit_offsets(per_image, per_image, p[COL_POOL_H] * p[COL_POOL_W], p[COL_N_OUT], 0, rowbit)
     for i in range(n):
-        r = im2col_bits(src, i, p, rows, 0, nw)
+        r = im2col_bits(src, i, p, rows, 0, nw, 0, ALL)
         gemm(
             rows,
             r,
@@ -101,6 +101,8 @@ def layer_conv_bits(p, src, n, wpool, consts, rows, rowbit, out, image_bits, sco
             scores,
             0,
             False,
+            0,
+            ALL,
         )
 
 
@@ -149,7 +151,8 @@ def layer_dense_bits(p, src, n, wpool, consts, rowbit, out, image_bits, scores):
     nw, w0 = p[COL_NW], p[COL_W_OFF]
     row_bit_offsets(n, 1, 1, 0, image_bits, rowbit)  # image i's bits from i * image_bits on
     wts = wpool[w0 : w0 + p[COL_N_OUT_PAD] * nw]
-    gemm(src, n, nw, wts, p[COL_N_OUT], p[COL_ALPHA], p[COL_BETA], consts, rowbit, 0, out, scores, 0, p[COL_LAST])
+    n_out, alpha, beta = p[COL_N_OUT], p[COL_ALPHA], p[COL_BETA]
+    gemm(src, n, nw, wts, n_out, alpha, beta, consts, rowbit, 0, out, scores, 0, p[COL_LAST], 0, ALL)
 
 
 # --------------------------------------------------------------------------- labels

@@ -73,10 +73,11 @@ def or_run(out, bit, v, nb):
 
 
 ALL = 1 << 62  # a range end past every output vector / pooled position: gemm and im2col_bits clip it
+# (no default arguments: numba dispatches a Python call that omits one on its slow path, ~150 us)
 
 
 @njit(cache=True)
-def gemm(a, nrows, nw, wt, n_out, alpha, beta, consts, rowbit, bit0, out, scores, row0, last, blk0=0, blk1=ALL):
+def gemm(a, nrows, nw, wt, n_out, alpha, beta, consts, rowbit, bit0, out, scores, row0, last, blk0, blk1):
     """The popcount product of a binary layer with its fused epilogue: rows 0..nrows-1 of ``a`` (an image's
     im2col rows, or a tile's images) times the weights wt, stored by columns of 8 outputs (see
     simd._popcount_cols), 4 rows x 32 outputs per block; the rows and outputs left over go in blocks
@@ -146,7 +147,7 @@ def row_bit_offsets(nrows, rows_per_image, group, n_out, image_bits, rowbit):
 
 
 @njit(cache=True)
-def im2col_bits(src, img, geo, dst, row0, nw, q0=0, q1=ALL):
+def im2col_bits(src, img, geo, dst, row0, nw, q0, q1):
     """Patches of image img's bits (row img of src: an (H, W, C) channels-last bit string) into rows of dst.
 
     ``geo`` is the layer's row of Plan.params (columns layout.COL_*): input C x H x W, kernel, padding,

@@ -200,7 +200,7 @@ def test_gemm_output_ranges_add_up_to_the_whole(nrows, n_out, fan_in, step, seed
     rowbit = np.arange(nrows, dtype=np.int64) * (n_words(n_out) * 64)
     whole, parts = (np.zeros(nrows * n_words(n_out), np.uint64) for _ in range(2))
     none = np.zeros((1, 1), np.int32)
-    K.gemm(a, nrows, nw, wt, n_out, 2, -1, consts, rowbit, 0, whole, none, 0, False)
+    K.gemm(a, nrows, nw, wt, n_out, 2, -1, consts, rowbit, 0, whole, none, 0, False, 0, K.ALL)
     for b in range(0, pad // 8, step):
         K.gemm(a, nrows, nw, wt, n_out, 2, -1, consts, rowbit, 0, parts, none, 0, False, b, b + step)
     assert np.array_equal(whole, parts)
