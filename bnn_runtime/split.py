@@ -16,11 +16,11 @@ layout.SPLIT_TILE as the tile):
   soon as every chunk is done: a barrier per layer;
 * the calling thread never waits for another one: a chunk still in flight when it runs out of
   chunks to claim it computes again itself, 32 outputs at a time (STEP_VECTORS), checking between
-  two steps whether the other thread committed it after all (then it drops its own part). Two
+  two steps whether the other thread committed it after all (then it drops its own part); a helper
+  does the same in a layer of several chunks, and waits (spins) for a layer of one piece. Two
   threads that both commit a chunk write the same words, the final ones (each layer has its own
   buffer, read only after the barrier), so a late thread can only rewrite bits with their own
-  value; a helper thread waits (spins) at the barrier, and leaves once the calling thread
-  has finished the batch (``state[base]``).
+  value. A helper leaves once the calling thread has finished the batch (``state[base]``).
 
 The shared state of a call, in driver.forward's ``state`` after the tile statuses (``1 + tiles``
 entries; the tile is 1 image here): ``base``: 1 once the calling thread is done; then, per image,
@@ -157,10 +157,12 @@ def next_chunk(state, params, base, per_image, n, cur, main):
     """The next piece of work of this thread, (image, layer, chunk, first vector, end vector); image -1: none left.
 
     cur: the thread's cursor (CUR_*), advanced here. Per layer: claim chunks while any is left, then go
-    through the chunks in order: done ones are skipped; one in flight is, for the calling thread (``main``),
-    returned a step of STEP_VECTORS at a time (the caller commits the chunk after its last step), and
-    waited for by a helper (which gives up once state[base] says the calling thread has finished).
-    The last layer goes to the calling thread, whole; a helper goes on with the next image.
+    through the chunks in order: done ones are skipped; one in flight (another thread's) is returned a step
+    of STEP_VECTORS at a time (the caller commits the chunk after its last step) -- to a helper only in a
+    layer of several chunks: a layer of one piece it waits for (giving up once state[base] says the calling
+    thread has finished), where a step would be the whole layer. So whichever thread runs moves the image
+    on, and a thread that is not scheduled delays nobody. The last layer goes to the calling thread, whole;
+    a helper goes on with the next image.
     """
     nl = params.shape[0]
     while True:
@@ -189,8 +191,8 @@ def next_chunk(state, params, base, per_image, n, cur, main):
         if c == chunks:  # the layer is complete
             cur[CUR_LAYER], cur[CUR_CLAIMING] = layer + 1, 1
             continue
-        if not main:
-            continue  # (spin: the chunk is in flight in the calling thread)
+        if not main and chunks == 1:
+            continue  # (spin: the layer is in flight in the calling thread)
         _, _, v0, v1 = chunk_extent(p, c)
         s0 = v0 + cur[CUR_STEP] * STEP_VECTORS
         if s0 >= v1:  # every step done, the chunk committed: (its status says so at the next look)
