@@ -292,7 +292,7 @@ def build(uses: int):
                 # (gamma, dir * T, dir) per output; a table convolution keeps its tap offsets there instead
                 width = n_out_pad if kind != KIND_CONV_LUT else 0
                 consts = view(cpool[c0:], np.int64, (3, width))
-                chunked = split and p[COL_CHUNKS] > 1
+                chunked = split and p[COL_CHUNKS] > 1 and layer < params.shape[0] - 1  # (the last: whole)
                 if conv_u8_16 and kind == KIND_CONV_U8 and p[COL_ACC16]:
                     for i in range(m):
                         conv_u8(x[i0 + i], p, taps, consts, ibuf16, out, i * image_bits)
@@ -314,7 +314,7 @@ def build(uses: int):
                 if dense_bits and kind == KIND_DENSE_BITS and chunked:
                     chunk_dense_bits(p, src, blk0, blk1, wpool, consts, rowbit, out, mine)
                 cur = 1 - cur
-                if split and not p[COL_LAST] and blk1 >= v1:  # the chunk's words, final: the same from any thread
+                if split and layer < params.shape[0] - 1 and blk1 >= v1:  # the chunk's words, final: from any thread
                     shared = view(state[sbase + 1 + t * per_image + p[COL_SPLIT_BITS] :], np.uint64, (w1,))
                     for w in range(w0, w1):
                         shared[w] = dst[0, w]
@@ -322,7 +322,7 @@ def build(uses: int):
                 if taking_over and atomic_load(state, 1 + t) != TILE_OPEN:
                     complete = False  # the late thread committed it after all
                     break
-            if complete and (not split or params[l0, COL_LAST]):
+            if complete and (not split or l0 == params.shape[0] - 1):
                 commit(t, tile, n, mine, scores, labels, scale, offset, final, state)
         if split and main:
             atomic_store(state, sbase, 1)  # helpers still at a barrier may leave
