@@ -7,8 +7,9 @@ one after the other, every thread on every layer of each (model.BnnModel.run pas
 layout.SPLIT_TILE as the tile):
 
 * a convolution of bits is cut into runs of pooled output positions, a dense layer of bits into
-  runs of outputs (``plan_split``: at most MAX_CHUNKS, each of at least CHUNK_WORD_OPS, and each
-  starting on a word of the layer's output bits); every other layer is one chunk, and the last
+  runs of outputs (``plan_split``: at most MAX_CHUNKS, each of at least CHUNK_WORD_OPS -- a dense
+  layer's a DENSE_SLOWER-th of that -- and each starting on a word of the layer's output bits);
+  every other layer is one chunk, and the last
   layer (the scores) is the calling thread's alone;
 * a thread claims the next chunk of the layer from an atomic counter, computes it into bits of
   its own (its im2col rows too), then copies the chunk's words into the layer's own buffer,
@@ -61,9 +62,9 @@ from .simd import atomic_add, atomic_load
 
 SPLIT_MIN_WORD_OPS = 2_000_000  # AND+popcount word operations per image from which a model may split an image
 MAX_CHUNKS = 16  # chunks per layer at most
-CHUNK_WORD_OPS = 50_000  # word operations per chunk at least (a claim, a copy and a commit cost ~1 us)
+CHUNK_WORD_OPS = 50_000  # word operations per chunk at least (~3 us at the peak; a claim and a commit: far less)
 DENSE_SLOWER = 8  # a dense layer on one image runs this many times below the peak (each weight word read once)
-STEP_VECTORS = 4  # vectors of 8 outputs per step of a chunk the calling thread takes over
+STEP_VECTORS = 4  # vectors of 8 outputs per step of a chunk a thread takes over
 CHUNK_DONE = 1
 
 
