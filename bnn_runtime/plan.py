@@ -177,15 +177,16 @@ def _consts(layer: dict, bnn: BnnFile, signs: np.ndarray, n_out_pad: int) -> np.
 
 def _conv_taps(signs: np.ndarray, grid: dict) -> tuple[np.ndarray, np.ndarray]:
     """Per output: the taps of its rarer sign as flat offsets into the polyphase image (phase_offset), and that
-    sign. grid: the layer's stride and phase grid (``sh, sw, grid_h, grid_w``)."""
+    sign; a last row with every tap (the box sum). grid: the layer's stride and phase grid (``sh, sw, grid_h,
+    grid_w``)."""
     o = len(signs)
     flat = signs.reshape(o, -1)
     c, kh, kw = signs.shape[1:]
     cc, ii, jj = np.meshgrid(np.arange(c), np.arange(kh), np.arange(kw), indexing="ij")
     offsets = phase_offset(grid, cc, ii, jj).ravel()
     sigma = np.where((flat > 0).sum(axis=1) <= (flat < 0).sum(axis=1), 1, -1)
-    chosen = [offsets[flat[k] == sigma[k]] for k in range(o)]
-    taps = np.zeros((o, 1 + max(len(t) for t in chosen)), np.int64)
+    chosen = [offsets[flat[k] == sigma[k]] for k in range(o)] + [offsets]  # and every tap: the box
+    taps = np.zeros((o + 1, 1 + len(offsets)), np.int64)
     for k, t in enumerate(chosen):
         taps[k, 0] = len(t)
         taps[k, 1 : 1 + len(t)] = t
@@ -309,10 +310,12 @@ def conv_geometry(layer: dict) -> dict:
 
 
 def conv_u8_scratch(geo: dict) -> int:
-    """Elements of first_layer.conv_u8's buffer (geo: conv_geometry with phase_grid): the polyphase image + kw,
-    3 maps of the output rows (grid_w wide), row sums of one phase."""
+    """Elements of first_layer.conv_u8's buffer (geo: conv_geometry with phase_grid): the polyphase image + kw +
+    a block, and 2 maps of the output rows (grid_w wide, rounded up to whole blocks): the box sums, the bits
+    (bytes, 2 maps of them)."""
     gh, gw = geo["grid_h"], geo["grid_w"]
-    return geo["c"] * geo["sh"] * geo["sw"] * gh * gw + geo["kw"] + 3 * geo["oh"] * gw + gh * gw
+    nv = _round_up(geo["oh"] * gw, simd.TAP_LANES)
+    return geo["c"] * geo["sh"] * geo["sw"] * gh * gw + geo["kw"] + simd.TAP_LANES + 2 * nv
 
 
 # --------------------------------------------------------------------------- one planner per layer kind
