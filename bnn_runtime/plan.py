@@ -19,7 +19,10 @@ The file keeps the canonical bit layout of docs/FORMAT.md; the runtime re-packs 
 * a first convolution on uint8 input becomes, per output, the list of its taps of the rarer
   sign (flat offsets into the zero-padded image) and that sign: ``s = sigma (2 A - B)``
   (first_layer.conv_u8); its sums are int16 when ``255 * fan_in`` fits, else int32;
-* a convolution of bits with at most 8 input channels becomes a table (kernels.conv_lut): per
+* a convolution of bits with at most 8 input channels whose kernel rows (kw * C bits) fit 64 bits
+  runs on patches of those runs (conv_runs.conv_runs): weights in (i, j, c) order, each kernel row
+  padded to a slot of 32 or 64 bits, by columns of 8 outputs; wider kernel rows (or, with that
+  planner off, every such layer) become a table (kernels.conv_lut): per
   group of g pixels of one kernel row (g * C <= 8 bits), every output's share of the sum for
   every value of those bits, dir-signed, int16; it is stored in ``wpool`` (as int16 viewed in
   uint64 words: the table, then the thresholds), its tap offsets in ``cpool``. Layers whose
@@ -45,6 +48,7 @@ from .layout import (
     COLUMNS,
     KIND_CONV_BITS,
     KIND_CONV_LUT,
+    KIND_CONV_RUNS,
     KIND_CONV_U8,
     KIND_DENSE_BITS,
     KIND_DENSE_U8,
@@ -357,6 +361,41 @@ def plan_conv_lut(li: LayerInput) -> LayerPlan | None:
     return LayerPlan(row=row, weights=weights, consts=np.concatenate([toff, tbase]), scratch=scratch)
 
 
+RUN_SLOTS = (32, 64)  # bits per kernel-row slot of conv_runs
+
+
+def conv_runs_scratch(geo: dict, nw: int) -> dict:
+    """conv_runs.conv_runs's scratch rows of nw words (geo: conv_geometry): a pooling window's patches, then
+    the run table and its pairs (2 x padded rows x conv output columns), a word per patch, 4 words, a word per
+    patch word, in whole rows."""
+    nwin = geo["pool_h"] * geo["pool_w"]
+    extra = 2 * (geo["h"] + 2 * geo["ph"]) * geo["ow"] + nwin + 4 + nw
+    return {SLOT_ROWS: nwin + -(-extra // nw), SLOT_ROW_WORDS: nw}
+
+
+def plan_conv_runs(li: LayerInput) -> LayerPlan | None:
+    """Convolution of bits with at most 8 channels whose kernel rows (kw * C bits) fit a slot of 32 or 64 bits:
+    patches of runs (conv_runs.conv_runs); the weights' fan-in (i, j, c), each kernel row padded to its slot with -1 (bit 0: the
+    patches' padding bits are 0, so it adds nothing to popcount(a & w)), by columns of 8 outputs. None: too wide."""
+    geo = conv_geometry(li.layer)
+    o, c, kh, kw = li.n_out, geo["c"], geo["kh"], geo["kw"]
+    slot = next((s for s in RUN_SLOTS if kw * c <= s), None)
+    if slot is None or c > LUT_MAX_CHANNELS:  # (measured where the tables ran; wider inputs keep im2col + gemm)
+        return None
+    n_out_pad, nw = _round_up(o, COLUMN), -(-kh * slot // 64)
+    signs = li.signs.reshape(o, c, kh, kw).transpose(0, 2, 3, 1).reshape(o, kh, kw * c)
+    padded = np.full((o, kh, slot), -1, np.int8)
+    padded[:, :, : kw * c] = signs
+    rows = geo["out_h"] * geo["out_w"] * geo["pool_h"] * geo["pool_w"]
+    return LayerPlan(
+        row=li.row(KIND_CONV_RUNS, n_out_pad, nw=nw, run_slot=slot, **geo),
+        weights=_columns(padded.reshape(o, kh * slot), n_out_pad, nw),
+        consts=li.consts(n_out_pad).ravel(),
+        scratch=conv_runs_scratch(geo, nw),
+        word_ops=rows * o * nw,
+    )
+
+
 def plan_conv_bits(li: LayerInput) -> LayerPlan:
     """Convolution of bits: one image's im2col rows in (i, j, c) order times the weights by columns of 8 outputs
     (kernels.gemm, the dense layers' product); rows of exactly the fan-in's words (the product takes any count)."""
@@ -425,7 +464,7 @@ def plan_layer(li: LayerInput) -> LayerPlan:
     """The planner of a layer's kind, by its kind, input encoding and shape."""
     uint8 = li.layer["in_encoding"] == "uint8"
     if li.layer["kind"] == "conv":
-        return plan_conv_u8(li) if uint8 else plan_conv_lut(li) or plan_conv_bits(li)
+        return plan_conv_u8(li) if uint8 else plan_conv_runs(li) or plan_conv_lut(li) or plan_conv_bits(li)
     if uint8:
         return plan_dense_vnni(li) if simd.USE_VNNI and li.layer["fan_in"] % 4 == 0 else plan_dense_u8(li)
     return plan_dense_bits(li)

@@ -274,6 +274,8 @@ def _popcount_cols(nr, nv, planes, bits):
 
 cols_bits4x4 = _popcount_cols(4, 4, False, True)
 cols_bits1x4 = _popcount_cols(1, 4, False, True)
+cols_bits4x2 = _popcount_cols(4, 2, False, True)
+cols_bits1x2 = _popcount_cols(1, 2, False, True)
 cols_bits4x1 = _popcount_cols(4, 1, False, True)
 cols_bits1x1 = _popcount_cols(1, 1, False, True)
 cols_sums1x1 = _popcount_cols(1, 1, False, False)
