@@ -35,12 +35,14 @@ from .layout import (
 )
 from .simd import (
     TAP_LANES,
+    WIDEN_LANES,
     planes_bits1,
     planes_bits2,
     planes_sums1,
     tap_bits,
     tap_box,
     view,
+    widen,
     vnni_bits1x1,
     vnni_bits1x3,
     vnni_bits8x1,
@@ -158,18 +160,29 @@ def dense_vnni(x, r0, n_img, k4, wv, n_out, consts, last, out, image_bits, score
 def pad_image(img, c_in, h, w, ph, pw, sh, sw, gh, gw, xp):
     """Copy a uint8 image (C, H, W) into xp, its zero-padded polyphase copy (plan.phase_grid): padded pixel
     (c, y, x) at ((c * SH + y % SH) * SW + x % SW) * GH * GW + (y // SH) * GW + x // SW. Per row and column
-    phase q, the pixels x = x0, x0 + SW, ... land side by side: no division per pixel (stride 1: row by row,
-    one vector loop per row)."""
+    phase q, the pixels x = x0, x0 + SW, ... land side by side: no division per pixel (stride 1 x 1: row by row,
+    in whole vectors, simd.widen). xp must be zero, with WIDEN_LANES spare elements past the last row."""
     plane = gh * gw
+    nvec = (w + WIDEN_LANES - 1) // WIDEN_LANES
     for c in range(c_in):
         for y in range(h):
             yy = y + ph
-            row = (c * sh + yy % sh) * sw * plane + (yy // sh) * gw
+            if sh == 1:  # (no division: two per row cost more than the row's copy)
+                row = c * sw * plane + yy * gw
+            else:
+                row = (c * sh + yy % sh) * sw * plane + (yy // sh) * gw
             src = (c * h + y) * w
-            if sw == 1:
-                dst, first = np.uint64(row + pw), np.uint64(src)
-                for k in range(np.uint64(w)):
-                    xp[dst + k] = img[first + k]
+            if sh == 1 and sw == 1:  # (one phase: the rows follow each other in xp, in the order written)
+                dst = row + pw
+                if src + nvec * WIDEN_LANES <= img.size:  # whole vectors, reading on into the next row
+                    widen(img, src, xp, dst, nvec)
+                else:
+                    for k in range(np.uint64(w)):
+                        xp[np.uint64(dst) + k] = img[np.uint64(src) + k]
+                # zero again what this or an earlier row wrote past the row: up to the next row (the last: all of it)
+                end = dst + (nvec * WIDEN_LANES if y == h - 1 else min(nvec * WIDEN_LANES, gw))
+                for k in range(np.uint64(dst + w), np.uint64(end)):
+                    xp[k] = 0
                 continue
             for q in range(sw):
                 x0 = (q - pw) % sw  # the first column x with (x + pw) % SW == q
@@ -207,6 +220,31 @@ def pool_pack(pv, tmp, gw, n, geo, o0, nb, out, out0):
             pv[t] |= tmp[t + off]
     mask = (np.uint64(1) << np.uint64(nb)) - np.uint64(1)
     step = np.uint64(qsw)
+    if nb == 8 and n_out % 8 == 0 and out0 % 8 == 0:  # whole bytes: a byte store per position (little-endian words)
+        outb = view(out, np.uint8, (out.size * 8,))
+        stride = np.uint64(n_out // 8)
+        for py in range(out_h):
+            r = np.uint64(py * qsh * gw)
+            dst = np.uint64((out0 + py * out_w * n_out + o0) // 8)
+            for px in range(np.uint64(out_w)):
+                outb[dst + px * stride] |= pv[r + px * step]
+        return
+    if nb == n_out:  # one block: the positions' bits follow each other, written a word at a time
+        word, fill, acc = np.uint64(out0 >> 6), np.uint64(out0 & 63), np.uint64(0)
+        for py in range(out_h):
+            r = np.uint64(py * qsh * gw)
+            for px in range(np.uint64(out_w)):
+                v = np.uint64(pv[r + px * step]) & mask
+                acc |= v << fill
+                fill += np.uint64(nb)
+                if fill >= np.uint64(64):
+                    out[word] |= acc
+                    word += np.uint64(1)
+                    fill -= np.uint64(64)
+                    acc = v >> (np.uint64(nb) - fill) if fill else np.uint64(0)
+        if fill:
+            out[word] |= acc
+        return
     for py in range(out_h):
         r = np.uint64(py * qsh * gw)
         pos = np.uint64(out0 + py * out_w * n_out + o0)

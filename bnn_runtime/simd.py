@@ -578,6 +578,33 @@ def tap_bits(typingctx, xp, taps, o0, nb, t0, box, consts, pv):
     return types.none(xp, taps, types.int64, types.int64, types.int64, box, consts, pv), codegen
 
 
+WIDEN_LANES = 32  # pixels per vector of widen
+
+
+@intrinsic
+def widen(typingctx, img, src, xp, dst, nvec):
+    """xp[dst : dst + 32 nvec] = img[src : src + 32 nvec], uint8 pixels widened to xp's lanes (int16 or int32), in
+    vectors of WIDEN_LANES (a row of the padded image in whole vectors: the caller keeps both ranges in bounds)."""
+    if not (isinstance(img, types.Array) and img.ndim == 1 and img.dtype == types.uint8 and _sums_array(xp)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        img_a, src_v, xp_a, dst_v, n_v = args
+        i64 = ir.IntType(64)
+        elem = context.get_data_type(sig.args[2].dtype)
+        bvec, wvec = ir.VectorType(ir.IntType(8), WIDEN_LANES), ir.VectorType(elem, WIDEN_LANES)
+        ip = builder.gep(_data(context, builder, sig.args[0], img_a), [src_v])
+        xp_p = builder.gep(_data(context, builder, sig.args[2], xp_a), [dst_v])
+        with cgutils.for_range(builder, n_v) as loop:
+            k = builder.mul(loop.index, ir.Constant(i64, WIDEN_LANES))
+            v = builder.load(builder.bitcast(builder.gep(ip, [k]), bvec.as_pointer()), align=1)
+            dst = builder.bitcast(builder.gep(xp_p, [k]), wvec.as_pointer())
+            builder.store(builder.zext(v, wvec), dst, align=elem.width // 8)
+        return context.get_dummy_value()
+
+    return types.none(img, types.int64, xp, types.int64, types.int64), codegen
+
+
 # --------------------------------------------------------------------------- atomics of the tile queue (driver.py)
 
 
