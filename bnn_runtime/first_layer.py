@@ -31,23 +31,25 @@ from .layout import (
     COL_PW,
     COL_SH,
     COL_SW,
+    COL_TAP_COPY,
     COL_W,
 )
 from .simd import (
     TAP_LANES,
     WIDEN_LANES,
+    misalign,
     planes_bits1,
     planes_bits2,
     planes_sums1,
     tap_bits,
     tap_box,
     view,
-    widen,
     vnni_bits1x1,
     vnni_bits1x3,
     vnni_bits8x1,
     vnni_bits8x3,
     vnni_sums1x1,
+    widen,
 )
 
 # --------------------------------------------------------------------------- the first layer (uint8 input)
@@ -267,26 +269,35 @@ def conv_u8(img, geo, taps, consts, ibuf, out, out0):
     the sums are taken only at the conv outputs a pooled output reaches (strided or not), in blocks of
     TAP_LANES positions t = yo * GW + xo (the GW - OW extra columns are computed and never read), each in
     registers from the first tap to the threshold (simd.tap_bits); the bits of up to 8 outputs are gathered
-    per position into one byte of pv, which is then OR-pooled and packed (pool_pack). geo: the layer's params
-    row. ibuf (int16 when 255 * fan_in fits, else int32) holds [polyphase image | box | pv and window ORs,
-    bytes] (plan.conv_u8_scratch).
+    per position into one byte of pv, which is then OR-pooled and packed (pool_pack). With geo[COL_TAP_COPY]
+    the taps read column-shifted copies of the image at whole cache lines (plan.phase_grid). geo: the layer's
+    params row. ibuf (int16 when 255 * fan_in fits, else int32) holds [to a cache line | polyphase image (and
+    its copies) | box | pv and window ORs, bytes] (plan.conv_u8_scratch).
     """
     c_in, h, w, kh, kw, ph, pw = geo[COL_C], geo[COL_H], geo[COL_W], geo[COL_KH], geo[COL_KW], geo[COL_PH], geo[COL_PW]
     sh, sw, gh, gw, n_out = geo[COL_SH], geo[COL_SW], geo[COL_GRID_H], geo[COL_GRID_W], geo[COL_N_OUT]
     n = ((geo[COL_OUT_H] - 1) * geo[COL_POOL_SH] + geo[COL_POOL_H]) * gw  # the conv output rows used
     nv = (n + TAP_LANES - 1) // TAP_LANES * TAP_LANES
     n_xp = c_in * sh * sw * gh * gw + kw + TAP_LANES  # spare: the last rows' extra columns, the last block
-    xp = ibuf[:n_xp]
-    box = ibuf[n_xp : n_xp + nv]
-    pvs = view(ibuf[n_xp + nv :], np.uint8, (2 * nv,))
+    copy = geo[COL_TAP_COPY]
+    span = (kw + sw - 1) // sw * copy if copy else n_xp
+    a = (64 - misalign(ibuf)) % 64 // ibuf.itemsize  # the image from a cache line on
+    xp, src = ibuf[a : a + n_xp], ibuf[a : a + span]
+    box = ibuf[a + span : a + span + nv]
+    pvs = view(ibuf[a + span + nv :], np.uint8, (2 * nv,))
     pv, tmp = pvs[:nv], pvs[nv:]
     for t in range(np.uint64(n_xp)):
         xp[t] = 0  # (cheaper than remembering which scratch was zeroed: ~1,100 elements for 28 x 28)
     pad_image(img, c_in, h, w, ph, pw, sh, sw, gh, gw, xp)
+    if copy:  # copy q = the image shifted left by q (plan.phase_grid; copy 0 is xp itself)
+        for q in range(1, (kw + sw - 1) // sw):
+            d = np.uint64(q * copy)
+            for t in range(np.uint64(n_xp - q)):
+                src[d + t] = xp[t + np.uint64(q)]
     for t0 in range(0, n, TAP_LANES):
-        tap_box(xp, taps, n_out, t0, box)
+        tap_box(src, taps, n_out, t0, box)
     for o0 in range(0, n_out, 8):
         nb = min(8, n_out - o0)
         for t0 in range(0, n, TAP_LANES):
-            tap_bits(xp, taps, o0, nb, t0, box, consts, pv)
+            tap_bits(src, taps, o0, nb, t0, box, consts, pv)
         pool_pack(pv, tmp, gw, n, geo, o0, nb, out, out0)

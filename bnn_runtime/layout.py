@@ -65,6 +65,7 @@ COL_LUT_SIZE = 30
 COL_GRID_H = 31  # conv_u8: rows and pitch of one phase of the padded image (plan.phase_grid)
 COL_GRID_W = 32
 COL_RUN_SLOT = 33  # conv_runs: bits per kernel row slot (32: two per word, or 64)
+COL_TAP_COPY = 34  # conv_u8: elements per column-shifted copy of the padded image (0: no copies; plan.phase_grid)
 
 COLUMNS = tuple(name for _, name in sorted((v, k[4:].lower()) for k, v in globals().items() if k.startswith("COL_")))
 # the column names, in index order (COLUMNS[COL_X] == "x")

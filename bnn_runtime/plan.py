@@ -182,12 +182,14 @@ def _consts(layer: dict, bnn: BnnFile, signs: np.ndarray, n_out_pad: int) -> np.
 def _conv_taps(signs: np.ndarray, grid: dict) -> tuple[np.ndarray, np.ndarray]:
     """Per output: the taps of its rarer sign as flat offsets into the polyphase image (phase_offset), and that
     sign; a last row with every tap (the box sum). grid: the layer's stride and phase grid (``sh, sw, grid_h,
-    grid_w``)."""
+    grid_w, tap_copy``: with copies, the offsets are into the copies)."""
     o = len(signs)
     flat = signs.reshape(o, -1)
     c, kh, kw = signs.shape[1:]
     cc, ii, jj = np.meshgrid(np.arange(c), np.arange(kh), np.arange(kw), indexing="ij")
     offsets = phase_offset(grid, cc, ii, jj).ravel()
+    if grid.get("tap_copy"):  # padded pixel xp[P + q] is copy q's element P (phase_grid)
+        offsets += (jj // grid["sw"]).ravel() * (grid["tap_copy"] - 1)
     sigma = np.where((flat > 0).sum(axis=1) <= (flat < 0).sum(axis=1), 1, -1)
     chosen = [offsets[flat[k] == sigma[k]] for k in range(o)] + [offsets]  # and every tap: the box
     taps = np.zeros((o + 1, 1 + len(offsets)), np.int64)
@@ -197,14 +199,27 @@ def _conv_taps(signs: np.ndarray, grid: dict) -> tuple[np.ndarray, np.ndarray]:
     return taps, sigma
 
 
+TAP_ALIGN = 32  # elements: 32 int16 (or int32) lanes are whole 64-byte cache lines
+
+
 def phase_grid(geo: dict) -> dict:
     """The polyphase layout of a first convolution's zero-padded image (first_layer.conv_u8): the padded
     pixel (c, y, x) goes to phase (c, y % SH, x % SW), a grid_h x grid_w image, at (y // SH, x // SW), so
     that conv output (yo, xo) reads tap (c, i, j) at phase_offset(c, i, j) + yo * grid_w + xo: a stride-S
     convolution is a stride-1 sum over the phases, and only the strided outputs are computed (stride 1:
-    one phase, the padded image itself)."""
+    one phase, the padded image itself).
+
+    Aligned taps: when grid_w rounded up to TAP_ALIGN costs at most a seventh more positions, it is, and
+    the kernel keeps ceil(kw / SW) copies of that image, copy q shifted left by q elements, tap_copy
+    elements apart: every tap (c, i, j) then reads copy j // SW at a multiple of TAP_ALIGN from a block's
+    first position (whole cache lines, no load split between two: measured 1.5-1.9x faster loads).
+    """
     hp, pitch = geo["h"] + 2 * geo["ph"], geo["w"] + 2 * geo["pw"]
-    return dict(grid_h=-(-hp // geo["sh"]), grid_w=-(-pitch // geo["sw"]))
+    gh, gw = -(-hp // geo["sh"]), -(-pitch // geo["sw"])
+    aligned = _round_up(gw, TAP_ALIGN) - gw <= gw // 7
+    gw = _round_up(gw, TAP_ALIGN) if aligned else gw
+    n_xp = geo["c"] * geo["sh"] * geo["sw"] * gh * gw + geo["kw"] + simd.TAP_LANES  # as first_layer.conv_u8
+    return dict(grid_h=gh, grid_w=gw, tap_copy=_round_up(n_xp, TAP_ALIGN) if aligned else 0)
 
 
 def phase_offset(grid: dict, c, i, j):
@@ -314,12 +329,15 @@ def conv_geometry(layer: dict) -> dict:
 
 
 def conv_u8_scratch(geo: dict) -> int:
-    """Elements of first_layer.conv_u8's buffer (geo: conv_geometry with phase_grid): the polyphase image + kw +
-    a block, and 2 maps of the output rows (grid_w wide, rounded up to whole blocks): the box sums, the bits
-    (bytes, 2 maps of them)."""
+    """Elements of first_layer.conv_u8's buffer (geo: conv_geometry with phase_grid): room to align, the polyphase
+    image + kw + a block (or its column-shifted copies), and 2 maps of the output rows (grid_w wide, rounded up to
+    whole blocks): the box sums, the bits (bytes, 2 maps of them)."""
     gh, gw = geo["grid_h"], geo["grid_w"]
     nv = _round_up(geo["oh"] * gw, simd.TAP_LANES)
-    return geo["c"] * geo["sh"] * geo["sw"] * gh * gw + geo["kw"] + simd.TAP_LANES + 2 * nv
+    n_xp = geo["c"] * geo["sh"] * geo["sw"] * gh * gw + geo["kw"] + simd.TAP_LANES
+    if geo.get("tap_copy"):
+        n_xp = -(-geo["kw"] // geo["sw"]) * geo["tap_copy"]
+    return TAP_ALIGN + n_xp + 2 * nv
 
 
 # --------------------------------------------------------------------------- one planner per layer kind

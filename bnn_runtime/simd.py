@@ -671,6 +671,20 @@ def atomic_store(typingctx, arr, i, v):
 
 
 @intrinsic
+def misalign(typingctx, a):
+    """The address of a's first element modulo 64 (a cache line), in bytes."""
+    if not isinstance(a, types.Array):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ptr = builder.ptrtoint(_data(context, builder, sig.args[0], args[0]), ir.IntType(64))
+        return builder.and_(ptr, ir.Constant(ir.IntType(64), 63))
+
+    return types.int64(a), codegen
+
+
+
+@intrinsic
 def view(typingctx, a, dtype, shape):
     """A C-contiguous array a seen as ``dtype`` with ``shape`` (a tuple of int64), unchecked: the caller
     guarantees prod(shape) * itemsize <= a.nbytes. (numba's reshape and view check the sizes, and compiling
