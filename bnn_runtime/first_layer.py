@@ -18,7 +18,6 @@ from .layout import (
     COL_GRID_H,
     COL_GRID_W,
     COL_H,
-    COL_KH,
     COL_KW,
     COL_N_OUT,
     COL_OUT_H,
@@ -274,7 +273,7 @@ def conv_u8(img, geo, taps, consts, ibuf, out, out0):
     params row. ibuf (int16 when 255 * fan_in fits, else int32) holds [to a cache line | polyphase image (and
     its copies) | box | pv and window ORs, bytes] (plan.conv_u8_scratch).
     """
-    c_in, h, w, kh, kw, ph, pw = geo[COL_C], geo[COL_H], geo[COL_W], geo[COL_KH], geo[COL_KW], geo[COL_PH], geo[COL_PW]
+    c_in, h, w, kw, ph, pw = geo[COL_C], geo[COL_H], geo[COL_W], geo[COL_KW], geo[COL_PH], geo[COL_PW]
     sh, sw, gh, gw, n_out = geo[COL_SH], geo[COL_SW], geo[COL_GRID_H], geo[COL_GRID_W], geo[COL_N_OUT]
     n = ((geo[COL_OUT_H] - 1) * geo[COL_POOL_SH] + geo[COL_POOL_H]) * gw  # the conv output rows used
     nv = (n + TAP_LANES - 1) // TAP_LANES * TAP_LANES

@@ -15,7 +15,7 @@ KIND_CONV_BITS = 2  # convolution of bits: im2col rows times weight rows (popcou
 KIND_DENSE_BITS = 3  # dense layer on bits: weights by columns of 8 outputs
 KIND_CONV_LUT = 4  # convolution of bits with at most 8 channels: table lookups
 KIND_DENSE_VNNI = 5  # first dense layer on uint8 values with AVX512-VNNI
-KIND_CONV_RUNS = 6  # convolution of bits whose kernel rows are runs of <= 64 bits: patches of runs
+KIND_CONV_RUNS = 6  # convolution of bits, <= 8 channels, kernel rows of <= 64 bits: patches of kernel-row runs
 KIND_NAMES = {
     KIND_CONV_U8: "conv_u8",
     KIND_DENSE_U8: "dense_u8",

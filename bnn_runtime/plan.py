@@ -393,8 +393,9 @@ def conv_runs_scratch(geo: dict, nw: int) -> dict:
 
 def plan_conv_runs(li: LayerInput) -> LayerPlan | None:
     """Convolution of bits with at most 8 channels whose kernel rows (kw * C bits) fit a slot of 32 or 64 bits:
-    patches of runs (conv_runs.conv_runs); the weights' fan-in (i, j, c), each kernel row padded to its slot with -1 (bit 0: the
-    patches' padding bits are 0, so it adds nothing to popcount(a & w)), by columns of 8 outputs. None: too wide."""
+    patches of runs (conv_runs.conv_runs); the weights' fan-in (i, j, c), each kernel row padded to its slot
+    with -1 (bit 0: the patches' padding bits are 0, so it adds nothing to popcount(a & w)), by columns of 8
+    outputs. None: too wide, or too many channels."""
     geo = conv_geometry(li.layer)
     o, c, kh, kw = li.n_out, geo["c"], geo["kh"], geo["kw"]
     slot = next((s for s in RUN_SLOTS if kw * c <= s), None)

@@ -683,7 +683,6 @@ def misalign(typingctx, a):
     return types.int64(a), codegen
 
 
-
 @intrinsic
 def view(typingctx, a, dtype, shape):
     """A C-contiguous array a seen as ``dtype`` with ``shape`` (a tuple of int64), unchecked: the caller

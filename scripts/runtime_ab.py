@@ -77,7 +77,8 @@ def main() -> None:
         for k, pkg in names.items():
             profile = importlib.import_module(f"{pkg}.profile")
             rows = profile.layer_times(load(pkg, args.model, 1), x)
-            print(f"{k:4s} per layer, us/image: " + ", ".join(f"{r['layer']} {r['seconds_per_image'] * 1e6:.2f}" for r in rows))
+            layers = ", ".join(f"{r['layer']} {r['seconds_per_image'] * 1e6:.2f}" for r in rows)
+            print(f"{k:4s} per layer, us/image: {layers}")
 
 
 if __name__ == "__main__":
