@@ -20,6 +20,7 @@ import numpy as np
 from numba import njit
 
 from . import cache  # noqa: F401  (the kernel cache locator, before any kernel is decorated)
+from .conv_runs import conv_runs
 from .first_layer import byte_planes, conv_u8, dense_u8, dense_vnni
 from .kernels import ALL, conv_lut, gemm, im2col_bits, row_bit_offsets
 from .layout import (
@@ -44,6 +45,7 @@ from .layout import (
     COL_W_OFF,
     KIND_CONV_BITS,
     KIND_CONV_LUT,
+    KIND_CONV_RUNS,
     KIND_CONV_U8,
     KIND_DENSE_BITS,
     KIND_DENSE_U8,
@@ -201,7 +203,7 @@ def build(uses: int):
     conv_u8_16, conv_u8_32 = bool(uses & 1 << KIND_CONV_U8), bool(uses & 1 << USES_CONV_U8_I32)
     conv_lut, conv_bits = bool(uses & 1 << KIND_CONV_LUT), bool(uses & 1 << KIND_CONV_BITS)
     dense_u8, dense_vnni = bool(uses & 1 << KIND_DENSE_U8), bool(uses & 1 << KIND_DENSE_VNNI)
-    dense_bits = bool(uses & 1 << KIND_DENSE_BITS)
+    dense_bits, conv_runs_ = bool(uses & 1 << KIND_DENSE_BITS), bool(uses & 1 << KIND_CONV_RUNS)
     split_ok = bool(uses & 1 << USES_SPLIT)
 
     @njit(cache=True, nogil=True)
@@ -301,6 +303,10 @@ def build(uses: int):
                         conv_u8(x[i0 + i], p, taps, consts, ibuf32, out, i * image_bits)
                 if conv_lut and kind == KIND_CONV_LUT:
                     layer_conv_lut(p, src, m, wpool, cpool, ibuf32, ibuf16, out, image_bits)
+                if conv_runs_ and kind == KIND_CONV_RUNS:
+                    wts = wpool[p[COL_W_OFF] : p[COL_W_OFF] + n_out_pad * p[COL_NW]]
+                    for i in range(m):
+                        conv_runs(src, i, p, wts, consts, rows, out, i * image_bits)
                 if conv_bits and kind == KIND_CONV_BITS and not chunked:
                     layer_conv_bits(p, src, m, wpool, consts, rows, rowbit, out, image_bits, mine)
                 if conv_bits and kind == KIND_CONV_BITS and chunked:
