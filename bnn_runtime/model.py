@@ -128,15 +128,16 @@ class BnnModel:
             nthreads = min(threads, -(-n // tile))
         self.threads_used = nthreads
         state = np.zeros(1 + -(-n // tile), np.int64)
+        scratch = p.scratch(tile, nthreads)
         args = (flat, tile, p.sizes, *p.kernel_args, scores, labels, state)
         forward = compiled.forward(self._uses)
         if nthreads <= 1:
-            forward(*args, True)
+            forward(*args, scratch[0], True)
             return scores, labels
         pool = _pool()
-        for _ in range(nthreads - 1):  # helpers: whatever they claim before the calling thread is done
-            pool.submit(forward, *args, False)
-        forward(*args, True)  # claims tiles, then takes over those still open: never waits for a helper
+        for j in range(1, nthreads):  # helpers: whatever they claim before the calling thread is done
+            pool.submit(forward, *args, scratch[j], False)
+        forward(*args, scratch[0], True)  # claims tiles, then takes over those still open: never waits for a helper
         return scores, labels
 
     def scores(self, x) -> np.ndarray:

@@ -56,6 +56,7 @@ from .layout import (
     SLOT_ROW_WORDS,
     SLOT_ROWS,
     USES_CONV_U8_I32,
+    scratch_parts,
 )
 from .reference import conv_stride, pool_stride
 
@@ -87,6 +88,12 @@ class Plan:
     def kernel_args(self) -> tuple:
         """The arrays driver.forward takes after the batch, tile and sizes."""
         return self.params, self.wpool, self.cpool, self.taps, self.scale, self.offset, self.final_threshold
+
+    def scratch(self, tile: int, threads: int) -> np.ndarray:
+        """int64 (threads, words): each thread's own scratch for driver.forward (layout.scratch_parts), in whole
+        cache lines."""
+        words = -(-sum(scratch_parts(tile, self.sizes, self.n_scores)) // 8) * 8
+        return np.empty((threads, words), np.int64)
 
     @property
     def uses(self) -> int:
