@@ -83,6 +83,7 @@ class Plan:
     sizes: np.ndarray  # scratch sizes, by the slots layout.SLOT_*
     n_scores: int
     word_ops: list[int]  # AND+popcount word operations per image, per layer (0 for the integer conv)
+    _scratch_words: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # tile -> words
 
     @property
     def kernel_args(self) -> tuple:
@@ -91,8 +92,10 @@ class Plan:
 
     def scratch(self, tile: int, threads: int) -> np.ndarray:
         """int64 (threads, words): each thread's own scratch for driver.forward (layout.scratch_parts), in whole
-        cache lines."""
-        words = -(-sum(scratch_parts(tile, self.sizes, self.n_scores)) // 8) * 8
+        cache lines. (The words per tile are remembered: summing NumPy integers costs microseconds of a batch.)"""
+        words = self._scratch_words.get(tile)
+        if words is None:
+            words = self._scratch_words[tile] = -(-int(sum(scratch_parts(tile, self.sizes, self.n_scores))) // 8) * 8
         return np.empty((threads, words), np.int64)
 
     @property
