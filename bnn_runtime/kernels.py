@@ -55,8 +55,8 @@ from .simd import (
 )
 
 # Two rules keep these loops fast (both measured: docs/PERFORMANCE.md):
-# * no call to a small array-taking kernel inside a hot loop: numba increments and decrements the
-#   reference count of every array argument (atomic operations) on each such call, so register
+# * no call to a small array-taking kernel inside a hot loop: a call passes every array's shape and strides
+#   (and counted references atomically, before cache.kernel turned numba's NRT off), so register
 #   blocks, bit copies and epilogues are written inline, and kernels are called per layer or image;
 # * offsets read from data index arrays as uint64: a signed index gets a negative-index check
 #   that keeps LLVM from vectorising the loop.
