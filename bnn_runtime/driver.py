@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from .cache import kernel  # (the kernel cache locator, before any kernel is decorated)
+from .conv_runs import conv_runs
 from .first_layer import byte_planes, conv_u8, dense_u8, dense_vnni
 from .kernels import conv_lut, gemm, im2col_bits, row_bit_offsets
 from .layout import (
@@ -39,6 +40,7 @@ from .layout import (
     COL_W_OFF,
     KIND_CONV_BITS,
     KIND_CONV_LUT,
+    KIND_CONV_RUNS,
     KIND_CONV_U8,
     KIND_DENSE_BITS,
     KIND_DENSE_U8,
@@ -193,7 +195,7 @@ def build(uses: int):
     conv_u8_16, conv_u8_32 = bool(uses & 1 << KIND_CONV_U8), bool(uses & 1 << USES_CONV_U8_I32)
     conv_lut, conv_bits = bool(uses & 1 << KIND_CONV_LUT), bool(uses & 1 << KIND_CONV_BITS)
     dense_u8, dense_vnni = bool(uses & 1 << KIND_DENSE_U8), bool(uses & 1 << KIND_DENSE_VNNI)
-    dense_bits = bool(uses & 1 << KIND_DENSE_BITS)
+    dense_bits, conv_runs_ = bool(uses & 1 << KIND_DENSE_BITS), bool(uses & 1 << KIND_CONV_RUNS)
 
     @kernel(nogil=True)
     def forward(x, tile, sizes, params, wpool, cpool, taps, scale, offset, final, scores, labels, state, scratch, main):
@@ -261,6 +263,10 @@ def build(uses: int):
                         conv_u8(x[i0 + i], p, taps, consts, ibuf32, out, i * image_bits)
                 if conv_lut and kind == KIND_CONV_LUT:
                     layer_conv_lut(p, src, m, wpool, cpool, ibuf32, ibuf16, out, image_bits)
+                if conv_runs_ and kind == KIND_CONV_RUNS:
+                    wts = wpool[p[COL_W_OFF] : p[COL_W_OFF] + n_out_pad * p[COL_NW]]
+                    for i in range(m):
+                        conv_runs(src, i, p, wts, consts, rows, out, i * image_bits)
                 if conv_bits and kind == KIND_CONV_BITS:
                     layer_conv_bits(p, src, m, wpool, consts, rows, rowbit, out, image_bits, mine, work)
                 if dense_u8 and kind == KIND_DENSE_U8:

@@ -15,6 +15,7 @@ KIND_CONV_BITS = 2  # convolution of bits: im2col rows times weight rows (popcou
 KIND_DENSE_BITS = 3  # dense layer on bits: weights by columns of 8 outputs
 KIND_CONV_LUT = 4  # convolution of bits with at most 8 channels: table lookups
 KIND_DENSE_VNNI = 5  # first dense layer on uint8 values with AVX512-VNNI
+KIND_CONV_RUNS = 6  # convolution of bits, <= 8 channels, kernel rows of <= 64 bits: patches of kernel-row runs
 KIND_NAMES = {
     KIND_CONV_U8: "conv_u8",
     KIND_DENSE_U8: "dense_u8",
@@ -22,6 +23,7 @@ KIND_NAMES = {
     KIND_DENSE_BITS: "dense_bits",
     KIND_CONV_LUT: "conv_lut",
     KIND_DENSE_VNNI: "dense_vnni",
+    KIND_CONV_RUNS: "conv_runs",
 }
 # what a driver is compiled for (driver.build, Plan.uses): bit k for kind k, and this bit for a first
 # convolution whose sums need int32 (conv_u8 compiles once per buffer type)
@@ -62,6 +64,8 @@ COL_LUT_TAPS = 29
 COL_LUT_SIZE = 30
 COL_GRID_H = 31  # conv_u8: rows and pitch of one phase of the padded image (plan.phase_grid)
 COL_GRID_W = 32
+COL_RUN_SLOT = 33  # conv_runs: bits per kernel row slot (32: two per word, or 64)
+COL_TAP_COPY = 34  # conv_u8: elements per column-shifted copy of the padded image (0: no copies; plan.phase_grid)
 
 COLUMNS = tuple(name for _, name in sorted((v, k[4:].lower()) for k, v in globals().items() if k.startswith("COL_")))
 # the column names, in index order (COLUMNS[COL_X] == "x")

@@ -136,10 +136,11 @@ def test_every_kernel_is_compiled_without_numba_s_memory_runtime(monkeypatch):
     machine code then calls no NRT function, and a warm process need not compile numba's NRT module."""
     from numba.core.registry import CPUDispatcher
 
-    from bnn_runtime import driver, first_layer, kernels
+    from bnn_runtime import conv_runs, driver, first_layer, kernels
     from bnn_runtime.layout import USES_ALL
 
-    found = [v for m in (driver, first_layer, kernels) for v in vars(m).values() if isinstance(v, CPUDispatcher)]
+    modules = (conv_runs, driver, first_layer, kernels)
+    found = [v for m in modules for v in vars(m).values() if isinstance(v, CPUDispatcher)]
     found.append(driver.build(USES_ALL))
     assert len(found) > 20
     assert all(f.targetoptions.get("_nrt") is False for f in found), [

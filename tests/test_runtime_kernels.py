@@ -298,9 +298,9 @@ def test_first_conv_sums_threshold_and_pool(c, h, w, k, pad, dtype, seed, stride
     d = rng.choice([-1, 1], n_out)
     consts = np.stack([sigma, d * t, d]).astype(np.int64)
     geo = _geometry(c, h, w, k, k, pad, pad, stride, pool, pool_stride, n_out)
-    from bnn_runtime.layout import COL_GRID_H, COL_GRID_W, COL_OUT_H, COL_OUT_W
+    from bnn_runtime.layout import COL_GRID_H, COL_GRID_W, COL_OUT_H, COL_OUT_W, COL_TAP_COPY
 
-    geo[COL_GRID_H], geo[COL_GRID_W] = grid["grid_h"], grid["grid_w"]
+    geo[COL_GRID_H], geo[COL_GRID_W], geo[COL_TAP_COPY] = grid["grid_h"], grid["grid_w"], grid["tap_copy"]
 
     out_h, out_w = geo[COL_OUT_H], geo[COL_OUT_W]
     size = conv_u8_scratch(grid)
