@@ -27,6 +27,8 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
+from numba import njit
 from numba.core import caching
 
 from .errors import BnnError
@@ -136,30 +138,82 @@ class KernelCacheLocator(caching._SourceFileBackedLocatorMixin, caching._CacheLo
         return cls(py_func, py_file)
 
 
+def kernel(**options):
+    """numba's ``njit`` as every kernel of the runtime is compiled: cached (KernelCacheLocator) and without numba's
+    memory runtime (NRT, ``_nrt=False``): a kernel allocates nothing (its callers pass scratch) and counts no
+    references to arrays, so the cached machine code needs no NRT, which numba would otherwise compile in every
+    process that loads it (QuickLoadCache)."""
+    return njit(cache=True, _nrt=False, **options)
+
+
+def _needs_nrt(payload) -> bool:
+    """Whether a cached compile result's machine code calls numba's memory runtime (a function compiled with NRT:
+    not ``kernel``'s) -- or the payload is not the (library (name, kind, (object code, bitcode)), ...) expected."""
+    try:
+        return b"NRT_" in payload[0][2][0]
+    except (IndexError, TypeError):
+        return True
+
+
 class QuickLoadCache(caching.FunctionCache):
     """numba's cache of one function, but loading a compiled driver without ``target_context.refresh()``.
 
     numba refreshes the target context before every cache load: it starts its memory runtime (NRT), then
     imports and registers every typing and lowering module it has (numba.np.*, and scipy's BLAS where scipy
     is installed), about 0.3 s of a warm start that needs only the runtime -- the cached library is machine
-    code. A miss compiles as usual, and numba's compiler refreshes the context itself first.
+    code. NRT starts only when the machine code calls it (a kernel not compiled by ``kernel``). A miss compiles
+    as usual, and numba's compiler refreshes the context itself first.
     """
 
-    def load_overload(self, sig, target_context):
-        from numba.core.runtime import rtsys
+    def __init__(self, py_func):
+        super().__init__(py_func)
+        rebuild = self._impl.rebuild
 
-        rtsys.initialize(target_context)  # (what the machine code calls: numba's memory runtime, NRT)
+        def rebuild_with_nrt(target_context, payload):
+            if _needs_nrt(payload):
+                from numba.core.runtime import rtsys
+
+                rtsys.initialize(target_context)
+            return rebuild(target_context, payload)
+
+        self._impl.rebuild = rebuild_with_nrt
+
+    def load_overload(self, sig, target_context):
         with self._guard_against_spurious_io_errors():
             return self._load_overload(sig, target_context)
 
 
+def _typeof_arrays_directly(dispatcher) -> None:
+    """Type a plain ndarray argument without numba's ``typeof``, whose first call imports numpy.ma (to refuse a
+    MaskedArray, which is not a plain ndarray): ~0.03 s of a warm start. numba's dispatcher calls ``typeof_pyval``
+    for each argument type it has not seen in this process; anything else goes to numba's own."""
+    from numba.core import types
+    from numba.np.numpy_support import from_dtype, map_layout
+
+    general = dispatcher.typeof_pyval
+
+    def typeof_pyval(val):
+        if type(val) is np.ndarray:
+            try:
+                tp = types.Array(from_dtype(val.dtype), val.ndim, map_layout(val), readonly=not val.flags.writeable)
+            except Exception:  # (a dtype numba has no type for: its own message)
+                return general(val)
+            dispatcher._types_active_call.add(tp)
+            return tp
+        return general(val)
+
+    dispatcher.typeof_pyval = typeof_pyval
+
+
 def quick_load(dispatcher) -> None:
-    """Let ``dispatcher`` (a driver, cache=True) load from the cache without the refresh, where this numba
-    has the methods QuickLoadCache relies on (else numba's own cache stays)."""
+    """Let ``dispatcher`` (a driver, cache=True) load from the cache without the refresh, and type its array
+    arguments without importing numpy.ma, where this numba has the methods relied on (else numba's own stay)."""
     if hasattr(caching.FunctionCache, "_load_overload") and hasattr(
         caching.FunctionCache, "_guard_against_spurious_io_errors"
     ):
         dispatcher._cache = QuickLoadCache(dispatcher.py_func)
+    if hasattr(dispatcher, "typeof_pyval") and hasattr(dispatcher, "_types_active_call"):
+        _typeof_arrays_directly(dispatcher)
 
 
 def install() -> None:

@@ -50,6 +50,7 @@ def signature():
         arr(types.int32, 2),
         arr(i64, 1),
         arr(i64, 1),
+        arr(i64, 1),
         types.boolean,
     )
 

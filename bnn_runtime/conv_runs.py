@@ -13,9 +13,8 @@ fan-in (i, j, c), each kernel row padded to its slot.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
-from . import cache  # noqa: F401  (the kernel cache locator, before any kernel is decorated)
+from .cache import kernel  # (the kernel cache locator, before any kernel is decorated)
 from .kernels import or_run
 from .layout import (
     COL_ALPHA,
@@ -42,7 +41,7 @@ from .layout import (
 from .simd import cols_bits1x1, cols_bits1x2, cols_bits4x1, cols_bits4x2, popcount, view
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def run_table(src, img, c, h, w, kw, ph, pw, sw, hp, ow, pairs, table):
     """table[yp * OW + xo] = the kw * C bits of padded row yp under conv output column xo's window (padded
     pixels xo * SW .. xo * SW + kw - 1, source pixels x = xo * SW - PW + j; zero outside the image), from
@@ -80,7 +79,7 @@ def run_table(src, img, c, h, w, kw, ph, pw, sw, hp, ow, pairs, table):
             table[m + t] = table[t] | (table[t + step] << np.uint64(32))
 
 
-@njit(cache=True)
+@kernel()
 def conv_runs(src, img, geo, wt, consts, buf, out, out0):
     """Convolution of image img's bits (row img of src) with the weights wt, threshold, OR-pool, pack channels-last
     from bit out0 (bit out0 + (py * OUT_W + px) * O + o). geo: the layer's params row; consts = (gamma, dir * T,

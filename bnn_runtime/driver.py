@@ -17,9 +17,8 @@ dispatches on its kind.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
-from . import cache  # noqa: F401  (the kernel cache locator, before any kernel is decorated)
+from .cache import kernel  # (the kernel cache locator, before any kernel is decorated)
 from .conv_runs import conv_runs
 from .first_layer import byte_planes, conv_u8, dense_u8, dense_vnni
 from .kernels import ALL, conv_lut, gemm, im2col_bits, row_bit_offsets
@@ -54,16 +53,17 @@ from .layout import (
     SLOT_I16,
     SLOT_I32,
     SLOT_ROW_WORDS,
-    SLOT_ROWS,
     SLOT_SPLIT,
     SPLIT_TILE,
     USES_CONV_U8_I32,
     USES_SPLIT,
+    scratch_parts,
 )
 from .simd import atomic_add, atomic_cas, atomic_load, atomic_store, view
 from .split import CHUNK_DONE, chunk_conv_bits, chunk_dense_bits, chunk_extent, next_chunk
 
 TILE_OPEN, TILE_COMMITTING, TILE_DONE = 0, 1, 2  # state[1 + t]; state[0] counts the claimed tiles
+scratch_words = kernel(inline="always")(scratch_parts)  # (the layout the caller sized the scratch with)
 
 
 # --------------------------------------------------------------------------- one kernel call per layer kind
@@ -71,7 +71,7 @@ TILE_OPEN, TILE_COMMITTING, TILE_DONE = 0, 1, 2  # state[1 + t]; state[0] counts
 # of the tile's images (image_bits bits each), scores: the tile's own scores (row 0 = image i0).
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def layer_conv_lut(p, src, n, wpool, cpool, grid, m, out, image_bits):
     ntaps, size, o16 = p[COL_LUT_TAPS], p[COL_LUT_SIZE], (p[COL_N_OUT] + 15) // 16 * 16
     lut = view(wpool[p[COL_W_OFF] :], np.int16, ((size + o16 + 3) // 4 * 4,))
@@ -80,8 +80,8 @@ def layer_conv_lut(p, src, n, wpool, cpool, grid, m, out, image_bits):
         conv_lut(src, i, p, lut[:size], lut[size : size + o16], toff, tbase, grid, m, out, i * image_bits)
 
 
-@njit(cache=True, inline="always")
-def layer_conv_bits(p, src, n, wpool, consts, rows, rowbit, out, image_bits, scores):
+@kernel(inline="always")
+def layer_conv_bits(p, src, n, wpool, consts, rows, rowbit, out, image_bits, scores, work):
     """One image at a time: its im2col rows stay in L2 while the product reads them once per 32 outputs."""
     nw, w0, per_image = p[COL_NW], p[COL_W_OFF], p[COL_ROWS_PER_IMAGE]
     wts = wpool[w0 : w0 + p[COL_N_OUT_PAD] * nw]
@@ -105,11 +105,12 @@ def layer_conv_bits(p, src, n, wpool, consts, rows, rowbit, out, image_bits, sco
             False,
             0,
             ALL,
+            work,
         )
 
 
-@njit(cache=True, inline="always")
-def layer_dense_u8(p, x, i0, n, wpool, consts, rows, xsum, out, image_bits, scores):
+@kernel(inline="always")
+def layer_dense_u8(p, x, i0, n, wpool, consts, rows, xsum, out, image_bits, scores, work):
     nw = p[COL_NW]
     for i in range(n):
         xsum[i] = byte_planes(x[i0 + i], rows, 8 * i, nw)
@@ -126,11 +127,12 @@ def layer_dense_u8(p, x, i0, n, wpool, consts, rows, xsum, out, image_bits, scor
         image_bits,
         scores,
         0,
+        work,
     )
 
 
-@njit(cache=True, inline="always")
-def layer_dense_vnni(p, x, i0, n, wpool, consts, out, image_bits, scores):
+@kernel(inline="always")
+def layer_dense_vnni(p, x, i0, n, wpool, consts, out, image_bits, scores, work):
     nw, w0 = p[COL_NW], p[COL_W_OFF]
     dense_vnni(
         x,
@@ -145,22 +147,23 @@ def layer_dense_vnni(p, x, i0, n, wpool, consts, out, image_bits, scores):
         image_bits,
         scores,
         0,
+        work,
     )
 
 
-@njit(cache=True, inline="always")
-def layer_dense_bits(p, src, n, wpool, consts, rowbit, out, image_bits, scores):
+@kernel(inline="always")
+def layer_dense_bits(p, src, n, wpool, consts, rowbit, out, image_bits, scores, work):
     nw, w0 = p[COL_NW], p[COL_W_OFF]
     row_bit_offsets(n, 1, 1, 0, image_bits, rowbit)  # image i's bits from i * image_bits on
     wts = wpool[w0 : w0 + p[COL_N_OUT_PAD] * nw]
     n_out, alpha, beta = p[COL_N_OUT], p[COL_ALPHA], p[COL_BETA]
-    gemm(src, n, nw, wts, n_out, alpha, beta, consts, rowbit, 0, out, scores, 0, p[COL_LAST], 0, ALL)
+    gemm(src, n, nw, wts, n_out, alpha, beta, consts, rowbit, 0, out, scores, 0, p[COL_LAST], 0, ALL, work)
 
 
 # --------------------------------------------------------------------------- labels
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def labels_from_scores(scores, scale, offset, threshold_consts, labels):
     """argmax(scale * s + offset) in float64, first maximum; or, for a single-unit threshold network, its bit."""
     n, k = scores.shape
@@ -180,7 +183,7 @@ def labels_from_scores(scores, scale, offset, threshold_consts, labels):
 # --------------------------------------------------------------------------- the tile queue
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def commit(t, tile, n, mine, scores, labels, scale, offset, final, state):
     """Tile t's scores and labels into the batch's, unless another thread committed it first; returns whether."""
     if not atomic_cas(state, 1 + t, TILE_OPEN, TILE_COMMITTING):
@@ -206,11 +209,12 @@ def build(uses: int):
     dense_bits, conv_runs_ = bool(uses & 1 << KIND_DENSE_BITS), bool(uses & 1 << KIND_CONV_RUNS)
     split_ok = bool(uses & 1 << USES_SPLIT)
 
-    @njit(cache=True, nogil=True)
-    def forward(x, tile, sizes, params, wpool, cpool, taps, scale, offset, final, scores, labels, state, main):
+    @kernel(nogil=True)
+    def forward(x, tile, sizes, params, wpool, cpool, taps, scale, offset, final, scores, labels, state, scratch, main):
         """Claim, run and commit tiles of the batch x (N, D) uint8 until none is left to claim.
 
-        state: int64 (1 + tiles,), zero for a new batch, shared by every thread of one call. The ``main``
+        state: int64 (1 + tiles,), zero for a new batch, shared by every thread of one call; scratch: int64, the
+        caller's own, layout.scratch_parts words (no kernel allocates: cache.QuickLoadCache). The ``main``
         thread (the caller's) then takes over every tile still open -- claimed by a thread that has not
         committed it, perhaps descheduled -- checking after each layer whether that thread committed after
         all, and waits for the commits in progress (a copy each), so that the batch is complete when it returns.
@@ -226,27 +230,25 @@ def build(uses: int):
         if split:
             tile = 1
         ntiles = (n + tile - 1) // tile
-        # every scratch array is a view of one allocation (each np.zeros/np.empty type compiles apart)
-        nbits, nrows, nrw, k = (
-            2 * tile * sizes[SLOT_BITS],
-            sizes[SLOT_ROWS] * tile,
-            sizes[SLOT_ROW_WORDS],
-            scores.shape[1],
-        )
-        zeroed = nbits + tile  # the bit strings (read a spare word past their bits) and xsum; the rest is written
-        n16, n32, nmine = (sizes[SLOT_I16] + 3) // 4, (sizes[SLOT_I32] + 1) // 2, (tile * k + 1) // 2
-        nrest = nrows * nrw + nrows + n16 + n32 + nmine + 8
-        scratch = np.empty(zeroed + nrest, np.int64)
+        k = scores.shape[1]
+        nbits, nxsum, nrw_all, nrows, n16, n32, nmine, nwork, _ = scratch_words(tile, sizes, k)
+        zeroed = nbits + nxsum  # the bit strings (read a spare word past their bits) and xsum; the rest is written
         for i in range(zeroed):
             scratch[i] = 0
+        o_rows = zeroed
+        o_rowbit = o_rows + nrw_all
+        o16 = o_rowbit + nrows
+        o32 = o16 + n16
+        o_mine = o32 + n32
         bits = view(scratch, np.uint64, (2, tile, sizes[SLOT_BITS]))
         xsum = view(scratch[nbits:], np.int64, (tile,))
-        rows = view(scratch[zeroed:], np.uint64, (nrows, nrw))
-        rowbit = view(scratch[zeroed + nrows * nrw :], np.int64, (nrows,))
-        ibuf16 = view(scratch[zeroed + nrows * nrw + nrows :], np.int16, (sizes[SLOT_I16],))
-        ibuf32 = view(scratch[zeroed + nrows * nrw + nrows + n16 :], np.int32, (sizes[SLOT_I32],))
-        mine = view(scratch[zeroed + nrows * nrw + nrows + n16 + n32 :], np.int32, (tile, k))
-        cursor = scratch[zeroed + nrest - 8 :]  # split.next_chunk's (image, layer, ...) of this thread
+        rows = view(scratch[o_rows:], np.uint64, (nrows, sizes[SLOT_ROW_WORDS]))
+        rowbit = view(scratch[o_rowbit:], np.int64, (nrows,))
+        ibuf16 = view(scratch[o16:], np.int16, (sizes[SLOT_I16],))
+        ibuf32 = view(scratch[o32:], np.int32, (sizes[SLOT_I32],))
+        mine = view(scratch[o_mine:], np.int32, (tile, k))
+        work = scratch[o_mine + nmine : o_mine + nmine + nwork]
+        cursor = scratch[o_mine + nmine + nwork :]  # split.next_chunk's (image, layer, ...) of this thread
         cursor[0], cursor[1], cursor[2] = 0, 0, 1
         sbase, per_image = 1 + ntiles, sizes[SLOT_SPLIT]  # split: "main is done", then a block per image
         image_bits = bits.shape[2] * 64
@@ -308,17 +310,17 @@ def build(uses: int):
                     for i in range(m):
                         conv_runs(src, i, p, wts, consts, rows, out, i * image_bits)
                 if conv_bits and kind == KIND_CONV_BITS and not chunked:
-                    layer_conv_bits(p, src, m, wpool, consts, rows, rowbit, out, image_bits, mine)
+                    layer_conv_bits(p, src, m, wpool, consts, rows, rowbit, out, image_bits, mine, work)
                 if conv_bits and kind == KIND_CONV_BITS and chunked:
-                    chunk_conv_bits(p, src, c, blk0, blk1, blk0 == v0, wpool, consts, rows, rowbit, out, mine)
+                    chunk_conv_bits(p, src, c, blk0, blk1, blk0 == v0, wpool, consts, rows, rowbit, out, mine, work)
                 if dense_u8 and kind == KIND_DENSE_U8:
-                    layer_dense_u8(p, x, i0, m, wpool, consts, rows, xsum, out, image_bits, mine)
+                    layer_dense_u8(p, x, i0, m, wpool, consts, rows, xsum, out, image_bits, mine, work)
                 if dense_vnni and kind == KIND_DENSE_VNNI:
-                    layer_dense_vnni(p, x, i0, m, wpool, consts, out, image_bits, mine)
+                    layer_dense_vnni(p, x, i0, m, wpool, consts, out, image_bits, mine, work)
                 if dense_bits and kind == KIND_DENSE_BITS and not chunked:
-                    layer_dense_bits(p, src, m, wpool, consts, rowbit, out, image_bits, mine)
+                    layer_dense_bits(p, src, m, wpool, consts, rowbit, out, image_bits, mine, work)
                 if dense_bits and kind == KIND_DENSE_BITS and chunked:
-                    chunk_dense_bits(p, src, blk0, blk1, wpool, consts, rowbit, out, mine)
+                    chunk_dense_bits(p, src, blk0, blk1, wpool, consts, rowbit, out, mine, work)
                 cur = 1 - cur
                 if split and layer < params.shape[0] - 1 and blk1 >= v1:  # the chunk's words, final: from any thread
                     shared = view(state[sbase + 1 + t * per_image + p[COL_SPLIT_BITS] :], np.uint64, (w1,))

@@ -9,9 +9,8 @@ thresholds, OR-pools and packs its bits like the kernels of binary layers (kerne
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
-from . import cache  # noqa: F401  (the kernel cache locator, before any kernel is decorated)
+from .cache import kernel  # (the kernel cache locator, before any kernel is decorated)
 from .kernels import or_run
 from .layout import (
     COL_C,
@@ -32,6 +31,7 @@ from .layout import (
     COL_SW,
     COL_TAP_COPY,
     COL_W,
+    VNNI_WORK,
 )
 from .simd import (
     TAP_LANES,
@@ -54,7 +54,7 @@ from .simd import (
 # --------------------------------------------------------------------------- the first layer (uint8 input)
 
 
-@njit(cache=True)
+@kernel()
 def byte_planes(x, planes, r0, nw):
     """Bit-plane decomposition x = sum_b 2^b x_b: planes[r0 + b] = bit b of every byte of x, packed.
 
@@ -83,21 +83,21 @@ def byte_planes(x, planes, r0, nw):
     return np.int64(total)
 
 
-@njit(cache=True)
-def dense_u8(planes, n_img, nw, wt, n_out, xsum, consts, last, out, image_bits, scores, row0):
+@kernel()
+def dense_u8(planes, n_img, nw, wt, n_out, xsum, consts, last, out, image_bits, scores, row0, work):
     """First dense layer on uint8 input: s = sum_b 2^b (2 popcount(x_b & w) - popcount(x_b)) = 2 P - sum(x),
     P = sum_b 2^b popcount(x_b & w): blocks of the 8 planes of one image x 16 outputs (planes_bits2: each
     weight word is loaded once for all 8 planes, the planes are weighted once per block), weights stored
     by columns of 8 outputs (see _popcount_cols).
 
     ``last``: write s to scores[row0 + i]; otherwise threshold and pack into the flat output
-    bits ``out`` (image_bits bits per image).
+    bits ``out`` (image_bits bits per image). ``work``: int64 scratch of at least n_img + 8 elements.
     """
     nblk = (n_out + 7) // 8
-    nx = np.empty(n_img, np.int64)
+    nx = work[:n_img]
     for i in range(n_img):
         nx[i] = -xsum[i]
-    res = np.empty(8, np.int64)
+    res = work[n_img : n_img + 8]
     if last:
         for b in range(nblk):
             for i in range(n_img):
@@ -117,16 +117,16 @@ def dense_u8(planes, n_img, nw, wt, n_out, xsum, consts, last, out, image_bits, 
             or_run(out, i * image_bits + o, np.uint64(res[0]) & valid, nb)
 
 
-@njit(cache=True)
-def dense_vnni(x, r0, n_img, k4, wv, n_out, consts, last, out, image_bits, scores, row0):
+@kernel()
+def dense_vnni(x, r0, n_img, k4, wv, n_out, consts, last, out, image_bits, scores, row0, work):
     """First dense layer on uint8 input with VNNI (see _vnni_cols): images x[r0 : r0 + n_img], register
     blocks of 8 images x 48 outputs (the 48 outputs' weights are read from L1 by every image block).
 
     ``last``: write s to scores[row0 + i]; otherwise threshold and pack into the flat output
-    bits ``out`` (image_bits bits per image).
+    bits ``out`` (image_bits bits per image). ``work``: int64 scratch of at least VNNI_WORK elements.
     """
     nblk = (n_out + 15) // 16
-    res = np.empty(3 * 8 * 16, np.int64)
+    res = work[:VNNI_WORK]
     if last:
         for b in range(nblk):
             for i in range(n_img):
@@ -157,7 +157,7 @@ def dense_vnni(x, r0, n_img, k4, wv, n_out, consts, last, out, image_bits, score
         b += nv
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def pad_image(img, c_in, h, w, ph, pw, sh, sw, gh, gw, xp):
     """Copy a uint8 image (C, H, W) into xp, its zero-padded polyphase copy (plan.phase_grid): padded pixel
     (c, y, x) at ((c * SH + y % SH) * SW + x % SW) * GH * GW + (y // SH) * GW + x // SW. Per row and column
@@ -194,7 +194,7 @@ def pad_image(img, c_in, h, w, ph, pw, sh, sw, gh, gw, xp):
                     xp[dst + k] = img[first + k * step]
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def pool_pack(pv, tmp, gw, n, geo, o0, nb, out, out0):
     """OR-pool the bytes of output bits pv (outputs o0 .. o0 + nb) and pack them channels-last:
     bit out0 + (py * OUT_W + px) * O + o0 + j.
@@ -258,7 +258,7 @@ def pool_pack(pv, tmp, gw, n, geo, o0, nb, out, out0):
             pos += np.uint64(n_out)
 
 
-@njit(cache=True)
+@kernel()
 def conv_u8(img, geo, taps, consts, ibuf, out, out0):
     """First conv layer on one uint8 image: integer sums over +-1 weights, threshold, OR-pool, pack.
 

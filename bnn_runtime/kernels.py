@@ -1,6 +1,6 @@
 """Numba kernels of binary layers: packed popcount products with the threshold, OR-pooling and packing fused in.
 
-Every kernel is a plain module-level ``@njit(cache=True)`` function on arrays it is given (no
+Every kernel is a plain module-level ``@kernel()`` (cache.kernel: numba's njit) function on arrays it is given (no
 globals but the shared constants), small enough to read at once; driver.py runs a whole network
 in one call, and ``model.BnnModel`` validates every input before a kernel sees it. The numba
 cache is keyed on every runtime source file (cache.py), so kernels may call across modules.
@@ -20,9 +20,8 @@ is the same OR: the rows of one pooling window share an output bit).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
-from . import cache  # noqa: F401  (the kernel cache locator, before any kernel is decorated)
+from .cache import kernel  # (the kernel cache locator, before any kernel is decorated)
 from .layout import (
     COL_C,
     COL_H,
@@ -56,14 +55,14 @@ from .simd import (
 )
 
 # Two rules keep these loops fast (both measured: docs/PERFORMANCE.md):
-# * no call to a small array-taking kernel inside a hot loop: numba increments and decrements the
-#   reference count of every array argument (atomic operations) on each such call, so register
+# * no call to a small array-taking kernel inside a hot loop: a call passes every array's shape and strides
+#   (and counted references atomically, before cache.kernel turned numba's NRT off), so register
 #   blocks, bit copies and epilogues are written inline, and kernels are called per layer or image;
 # * offsets read from data index arrays as uint64: a signed index gets a negative-index check
 #   that keeps LLVM from vectorising the loop.
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def or_run(out, bit, v, nb):
     """OR the nb (<= 64) bits v into the flat bit string out from bit ``bit`` on (it may span 2 words)."""
     q, sft = np.uint64(bit) >> np.uint64(6), np.uint64(bit) & np.uint64(63)
@@ -76,8 +75,8 @@ ALL = 1 << 62  # a range end past every output vector / pooled position: gemm an
 # (no default arguments: numba dispatches a Python call that omits one on its slow path, ~150 us)
 
 
-@njit(cache=True)
-def gemm(a, nrows, nw, wt, n_out, alpha, beta, consts, rowbit, bit0, out, scores, row0, last, blk0, blk1):
+@kernel()
+def gemm(a, nrows, nw, wt, n_out, alpha, beta, consts, rowbit, bit0, out, scores, row0, last, blk0, blk1, work):
     """The popcount product of a binary layer with its fused epilogue: rows 0..nrows-1 of ``a`` (an image's
     im2col rows, or a tile's images) times the weights wt, stored by columns of 8 outputs (see
     simd._popcount_cols), 4 rows x 32 outputs per block; the rows and outputs left over go in blocks
@@ -86,19 +85,20 @@ def gemm(a, nrows, nw, wt, n_out, alpha, beta, consts, rowbit, bit0, out, scores
     Sums ``s = alpha p + beta pa + gamma`` (consts = (gamma, dir * T, dir) per output) go to
     scores[row0 + r] (``last``) or become the bits dir * s >= dir * T of row r, OR-ed into the flat
     output bits ``out`` at bit0 + rowbit[r] + o, 32 (or 8) at a time, while the block is in
-    registers (rows of one pooling window share their rowbit: the OR is the pooling).
+    registers (rows of one pooling window share their rowbit: the OR is the pooling). ``work``: int64 scratch of
+    at least nrows + 8 elements (a kernel allocates nothing: cache.py).
 
     Only the vectors of 8 outputs blk0 <= b < blk1 (clipped to the layer's) are computed: one thread's
     share of a layer (split.py).
     """
     nblk = min((n_out + 7) // 8, blk1)
-    pa = np.empty(nrows, np.int64)
+    pa = work[:nrows]
     for r in range(nrows):
         t = np.uint64(0)
         for k in range(nw):
             t += popcount(a[r, k])
         pa[r] = beta * np.int64(t)
-    res = np.empty(8, np.int64)
+    res = work[nrows : nrows + 8]
     if last:
         for b in range(blk0, nblk):
             for r in range(nrows):
@@ -129,7 +129,7 @@ def gemm(a, nrows, nw, wt, n_out, alpha, beta, consts, rowbit, bit0, out, scores
         b += nv
 
 
-@njit(cache=True)
+@kernel()
 def row_bit_offsets(nrows, rows_per_image, group, n_out, image_bits, rowbit):
     """rowbit[r] = bit (in the flattened output rows) of row r's output 0, counting without a division.
 
@@ -146,7 +146,7 @@ def row_bit_offsets(nrows, rows_per_image, group, n_out, image_bits, rowbit):
                 q, img = 0, img + 1
 
 
-@njit(cache=True)
+@kernel()
 def im2col_bits(src, img, geo, dst, row0, nw, q0, q1):
     """Patches of image img's bits (row img of src: an (H, W, C) channels-last bit string) into rows of dst.
 
@@ -209,7 +209,7 @@ def im2col_bits(src, img, geo, dst, row0, nw, q0, q1):
 # intrinsics below emit those vector operations directly (numba itself would not vectorise them).
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def lut_grid(src, img, c, h, w, ph, pw, pitch, g, o16, grid):
     """grid[y * pitch + x] = o16 * (the g * C bits of the g padded pixels from (y, x) on), the table row of a tap
     group there: pixel (y, x) of the zero-padded image is source pixel (y - ph, x - pw), bits c .. c + C of
@@ -241,7 +241,7 @@ def lut_grid(src, img, c, h, w, ph, pw, pitch, g, o16, grid):
         grid[t] *= o16
 
 
-@njit(cache=True)
+@kernel()
 def conv_lut(src, img, geo, table, thr, toff, tbase, grid, m, out, out0):
     """A convolution of bits with few channels by table lookup, threshold, OR-pool and pack, one image.
 
@@ -280,7 +280,7 @@ def conv_lut(src, img, geo, table, thr, toff, tbase, grid, m, out, out0):
 # --------------------------------------------------------------------------- the microbenchmark
 
 
-@njit(cache=True)
+@kernel()
 def and_popcount_peak(a, w, repeats):
     """The machine's AND+popcount rate as LLVM's loop vectoriser reaches it: each word of ``a`` ANDed with
     4 words held in registers (w[0..3]), popcounted and accumulated -- 4 word operations per word loaded,
@@ -303,7 +303,7 @@ def and_popcount_peak(a, w, repeats):
     return total
 
 
-@njit(cache=True)
+@kernel()
 def and_popcount_peak512(a, w, repeats):
     """and_popcount_peak (the same total) with the words in explicit 512-bit vectors, as the kernels hold
     them (simd.and_popcount_pass); the words past the last multiple of 8 by scalar popcounts."""

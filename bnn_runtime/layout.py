@@ -86,3 +86,28 @@ SLOT_I16 = 3  # int16 buffer (conv_u8 with int16 sums, conv_lut window maxima)
 SLOT_I32 = 4  # int32 buffer (conv_u8 with int32 sums, conv_lut tap grid)
 SLOT_SPLIT = 5  # split.py: entries of one image's block of shared state
 N_SLOTS = 6
+
+# --------------------------------------------------------------------------- one thread's scratch (driver.forward)
+VNNI_WORK = 3 * 8 * 16  # int64 results of dense_vnni's largest register block (3 vectors x 8 images x 16 lanes)
+SPLIT_CURSOR = 8  # split.next_chunk's (image, layer, ...) of one thread
+
+
+def scratch_parts(tile, sizes, k):
+    """int64 words of the parts of one thread's scratch for tiles of ``tile`` images, ``k`` scores each, in order:
+    the two bit strings of the tile (read a spare word past their bits), xsum, the im2col rows / bit planes, their
+    bit offsets, the int16 and the int32 buffer, the tile's own scores (int32), the kernels' work (gemm: rows + 8,
+    dense_u8: images + 8, dense_vnni: VNNI_WORK), split.next_chunk's cursor (SPLIT_CURSOR). Plain Python: model.py
+    sizes the scratch it passes to driver.forward with it, and the driver, compiled, cuts it up (no kernel
+    allocates: cache.QuickLoadCache)."""
+    nrows = sizes[SLOT_ROWS] * tile
+    return (
+        2 * tile * sizes[SLOT_BITS],
+        tile,
+        nrows * sizes[SLOT_ROW_WORDS],
+        nrows,
+        (sizes[SLOT_I16] + 3) // 4,
+        (sizes[SLOT_I32] + 1) // 2,
+        (tile * k + 1) // 2,
+        max(nrows, tile) + VNNI_WORK,
+        SPLIT_CURSOR,
+    )

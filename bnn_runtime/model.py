@@ -141,15 +141,16 @@ class BnnModel:
             state = np.zeros(state_size(n, n, int(p.sizes[SLOT_SPLIT])), np.int64)
         else:
             state = np.zeros(1 + -(-n // tile), np.int64)
+        scratch = p.scratch(1 if tile == SPLIT_TILE else tile, nthreads)  # a split tile is one image
         args = (flat, tile, p.sizes, *p.kernel_args, scores, labels, state)
         forward = compiled.forward(self._uses)
         if nthreads <= 1:
-            forward(*args, True)
+            forward(*args, scratch[0], True)
             return scores, labels
         pool = _pool()
-        for _ in range(nthreads - 1):  # helpers: whatever they claim before the calling thread is done
-            pool.submit(forward, *args, False)
-        forward(*args, True)  # claims tiles (or chunks), then takes over those still open: never waits for a helper
+        for j in range(1, nthreads):  # helpers: whatever they claim before the calling thread is done
+            pool.submit(forward, *args, scratch[j], False)
+        forward(*args, scratch[0], True)  # claims tiles (or chunks), then takes over those still open: never waits
         return scores, labels
 
     def scores(self, x) -> np.ndarray:

@@ -62,6 +62,7 @@ from .layout import (
     SLOT_SPLIT,
     USES_CONV_U8_I32,
     USES_SPLIT,
+    scratch_parts,
 )
 from .reference import conv_stride, pool_stride
 
@@ -88,11 +89,20 @@ class Plan:
     sizes: np.ndarray  # scratch sizes, by the slots layout.SLOT_*
     n_scores: int
     word_ops: list[int]  # AND+popcount word operations per image, per layer (0 for the integer conv)
+    _scratch_words: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # tile -> words
 
     @property
     def kernel_args(self) -> tuple:
         """The arrays driver.forward takes after the batch, tile and sizes."""
         return self.params, self.wpool, self.cpool, self.taps, self.scale, self.offset, self.final_threshold
+
+    def scratch(self, tile: int, threads: int) -> np.ndarray:
+        """int64 (threads, words): each thread's own scratch for driver.forward (layout.scratch_parts), in whole
+        cache lines. (The words per tile are remembered: summing NumPy integers costs microseconds of a batch.)"""
+        words = self._scratch_words.get(tile)
+        if words is None:
+            words = self._scratch_words[tile] = -(-int(sum(scratch_parts(tile, self.sizes, self.n_scores))) // 8) * 8
+        return np.empty((threads, words), np.int64)
 
     @property
     def uses(self) -> int:

@@ -42,8 +42,9 @@ def layer_times(model, x, repeats: int = 15) -> list[dict]:
         scores = np.empty((len(flat), model.plan.n_scores), np.int32)
         labels = np.empty(len(flat), np.int64)
         state = np.zeros(1 + -(-len(flat) // tile), np.int64)
+        scratch = p.scratch(tile, 1)
         t = time.perf_counter()
-        forward(flat, tile, p.sizes, *p.kernel_args, scores, labels, state, False)
+        forward(flat, tile, p.sizes, *p.kernel_args, scores, labels, state, scratch[0], False)
         return time.perf_counter() - t
 
     flat = x.reshape(len(x), -1)

@@ -33,9 +33,8 @@ output bits (COL_SPLIT_WORDS words, zero-padded).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
-from . import cache  # noqa: F401  (the kernel cache locator, before any kernel is decorated)
+from .cache import kernel  # (the kernel cache locator, before any kernel is decorated)
 from .kernels import ALL, gemm, im2col_bits, row_bit_offsets
 from .layout import (
     COL_ALPHA,
@@ -88,7 +87,8 @@ def plan_split(params: np.ndarray, out_bits: list[int]) -> int:
             word_ops = (units * p[COL_POOL_H] * p[COL_POOL_W] if conv else 1) * n_out * nw
             least = max(1, CHUNK_WORD_OPS if conv else CHUNK_WORD_OPS // DENSE_SLOWER)  # (dense: weights stream)
             want = max(1, min(MAX_CHUNKS, word_ops // least))
-            length = -(-(-(-units // want)) // align) * align
+            per_chunk = -(-units // want)
+            length = -(-per_chunk // align) * align
             p[COL_CHUNKS], p[COL_CHUNK_LEN] = -(-units // length), length
         p[COL_SPLIT_STATE] = n_state
         n_state += 1 + p[COL_CHUNKS]
@@ -108,7 +108,7 @@ def state_size(n: int, tiles: int, per_image: int) -> int:
 # --------------------------------------------------------------------------- the chunks (compiled)
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def chunk_extent(p, c):
     """(first word, end word, first vector of 8 outputs, end vector) of chunk c of the layer with params row p."""
     if p[COL_CHUNKS] == 1:
@@ -121,10 +121,11 @@ def chunk_extent(p, c):
     return lo // 64, (hi + 63) // 64, lo // 8, (hi + 7) // 8
 
 
-@njit(cache=True)
-def chunk_conv_bits(p, src, c, blk0, blk1, first, wpool, consts, rows, rowbit, out, scores):
+@kernel()
+def chunk_conv_bits(p, src, c, blk0, blk1, first, wpool, consts, rows, rowbit, out, scores, work):
     """Vectors blk0..blk1 of chunk c (pooled positions) of a convolution of bits on image 0 of src, into out
-    (bits at their place in the image's output); ``first``: im2col of the chunk's rows first. (scores: unused.)"""
+    (bits at their place in the image's output); ``first``: im2col of the chunk's rows first. (scores: unused;
+    work: gemm's.)"""
     nw, w0, length = p[COL_NW], p[COL_W_OFF], p[COL_CHUNK_LEN]
     q0 = c * length
     group = p[COL_POOL_H] * p[COL_POOL_W]
@@ -135,16 +136,17 @@ def chunk_conv_bits(p, src, c, blk0, blk1, first, wpool, consts, rows, rowbit, o
     wts = wpool[w0 : w0 + p[COL_N_OUT_PAD] * nw]
     bit0 = q0 * p[COL_N_OUT]
     n_out, alpha, beta = p[COL_N_OUT], p[COL_ALPHA], p[COL_BETA]
-    gemm(rows, nrows, nw, wts, n_out, alpha, beta, consts, rowbit, bit0, out, scores, 0, False, blk0, blk1)
+    gemm(rows, nrows, nw, wts, n_out, alpha, beta, consts, rowbit, bit0, out, scores, 0, False, blk0, blk1, work)
 
 
-@njit(cache=True)
-def chunk_dense_bits(p, src, blk0, blk1, wpool, consts, rowbit, out, scores):
+@kernel()
+def chunk_dense_bits(p, src, blk0, blk1, wpool, consts, rowbit, out, scores, work):
     """Vectors blk0..blk1 of a dense layer of bits on image 0 of src (a chunk, or a step of one), into out."""
     nw, w0 = p[COL_NW], p[COL_W_OFF]
     rowbit[0] = 0
     wts = wpool[w0 : w0 + p[COL_N_OUT_PAD] * nw]
-    gemm(src, 1, nw, wts, p[COL_N_OUT], p[COL_ALPHA], p[COL_BETA], consts, rowbit, 0, out, scores, 0, False, blk0, blk1)
+    n_out, alpha, beta = p[COL_N_OUT], p[COL_ALPHA], p[COL_BETA]
+    gemm(src, 1, nw, wts, n_out, alpha, beta, consts, rowbit, 0, out, scores, 0, False, blk0, blk1, work)
 
 
 # --------------------------------------------------------------------------- who computes what
@@ -153,7 +155,7 @@ def chunk_dense_bits(p, src, blk0, blk1, wpool, consts, rowbit, out, scores):
 CUR_IMAGE, CUR_LAYER, CUR_CLAIMING, CUR_CHUNK, CUR_STEP = 0, 1, 2, 3, 4  # a thread's cursor (5 int64)
 
 
-@njit(cache=True)
+@kernel()
 def next_chunk(state, params, base, per_image, n, cur, main):
     """The next piece of work of this thread, (image, layer, chunk, first vector, end vector); image -1: none left.
 

@@ -40,7 +40,7 @@ def test_the_source_key_covers_every_kernel_module_and_the_vnni_mode(monkeypatch
         assert cache.source_key() != key
     finally:
         cache.source_key.cache_clear()
-    decorated = re.compile(r"^@(njit|intrinsic)\b", re.M)
+    decorated = re.compile(r"^@(njit|kernel|intrinsic)\b", re.M)
     with_kernels = {p.name for p in cache.PACKAGE.glob("*.py") if decorated.search(p.read_text())}
     assert with_kernels | {"layout.py"} == set(cache.KERNEL_SOURCES)
 
@@ -131,10 +131,37 @@ def test_a_fresh_cache_compiles_once_then_loads(tmp_path):
     assert list(tmp_path.glob("numba-*/ready-*"))
 
 
+def test_every_kernel_is_compiled_without_numba_s_memory_runtime(monkeypatch):
+    """Every numba function of the runtime comes from cache.kernel (cached, no NRT), the driver included: its
+    machine code then calls no NRT function, and a warm process need not compile numba's NRT module."""
+    from numba.core.registry import CPUDispatcher
+
+    from bnn_runtime import conv_runs, driver, first_layer, kernels, split
+    from bnn_runtime.layout import USES_ALL
+
+    modules = (conv_runs, driver, first_layer, kernels, split)
+    found = [v for m in modules for v in vars(m).values() if isinstance(v, CPUDispatcher)]
+    found.append(driver.build(USES_ALL))
+    assert len(found) > 20
+    assert all(f.targetoptions.get("_nrt") is False for f in found), [
+        f.py_func.__name__ for f in found if f.targetoptions.get("_nrt") is not False
+    ]
+    compiled.forward()  # (in the cache)
+    objects = []
+    real = cache._needs_nrt
+    monkeypatch.setattr(cache, "_needs_nrt", lambda payload: objects.append(payload[0][2][0]) or real(payload))
+    fn = driver.build(USES_ALL)
+    cache.quick_load(fn)
+    fn.compile(compiled.signature())  # loads the cached machine code through QuickLoadCache
+    assert len(objects) == 1 and b"forward" in objects[0]
+    assert b"NRT_" not in objects[0]
+
+
 def test_a_warm_process_loads_the_driver_without_numba_s_compiler_modules():
     """A process that finds its driver in the cache loads machine code only (cache.QuickLoadCache): numba's
-    lowering modules (numba.np.linalg, which imports scipy where installed) stay unloaded, and the scores are
-    the golden ones. (The session's driver for every kind is in the cache: conftest.)"""
+    lowering modules (numba.np.linalg, which imports scipy where installed) stay unloaded, nor do numba's memory
+    runtime start (no kernel uses it) or numpy.ma and numba.np.arrayobj load, and the scores are the golden ones.
+    (The session's driver for every kind is in the cache: conftest.)"""
     golden = ROOT / "tests" / "golden" / "lenet5_mnist"
     code = (
         "import sys, numpy as np, bnn_runtime\n"
@@ -142,9 +169,11 @@ def test_a_warm_process_loads_the_driver_without_numba_s_compiler_modules():
         f"m = bnn_runtime.load({str(golden) + '.bnn'!r})\n"
         "assert np.array_equal(m.scores(f['x']), f['scores'])\n"
         "assert np.array_equal(m.scores(f['x'][:1]), f['scores'][:1])\n"
-        "print('numba.np.linalg' in sys.modules)\n"
+        "from numba.core.runtime import rtsys\n"
+        "late = ('numba.np.linalg', 'numba.np.arrayobj', 'numpy.ma')\n"
+        "print(sorted(k for k in late if k in sys.modules), rtsys._init)\n"
     )
     env = dict(os.environ, PYTHONPATH=str(ROOT))  # the same cache directory as this process
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "[] False"

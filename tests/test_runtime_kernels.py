@@ -35,6 +35,11 @@ def test_byte_planes_are_the_bits_of_every_byte(n, seed):
     assert (planes[:3] == np.uint64(2**64 - 1)).all()  # rows of other images untouched
 
 
+def _work(n: int) -> np.ndarray:
+    """A kernel's int64 work space for n rows or images, dirty (a kernel must not read what it did not write)."""
+    return np.full(n + 8, -(2**62), np.int64)
+
+
 def _gemm_case(rng, nrows, n_out, fan_in, encoding):
     """A layer as plan.build_plan stores it for kernels.gemm: weights by columns of 8 outputs, consts padded to 8."""
     nw = n_words(fan_in) + int(rng.integers(0, 3))
@@ -75,7 +80,25 @@ def test_gemm_scores_are_the_dot_products(nrows, n_out, fan_in, encoding, seed):
     a, nw, wt, consts, alpha, beta, s, _, _ = _gemm_case(rng, nrows, n_out, fan_in, encoding)
     scores = np.zeros((nrows + 2, n_out + 1), np.int32)
     rowbit = np.zeros(nrows, np.int64)
-    K.gemm(a, nrows, nw, wt, n_out, alpha, beta, consts, rowbit, 0, np.zeros(1, np.uint64), scores, 2, True, 0, K.ALL)
+    K.gemm(
+        a,
+        nrows,
+        nw,
+        wt,
+        n_out,
+        alpha,
+        beta,
+        consts,
+        rowbit,
+        0,
+        np.zeros(1, np.uint64),
+        scores,
+        2,
+        True,
+        0,
+        K.ALL,
+        _work(nrows),
+    )
     assert np.array_equal(scores[2:, :n_out], s)
     assert not scores[:2].any() and not scores[:, n_out].any()
 
@@ -90,7 +113,25 @@ def test_gemm_threshold_and_pack_images(nrows, n_out, fan_in, encoding, seed):
     out = np.zeros(nrows * image_words, np.uint64)
     rowbit = np.zeros(nrows, np.int64)
     K.row_bit_offsets(nrows, 1, 1, 0, image_words * 64, rowbit)
-    K.gemm(a, nrows, nw, wt, n_out, alpha, beta, consts, rowbit, 0, out, np.zeros((1, 1), np.int32), 0, False, 0, K.ALL)
+    K.gemm(
+        a,
+        nrows,
+        nw,
+        wt,
+        n_out,
+        alpha,
+        beta,
+        consts,
+        rowbit,
+        0,
+        out,
+        np.zeros((1, 1), np.int32),
+        0,
+        False,
+        0,
+        K.ALL,
+        _work(nrows),
+    )
     bits = np.where(d > 0, s >= t, s <= t)
     got = unpack_bits(out.reshape(nrows, image_words), image_words * 64)
     assert np.array_equal(got[:, :n_out], bits)
@@ -122,7 +163,7 @@ def test_gemm_bits_threshold_pool_and_pack(nrows, n_out, fan_in, encoding, group
     out = np.zeros((n_img + 1) * image_words, np.uint64)
     bit0 = image_words * 64
     none = np.zeros((1, 1), np.int32)
-    K.gemm(a, nrows, nw, wt, n_out, alpha, beta, consts, rowbit, bit0, out, none, 0, False, 0, K.ALL)
+    K.gemm(a, nrows, nw, wt, n_out, alpha, beta, consts, rowbit, bit0, out, none, 0, False, 0, K.ALL, _work(nrows))
     bits = np.where(d > 0, s[:nrows] >= t, s[:nrows] <= t)  # (nrows, n_out)
     pooled = bits.reshape(n_img, per_img, group, n_out).max(axis=2)  # OR over each group of rows
     assert not out[:image_words].any()
@@ -159,7 +200,7 @@ def test_dense_u8_sums_threshold_and_pack(n_img, n_out, fan_in, last, seed):
     image_words = n_words(n_out) + 1
     out = np.zeros(n_img * image_words, np.uint64)
     scores = np.zeros((n_img + 1, n_out + 1), np.int32)
-    K1.dense_u8(planes, n_img, nw, wt, n_out, xsum, consts, last, out, image_words * 64, scores, 1)
+    K1.dense_u8(planes, n_img, nw, wt, n_out, xsum, consts, last, out, image_words * 64, scores, 1, _work(n_img))
     if last:
         assert np.array_equal(scores[1:, :n_out], s) and not scores[0].any() and not scores[:, n_out].any()
         assert not out.any()

@@ -21,6 +21,8 @@ from bnn_runtime.layout import COL_CHUNKS, COL_SPLIT_STATE, SLOT_SPLIT, SPLIT_TI
 from bnn_runtime.model import BnnModel
 from bnn_runtime.reference import predict_from_scores, reference_scores
 
+from .test_runtime_kernels import _work
+
 
 @pytest.fixture(autouse=True)
 def every_model_splits(monkeypatch):
@@ -119,7 +121,8 @@ def _call(model, x, state=None, main=True):
     if state is None:
         state = np.zeros(split.state_size(n, n, int(p.sizes[SLOT_SPLIT])), np.int64)
     flat = x.reshape(n, -1)
-    compiled.forward(p.uses)(flat, SPLIT_TILE, p.sizes, *p.kernel_args, scores, labels, state, main)
+    scratch = p.scratch(1, 1)[0]  # a split tile is one image
+    compiled.forward(p.uses)(flat, SPLIT_TILE, p.sizes, *p.kernel_args, scores, labels, state, scratch, main)
     return scores, labels, state
 
 
@@ -200,8 +203,8 @@ def test_gemm_output_ranges_add_up_to_the_whole(nrows, n_out, fan_in, step, seed
     rowbit = np.arange(nrows, dtype=np.int64) * (n_words(n_out) * 64)
     whole, parts = (np.zeros(nrows * n_words(n_out), np.uint64) for _ in range(2))
     none = np.zeros((1, 1), np.int32)
-    K.gemm(a, nrows, nw, wt, n_out, 2, -1, consts, rowbit, 0, whole, none, 0, False, 0, K.ALL)
+    K.gemm(a, nrows, nw, wt, n_out, 2, -1, consts, rowbit, 0, whole, none, 0, False, 0, K.ALL, _work(nrows))
     for b in range(0, pad // 8, step):
-        K.gemm(a, nrows, nw, wt, n_out, 2, -1, consts, rowbit, 0, parts, none, 0, False, b, b + step)
+        K.gemm(a, nrows, nw, wt, n_out, 2, -1, consts, rowbit, 0, parts, none, 0, False, b, b + step, _work(nrows))
     assert np.array_equal(whole, parts)
     assert unpack_bits(whole.reshape(nrows, -1), n_words(n_out) * 64)[:, n_out:].sum() == 0
