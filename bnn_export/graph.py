@@ -82,8 +82,10 @@ def heaviside_of_integers(g: Graph, z: str) -> str:
     return g.op("HardSigmoid", [z], "step", alpha=1.0, beta=0.0)
 
 
+BOOL = TensorProto.BOOL
 FLOAT = TensorProto.FLOAT
 DOUBLE = TensorProto.DOUBLE
+INT8 = TensorProto.INT8
 INT32 = TensorProto.INT32
 INT64 = TensorProto.INT64
 UINT8 = TensorProto.UINT8

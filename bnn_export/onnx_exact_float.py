@@ -32,9 +32,12 @@ import onnx
 from bnn_runtime.format import BnnFile
 from bnn_runtime.reference import conv_stride, pool_stride, unpacked_weights
 
-from .graph import DOUBLE, FLOAT, INT32, INT64, UINT8, Graph, heaviside, heaviside_of_integers
+from .graph import BOOL, DOUBLE, FLOAT, INT8, INT32, INT64, UINT8, Graph, heaviside, heaviside_of_integers
 
 FLOAT32_EXACT = 2**24  # every integer of smaller magnitude is a float32
+INT32_EXACT = 2**31  # the int32 accumulators of QLinearConv / MatMulInteger
+BITS = 255  # a QLinearConv's output bit: 0 or 255 (uint8), saturated from its sums
+QUANTIZED_CONV_MIN_CHANNELS = 16  # fewer input channels: the float Conv is faster (docs/PERFORMANCE.md)
 
 
 def _max_input(layer: dict) -> int:
@@ -56,13 +59,27 @@ def _folded(model: BnnFile, layer: dict) -> tuple[np.ndarray, np.ndarray]:
     return w, bias
 
 
+def _bound(model: BnnFile, layer: dict) -> int:
+    """The largest magnitude of any partial sum of ``d (s - T) + 1`` (or ``s``) the layer computes."""
+    w, bias = _folded(model, layer)
+    return int(np.abs(w).sum(axis=1).max()) * _max_input(layer) + int(np.abs(bias).max())
+
+
 def exact_float_fits(model: BnnFile) -> bool:
     """Whether every partial sum of every layer stays below 2**24 in magnitude (so float32 is exact)."""
-    for layer in model.layers:
-        w, bias = _folded(model, layer)
-        if int(np.abs(w).sum(axis=1).max()) * _max_input(layer) + int(np.abs(bias).max()) >= FLOAT32_EXACT:
-            return False
-    return True
+    return all(_bound(model, layer) < FLOAT32_EXACT for layer in model.layers)
+
+
+def _quantized(model: BnnFile, layer: dict, last: bool) -> bool:
+    """Whether the convolution runs as ``QLinearConv``: a hidden one with enough input channels, whose sums
+    scaled by up to 255 (``BITS``) stay within int32 (and within a float32's range once requantized)."""
+    return (
+        layer["kind"] == "conv"
+        and layer["output"] == "threshold"
+        and not last
+        and layer["in_shape"][0] >= QUANTIZED_CONV_MIN_CHANNELS
+        and BITS * _bound(model, layer) < INT32_EXACT
+    )
 
 
 def _conv_sums(g: Graph, model: BnnFile, layer: dict, x: str) -> str:
@@ -83,6 +100,48 @@ def _conv_sums(g: Graph, model: BnnFile, layer: dict, x: str) -> str:
     )
 
 
+def _quantized_conv(g: Graph, model: BnnFile, layer: dict, x: str, k: int) -> str:
+    """The convolution's bits as uint8 0 / 255 (max-pooled) of the uint8 input x holding ``k`` times its values.
+
+    ``QLinearConv`` with every scale 1 but the output's, ``k / 255``: its int32 sums ``acc + k * bias`` are
+    ``k (d (s - T) + 1)``, requantized as ``saturate(round(255 / k * (acc + k * bias)))``: 0 where the sum is
+    <= 0, 255 where it is >= 1 (``_quantized`` keeps every value within int32 and float32 range)."""
+    w, bias = _folded(model, layer)
+    name = layer["name"]
+    c = layer["in_shape"][0]
+    kh, kw = layer["kernel"]
+    ph, pw = layer["padding"]
+    one = g.const(np.array(1.0, np.float32), "one")
+    zero_u8 = g.const(np.array(0, np.uint8), "zero")
+    inputs = [
+        [x, one, zero_u8],
+        [g.const(w.reshape(-1, c, kh, kw).astype(np.int8), f"{name}_w"), one, g.const(np.array(0, np.int8), "zero")],
+        [g.const(np.array(k / BITS, np.float32), "bit_scale"), zero_u8],
+        [g.const((k * bias).astype(np.int32), f"{name}_b")],
+    ]
+    y = g.op(
+        "QLinearConv",
+        [i for group in inputs for i in group],
+        name,
+        kernel_shape=[kh, kw],
+        pads=[ph, pw, ph, pw],
+        strides=list(conv_stride(layer)),
+    )
+    pool = layer.get("pool")
+    if pool:  # OR of the bits (0 / 255)
+        y = g.op("MaxPool", [y], "or_pool", kernel_shape=pool["size"], strides=list(pool_stride(pool)))
+    return y
+
+
+def _as(g: Graph, x: str, k: int | None, to: int) -> str:
+    """x -- float 0/1 bits (``k`` None) or uint8 holding ``k`` times its values -- as ``to`` (FLOAT or UINT8)."""
+    if k == BITS:  # 0 / 255 -> 0 / 1
+        x = g.op("Cast", [x], "bits", to=BOOL)
+    elif (k is None) == (to == FLOAT):
+        return x
+    return g.op("Cast", [x], "pixels" if k == 1 and to == FLOAT else "bits", to=to)
+
+
 def _dense_sums(g: Graph, model: BnnFile, layer: dict, x: str) -> tuple[str, np.ndarray]:
     """(int32 ``acc`` = the folded weights times the uint8 input x of shape (N, features), the folded bias):
     the layer computes ``acc + bias`` = ``d (s - T) + 1`` (or ``s``)."""
@@ -100,11 +159,15 @@ def bnn_to_onnx_float(model: BnnFile, metadata: dict | None = None) -> onnx.Mode
     a single-unit network outputs ``scores`` and ``label``. Check ``exact_float_fits`` first."""
     g = Graph("bnn_exact_float")
     x = g.input("images", UINT8, ["N", *model.input_shape])
-    is_float = False  # x: uint8 (pixels, or bits of a dense layer) or float 0/1 (bits of a convolution)
+    k = 1  # x: uint8 holding k times its values (pixels, or bits 0/1 or 0/255), or float 0/1 bits (k None)
     for i, layer in enumerate(model.layers):
         if layer["kind"] == "conv":
-            if not is_float:
-                x, is_float = g.op("Cast", [x], "pixels", to=FLOAT), True
+            if _quantized(model, layer, last=i + 1 == len(model.layers)):
+                if k is None:
+                    x, k = _as(g, x, k, UINT8), 1
+                x, k = _quantized_conv(g, model, layer, x, k), BITS
+                continue
+            x, k = _as(g, x, k, FLOAT), None
             s = _conv_sums(g, model, layer, x)
             shifted = None  # d (s - T') + 1 as int32, for a single unit's score
             if layer["output"] == "threshold":
@@ -118,8 +181,7 @@ def bnn_to_onnx_float(model: BnnFile, metadata: dict | None = None) -> onnx.Mode
             flat = model.layers[i - 1]["kind"] != "conv" if i else len(model.input_shape) == 1
             if not flat:
                 x = g.op("Flatten", [x], "flatten", axis=1)
-            if is_float:
-                x, is_float = g.op("Cast", [x], "bits", to=UINT8), False
+            x, k = _as(g, x, k, UINT8), 1
             acc, bias = _dense_sums(g, model, layer, x)
             if layer["output"] == "threshold":  # acc + bias >= 1
                 x = g.op("Cast", [heaviside(g, acc, _int32(g, 1 - bias, "thr"))], "bits", to=UINT8)

@@ -46,7 +46,8 @@ def test_golden_models_export_exact_float_graphs(name):
     assert "ConvInteger" not in ops(model) and ops(model) & {"Conv", "Gemm", "MatMulInteger"}
     integer = [n for n in model.graph.node if n.op_type == "MatMulInteger"]  # the dense layers
     assert len(integer) == sum(layer["kind"] == "dense" for layer in bnn.layers)
-    assert sum(n.op_type == "Conv" for n in model.graph.node) == sum(layer["kind"] == "conv" for layer in bnn.layers)
+    convs = sum(n.op_type in ("Conv", "QLinearConv") for n in model.graph.node)
+    assert convs == sum(layer["kind"] == "conv" for layer in bnn.layers)
     assert {p.key: p.value for p in model.metadata_props}["graph"] == "exact float32"
     assert_exact(bnn, model, x)
     assert_exact(bnn, model, x[:1])
