@@ -85,7 +85,6 @@ def heaviside_of_integers(g: Graph, z: str) -> str:
 BOOL = TensorProto.BOOL
 FLOAT = TensorProto.FLOAT
 DOUBLE = TensorProto.DOUBLE
-INT8 = TensorProto.INT8
 INT32 = TensorProto.INT32
 INT64 = TensorProto.INT64
 UINT8 = TensorProto.UINT8

@@ -32,7 +32,8 @@ import onnx
 from bnn_runtime.format import BnnFile
 from bnn_runtime.reference import conv_stride, pool_stride, unpacked_weights
 
-from .graph import BOOL, DOUBLE, FLOAT, INT8, INT32, INT64, UINT8, Graph, heaviside, heaviside_of_integers
+from .graph import BOOL, DOUBLE, FLOAT, INT32, INT64, UINT8, Graph, heaviside, heaviside_of_integers
+from .onnx_band_conv import band_conv, band_input, banded, rows_order
 
 FLOAT32_EXACT = 2**24  # every integer of smaller magnitude is a float32
 INT32_EXACT = 2**31  # the int32 accumulators of QLinearConv / MatMulInteger
@@ -70,16 +71,24 @@ def exact_float_fits(model: BnnFile) -> bool:
     return all(_bound(model, layer) < FLOAT32_EXACT for layer in model.layers)
 
 
-def _quantized(model: BnnFile, layer: dict, last: bool) -> bool:
-    """Whether the convolution runs as ``QLinearConv``: a hidden one with enough input channels, whose sums
-    scaled by up to 255 (``BITS``) stay within int32 (and within a float32's range once requantized)."""
-    return (
-        layer["kind"] == "conv"
-        and layer["output"] == "threshold"
-        and not last
-        and layer["in_shape"][0] >= QUANTIZED_CONV_MIN_CHANNELS
-        and BITS * _bound(model, layer) < INT32_EXACT
-    )
+CONV_FORMS = ("quantized", "banded", "float")
+
+
+def conv_form(model: BnnFile, layer: dict, last: bool, prefer: str | None = None) -> str:
+    """How a convolution is exported, one of ``CONV_FORMS``: ``QLinearConv`` for a hidden one with at least
+    ``QUANTIZED_CONV_MIN_CHANNELS`` input channels (``_quantized_conv``), else banded ``MatMulInteger`` where
+    ``onnx_band_conv.banded`` allows, else the float ``Conv``; ``prefer`` asks for one form wherever it is
+    exact (a scores layer, and the last layer, are always float). Quantized sums, scaled by up to 255
+    (``BITS``), must stay within int32 (and a float32's range once requantized)."""
+    if layer["output"] != "threshold" or last:
+        return "float"
+    can_quantize = BITS * _bound(model, layer) < INT32_EXACT
+    can_band = banded(layer)
+    if prefer is not None:
+        return prefer if {"quantized": can_quantize, "banded": can_band, "float": True}[prefer] else "float"
+    if can_quantize and layer["in_shape"][0] >= QUANTIZED_CONV_MIN_CHANNELS:
+        return "quantized"
+    return "banded" if can_band else "float"
 
 
 def _conv_sums(g: Graph, model: BnnFile, layer: dict, x: str) -> str:
@@ -105,7 +114,7 @@ def _quantized_conv(g: Graph, model: BnnFile, layer: dict, x: str, k: int) -> st
 
     ``QLinearConv`` with every scale 1 but the output's, ``k / 255``: its int32 sums ``acc + k * bias`` are
     ``k (d (s - T) + 1)``, requantized as ``saturate(round(255 / k * (acc + k * bias)))``: 0 where the sum is
-    <= 0, 255 where it is >= 1 (``_quantized`` keeps every value within int32 and float32 range)."""
+    <= 0, 255 where it is >= 1 (``conv_form`` keeps every value within int32 and float32 range)."""
     w, bias = _folded(model, layer)
     name = layer["name"]
     c = layer["in_shape"][0]
@@ -142,10 +151,12 @@ def _as(g: Graph, x: str, k: int | None, to: int) -> str:
     return g.op("Cast", [x], "pixels" if k == 1 and to == FLOAT else "bits", to=to)
 
 
-def _dense_sums(g: Graph, model: BnnFile, layer: dict, x: str) -> tuple[str, np.ndarray]:
+def _dense_sums(g: Graph, model: BnnFile, layer: dict, x: str, order=None) -> tuple[str, np.ndarray]:
     """(int32 ``acc`` = the folded weights times the uint8 input x of shape (N, features), the folded bias):
-    the layer computes ``acc + bias`` = ``d (s - T) + 1`` (or ``s``)."""
+    the layer computes ``acc + bias`` = ``d (s - T) + 1`` (or ``s``). ``order``: the input feature at each
+    position of x (a flattened row layout), when not the natural one."""
     w, bias = _folded(model, layer)
+    w = w if order is None else w[:, order]
     weights = g.const(np.ascontiguousarray(w.T).astype(np.int8), f"{layer['name']}_w")  # +-1, +-2 for pm1
     return g.op("MatMulInteger", [x, weights], layer["name"]), bias
 
@@ -154,19 +165,34 @@ def _int32(g: Graph, values: np.ndarray, hint: str) -> str:
     return g.const(values.astype(np.int32), hint)
 
 
-def bnn_to_onnx_float(model: BnnFile, metadata: dict | None = None) -> onnx.ModelProto:
+def bnn_to_onnx_float(
+    model: BnnFile, metadata: dict | None = None, prefer: str | dict | None = None
+) -> onnx.ModelProto:
     """Outputs ``scores`` (int32), ``logits`` (float64) and ``label`` (int64), exactly the runtime's;
-    a single-unit network outputs ``scores`` and ``label``. Check ``exact_float_fits`` first."""
+    a single-unit network outputs ``scores`` and ``label``. Check ``exact_float_fits`` first. ``prefer``:
+    one of ``CONV_FORMS`` for every convolution, or {layer name: form}, where that form is exact (tests, and
+    comparing the forms); else (and for a layer not named) the fastest by ``conv_form``'s rule."""
     g = Graph("bnn_exact_float")
     x = g.input("images", UINT8, ["N", *model.input_shape])
     k = 1  # x: uint8 holding k times its values (pixels, or bits 0/1 or 0/255), or float 0/1 bits (k None)
+    rows = False  # x in row layout (N, H, C, W) (``onnx_band_conv``), else NCHW or (N, features)
     for i, layer in enumerate(model.layers):
-        if layer["kind"] == "conv":
-            if _quantized(model, layer, last=i + 1 == len(model.layers)):
-                if k is None:
-                    x, k = _as(g, x, k, UINT8), 1
-                x, k = _quantized_conv(g, model, layer, x, k), BITS
-                continue
+        wish = prefer.get(layer["name"]) if isinstance(prefer, dict) else prefer
+        form = conv_form(model, layer, i + 1 == len(model.layers), wish) if layer["kind"] == "conv" else None
+        if form in ("quantized", "float") and rows:
+            x, rows = band_input(g, x), False  # back to NCHW
+        if form == "quantized":
+            if k is None:
+                x, k = _as(g, x, k, UINT8), 1
+            x, k = _quantized_conv(g, model, layer, x, k), BITS
+            continue
+        if form == "banded":
+            x, k = _as(g, x, k, UINT8), 1
+            if not rows:
+                x, rows = band_input(g, x), True
+            x = band_conv(g, layer, *_folded(model, layer), x)
+            continue
+        if form == "float":
             x, k = _as(g, x, k, FLOAT), None
             s = _conv_sums(g, model, layer, x)
             shifted = None  # d (s - T') + 1 as int32, for a single unit's score
@@ -182,7 +208,9 @@ def bnn_to_onnx_float(model: BnnFile, metadata: dict | None = None) -> onnx.Mode
             if not flat:
                 x = g.op("Flatten", [x], "flatten", axis=1)
             x, k = _as(g, x, k, UINT8), 1
-            acc, bias = _dense_sums(g, model, layer, x)
+            order = rows_order(model.layers[i - 1]["out_shape"]) if rows else None
+            acc, bias = _dense_sums(g, model, layer, x, order)
+            rows = False
             if layer["output"] == "threshold":  # acc + bias >= 1
                 x = g.op("Cast", [heaviside(g, acc, _int32(g, 1 - bias, "thr"))], "bits", to=UINT8)
                 shifted = g.op("Add", [acc, _int32(g, bias, "bias")]) if len(model.layers) == i + 1 else None
@@ -227,4 +255,4 @@ def bnn_to_onnx_float(model: BnnFile, metadata: dict | None = None) -> onnx.Mode
     return g.model(metadata)
 
 
-__all__ = ["bnn_to_onnx_float", "exact_float_fits", "FLOAT32_EXACT"]
+__all__ = ["bnn_to_onnx_float", "conv_form", "exact_float_fits", "CONV_FORMS", "FLOAT32_EXACT"]
