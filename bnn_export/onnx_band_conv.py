@@ -77,23 +77,27 @@ def _band(w: np.ndarray, d: dict, b: int) -> np.ndarray:
 
 
 def band_conv(g: Graph, layer: dict, w: np.ndarray, bias: np.ndarray, x: str) -> str:
-    """The layer's bits (uint8 0/1, row layout (N, H_pooled, C_out, W_pooled)) of uint8 x in row layout;
-    ``w`` (C_out, fan_in) and ``bias`` fold the threshold and direction: bit = ``w . x + bias >= 1``."""
+    """The layer's bits (uint8 0/1, row layout (N, H_pooled, C_out * W_pooled)) of uint8 x in row layout
+    (N, H, C * W); ``w`` (C_out, fan_in) and ``bias`` fold the threshold and direction: bit = ``w . x + bias >= 1``.
+    One product for all the pool's positions: the rows behind a pooled output row, times the bands side by side."""
     d = _geometry(layer)
     if d["ph"]:  # zero rows above and below (the width's padding is left out of the band)
-        x = g.op("Pad", [x, g.const(np.array([0, d["ph"], 0, 0, 0, d["ph"], 0, 0], np.int64), "pads")])
-    k = d["kh"] * d["c"] * d["w"]
-    sums = []
+        x = g.op("Pad", [x, g.const(np.array([0, d["ph"], 0, 0, d["ph"], 0], np.int64), "pads")])
+    span = (d["py"] - 1) * d["sh"] + d["kh"]  # input rows behind one pooled output row
+    first = np.arange(d["hp"]) * d["sy"] * d["sh"]
+    rows = g.op("Gather", [x, g.const((first[:, None] + np.arange(span)).astype(np.int64), "rows")], axis=1)
+    k = span * d["c"] * d["w"]
+    rows = g.op("Reshape", [rows, g.const(np.array([-1, d["hp"], k], np.int64), "shape")], "band_rows")
+    cols = d["cout"] * d["wp"]
+    bands = np.zeros((span, d["c"] * d["w"], d["py"], d["px"], cols), np.int8)
     for a in range(d["py"]):
-        first = (np.arange(d["hp"]) * d["sy"] + a) * d["sh"]  # the first input row of each output row used
-        rows = g.op("Gather", [x, g.const((first[:, None] + np.arange(d["kh"])).astype(np.int64), "rows")], axis=1)
-        rows = g.op("Reshape", [rows, g.const(np.array([-1, k], np.int64), "shape")], "band_rows")
         for b in range(d["px"]):
-            sums.append(g.op("MatMulInteger", [rows, g.const(_band(w, d, b), f"{layer['name']}_band")], layer["name"]))
-    acc = g.op("Max", sums, "pool") if len(sums) > 1 else sums[0]
+            bands[a * d["sh"] : a * d["sh"] + d["kh"], :, a, b] = _band(w, d, b).reshape(d["kh"], -1, cols)
+    acc = g.op("MatMulInteger", [rows, g.const(bands.reshape(k, -1), f"{layer['name']}_band")], layer["name"])
+    if d["py"] * d["px"] > 1:
+        acc = g.op("Max", g.split(acc, d["py"] * d["px"], axis=2, hint="pool_part"), "pool")
     thr = g.const(np.repeat(1 - bias, d["wp"]).astype(np.int32), "thr")  # per (C_out, W_pooled) column
-    bits = g.op("Cast", [heaviside(g, acc, thr)], "bits", to=UINT8)
-    return g.op("Reshape", [bits, g.const(np.array([-1, d["hp"], d["cout"], d["wp"]], np.int64), "shape")])
+    return g.op("Cast", [heaviside(g, acc, thr)], "bits", to=UINT8)
 
 
 def rows_order(shape: tuple[int, int, int]) -> np.ndarray:
@@ -102,9 +106,18 @@ def rows_order(shape: tuple[int, int, int]) -> np.ndarray:
     return np.arange(c * h * w).reshape(c, h, w).transpose(1, 0, 2).reshape(-1)
 
 
-def band_input(g: Graph, x: str) -> str:
-    """An NCHW tensor in row layout (N, H, C, W), or back: the same transposition."""
-    return g.op("Transpose", [x], "rows", perm=[0, 2, 1, 3])
+def to_rows(g: Graph, x: str, shape: tuple[int, int, int]) -> str:
+    """An (N, C, H, W) tensor in row layout (N, H, C * W)."""
+    c, h, w = shape
+    x = g.op("Transpose", [x], "rows", perm=[0, 2, 1, 3])
+    return g.op("Reshape", [x, g.const(np.array([-1, h, c * w], np.int64), "shape")])
 
 
-__all__ = ["banded", "band_conv", "band_input", "rows_order", "BAND_MAX_WIDTH_RATIO", "BAND_MAX_BYTES"]
+def from_rows(g: Graph, x: str, shape: tuple[int, int, int]) -> str:
+    """A row layout (N, H, C * W) tensor as (N, C, H, W)."""
+    c, h, w = shape
+    x = g.op("Reshape", [x, g.const(np.array([-1, h, c, w], np.int64), "shape")])
+    return g.op("Transpose", [x], "nchw", perm=[0, 2, 1, 3])
+
+
+__all__ = ["banded", "band_conv", "from_rows", "to_rows", "rows_order", "BAND_MAX_WIDTH_RATIO", "BAND_MAX_BYTES"]

@@ -33,7 +33,7 @@ from bnn_runtime.format import BnnFile
 from bnn_runtime.reference import conv_stride, pool_stride, unpacked_weights
 
 from .graph import BOOL, DOUBLE, FLOAT, INT32, INT64, UINT8, Graph, heaviside, heaviside_of_integers
-from .onnx_band_conv import band_conv, band_input, banded, rows_order
+from .onnx_band_conv import band_conv, banded, from_rows, rows_order, to_rows
 
 FLOAT32_EXACT = 2**24  # every integer of smaller magnitude is a float32
 INT32_EXACT = 2**31  # the int32 accumulators of QLinearConv / MatMulInteger
@@ -180,7 +180,7 @@ def bnn_to_onnx_float(
         wish = prefer.get(layer["name"]) if isinstance(prefer, dict) else prefer
         form = conv_form(model, layer, i + 1 == len(model.layers), wish) if layer["kind"] == "conv" else None
         if form in ("quantized", "float") and rows:
-            x, rows = band_input(g, x), False  # back to NCHW
+            x, rows = from_rows(g, x, layer["in_shape"]), False
         if form == "quantized":
             if k is None:
                 x, k = _as(g, x, k, UINT8), 1
@@ -189,7 +189,7 @@ def bnn_to_onnx_float(
         if form == "banded":
             x, k = _as(g, x, k, UINT8), 1
             if not rows:
-                x, rows = band_input(g, x), True
+                x, rows = to_rows(g, x, layer["in_shape"]), True
             x = band_conv(g, layer, *_folded(model, layer), x)
             continue
         if form == "float":

@@ -133,28 +133,32 @@ def optimized_ops(model: onnx.ModelProto, tmp_path, level: str = "ORT_ENABLE_ALL
 
 
 def test_lenet5_convolutions_are_banded_integer_products(tmp_path):
-    """LeNet-5's convolutions (1 and 6 input channels) are MatMulInteger of uint8 rows Gathered from the row
-    layout and banded int8 matrices, one per position of the 2x2 pool, pooled by an element-wise Max of the int32
-    sums and stepped by GreaterOrEqual; no float operator before the logits; onnxruntime keeps the graph as it is."""
+    """LeNet-5's convolutions (1 and 6 input channels) are one MatMulInteger each: the uint8 rows behind each pooled
+    output row, Gathered from the row layout, times the banded int8 matrices of the 2x2 pool's four positions side
+    by side; the pool is the element-wise Max of the four Split parts of the int32 sums, the step GreaterOrEqual; no
+    float operator before the logits, and onnxruntime runs the graph as it is."""
     bnn = read_bnn(GOLDEN / "lenet5_mnist.bnn")
     model = bnn_to_onnx(bnn)
     assert forms(bnn) == ["banded", "banded", None, None, None]
-    producer = {n.output[0]: n for n in model.graph.node}
+    producer = {o: n for n in model.graph.node for o in n.output}
     pools = [n for n in model.graph.node if n.op_type == "Max"]
     assert len(pools) == 2 and all(len(n.input) == 4 for n in pools)
-    for product in (producer[i] for n in pools for i in n.input):
-        assert product.op_type == "MatMulInteger" and producer[product.input[0]].op_type == "Reshape"
-        assert producer[producer[product.input[0]].input[0]].op_type == "Gather"
+    splits = [producer[n.input[0]] for n in pools]
+    assert all(
+        split.op_type == "Split" and list(split.output) == list(n.input) for split, n in zip(splits, pools, strict=True)
+    )
+    products = [producer[split.input[0]] for split in splits]
+    assert all(n.op_type == "MatMulInteger" and producer[n.input[0]].op_type == "Reshape" for n in products)
+    assert all(producer[producer[n.input[0]].input[0]].op_type == "Gather" for n in products)
     arrays = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
-    bands = [arrays[producer[i].input[1]] for n in pools for i in n.input]
+    bands = [arrays[n.input[1]] for n in products]
     assert all(w.dtype == np.int8 and set(np.unique(w)) <= {-1, 0, 1} for w in bands)
-    assert [w.shape for w in bands] == [(5 * 28, 6 * 14)] * 4 + [(5 * 6 * 14, 16 * 5)] * 4
+    assert [w.shape for w in bands] == [(6 * 1 * 28, 4 * 6 * 14), (6 * 6 * 14, 4 * 16 * 5)]  # 6 = 5 taps + 1 row
     compares = [n for n in model.graph.node if n.op_type == "GreaterOrEqual"]
     assert [producer[n.input[0]].op_type for n in compares] == ["Max", "Max", "MatMulInteger", "MatMulInteger"]
     assert not ops(model) & {"Conv", "HardSigmoid", "Gemm", "QLinearConv"}
-    assert [
-        n.op_type for n in model.graph.node if n.op_type == "Cast" and n.attribute[0].i == onnx.TensorProto.FLOAT
-    ] == []
+    floats = [n for n in model.graph.node if n.op_type == "Cast" and n.attribute[0].i == onnx.TensorProto.FLOAT]
+    assert floats == []
     assert [op for op, _ in optimized_ops(model, tmp_path)] == [n.op_type for n in model.graph.node]
 
 
