@@ -6,15 +6,23 @@ most ``255 * fan_in``. Per layer, with ``d`` the channel's direction and ``T`` i
 bits: ``s = 2 s01 - sum w``) and the bias ``-d * T + 1`` (minus ``d * sum w`` for ``pm1``), so the
 layer computes ``d (s - T) + 1``, which is >= 1 exactly when the bit is set.
 
-* a convolution is a float ``Conv``: float32 holds every integer below 2**24 exactly, so with every
-  partial sum below 2**24 it computes the integer sums exactly, in any order of addition, with
-  onnxruntime's fast float kernels (``ConvInteger`` is im2col and slow: the integer graph's 0.1-0.2x).
-  Its step is ``HardSigmoid(., alpha=1, beta=0)`` = ``min(max(., 0), 1)`` (``graph.heaviside_of_integers``)
-  on the max-pooled sums (a max commutes with a monotone step: a quarter as many values to step, as
-  the float network pools before its ReLU); where no pool follows, onnxruntime fuses it into the Conv.
-  Stepping before the pool, fused, measured slower (docs/PERFORMANCE.md);
+* a convolution takes one of three forms (``conv_form``), whichever onnxruntime runs fastest for it:
+
+  - ``QLinearConv`` (``_quantized_conv``) for a hidden one with >= 16 input channels: uint8 input,
+    int8 weights, every scale 1 but the output's, so that the requantized int32 sums saturate to the
+    bit as uint8 0 / 255 (an OR-pool is a uint8 ``MaxPool`` of those). onnxruntime runs it in NHWC on
+    its integer kernels (VNNI): 2-3x its float ``Conv`` on a VGG net's 128-512 channels;
+  - a banded ``MatMulInteger`` (``onnx_band_conv``) for one with fewer input channels and a narrow
+    input (LeNet-5's): the float ``Conv`` wastes most of its 16-channel NCHWc blocks there, and
+    ``QLinearConv`` is slower still;
+  - else a float ``Conv``: float32 holds every integer below 2**24 exactly, so with every partial
+    sum below 2**24 it computes the integer sums exactly, in any order of addition (``ConvInteger``
+    is im2col and slow: the integer graph's 0.1-0.2x). Its step is ``HardSigmoid(., alpha=1, beta=0)``
+    = ``min(max(., 0), 1)`` (``graph.heaviside_of_integers``) on the max-pooled sums (a max commutes
+    with a monotone step); where no pool follows, onnxruntime fuses it into the Conv;
+
 * a dense layer is ``MatMulInteger`` of uint8 values (the pixels as they come, or the 0/1 bits: a
-  convolution's float bits are cast once) and int8 weights: exact int32 sums, in onnxruntime's integer
+  convolution's bits are cast once) and int8 weights: exact int32 sums, in onnxruntime's integer
   GEMM (VNNI/AMX where the CPU has them: 3x the float network on a 784-130-65-10 MLP, 4x with
   4096-wide layers). Its step is ``GreaterOrEqual(acc, 1 - bias)`` on the int32 sums, cast to uint8;
 * the last layer: ``scores`` (int32), ``logits`` (float64, ``scale * s + offset``) and ``label``
