@@ -8,6 +8,7 @@ bug and keeps its traceback.
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Annotated
 
 import typer
@@ -30,6 +31,9 @@ def fail(message: str, code: int) -> None:
 
 class BnnGroup(TyperGroup):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        # a hostile or damaged image makes Pillow warn (e.g. corrupt EXIF) before it fails or decodes; the
+        # commands report every image they cannot use in their own one line
+        warnings.filterwarnings("ignore", module=r"PIL(\..*)?$")
         try:
             rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra)
         except typer.TyperException as e:  # usage errors: unknown option, invalid choice, missing argument

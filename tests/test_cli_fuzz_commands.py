@@ -1,6 +1,6 @@
-"""The CLI option fuzzer, beyond train and infer: export, bench, bench-train, reproduce and warmup answer every
-option value -- negative, zero, huge, NaN, inf, empty, markup, paths that are files, folders, missing, below a
-file or a pipe -- with a result or one 'error:' line and exit != 0, never a traceback.
+"""The CLI option fuzzer, beyond train and infer: export, bench, bench-train, bench-ensemble, reproduce and warmup
+answer every option value -- negative, zero, huge, NaN, inf, empty, markup, paths that are files, folders, missing,
+below a file or a pipe -- with a result or one 'error:' line and exit != 0, never a traceback.
 
 Each command runs on something tiny (a one-epoch MLP run on `ones`, a 6x6 forged model, table13's smallest
 cell); legitimate values that would only make a command longer (more epochs, rounds, runs) are bounded, the
@@ -238,3 +238,29 @@ def test_reproduce_answers_every_option_value(place, tmp_path_factory, option, v
         else:
             args += [option, value]
         _one_line_or_result(run_cli("reproduce", *args))
+
+
+# ----------------------------------------------------------------- bench-ensemble
+
+BENCH_ENSEMBLE = ["table13", "--only", "dim=2,bs=64,lr=0.1,config=heaviside/const", "--device", "cpu"]
+BENCH_ENSEMBLE_OPTIONS = ["--runs", "--epochs", "--ensemble", "--rounds", "--threads", "--only"]
+
+
+@settings(max_examples=20, **FUZZ)
+@given(
+    option=st.sampled_from(BENCH_ENSEMBLE_OPTIONS + ["TABLE", "--data-dir"]),
+    value=VALUES,
+    kind=st.sampled_from(PATH_KINDS),
+)
+def test_bench_ensemble_answers_every_option_value(place, tmp_path_factory, option, value, kind):
+    if option in ("--runs", "--epochs", "--ensemble", "--rounds"):
+        value = _bounded(value, 2, "2")
+    with _own_folder(tmp_path_factory):
+        args = [*BENCH_ENSEMBLE, "--runs", "2", "--ensemble", "2"]
+        if option == "TABLE":
+            args = [value, *args[1:]]
+        elif option == "--data-dir":
+            args += [option, _path(place, kind)]
+        else:
+            args += [option, value]
+        _one_line_or_result(run_cli("bench-ensemble", *args))

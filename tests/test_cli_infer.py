@@ -107,6 +107,27 @@ def test_bad_input_files(model, tmp_path):
     assert_user_error(run_cli("infer", path, tmp_path / "big.png"), "image is 9×8 (H×W), the model takes 8×8")
 
 
+def test_a_damaged_image_that_makes_pillow_warn_is_still_one_line(model, tmp_path):
+    """Pillow warns about a TIFF with corrupt EXIF before refusing it; in a real process (pytest would record the
+    warning itself) stderr holds only the command's own line."""
+    import subprocess
+
+    path, _ = model
+    (tmp_path / "x.png").write_bytes(b"II*\x00garbage")  # a TIFF header, then nothing valid
+    code = "import sys; from bnn_cli.main import app; sys.argv = ['bnn', *sys.argv[1:]]; app()"
+    r = subprocess.run(
+        [sys.executable, "-c", code, "infer", str(path), str(tmp_path / "x.png")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 1 and r.stderr.splitlines() == [
+        f"error: {tmp_path / 'x.png'}: cannot decode the image "
+        f"(UnidentifiedImageError: cannot identify image file "
+        f"'{tmp_path / 'x.png'}')"
+    ], r.stderr
+
+
 def test_without_pillow_images_need_npy(model, tmp_path, monkeypatch):
     path, _ = model
     monkeypatch.setitem(sys.modules, "PIL", None)  # import PIL now raises ImportError
