@@ -109,7 +109,8 @@ def rows_order(shape: tuple[int, int, int]) -> np.ndarray:
 def to_rows(g: Graph, x: str, shape: tuple[int, int, int]) -> str:
     """An (N, C, H, W) tensor in row layout (N, H, C * W)."""
     c, h, w = shape
-    x = g.op("Transpose", [x], "rows", perm=[0, 2, 1, 3])
+    if c > 1:  # (one channel: the same order)
+        x = g.op("Transpose", [x], "rows", perm=[0, 2, 1, 3])
     return g.op("Reshape", [x, g.const(np.array([-1, h, c * w], np.int64), "shape")])
 
 
@@ -117,7 +118,7 @@ def from_rows(g: Graph, x: str, shape: tuple[int, int, int]) -> str:
     """A row layout (N, H, C * W) tensor as (N, C, H, W)."""
     c, h, w = shape
     x = g.op("Reshape", [x, g.const(np.array([-1, h, c, w], np.int64), "shape")])
-    return g.op("Transpose", [x], "nchw", perm=[0, 2, 1, 3])
+    return g.op("Transpose", [x], "nchw", perm=[0, 2, 1, 3]) if c > 1 else x
 
 
 __all__ = ["banded", "band_conv", "from_rows", "to_rows", "rows_order", "BAND_MAX_WIDTH_RATIO", "BAND_MAX_BYTES"]
