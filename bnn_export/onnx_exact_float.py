@@ -159,7 +159,9 @@ def _as(g: Graph, x: str, k: int | None, to: int) -> str:
     return g.op("Cast", [x], "pixels" if k == 1 and to == FLOAT else "bits", to=to)
 
 
-def _dense_sums(g: Graph, model: BnnFile, layer: dict, x: str, order=None) -> tuple[str, np.ndarray]:
+def _dense_sums(
+    g: Graph, model: BnnFile, layer: dict, x: str, order: np.ndarray | None = None
+) -> tuple[str, np.ndarray]:
     """(int32 ``acc`` = the folded weights times the uint8 input x of shape (N, features), the folded bias):
     the layer computes ``acc + bias`` = ``d (s - T) + 1`` (or ``s``). ``order``: the input feature at each
     position of x (a flattened row layout), when not the natural one."""
