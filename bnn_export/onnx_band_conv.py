@@ -117,8 +117,10 @@ def to_rows(g: Graph, x: str, shape: tuple[int, int, int]) -> str:
 def from_rows(g: Graph, x: str, shape: tuple[int, int, int]) -> str:
     """A row layout (N, H, C * W) tensor as (N, C, H, W)."""
     c, h, w = shape
+    if c == 1:  # the same order
+        return g.op("Reshape", [x, g.const(np.array([-1, 1, h, w], np.int64), "shape")])
     x = g.op("Reshape", [x, g.const(np.array([-1, h, c, w], np.int64), "shape")])
-    return g.op("Transpose", [x], "nchw", perm=[0, 2, 1, 3]) if c > 1 else x
+    return g.op("Transpose", [x], "nchw", perm=[0, 2, 1, 3])
 
 
 __all__ = ["banded", "band_conv", "from_rows", "to_rows", "rows_order", "BAND_MAX_WIDTH_RATIO", "BAND_MAX_BYTES"]

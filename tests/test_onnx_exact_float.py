@@ -1,6 +1,8 @@
 """The exported ONNX: exact float32 Conv/Gemm where every sum fits 2**24, the integer graph where not;
 onnxruntime on either == the reference (scores, logits, labels), bit for bit."""
 
+import itertools
+
 import numpy as np
 import onnx
 import pytest
@@ -200,6 +202,22 @@ def test_every_convolution_form_is_exact_on_the_golden_models(name, prefer):
     hidden = [layer for layer, form in zip(bnn.layers, forms(bnn), strict=True) if form not in (None, "float")]
     assert all(layer_ops(model)[layer["name"]] == FORM_OPS[prefer] for layer in hidden)
     assert_exact(bnn, model, x)
+
+
+def test_every_pair_of_convolution_forms_is_exact():
+    """Three convolutions (1 -> 1 -> 3 -> 4 channels, then strided and zero-padded) in each of the 27 sequences of
+    forms: every change between forms, on one channel and on several, keeps the runtime's numbers."""
+    from bnn_export.synthetic import synthetic_bnn
+
+    bnn = parse(to_bytes(*synthetic_bnn("1C3-3C3-MP2-4C3s2-8FC", (1, 13, 11))))
+    rng = np.random.default_rng(11)
+    x = rng.integers(0, 256, (16, *bnn.input_shape), dtype=np.uint8)
+    x[0], x[1] = 255, 0
+    names = [layer["name"] for layer in bnn.layers if layer["kind"] == "conv"]
+    for wishes in itertools.product(CONV_FORMS, repeat=len(names)):
+        model = bnn_to_onnx_float(bnn, prefer=dict(zip(names, wishes, strict=True)))
+        assert [layer_ops(model)[n] for n in names] == [FORM_OPS[w] for w in wishes]
+        assert_exact(bnn, model, x)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
