@@ -1,6 +1,7 @@
 """bnn reproduce --ray: the runs as tasks on a local Ray cluster (2 workers) give the rows of an in-process run."""
 
 import csv
+import os
 
 import pytest
 
@@ -46,3 +47,36 @@ def test_unreachable_ray_address_is_one_line(tmp_path):
     assert_user_error(r, "cannot reach the Ray cluster at 127.0.0.1:9", code=1)
     assert not (tmp_path / "x").exists()
     assert_user_error(run_cli(*COMMON, "--ray", "nowhere", "--out", tmp_path / "y"), "HOST:PORT", code=1)
+
+
+def test_a_worker_that_dies_is_retried_then_reported_and_the_others_finish(tmp_path, local_ray):
+    """A unit whose worker process dies every time is run 1 + MAX_RETRIES times, then reported as failed (so it
+    gets no row and the same command trains it again); the other unit's result still arrives."""
+    from bnn_train.reproduce import ray_backend
+
+    attempts = tmp_path / "attempts"
+
+    def train(exp, unit, out, epochs, device, data_dir, threads):
+        if unit == "dies":
+            with open(attempts, "a") as f:
+                f.write("x")
+            os._exit(1)  # as a worker killed by the kernel's OOM killer or a lost node
+        return [{"unit": unit}], 1.0
+
+    done, failed = [], []
+    ray_backend.run_units(
+        local_ray,
+        ["dies", "lives"],
+        None,
+        tmp_path,
+        1,
+        "cpu",
+        None,
+        None,
+        on_done=lambda unit, finals, seconds: done.append((unit, finals)),
+        on_failed=lambda unit, why: failed.append((unit, why)),
+        train=train,
+    )
+    assert done == [("lives", [{"unit": "lives"}])]
+    assert [u for u, _ in failed] == ["dies"] and failed[0][1]
+    assert attempts.read_text() == "x" * (1 + ray_backend.MAX_RETRIES)

@@ -94,11 +94,12 @@ def run_units(
     threads: int | None,
     on_done,
     on_failed,
+    train=_train_unit,
 ) -> None:
     """Submit every unit, call ``on_done(unit, finals, seconds)`` as each finishes (in finishing order),
-    ``on_failed(unit, reason)`` for one that failed after its retries."""
+    ``on_failed(unit, reason)`` for one that failed after its retries. ``train`` runs one unit in a worker."""
     gpus = 1 if device == "cuda" else 0
-    task = ray.remote(num_cpus=threads or 1, num_gpus=gpus, max_retries=MAX_RETRIES)(_train_unit)
+    task = ray.remote(num_cpus=threads or 1, num_gpus=gpus, max_retries=MAX_RETRIES)(train)
     pending = {task.remote(exp, u, str(out), epochs, device, data_dir, threads): u for u in units}
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
