@@ -34,7 +34,7 @@ from .errors import BnnError
 PACKAGE = Path(__file__).resolve().parent
 ENV = "BNN_CACHE_DIR"
 IN_TREE = PACKAGE / "__pycache__"  # the cache of a writable install
-KERNEL_SOURCES = ("layout.py", "simd.py", "kernels.py", "first_layer.py", "driver.py")
+KERNEL_SOURCES = ("layout.py", "simd.py", "kernels.py", "first_layer.py", "conv_runs.py", "split.py", "driver.py")
 READY = "ready-{}-{:x}"  # a marker file per CPU (a hash of numba's target triple, CPU name and features) and driver
 
 

@@ -20,13 +20,15 @@ import numpy as np
 from numba import njit
 
 from . import cache  # noqa: F401  (the kernel cache locator, before any kernel is decorated)
+from .conv_runs import conv_runs
 from .first_layer import byte_planes, conv_u8, dense_u8, dense_vnni
-from .kernels import conv_lut, gemm, im2col_bits, row_bit_offsets
+from .kernels import ALL, conv_lut, gemm, im2col_bits, row_bit_offsets
 from .layout import (
     COL_ACC16,
     COL_ALPHA,
     COL_BETA,
     COL_C_OFF,
+    COL_CHUNKS,
     COL_KIND,
     COL_LAST,
     COL_LUT_SIZE,
@@ -37,9 +39,13 @@ from .layout import (
     COL_POOL_H,
     COL_POOL_W,
     COL_ROWS_PER_IMAGE,
+    COL_SPLIT_BITS,
+    COL_SPLIT_STATE,
+    COL_SPLIT_WORDS,
     COL_W_OFF,
     KIND_CONV_BITS,
     KIND_CONV_LUT,
+    KIND_CONV_RUNS,
     KIND_CONV_U8,
     KIND_DENSE_BITS,
     KIND_DENSE_U8,
@@ -49,9 +55,13 @@ from .layout import (
     SLOT_I32,
     SLOT_ROW_WORDS,
     SLOT_ROWS,
+    SLOT_SPLIT,
+    SPLIT_TILE,
     USES_CONV_U8_I32,
+    USES_SPLIT,
 )
 from .simd import atomic_add, atomic_cas, atomic_load, atomic_store, view
+from .split import CHUNK_DONE, chunk_conv_bits, chunk_dense_bits, chunk_extent, next_chunk
 
 TILE_OPEN, TILE_COMMITTING, TILE_DONE = 0, 1, 2  # state[1 + t]; state[0] counts the claimed tiles
 
@@ -77,7 +87,7 @@ def layer_conv_bits(p, src, n, wpool, consts, rows, rowbit, out, image_bits, sco
     wts = wpool[w0 : w0 + p[COL_N_OUT_PAD] * nw]
     row_bit_offsets(per_image, per_image, p[COL_POOL_H] * p[COL_POOL_W], p[COL_N_OUT], 0, rowbit)
     for i in range(n):
-        r = im2col_bits(src, i, p, rows, 0, nw)
+        r = im2col_bits(src, i, p, rows, 0, nw, 0, ALL)
         gemm(
             rows,
             r,
@@ -93,6 +103,8 @@ def layer_conv_bits(p, src, n, wpool, consts, rows, rowbit, out, image_bits, sco
             scores,
             0,
             False,
+            0,
+            ALL,
         )
 
 
@@ -141,7 +153,8 @@ def layer_dense_bits(p, src, n, wpool, consts, rowbit, out, image_bits, scores):
     nw, w0 = p[COL_NW], p[COL_W_OFF]
     row_bit_offsets(n, 1, 1, 0, image_bits, rowbit)  # image i's bits from i * image_bits on
     wts = wpool[w0 : w0 + p[COL_N_OUT_PAD] * nw]
-    gemm(src, n, nw, wts, p[COL_N_OUT], p[COL_ALPHA], p[COL_BETA], consts, rowbit, 0, out, scores, 0, p[COL_LAST])
+    n_out, alpha, beta = p[COL_N_OUT], p[COL_ALPHA], p[COL_BETA]
+    gemm(src, n, nw, wts, n_out, alpha, beta, consts, rowbit, 0, out, scores, 0, p[COL_LAST], 0, ALL)
 
 
 # --------------------------------------------------------------------------- labels
@@ -190,7 +203,8 @@ def build(uses: int):
     conv_u8_16, conv_u8_32 = bool(uses & 1 << KIND_CONV_U8), bool(uses & 1 << USES_CONV_U8_I32)
     conv_lut, conv_bits = bool(uses & 1 << KIND_CONV_LUT), bool(uses & 1 << KIND_CONV_BITS)
     dense_u8, dense_vnni = bool(uses & 1 << KIND_DENSE_U8), bool(uses & 1 << KIND_DENSE_VNNI)
-    dense_bits = bool(uses & 1 << KIND_DENSE_BITS)
+    dense_bits, conv_runs_ = bool(uses & 1 << KIND_DENSE_BITS), bool(uses & 1 << KIND_CONV_RUNS)
+    split_ok = bool(uses & 1 << USES_SPLIT)
 
     @njit(cache=True, nogil=True)
     def forward(x, tile, sizes, params, wpool, cpool, taps, scale, offset, final, scores, labels, state, main):
@@ -201,8 +215,16 @@ def build(uses: int):
         committed it, perhaps descheduled -- checking after each layer whether that thread committed after
         all, and waits for the commits in progress (a copy each), so that the batch is complete when it returns.
         A tile's images go through every layer (one kernel call per kind) into ``mine``, its own scores.
+
+        tile == SPLIT_TILE (a model compiled with USES_SPLIT): tiles of one image, each shared between the
+        threads layer by layer (split.py; state: split.state_size entries, zero): a piece of work is then one
+        chunk of one layer, from split.next_chunk, computed into this thread's bits and committed to the
+        layer's shared bits.
         """
         n = x.shape[0]
+        split = split_ok and tile == SPLIT_TILE
+        if split:
+            tile = 1
         ntiles = (n + tile - 1) // tile
         # every scratch array is a view of one allocation (each np.zeros/np.empty type compiles apart)
         nbits, nrows, nrw, k = (
@@ -213,7 +235,7 @@ def build(uses: int):
         )
         zeroed = nbits + tile  # the bit strings (read a spare word past their bits) and xsum; the rest is written
         n16, n32, nmine = (sizes[SLOT_I16] + 3) // 4, (sizes[SLOT_I32] + 1) // 2, (tile * k + 1) // 2
-        nrest = nrows * nrw + nrows + n16 + n32 + nmine
+        nrest = nrows * nrw + nrows + n16 + n32 + nmine + 8
         scratch = np.empty(zeroed + nrest, np.int64)
         for i in range(zeroed):
             scratch[i] = 0
@@ -224,33 +246,55 @@ def build(uses: int):
         ibuf16 = view(scratch[zeroed + nrows * nrw + nrows :], np.int16, (sizes[SLOT_I16],))
         ibuf32 = view(scratch[zeroed + nrows * nrw + nrows + n16 :], np.int32, (sizes[SLOT_I32],))
         mine = view(scratch[zeroed + nrows * nrw + nrows + n16 + n32 :], np.int32, (tile, k))
+        cursor = scratch[zeroed + nrest - 8 :]  # split.next_chunk's (image, layer, ...) of this thread
+        cursor[0], cursor[1], cursor[2] = 0, 0, 1
+        sbase, per_image = 1 + ntiles, sizes[SLOT_SPLIT]  # split: "main is done", then a block per image
         image_bits = bits.shape[2] * 64
         t, taking_over = -1, False
+        l0, l1, c, blk0, blk1 = 0, params.shape[0], 0, 0, 0
         while True:  # one copy of the layer loop (a second would double the compiled code)
-            if not taking_over:
-                t = atomic_add(state, 0, 1)
-                if t >= ntiles:
-                    if not main:
-                        break
-                    t, taking_over = -1, True
-            if taking_over:  # the next tile still open, if any
-                t += 1
-                while t < ntiles and atomic_load(state, 1 + t) != TILE_OPEN:
-                    t += 1
-                if t >= ntiles:
+            if split:
+                t, l0, c, blk0, blk1 = next_chunk(state, params, sbase, per_image, n, cursor, main)
+                if t < 0:
                     break
+                l1 = l0 + 1
+            else:
+                if not taking_over:
+                    t = atomic_add(state, 0, 1)
+                    if t >= ntiles:
+                        if not main:
+                            break
+                        t, taking_over = -1, True
+                if taking_over:  # the next tile still open, if any
+                    t += 1
+                    while t < ntiles and atomic_load(state, 1 + t) != TILE_OPEN:
+                        t += 1
+                    if t >= ntiles:
+                        break
             i0 = t * tile
             m = min(n, i0 + tile) - i0
             cur, complete = 0, True
-            for layer in range(params.shape[0]):
+            for layer in range(l0, l1):
                 p = params[layer]
                 kind, n_out_pad, c0 = p[COL_KIND], p[COL_N_OUT_PAD], p[COL_C_OFF]
                 src, dst = bits[cur], bits[1 - cur]
-                dst[:m, :] = 0
+                w0, w1, v0, v1 = 0, 0, 0, 0
+                if split:  # the input: the previous layer's shared bits; the output: this thread's, then shared
+                    if layer > 0:
+                        q = params[layer - 1]
+                        at = sbase + 1 + t * per_image + q[COL_SPLIT_BITS]
+                        src = view(state[at:], np.uint64, (1, q[COL_SPLIT_WORDS]))
+                    w0, w1, v0, v1 = chunk_extent(p, c)
+                    if blk0 == v0:
+                        for w in range(w0, w1):
+                            dst[0, w] = 0
+                else:
+                    dst[:m, :] = 0
                 out = view(dst, np.uint64, (dst.size,))
                 # (gamma, dir * T, dir) per output; a table convolution keeps its tap offsets there instead
                 width = n_out_pad if kind != KIND_CONV_LUT else 0
                 consts = view(cpool[c0:], np.int64, (3, width))
+                chunked = split and p[COL_CHUNKS] > 1 and layer < params.shape[0] - 1  # (the last: whole)
                 if conv_u8_16 and kind == KIND_CONV_U8 and p[COL_ACC16]:
                     for i in range(m):
                         conv_u8(x[i0 + i], p, taps, consts, ibuf16, out, i * image_bits)
@@ -259,20 +303,35 @@ def build(uses: int):
                         conv_u8(x[i0 + i], p, taps, consts, ibuf32, out, i * image_bits)
                 if conv_lut and kind == KIND_CONV_LUT:
                     layer_conv_lut(p, src, m, wpool, cpool, ibuf32, ibuf16, out, image_bits)
-                if conv_bits and kind == KIND_CONV_BITS:
+                if conv_runs_ and kind == KIND_CONV_RUNS:
+                    wts = wpool[p[COL_W_OFF] : p[COL_W_OFF] + n_out_pad * p[COL_NW]]
+                    for i in range(m):
+                        conv_runs(src, i, p, wts, consts, rows, out, i * image_bits)
+                if conv_bits and kind == KIND_CONV_BITS and not chunked:
                     layer_conv_bits(p, src, m, wpool, consts, rows, rowbit, out, image_bits, mine)
+                if conv_bits and kind == KIND_CONV_BITS and chunked:
+                    chunk_conv_bits(p, src, c, blk0, blk1, blk0 == v0, wpool, consts, rows, rowbit, out, mine)
                 if dense_u8 and kind == KIND_DENSE_U8:
                     layer_dense_u8(p, x, i0, m, wpool, consts, rows, xsum, out, image_bits, mine)
                 if dense_vnni and kind == KIND_DENSE_VNNI:
                     layer_dense_vnni(p, x, i0, m, wpool, consts, out, image_bits, mine)
-                if dense_bits and kind == KIND_DENSE_BITS:
+                if dense_bits and kind == KIND_DENSE_BITS and not chunked:
                     layer_dense_bits(p, src, m, wpool, consts, rowbit, out, image_bits, mine)
+                if dense_bits and kind == KIND_DENSE_BITS and chunked:
+                    chunk_dense_bits(p, src, blk0, blk1, wpool, consts, rowbit, out, mine)
                 cur = 1 - cur
+                if split and layer < params.shape[0] - 1 and blk1 >= v1:  # the chunk's words, final: from any thread
+                    shared = view(state[sbase + 1 + t * per_image + p[COL_SPLIT_BITS] :], np.uint64, (w1,))
+                    for w in range(w0, w1):
+                        shared[w] = dst[0, w]
+                    atomic_store(state, sbase + 1 + t * per_image + p[COL_SPLIT_STATE] + 1 + c, CHUNK_DONE)
                 if taking_over and atomic_load(state, 1 + t) != TILE_OPEN:
                     complete = False  # the late thread committed it after all
                     break
-            if complete:
+            if complete and (not split or l0 == params.shape[0] - 1):
                 commit(t, tile, n, mine, scores, labels, scale, offset, final, state)
+        if split and main:
+            atomic_store(state, sbase, 1)  # helpers still at a barrier may leave
         if main:
             for t in range(ntiles):  # commits in progress: a copy of a tile's scores each
                 while atomic_load(state, 1 + t) != TILE_DONE:

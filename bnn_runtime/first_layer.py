@@ -18,7 +18,6 @@ from .layout import (
     COL_GRID_H,
     COL_GRID_W,
     COL_H,
-    COL_KH,
     COL_KW,
     COL_N_OUT,
     COL_OUT_H,
@@ -31,17 +30,25 @@ from .layout import (
     COL_PW,
     COL_SH,
     COL_SW,
+    COL_TAP_COPY,
     COL_W,
 )
 from .simd import (
+    TAP_LANES,
+    WIDEN_LANES,
+    misalign,
     planes_bits1,
     planes_bits2,
     planes_sums1,
+    tap_bits,
+    tap_box,
+    view,
     vnni_bits1x1,
     vnni_bits1x3,
     vnni_bits8x1,
     vnni_bits8x3,
     vnni_sums1x1,
+    widen,
 )
 
 # --------------------------------------------------------------------------- the first layer (uint8 input)
@@ -154,13 +161,30 @@ def dense_vnni(x, r0, n_img, k4, wv, n_out, consts, last, out, image_bits, score
 def pad_image(img, c_in, h, w, ph, pw, sh, sw, gh, gw, xp):
     """Copy a uint8 image (C, H, W) into xp, its zero-padded polyphase copy (plan.phase_grid): padded pixel
     (c, y, x) at ((c * SH + y % SH) * SW + x % SW) * GH * GW + (y // SH) * GW + x // SW. Per row and column
-    phase q, the pixels x = x0, x0 + SW, ... land side by side: no division per pixel (stride 1: row by row)."""
+    phase q, the pixels x = x0, x0 + SW, ... land side by side: no division per pixel (stride 1 x 1: row by row,
+    in whole vectors, simd.widen). xp must be zero, with WIDEN_LANES spare elements past the last row."""
     plane = gh * gw
+    nvec = (w + WIDEN_LANES - 1) // WIDEN_LANES
     for c in range(c_in):
         for y in range(h):
             yy = y + ph
-            row = (c * sh + yy % sh) * sw * plane + (yy // sh) * gw
+            if sh == 1:  # (no division: two per row cost more than the row's copy)
+                row = c * sw * plane + yy * gw
+            else:
+                row = (c * sh + yy % sh) * sw * plane + (yy // sh) * gw
             src = (c * h + y) * w
+            if sh == 1 and sw == 1:  # (one phase: the rows follow each other in xp, in the order written)
+                dst = row + pw
+                if src + nvec * WIDEN_LANES <= img.size:  # whole vectors, reading on into the next row
+                    widen(img, src, xp, dst, nvec)
+                else:
+                    for k in range(np.uint64(w)):
+                        xp[np.uint64(dst) + k] = img[np.uint64(src) + k]
+                # zero again what this or an earlier row wrote past the row: up to the next row (the last: all of it)
+                end = dst + (nvec * WIDEN_LANES if y == h - 1 else min(nvec * WIDEN_LANES, gw))
+                for k in range(np.uint64(dst + w), np.uint64(end)):
+                    xp[k] = 0
+                continue
             for q in range(sw):
                 x0 = (q - pw) % sw  # the first column x with (x + pw) % SW == q
                 dst = np.uint64(row + q * plane + (x0 + pw) // sw)
@@ -168,69 +192,6 @@ def pad_image(img, c_in, h, w, ph, pw, sh, sw, gh, gw, xp):
                 step = np.uint64(sw)
                 for k in range(np.uint64((w - x0 + sw - 1) // sw)):
                     xp[dst + k] = img[first + k * step]
-
-
-@njit(cache=True, inline="always")
-def box_sums(xp, c_in, sh, sw, gh, gw, kh, kw, n, rowsum, box):
-    """box[t] = sum of the C x kh x kw window of conv output t = yo * GW + xo (separable sums over the phases):
-    per channel and row phase a, rowsum = the kw column taps' sum over that phase's rows; the kh row taps
-    i = a, a + SH, ... add it shifted by (i // SH) rows."""
-    plane = gh * gw
-    m = np.uint64(plane)
-    for t in range(np.uint64(n)):
-        box[t] = 0
-    for c in range(c_in):
-        for a in range(min(sh, kh)):
-            for t in range(m):
-                rowsum[t] = 0
-            for j in range(kw):
-                off = np.uint64(((c * sh + a) * sw + j % sw) * plane + j // sw)
-                for t in range(m):
-                    rowsum[t] += xp[off + t]
-            for i in range(a, kh, sh):
-                off = np.uint64((i // sh) * gw)
-                for t in range(np.uint64(n)):
-                    box[t] += rowsum[off + t]
-
-
-@njit(cache=True, inline="always")
-def tap_sums(xp, taps, o, e, box, n, acc):
-    """acc[t] = e (2 A_o - B) at flat output position t, e = sigma_o dir_o = +-1: A_o sums xp[off + t] over
-    the taps of output o (taps[o, 0] offsets in taps[o, 1:]), four taps per pass over the map (one long
-    vector loop each over whole rows of the polyphase grid: the ``GW - OW`` extra columns are never read),
-    B = box[t]. |2 A_o - B| <= 255 * fan_in: the int16 variant cannot overflow; sums, products and
-    shifts of elements stored back into int16 are done by LLVM in int16 lanes.
-    """
-    nn = np.uint64(n)
-    for t in range(nn):
-        acc[t] = -e * box[t]
-    k, count, e2 = 1, taps[o, 0], 2 * e
-    while k + 3 <= count:
-        o1, o2 = np.uint64(taps[o, k]), np.uint64(taps[o, k + 1])
-        o3, o4 = np.uint64(taps[o, k + 2]), np.uint64(taps[o, k + 3])
-        for t in range(nn):
-            acc[t] += e2 * (xp[o1 + t] + xp[o2 + t] + xp[o3 + t] + xp[o4 + t])
-        k += 4
-    while k <= count:
-        o1 = np.uint64(taps[o, k])
-        for t in range(nn):
-            acc[t] += e2 * xp[o1 + t]
-        k += 1
-
-
-@njit(cache=True, inline="always")
-def threshold_bits(acc, th, sft, n, first, pv):
-    """pv[t] |= (acc[t] >= th[0]) << sft over the map (pv[t] = that bit when ``first``): bit sft of every
-    position's byte of output bits. th[0] = dir_o T_o clipped to acc's dtype (the sums never reach its
-    limits), so that the comparison, too, runs in the lanes of that dtype."""
-    nn = np.uint64(n)
-    lim = th[0]
-    if first:
-        for t in range(nn):
-            pv[t] = 0
-    bit = 1 << sft
-    for t in range(nn):  # a select, not a shift of the comparison: compare and OR stay in 16 lanes
-        pv[t] |= bit if acc[t] >= lim else 0
 
 
 @njit(cache=True, inline="always")
@@ -260,6 +221,31 @@ def pool_pack(pv, tmp, gw, n, geo, o0, nb, out, out0):
             pv[t] |= tmp[t + off]
     mask = (np.uint64(1) << np.uint64(nb)) - np.uint64(1)
     step = np.uint64(qsw)
+    if nb == 8 and n_out % 8 == 0 and out0 % 8 == 0:  # whole bytes: a byte store per position (little-endian words)
+        outb = view(out, np.uint8, (out.size * 8,))
+        stride = np.uint64(n_out // 8)
+        for py in range(out_h):
+            r = np.uint64(py * qsh * gw)
+            dst = np.uint64((out0 + py * out_w * n_out + o0) // 8)
+            for px in range(np.uint64(out_w)):
+                outb[dst + px * stride] |= pv[r + px * step]
+        return
+    if nb == n_out:  # one block: the positions' bits follow each other, written a word at a time
+        word, fill, acc = np.uint64(out0 >> 6), np.uint64(out0 & 63), np.uint64(0)
+        for py in range(out_h):
+            r = np.uint64(py * qsh * gw)
+            for px in range(np.uint64(out_w)):
+                v = np.uint64(pv[r + px * step]) & mask
+                acc |= v << fill
+                fill += np.uint64(nb)
+                if fill >= np.uint64(64):
+                    out[word] |= acc
+                    word += np.uint64(1)
+                    fill -= np.uint64(64)
+                    acc = v >> (np.uint64(nb) - fill) if fill else np.uint64(0)
+        if fill:
+            out[word] |= acc
+        return
     for py in range(out_h):
         r = np.uint64(py * qsh * gw)
         pos = np.uint64(out0 + py * out_w * n_out + o0)
@@ -277,35 +263,40 @@ def conv_u8(img, geo, taps, consts, ibuf, out, out0):
     """First conv layer on one uint8 image: integer sums over +-1 weights, threshold, OR-pool, pack.
 
     s_o = sum_+ x - sum_- x = sigma_o (2 A_o - B): A_o sums only the taps of the rarer sign
-    (at most half of them), B is the all-ones box sum shared by every output; consts =
-    (sigma, dir * T, dir). The image is laid out in phases of the stride (plan.phase_grid), so that the
-    sums are taken only at the conv outputs a pooled output reaches (strided or not), as long vector
-    loops over positions t = yo * GW + xo (the GW - OW extra columns are computed and never read); the
-    bits of up to 8 outputs are gathered per position into one element of pv, which is then OR-pooled
-    and packed (pool_pack). geo: the layer's params row. ibuf (int16 when 255 * fan_in fits, else int32)
-    holds [polyphase image | sums of one output | box | row sums, later pv | window ORs]
-    (plan.conv_u8_scratch; n <= OH * GW).
+    (at most half of them), B is the all-ones box sum shared by every output (the last row of taps);
+    consts = (sigma, dir * T, dir). The image is laid out in phases of the stride (plan.phase_grid), so that
+    the sums are taken only at the conv outputs a pooled output reaches (strided or not), in blocks of
+    TAP_LANES positions t = yo * GW + xo (the GW - OW extra columns are computed and never read), each in
+    registers from the first tap to the threshold (simd.tap_bits); the bits of up to 8 outputs are gathered
+    per position into one byte of pv, which is then OR-pooled and packed (pool_pack). With geo[COL_TAP_COPY]
+    the taps read column-shifted copies of the image at whole cache lines (plan.phase_grid). geo: the layer's
+    params row. ibuf (int16 when 255 * fan_in fits, else int32) holds [to a cache line | polyphase image (and
+    its copies) | box | pv and window ORs, bytes] (plan.conv_u8_scratch).
     """
-    c_in, h, w, kh, kw, ph, pw = geo[COL_C], geo[COL_H], geo[COL_W], geo[COL_KH], geo[COL_KW], geo[COL_PH], geo[COL_PW]
-    sh, sw, gh, gw, n_out = geo[COL_SH], geo[COL_SW], geo[COL_GRID_H], geo[COL_GRID_W], taps.shape[0]
+    c_in, h, w, kw, ph, pw = geo[COL_C], geo[COL_H], geo[COL_W], geo[COL_KW], geo[COL_PH], geo[COL_PW]
+    sh, sw, gh, gw, n_out = geo[COL_SH], geo[COL_SW], geo[COL_GRID_H], geo[COL_GRID_W], geo[COL_N_OUT]
     n = ((geo[COL_OUT_H] - 1) * geo[COL_POOL_SH] + geo[COL_POOL_H]) * gw  # the conv output rows used
-    n_xp = c_in * sh * sw * gh * gw + kw  # kw spare elements: the last rows' extra columns read past the image
-    xp = ibuf[:n_xp]
-    acc = ibuf[n_xp : n_xp + n]
-    box = ibuf[n_xp + n : n_xp + 2 * n]
-    rowsum = ibuf[n_xp + 2 * n : n_xp + 2 * n + gh * gw]
-    tmp = ibuf[n_xp + 2 * n + gh * gw : n_xp + 3 * n + gh * gw]
+    nv = (n + TAP_LANES - 1) // TAP_LANES * TAP_LANES
+    n_xp = c_in * sh * sw * gh * gw + kw + TAP_LANES  # spare: the last rows' extra columns, the last block
+    copy = geo[COL_TAP_COPY]
+    span = (kw + sw - 1) // sw * copy if copy else n_xp
+    a = (64 - misalign(ibuf)) % 64 // ibuf.itemsize  # the image from a cache line on
+    xp, src = ibuf[a : a + n_xp], ibuf[a : a + span]
+    box = ibuf[a + span : a + span + nv]
+    pvs = view(ibuf[a + span + nv :], np.uint8, (2 * nv,))
+    pv, tmp = pvs[:nv], pvs[nv:]
     for t in range(np.uint64(n_xp)):
-        xp[t] = 0  # (cheaper than remembering which scratch was zeroed: ~1,000 elements for 28 x 28)
+        xp[t] = 0  # (cheaper than remembering which scratch was zeroed: ~1,100 elements for 28 x 28)
     pad_image(img, c_in, h, w, ph, pw, sh, sw, gh, gw, xp)
-    box_sums(xp, c_in, sh, sw, gh, gw, kh, kw, n, rowsum, box)
-    pv = rowsum  # free once the box sums are done (gh * gw >= n)
-    lim = 2**15 - 1 if ibuf.itemsize == 2 else 2**31 - 1
+    if copy:  # copy q = the image shifted left by q (plan.phase_grid; copy 0 is xp itself)
+        for q in range(1, (kw + sw - 1) // sw):
+            d = np.uint64(q * copy)
+            for t in range(np.uint64(n_xp - q)):
+                src[d + t] = xp[t + np.uint64(q)]
+    for t0 in range(0, n, TAP_LANES):
+        tap_box(src, taps, n_out, t0, box)
     for o0 in range(0, n_out, 8):
         nb = min(8, n_out - o0)
-        for j in range(nb):
-            o = o0 + j
-            tap_sums(xp, taps, o, consts[0, o] * consts[2, o], box, n, acc)
-            tmp[0] = min(max(consts[1, o], -lim), lim)  # the threshold in acc's dtype (tmp is free until pool_pack)
-            threshold_bits(acc, tmp[:1], j, n, j == 0, pv)
+        for t0 in range(0, n, TAP_LANES):
+            tap_bits(src, taps, o0, nb, t0, box, consts, pv)
         pool_pack(pv, tmp, gw, n, geo, o0, nb, out, out0)

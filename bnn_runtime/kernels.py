@@ -72,8 +72,12 @@ def or_run(out, bit, v, nb):
         out[q + np.uint64(1)] |= v >> (np.uint64(64) - sft)
 
 
+ALL = 1 << 62  # a range end past every output vector / pooled position: gemm and im2col_bits clip it
+# (no default arguments: numba dispatches a Python call that omits one on its slow path, ~150 us)
+
+
 @njit(cache=True)
-def gemm(a, nrows, nw, wt, n_out, alpha, beta, consts, rowbit, bit0, out, scores, row0, last):
+def gemm(a, nrows, nw, wt, n_out, alpha, beta, consts, rowbit, bit0, out, scores, row0, last, blk0, blk1):
     """The popcount product of a binary layer with its fused epilogue: rows 0..nrows-1 of ``a`` (an image's
     im2col rows, or a tile's images) times the weights wt, stored by columns of 8 outputs (see
     simd._popcount_cols), 4 rows x 32 outputs per block; the rows and outputs left over go in blocks
@@ -83,8 +87,11 @@ def gemm(a, nrows, nw, wt, n_out, alpha, beta, consts, rowbit, bit0, out, scores
     scores[row0 + r] (``last``) or become the bits dir * s >= dir * T of row r, OR-ed into the flat
     output bits ``out`` at bit0 + rowbit[r] + o, 32 (or 8) at a time, while the block is in
     registers (rows of one pooling window share their rowbit: the OR is the pooling).
+
+    Only the vectors of 8 outputs blk0 <= b < blk1 (clipped to the layer's) are computed: one thread's
+    share of a layer (split.py).
     """
-    nblk = (n_out + 7) // 8
+    nblk = min((n_out + 7) // 8, blk1)
     pa = np.empty(nrows, np.int64)
     for r in range(nrows):
         t = np.uint64(0)
@@ -93,14 +100,14 @@ def gemm(a, nrows, nw, wt, n_out, alpha, beta, consts, rowbit, bit0, out, scores
         pa[r] = beta * np.int64(t)
     res = np.empty(8, np.int64)
     if last:
-        for b in range(nblk):
+        for b in range(blk0, nblk):
             for r in range(nrows):
                 cols_sums1x1(a, r, wt, b, nw, alpha, pa, r, consts, 8 * b, res)
                 for j in range(min(8, n_out - 8 * b)):
                     scores[row0 + r, 8 * b + j] = res[j]
         return
     n4 = nrows - nrows % 4
-    b = 0
+    b = blk0
     while b < nblk:  # outputs outside: 32 outputs' weights are read from L1 by every row
         nv = 4 if b + 4 <= nblk else 1  # the last 1-3 vectors of 8 outputs go one at a time
         o = 8 * b
@@ -140,7 +147,7 @@ def row_bit_offsets(nrows, rows_per_image, group, n_out, image_bits, rowbit):
 
 
 @njit(cache=True)
-def im2col_bits(src, img, geo, dst, row0, nw):
+def im2col_bits(src, img, geo, dst, row0, nw, q0, q1):
     """Patches of image img's bits (row img of src: an (H, W, C) channels-last bit string) into rows of dst.
 
     ``geo`` is the layer's row of Plan.params (columns layout.COL_*): input C x H x W, kernel, padding,
@@ -150,44 +157,46 @@ def im2col_bits(src, img, geo, dst, row0, nw):
     px * POOL_SW + dx) holds its bits in (i, j, c) order: kernel row i is the run of (j1 - j0) * c
     bits at ((yy * W + xs - PW + j0) * c) of the source, yy = yo * SH + i - PH, xs = xo * SW, 0 outside
     the image (zero padding of 01 bits); whole words when C is a multiple of 64. Source rows have a
-    spare word. Returns the next free row.
+    spare word. Only the pooled positions q0 <= py * OUT_W + px < q1 (clipped): one thread's share of
+    a layer (split.py). Returns the next free row.
     """
     c, h, w, kh, kw, ph, pw = geo[COL_C], geo[COL_H], geo[COL_W], geo[COL_KH], geo[COL_KW], geo[COL_PH], geo[COL_PW]
     sh, sw, qh, qw = geo[COL_SH], geo[COL_SW], geo[COL_POOL_H], geo[COL_POOL_W]
     qsh, qsw = geo[COL_POOL_SH], geo[COL_POOL_SW]
     r = row0
-    for py in range(geo[COL_OUT_H]):
-        for px in range(geo[COL_OUT_W]):
-            for dy in range(qh):
-                for dx in range(qw):
-                    y, x = (py * qsh + dy) * sh, (px * qsw + dx) * sw  # the patch's top left, unpadded
-                    for k in range(nw):
-                        dst[r, k] = 0
-                    j0, j1 = max(0, pw - x), min(kw, w + pw - x)
-                    for i in range(kh):
-                        yy = y + i - ph
-                        if yy < 0 or yy >= h or j0 >= j1:
-                            continue
-                        so, do, n = (yy * w + x - pw + j0) * c, (i * kw + j0) * c, (j1 - j0) * c
-                        if c % 64 == 0:  # whole words (C a multiple of 64): a plain copy
-                            sq, dq = np.uint64(so >> 6), np.uint64(do >> 6)
-                            for k in range(np.uint64(n >> 6)):
-                                dst[r, dq + k] = src[img, sq + k]
-                            continue
-                        while n > 0:  # copy n bits, at most a word at a time
-                            take = min(n, 64)
-                            q, sft = so >> 6, np.uint64(so & 63)
-                            v = src[img, q] >> sft
-                            if sft:
-                                v |= src[img, q + 1] << (np.uint64(64) - sft)
-                            if take < 64:
-                                v &= (np.uint64(1) << np.uint64(take)) - np.uint64(1)
-                            q, sft = do >> 6, np.uint64(do & 63)
-                            dst[r, q] |= v << sft
-                            if sft and sft + np.uint64(take) > np.uint64(64):
-                                dst[r, q + 1] |= v >> (np.uint64(64) - sft)
-                            so, do, n = so + take, do + take, n - take
-                    r += 1
+    out_w = geo[COL_OUT_W]
+    for pos in range(q0, min(q1, geo[COL_OUT_H] * out_w)):
+        py, px = pos // out_w, pos % out_w
+        for dy in range(qh):
+            for dx in range(qw):
+                y, x = (py * qsh + dy) * sh, (px * qsw + dx) * sw  # the patch's top left, unpadded
+                for k in range(nw):
+                    dst[r, k] = 0
+                j0, j1 = max(0, pw - x), min(kw, w + pw - x)
+                for i in range(kh):
+                    yy = y + i - ph
+                    if yy < 0 or yy >= h or j0 >= j1:
+                        continue
+                    so, do, n = (yy * w + x - pw + j0) * c, (i * kw + j0) * c, (j1 - j0) * c
+                    if c % 64 == 0:  # whole words (C a multiple of 64): a plain copy
+                        sq, dq = np.uint64(so >> 6), np.uint64(do >> 6)
+                        for k in range(np.uint64(n >> 6)):
+                            dst[r, dq + k] = src[img, sq + k]
+                        continue
+                    while n > 0:  # copy n bits, at most a word at a time
+                        take = min(n, 64)
+                        q, sft = so >> 6, np.uint64(so & 63)
+                        v = src[img, q] >> sft
+                        if sft:
+                            v |= src[img, q + 1] << (np.uint64(64) - sft)
+                        if take < 64:
+                            v &= (np.uint64(1) << np.uint64(take)) - np.uint64(1)
+                        q, sft = do >> 6, np.uint64(do & 63)
+                        dst[r, q] |= v << sft
+                        if sft and sft + np.uint64(take) > np.uint64(64):
+                            dst[r, q + 1] |= v >> (np.uint64(64) - sft)
+                        so, do, n = so + take, do + take, n - take
+                r += 1
     return r
 
 

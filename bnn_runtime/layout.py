@@ -15,6 +15,7 @@ KIND_CONV_BITS = 2  # convolution of bits: im2col rows times weight rows (popcou
 KIND_DENSE_BITS = 3  # dense layer on bits: weights by columns of 8 outputs
 KIND_CONV_LUT = 4  # convolution of bits with at most 8 channels: table lookups
 KIND_DENSE_VNNI = 5  # first dense layer on uint8 values with AVX512-VNNI
+KIND_CONV_RUNS = 6  # convolution of bits, <= 8 channels, kernel rows of <= 64 bits: patches of kernel-row runs
 KIND_NAMES = {
     KIND_CONV_U8: "conv_u8",
     KIND_DENSE_U8: "dense_u8",
@@ -22,11 +23,14 @@ KIND_NAMES = {
     KIND_DENSE_BITS: "dense_bits",
     KIND_CONV_LUT: "conv_lut",
     KIND_DENSE_VNNI: "dense_vnni",
+    KIND_CONV_RUNS: "conv_runs",
 }
 # what a driver is compiled for (driver.build, Plan.uses): bit k for kind k, and this bit for a first
 # convolution whose sums need int32 (conv_u8 compiles once per buffer type)
 USES_CONV_U8_I32 = len(KIND_NAMES)
-USES_ALL = (1 << (USES_CONV_U8_I32 + 1)) - 1  # every kind: the driver that serves every model (bnn warmup)
+USES_SPLIT = USES_CONV_U8_I32 + 1  # and this bit for a model that may share one image between threads (split.py)
+USES_ALL = (1 << (USES_SPLIT + 1)) - 1  # every kind: the driver that serves every model (bnn warmup)
+SPLIT_TILE = 0  # the tile driver.forward is given to share each image between the threads (split.py)
 
 # --------------------------------------------------------------------------- columns of a row of Plan.params
 COL_KIND = 0
@@ -62,6 +66,14 @@ COL_LUT_TAPS = 29
 COL_LUT_SIZE = 30
 COL_GRID_H = 31  # conv_u8: rows and pitch of one phase of the padded image (plan.phase_grid)
 COL_GRID_W = 32
+COL_RUN_SLOT = 33  # conv_runs: bits per kernel row slot (32: two per word, or 64)
+COL_TAP_COPY = 34  # conv_u8: elements per column-shifted copy of the padded image (0: no copies; plan.phase_grid)
+COL_OUT_WORDS = 35  # words of the layer's output bits (of one image)
+COL_CHUNKS = 36  # split.py: chunks of the layer when threads share an image (1: one piece)
+COL_CHUNK_LEN = 37  # split.py: pooled positions (convolution) or outputs (dense) per chunk
+COL_SPLIT_STATE = 38  # split.py: offset of the layer's claim counter and chunk statuses in an image's block
+COL_SPLIT_BITS = 39  # split.py: offset of the layer's shared output bits in an image's block
+COL_SPLIT_WORDS = 40  # split.py: words of those bits (the output and a spare word, or what the next layer reads)
 
 COLUMNS = tuple(name for _, name in sorted((v, k[4:].lower()) for k, v in globals().items() if k.startswith("COL_")))
 # the column names, in index order (COLUMNS[COL_X] == "x")
@@ -72,4 +84,5 @@ SLOT_ROWS = 1  # im2col rows / bit planes per image
 SLOT_ROW_WORDS = 2  # words of one such row
 SLOT_I16 = 3  # int16 buffer (conv_u8 with int16 sums, conv_lut window maxima)
 SLOT_I32 = 4  # int32 buffer (conv_u8 with int32 sums, conv_lut tap grid)
-N_SLOTS = 5
+SLOT_SPLIT = 5  # split.py: entries of one image's block of shared state
+N_SLOTS = 6

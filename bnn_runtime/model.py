@@ -9,7 +9,10 @@
 Every input goes through ``inputs.prepare_input`` (InputError for anything a kernel cannot
 take) before a kernel runs. Batches up to ``SERIAL_MAX`` images run in the calling thread;
 larger ones are split into tiles of up to ``tile`` images, shared out between ``threads``
-threads (smaller tiles when there are too few images for every thread to get one). A model
+threads (smaller tiles when there are too few images for every thread to get one). A network
+with enough work per image (split.SPLIT_MIN_WORD_OPS) runs any batch in parallel: tiles down to
+one image, and a batch smaller than the thread count image by image, every thread on every layer
+(split.py). A model
 loaded without ``threads`` takes, per batch, only the cores that other processes leave idle
 (idle.py), up to every core.
 """
@@ -28,8 +31,10 @@ from .errors import SettingError
 from .format import BnnFile, read_bnn
 from .idle import IdleCores
 from .inputs import prepare_input
+from .layout import SLOT_SPLIT, SPLIT_TILE, USES_SPLIT
 from .plan import Plan, build_plan
 from .reference import logits_from_scores, softmax
+from .split import state_size
 
 if TYPE_CHECKING:  # (imported on the first parallel batch: a warm start to batch 1 needs no thread pool)
     from concurrent.futures import ThreadPoolExecutor
@@ -119,15 +124,23 @@ class BnnModel:
         scores = np.empty((n, p.n_scores), np.int32)
         labels = np.empty(n, np.int64)
         threads = self.threads
-        if n > SERIAL_MAX and threads > 1 and self.adaptive:
+        splits = bool(self._uses & 1 << USES_SPLIT)  # an image's work is worth sharing between threads
+        parallel = n > SERIAL_MAX or (splits and n > 0)
+        if parallel and threads > 1 and self.adaptive:
             threads = _IDLE(threads)
-        if n <= SERIAL_MAX or threads == 1:
+        if not parallel or threads == 1:
             tile, nthreads = min(self.tile, n), 1
+        elif splits and n < threads:  # every thread on every image, layer by layer (split.py)
+            tile, nthreads = SPLIT_TILE, threads
         else:
-            tile = min(self.tile, max(SERIAL_MAX // 2, -(-n // (TILES_PER_THREAD * threads))))
+            least = 1 if splits else SERIAL_MAX // 2
+            tile = min(self.tile, max(least, -(-n // (TILES_PER_THREAD * threads))))
             nthreads = min(threads, -(-n // tile))
         self.threads_used = nthreads
-        state = np.zeros(1 + -(-n // tile), np.int64)
+        if tile == SPLIT_TILE:
+            state = np.zeros(state_size(n, n, int(p.sizes[SLOT_SPLIT])), np.int64)
+        else:
+            state = np.zeros(1 + -(-n // tile), np.int64)
         args = (flat, tile, p.sizes, *p.kernel_args, scores, labels, state)
         forward = compiled.forward(self._uses)
         if nthreads <= 1:
@@ -136,7 +149,7 @@ class BnnModel:
         pool = _pool()
         for _ in range(nthreads - 1):  # helpers: whatever they claim before the calling thread is done
             pool.submit(forward, *args, False)
-        forward(*args, True)  # claims tiles, then takes over those still open: never waits for a helper
+        forward(*args, True)  # claims tiles (or chunks), then takes over those still open: never waits for a helper
         return scores, labels
 
     def scores(self, x) -> np.ndarray:

@@ -274,6 +274,8 @@ def _popcount_cols(nr, nv, planes, bits):
 
 cols_bits4x4 = _popcount_cols(4, 4, False, True)
 cols_bits1x4 = _popcount_cols(1, 4, False, True)
+cols_bits4x2 = _popcount_cols(4, 2, False, True)
+cols_bits1x2 = _popcount_cols(1, 2, False, True)
 cols_bits4x1 = _popcount_cols(4, 1, False, True)
 cols_bits1x1 = _popcount_cols(1, 1, False, True)
 cols_sums1x1 = _popcount_cols(1, 1, False, False)
@@ -464,6 +466,145 @@ def ge_mask16(typingctx, m, thr, off):
     return types.uint64(m, thr, types.int64), codegen
 
 
+# --------------------------------------------------------------------------- first convolution on uint8: tap sums
+# first_layer.conv_u8 sums, per output, the pixels under the taps of its rarer sign, for TAP_LANES positions at
+# once: each tap is one unaligned vector load at a fixed offset from the block's first position (the image is
+# laid out so that this holds, plan.phase_grid). The sum stays in registers over all the taps of an output,
+# and the threshold, too, runs on the whole vector: no sum is stored. Generic LLVM vector operations only
+# (<64 x i16> is two 512-bit vectors here, four AVX2 or eight NEON registers elsewhere).
+
+TAP_LANES = 64  # conv output positions per block
+
+
+def _tap_sum(builder, xp, taps, tstride, row, t0, vec):
+    """The sum over the taps of row ``row`` of taps (its count, then its offsets) of the vectors xp[t0 + off:]."""
+    i64 = ir.IntType(64)
+    base = builder.mul(row, tstride)
+    acc = cgutils.alloca_once(builder, vec)
+    builder.store(ir.Constant(vec, None), acc)
+    with cgutils.for_range(builder, builder.load(builder.gep(taps, [base]))) as loop:
+        off = builder.load(builder.gep(taps, [builder.add(base, builder.add(loop.index, ir.Constant(i64, 1)))]))
+        p = builder.bitcast(builder.gep(xp, [builder.add(t0, off)]), vec.as_pointer())
+        builder.store(builder.add(builder.load(acc), builder.load(p, align=vec.element.width // 8)), acc)
+    return builder.load(acc)
+
+
+def _sums_array(a) -> bool:
+    return isinstance(a, types.Array) and a.ndim == 1 and a.dtype in (types.int16, types.int32) and a.layout == "C"
+
+
+def _taps_array(a) -> bool:
+    return isinstance(a, types.Array) and a.ndim == 2 and a.dtype == types.int64 and a.layout == "C"
+
+
+@intrinsic
+def tap_box(typingctx, xp, taps, row, t0, box):
+    """box[t0 : t0 + TAP_LANES] = the sums of xp over the taps of row ``row`` of taps (all of a kernel's: the box)."""
+    if not (_sums_array(xp) and _taps_array(taps) and _sums_array(box) and box.dtype == xp.dtype):
+        return None
+
+    def codegen(context, builder, sig, args):
+        xp_a, taps_a, row_v, t0_v, box_a = args
+        vec = ir.VectorType(context.get_data_type(sig.args[0].dtype), TAP_LANES)
+        tt = context.make_array(sig.args[1])(context, builder, taps_a)
+        tstride = cgutils.unpack_tuple(builder, tt.shape, 2)[1]
+        s = _tap_sum(builder, _data(context, builder, sig.args[0], xp_a), tt.data, tstride, row_v, t0_v, vec)
+        dst = builder.gep(_data(context, builder, sig.args[4], box_a), [t0_v])
+        builder.store(s, builder.bitcast(dst, vec.as_pointer()), align=vec.element.width // 8)
+        return context.get_dummy_value()
+
+    return types.none(xp, taps, types.int64, types.int64, box), codegen
+
+
+@intrinsic
+def tap_bits(typingctx, xp, taps, o0, nb, t0, box, consts, pv):
+    """pv[t0 : t0 + TAP_LANES] = bytes whose bit j (j < nb) is output o0 + j's bit at those positions.
+
+    Output o: s = e (2 A - B), A its sum over its taps (row o of taps), B = box[t0:], e = consts[0, o] *
+    consts[2, o] = sigma_o dir_o; the bit is s >= consts[1, o] = dir_o T_o clipped to the lanes' range (the sums
+    never reach it: plan.INT16_MAX). consts: (3, n) int64; pv: uint8.
+    """
+    if not (
+        _sums_array(xp)
+        and _taps_array(taps)
+        and _sums_array(box)
+        and box.dtype == xp.dtype
+        and _taps_array(consts)
+        and isinstance(pv, types.Array)
+        and pv.ndim == 1
+        and pv.dtype == types.uint8
+        and pv.layout == "C"
+    ):
+        return None
+
+    def codegen(context, builder, sig, args):
+        xp_a, taps_a, o0_v, nb_v, t0_v, box_a, c_a, pv_a = args
+        i64, i8 = ir.IntType(64), ir.IntType(8)
+        elem = context.get_data_type(sig.args[0].dtype)
+        vec, bytes_vec = ir.VectorType(elem, TAP_LANES), ir.VectorType(i8, TAP_LANES)
+        align = elem.width // 8
+        xp_p = _data(context, builder, sig.args[0], xp_a)
+        tt = context.make_array(sig.args[1])(context, builder, taps_a)
+        tstride = cgutils.unpack_tuple(builder, tt.shape, 2)[1]
+        box_p = builder.gep(_data(context, builder, sig.args[5], box_a), [t0_v])
+        b = builder.load(builder.bitcast(box_p, vec.as_pointer()), align=align)
+        cc = context.make_array(sig.args[6])(context, builder, c_a)
+        cstride = cgutils.unpack_tuple(builder, cc.shape, 2)[1]
+        top = (1 << (elem.width - 1)) - 1
+        bits = cgutils.alloca_once(builder, bytes_vec)
+        builder.store(ir.Constant(bytes_vec, None), bits)
+        with cgutils.for_range(builder, nb_v) as loop:
+            o = builder.add(o0_v, loop.index)
+
+            def const(q):
+                return builder.load(builder.gep(cc.data, [builder.add(builder.mul(ir.Constant(i64, q), cstride), o)]))
+
+            a = _tap_sum(builder, xp_p, tt.data, tstride, o, t0_v, vec)
+            d = builder.sub(builder.shl(a, _splat(builder, ir.Constant(elem, 1), vec)), b)
+            e = builder.trunc(builder.mul(const(0), const(2)), elem)
+            lim = const(1)
+            lim = builder.select(builder.icmp_signed(">", lim, ir.Constant(i64, top)), ir.Constant(i64, top), lim)
+            lim = builder.select(builder.icmp_signed("<", lim, ir.Constant(i64, -top)), ir.Constant(i64, -top), lim)
+            ge = builder.icmp_signed(
+                ">=", builder.mul(d, _splat(builder, e, vec)), _splat(builder, builder.trunc(lim, elem), vec)
+            )
+            bit = _splat(builder, builder.trunc(builder.shl(ir.Constant(i64, 1), loop.index), i8), bytes_vec)
+            on = builder.select(ge, bit, ir.Constant(bytes_vec, None))
+            builder.store(builder.or_(builder.load(bits), on), bits)
+        dst = builder.gep(_data(context, builder, sig.args[7], pv_a), [t0_v])
+        builder.store(builder.load(bits), builder.bitcast(dst, bytes_vec.as_pointer()), align=1)
+        return context.get_dummy_value()
+
+    return types.none(xp, taps, types.int64, types.int64, types.int64, box, consts, pv), codegen
+
+
+WIDEN_LANES = 32  # pixels per vector of widen
+
+
+@intrinsic
+def widen(typingctx, img, src, xp, dst, nvec):
+    """xp[dst : dst + 32 nvec] = img[src : src + 32 nvec], uint8 pixels widened to xp's lanes (int16 or int32), in
+    vectors of WIDEN_LANES (a row of the padded image in whole vectors: the caller keeps both ranges in bounds)."""
+    if not (isinstance(img, types.Array) and img.ndim == 1 and img.dtype == types.uint8 and _sums_array(xp)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        img_a, src_v, xp_a, dst_v, n_v = args
+        i64 = ir.IntType(64)
+        elem = context.get_data_type(sig.args[2].dtype)
+        bvec, wvec = ir.VectorType(ir.IntType(8), WIDEN_LANES), ir.VectorType(elem, WIDEN_LANES)
+        ip = builder.gep(_data(context, builder, sig.args[0], img_a), [src_v])
+        xp_p = builder.gep(_data(context, builder, sig.args[2], xp_a), [dst_v])
+        with cgutils.for_range(builder, n_v) as loop:
+            k = builder.mul(loop.index, ir.Constant(i64, WIDEN_LANES))
+            v = builder.load(builder.bitcast(builder.gep(ip, [k]), bvec.as_pointer()), align=1)
+            dst = builder.bitcast(builder.gep(xp_p, [k]), wvec.as_pointer())
+            builder.store(builder.zext(v, wvec), dst, align=elem.width // 8)
+        return context.get_dummy_value()
+
+    return types.none(img, types.int64, xp, types.int64, types.int64), codegen
+
+
 # --------------------------------------------------------------------------- atomics of the tile queue (driver.py)
 
 
@@ -527,6 +668,19 @@ def atomic_store(typingctx, arr, i, v):
 
 
 # --------------------------------------------------------------------------- views without numba's checks
+
+
+@intrinsic
+def misalign(typingctx, a):
+    """The address of a's first element modulo 64 (a cache line), in bytes."""
+    if not isinstance(a, types.Array):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ptr = builder.ptrtoint(_data(context, builder, sig.args[0], args[0]), ir.IntType(64))
+        return builder.and_(ptr, ir.Constant(ir.IntType(64), 63))
+
+    return types.int64(a), codegen
 
 
 @intrinsic

@@ -68,9 +68,9 @@ def main(path: str) -> None:
         out = np.zeros(plan.sizes[SLOT_BITS], np.uint64)
         scores = np.zeros((1, 1), np.int32)
         alpha, beta = p[COL_ALPHA], p[COL_BETA]
-        t_rows = _best(partial(K.im2col_bits, src, 0, p, rows, 0, nw))
+        t_rows = _best(partial(K.im2col_bits, src, 0, p, rows, 0, nw, 0, K.ALL))
         t_gemm = _best(
-            partial(K.gemm, rows, per, nw, wts, n_out, alpha, beta, consts, rowbit, 0, out, scores, 0, False)
+            partial(K.gemm, rows, per, nw, wts, n_out, alpha, beta, consts, rowbit, 0, out, scores, 0, False, 0, K.ALL)
         )
         timed.append((k, per, nw, n_out, t_rows, t_gemm))
     peak = max(peak, popcount_rate())

@@ -268,10 +268,15 @@ def _conv_bits_model(rng, c_bits: int, h: int, w: int, k: tuple, pad: tuple, poo
     st.sampled_from(["01", "pm1"]),
     st.integers(1, 40),
     st.integers(0, 2**31 - 1),
+    st.booleans(),
 )
-def test_table_convolutions_of_few_channels_are_exact(c, h, w, kh, kw, ph, pw, pool, n_out, enc, n, seed):
-    """Convolutions of bits with 1..8 channels run by table lookup (kernels.conv_lut): any width, padding, pool."""
-    from bnn_runtime.layout import KIND_CONV_BITS, KIND_CONV_LUT
+def test_convolutions_of_few_channels_are_exact(c, h, w, kh, kw, ph, pw, pool, n_out, enc, n, seed, runs):
+    """Convolutions of bits with 1..8 channels run on patches of kernel-row runs (conv_runs, kw * C <= 64 bits), or,
+    with that planner off, by table lookup (kernels.conv_lut): any width, padding, pool."""
+    from unittest import mock
+
+    from bnn_runtime import plan
+    from bnn_runtime.layout import KIND_CONV_BITS, KIND_CONV_LUT, KIND_CONV_RUNS
     from bnn_runtime.plan import LUT_MAX_BYTES, lut_layout
 
     if enc == "pm1":
@@ -284,9 +289,14 @@ def test_table_convolutions_of_few_channels_are_exact(c, h, w, kh, kw, ph, pw, p
     bnn = _conv_bits_model(rng, c, h, w, (kh, kw), (ph, pw), pool, n_out, enc)
     g, ng = lut_layout(c, kw)
     fits = kh * ng * 2 ** (g * c) * -(-n_out // 16) * 16 * 2 <= LUT_MAX_BYTES
-    assert BnnModel(bnn).plan.params[1, 0] == (KIND_CONV_LUT if fits else KIND_CONV_BITS)
     x = rng.integers(0, 256, (n, 1, h, w), dtype=np.uint8)
-    assert_exact(bnn, x, onnx=False)
+    if runs:
+        assert kw * c <= 64 and BnnModel(bnn).plan.params[1, 0] == KIND_CONV_RUNS
+        assert_exact(bnn, x, onnx=False)
+        return
+    with mock.patch.object(plan, "plan_conv_runs", lambda li: None):
+        assert BnnModel(bnn).plan.params[1, 0] == (KIND_CONV_LUT if fits else KIND_CONV_BITS)
+        assert_exact(bnn, x, onnx=False)
 
 
 @settings(max_examples=50, deadline=None)

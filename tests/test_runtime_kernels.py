@@ -75,7 +75,7 @@ def test_gemm_scores_are_the_dot_products(nrows, n_out, fan_in, encoding, seed):
     a, nw, wt, consts, alpha, beta, s, _, _ = _gemm_case(rng, nrows, n_out, fan_in, encoding)
     scores = np.zeros((nrows + 2, n_out + 1), np.int32)
     rowbit = np.zeros(nrows, np.int64)
-    K.gemm(a, nrows, nw, wt, n_out, alpha, beta, consts, rowbit, 0, np.zeros(1, np.uint64), scores, 2, True)
+    K.gemm(a, nrows, nw, wt, n_out, alpha, beta, consts, rowbit, 0, np.zeros(1, np.uint64), scores, 2, True, 0, K.ALL)
     assert np.array_equal(scores[2:, :n_out], s)
     assert not scores[:2].any() and not scores[:, n_out].any()
 
@@ -90,7 +90,7 @@ def test_gemm_threshold_and_pack_images(nrows, n_out, fan_in, encoding, seed):
     out = np.zeros(nrows * image_words, np.uint64)
     rowbit = np.zeros(nrows, np.int64)
     K.row_bit_offsets(nrows, 1, 1, 0, image_words * 64, rowbit)
-    K.gemm(a, nrows, nw, wt, n_out, alpha, beta, consts, rowbit, 0, out, np.zeros((1, 1), np.int32), 0, False)
+    K.gemm(a, nrows, nw, wt, n_out, alpha, beta, consts, rowbit, 0, out, np.zeros((1, 1), np.int32), 0, False, 0, K.ALL)
     bits = np.where(d > 0, s >= t, s <= t)
     got = unpack_bits(out.reshape(nrows, image_words), image_words * 64)
     assert np.array_equal(got[:, :n_out], bits)
@@ -121,7 +121,8 @@ def test_gemm_bits_threshold_pool_and_pack(nrows, n_out, fan_in, encoding, group
     K.row_bit_offsets(nrows, rows_per_image, group, n_out, image_words * 64, rowbit)
     out = np.zeros((n_img + 1) * image_words, np.uint64)
     bit0 = image_words * 64
-    K.gemm(a, nrows, nw, wt, n_out, alpha, beta, consts, rowbit, bit0, out, np.zeros((1, 1), np.int32), 0, False)
+    none = np.zeros((1, 1), np.int32)
+    K.gemm(a, nrows, nw, wt, n_out, alpha, beta, consts, rowbit, bit0, out, none, 0, False, 0, K.ALL)
     bits = np.where(d > 0, s[:nrows] >= t, s[:nrows] <= t)  # (nrows, n_out)
     pooled = bits.reshape(n_img, per_img, group, n_out).max(axis=2)  # OR over each group of rows
     assert not out[:image_words].any()
@@ -231,7 +232,7 @@ def test_im2col_bits_is_the_padded_patch(c, h, w, kh, kw, ph, pw, seed, stride, 
     windows = _conv_map(padded, kh, kw, stride, pool, pool_stride)
     dst = np.full((200 + len(windows), nw), np.uint64(2**64 - 1))
     geo = _geometry(c, h, w, kh, kw, ph, pw, stride, pool, pool_stride, 1)
-    end = K.im2col_bits(src, 1, geo, dst, 200, nw)
+    end = K.im2col_bits(src, 1, geo, dst, 200, nw, 0, K.ALL)
     expected = [padded[:, y : y + kh, x : x + kw].transpose(1, 2, 0).reshape(-1) for *_, y, x in windows]  # (i, j, c)
     assert end == 200 + len(expected)
     assert np.array_equal(unpack_bits(dst[200:end], k), np.array(expected))
@@ -273,9 +274,9 @@ def test_first_conv_sums_threshold_and_pool(c, h, w, k, pad, dtype, seed, stride
     d = rng.choice([-1, 1], n_out)
     consts = np.stack([sigma, d * t, d]).astype(np.int64)
     geo = _geometry(c, h, w, k, k, pad, pad, stride, pool, pool_stride, n_out)
-    from bnn_runtime.layout import COL_GRID_H, COL_GRID_W, COL_OUT_H, COL_OUT_W
+    from bnn_runtime.layout import COL_GRID_H, COL_GRID_W, COL_OUT_H, COL_OUT_W, COL_TAP_COPY
 
-    geo[COL_GRID_H], geo[COL_GRID_W] = grid["grid_h"], grid["grid_w"]
+    geo[COL_GRID_H], geo[COL_GRID_W], geo[COL_TAP_COPY] = grid["grid_h"], grid["grid_w"], grid["tap_copy"]
 
     out_h, out_w = geo[COL_OUT_H], geo[COL_OUT_W]
     size = conv_u8_scratch(grid)
