@@ -4,7 +4,7 @@ Four engines, timed interleaved in one process with the same thread count:
 
 * ``runtime``: ``bnn_runtime`` (Numba popcount kernels), ``predict``;
 * ``onnxruntime_exported``: onnxruntime on the ONNX graph ``bnn export`` writes (``bnn_to_onnx``: the
-  exact float32 graph where it is exact, else the integer one);
+  fast exact graph of ``onnx_exact_float`` where its sums fit float32, else the integer one);
 * ``onnxruntime_integer``: onnxruntime on the integer ONNX graph of the same .bnn (``bnn_to_onnx_integer``);
 * ``onnxruntime_fp32``: onnxruntime on the float network of the same topology -- ReLU, the same
   widths, max pooling, no BatchNorm -- built by ``bnn_train`` from the model's training

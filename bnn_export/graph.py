@@ -39,6 +39,13 @@ class Graph:
         self.nodes.append(helper.make_node(op_type, inputs, [out], name=out, **attrs))
         return out
 
+    def split(self, x: str, parts: int, axis: int, hint: str = "part") -> list[str]:
+        """``Split`` of x into ``parts`` equal parts along ``axis``: their names."""
+        outs = [self.fresh(hint) for _ in range(parts)]
+        x = self._renamed.get(x, x)
+        self.nodes.append(helper.make_node("Split", [x], outs, name=self.fresh("split"), axis=axis))
+        return outs
+
     def input(self, name: str, elem_type: int, shape: list) -> str:
         self.inputs.append(helper.make_tensor_value_info(name, elem_type, shape))
         return name
@@ -82,6 +89,7 @@ def heaviside_of_integers(g: Graph, z: str) -> str:
     return g.op("HardSigmoid", [z], "step", alpha=1.0, beta=0.0)
 
 
+BOOL = TensorProto.BOOL
 FLOAT = TensorProto.FLOAT
 DOUBLE = TensorProto.DOUBLE
 INT32 = TensorProto.INT32

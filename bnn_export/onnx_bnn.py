@@ -1,8 +1,8 @@
 """The deployed .bnn network as a standard-operator ONNX graph: ``bnn_to_onnx`` picks the form.
 
-``bnn_to_onnx`` writes the exact graph of ``onnx_exact_float`` (float convolutions, integer dense
-layers: onnxruntime's fast kernels) when every sum fits float32 exactly, else the integer graph built
-here (``bnn_to_onnx_integer``).
+``bnn_to_onnx`` writes the exact graph of ``onnx_exact_float`` (convolutions as QLinearConv, banded
+MatMulInteger or float Conv, integer dense layers: onnxruntime's fast kernels) when every sum fits
+float32 exactly, else the integer graph built here (``bnn_to_onnx_integer``).
 Both are built from the .bnn model itself, one handler per layer kind, so onnxruntime computes
 exactly the numbers the runtime does. The integer graph:
 

@@ -180,7 +180,8 @@ def _print(result: dict) -> None:
         f"load average {m['load_average_1min']:.2f}"
     )
     table = Table(
-        caption="ORT exported .onnx: the exact graph bnn export writes (float Conv, integer dense layers); ORT fp32: "
+        caption="ORT exported .onnx: the exact graph bnn export writes (integer convolutions and dense layers, "
+        "float Conv where faster); ORT fp32: "
         "onnxruntime on the float network of the same topology (ReLU, max pooling)"
     )
     for col in ("engine", f"img/s @{result['batch']}", "p50 us", "p90 us", "img/s vs fp32", "p50 vs fp32"):

@@ -1,6 +1,8 @@
 """The exported ONNX: exact float32 Conv/Gemm where every sum fits 2**24, the integer graph where not;
 onnxruntime on either == the reference (scores, logits, labels), bit for bit."""
 
+import itertools
+
 import numpy as np
 import onnx
 import pytest
@@ -9,7 +11,7 @@ from hypothesis import strategies as st
 
 from bnn_export.api import onnx_session
 from bnn_export.onnx_bnn import bnn_to_onnx, bnn_to_onnx_integer
-from bnn_export.onnx_exact_float import exact_float_fits
+from bnn_export.onnx_exact_float import CONV_FORMS, bnn_to_onnx_float, conv_form, exact_float_fits
 from bnn_runtime.bits import pack_signs
 from bnn_runtime.format import parse, read_bnn, to_bytes
 from bnn_runtime.reference import predict_from_scores, reference_logits, reference_scores
@@ -25,6 +27,25 @@ def run(model: onnx.ModelProto, x: np.ndarray) -> dict[str, np.ndarray]:
 
 def ops(model: onnx.ModelProto) -> set[str]:
     return {n.op_type for n in model.graph.node}
+
+
+FORM_OPS = {"quantized": "QLinearConv", "banded": "MatMulInteger", "float": "Conv"}
+
+
+def forms(bnn) -> list[str | None]:
+    """Each layer's convolution form (None for a dense layer), as the exporter chooses it."""
+    last = len(bnn.layers) - 1
+    return [conv_form(bnn, layer, i == last) if layer["kind"] == "conv" else None for i, layer in enumerate(bnn.layers)]
+
+
+def layer_ops(model: onnx.ModelProto) -> dict[str, str]:
+    """{layer name: the operator of its sums}: the nodes named after a layer (``Graph.op``'s ``name_N``)."""
+    found: dict[str, set[str]] = {}
+    for n in model.graph.node:
+        if n.op_type in ("Conv", "QLinearConv", "MatMulInteger"):
+            found.setdefault(n.name.rsplit("_", 1)[0], set()).add(n.op_type)
+    assert all(len(kinds) == 1 for kinds in found.values()), found
+    return {name: kinds.pop() for name, kinds in found.items()}
 
 
 def assert_exact(bnn, model: onnx.ModelProto, x: np.ndarray) -> None:
@@ -44,9 +65,10 @@ def test_golden_models_export_exact_float_graphs(name):
     model = bnn_to_onnx(bnn)
     assert exact_float_fits(bnn)
     assert "ConvInteger" not in ops(model) and ops(model) & {"Conv", "Gemm", "MatMulInteger"}
-    integer = [n for n in model.graph.node if n.op_type == "MatMulInteger"]  # the dense layers
-    assert len(integer) == sum(layer["kind"] == "dense" for layer in bnn.layers)
-    assert sum(n.op_type == "Conv" for n in model.graph.node) == sum(layer["kind"] == "conv" for layer in bnn.layers)
+    assert layer_ops(model) == {
+        layer["name"]: "MatMulInteger" if layer["kind"] == "dense" else FORM_OPS[form]
+        for layer, form in zip(bnn.layers, forms(bnn), strict=True)
+    }
     assert {p.key: p.value for p in model.metadata_props}["graph"] == "exact float32"
     assert_exact(bnn, model, x)
     assert_exact(bnn, model, x[:1])
@@ -112,22 +134,103 @@ def optimized_ops(model: onnx.ModelProto, tmp_path, level: str = "ORT_ENABLE_ALL
     return [(n.op_type, next((a.s.decode() for a in n.attribute if a.name == "activation"), "")) for n in nodes]
 
 
-def test_conv_steps_are_hard_sigmoids_after_the_pool_and_dense_layers_integer(tmp_path):
-    """LeNet-5: a convolution's step is one HardSigmoid(alpha 1, beta 0) on its pooled float sums; a dense layer
-    is MatMulInteger on uint8 bits (the conv bits cast once) and its step a GreaterOrEqual on the int32 sums."""
+def test_lenet5_convolutions_are_banded_integer_products(tmp_path):
+    """LeNet-5's convolutions (1 and 6 input channels) are one MatMulInteger each: the uint8 rows behind each pooled
+    output row, Gathered from the row layout, times the banded int8 matrices of the 2x2 pool's four positions side
+    by side; the pool is the element-wise Max of the four Split parts of the int32 sums, the step GreaterOrEqual; no
+    float operator before the logits, and onnxruntime runs the graph as it is."""
     bnn = read_bnn(GOLDEN / "lenet5_mnist.bnn")
     model = bnn_to_onnx(bnn)
-    producers = {n.output[0]: n.op_type for n in model.graph.node}
-    steps = [n for n in model.graph.node if n.op_type == "HardSigmoid"]
-    assert all({a.name: a.f for a in n.attribute} == {"alpha": 1.0, "beta": 0.0} for n in steps)
-    assert [producers[n.input[0]] for n in steps] == ["MaxPool", "MaxPool"]
+    assert forms(bnn) == ["banded", "banded", None, None, None]
+    producer = {o: n for n in model.graph.node for o in n.output}
+    pools = [n for n in model.graph.node if n.op_type == "Max"]
+    assert len(pools) == 2 and all(len(n.input) == 4 for n in pools)
+    splits = [producer[n.input[0]] for n in pools]
+    assert all(
+        split.op_type == "Split" and list(split.output) == list(n.input) for split, n in zip(splits, pools, strict=True)
+    )
+    products = [producer[split.input[0]] for split in splits]
+    assert all(n.op_type == "MatMulInteger" and producer[n.input[0]].op_type == "Reshape" for n in products)
+    assert all(producer[producer[n.input[0]].input[0]].op_type == "Gather" for n in products)
+    arrays = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    bands = [arrays[n.input[1]] for n in products]
+    assert all(w.dtype == np.int8 and set(np.unique(w)) <= {-1, 0, 1} for w in bands)
+    assert [w.shape for w in bands] == [(6 * 1 * 28, 4 * 6 * 14), (6 * 6 * 14, 4 * 16 * 5)]  # 6 = 5 taps + 1 row
     compares = [n for n in model.graph.node if n.op_type == "GreaterOrEqual"]
-    assert [producers[n.input[0]] for n in compares] == ["MatMulInteger", "MatMulInteger"]
-    assert "Clip" not in ops(model) and "Gemm" not in ops(model)
-    casts = [n for n in model.graph.node if n.op_type == "Cast"]
-    assert [producers.get(n.input[0], n.input[0]) for n in casts[:2]] == ["images", "Flatten"]
+    assert [producer[n.input[0]].op_type for n in compares] == ["Max", "Max", "MatMulInteger", "MatMulInteger"]
+    assert not ops(model) & {"Conv", "HardSigmoid", "Gemm", "QLinearConv"}
+    floats = [n for n in model.graph.node if n.op_type == "Cast" and n.attribute[0].i == onnx.TensorProto.FLOAT]
+    assert floats == []
+    assert [op for op, _ in optimized_ops(model, tmp_path)] == [n.op_type for n in model.graph.node]
+
+
+def test_wide_convolutions_are_qlinearconv_of_saturated_bits(tmp_path):
+    """A convolution with >= 16 input channels is QLinearConv: uint8 input (scale 1), int8 +-1 weights (scale 1), an
+    int32 bias, the output scale k/255 that saturates every sum >= 1 to 255 and every sum <= 0 to 0; its pool a
+    MaxPool of those uint8 bits; onnxruntime runs it in NHWC. Exact on 255s, 0s and random pixels."""
+    from bnn_export.synthetic import synthetic_bnn
+
+    bnn = parse(to_bytes(*synthetic_bnn("16C3-16C3-MP2-32C3-MP2-32FC", (3, 12, 12))))
+    model = bnn_to_onnx(bnn)
+    assert forms(bnn) == ["banded", "quantized", "quantized", None, None]
+    arrays = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    qconvs = [n for n in model.graph.node if n.op_type == "QLinearConv"]
+    for node, k in zip(qconvs, (1, 255), strict=True):  # the first takes 0/1 bits, the second 0/255
+        x_scale, x_zero, w, w_scale, w_zero, y_scale, y_zero, bias = (arrays[i] for i in node.input[1:])
+        assert (x_scale, w_scale, x_zero, w_zero, y_zero) == (1.0, 1.0, 0, 0, 0)
+        assert w.dtype == np.int8 and set(np.unique(w)) <= {-1, 1} and bias.dtype == np.int32
+        assert y_scale == np.float32(k / 255)
+    producer = {n.output[0]: n.op_type for n in model.graph.node}
+    pools = [n for n in model.graph.node if n.op_type == "MaxPool"]
+    assert [producer[n.input[0]] for n in pools] == ["QLinearConv", "QLinearConv"]
     optimized = [op for op, _ in optimized_ops(model, tmp_path)]
-    assert optimized.count("HardSigmoid") == 2 and optimized.count("MatMulInteger") == 3
+    assert optimized.count("QLinearConv") == 2 and optimized.count("NhwcMaxPool") == 2
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 256, (32, *bnn.input_shape), dtype=np.uint8)
+    x[0], x[1] = 255, 0
+    assert_exact(bnn, model, x)
+
+
+@pytest.mark.parametrize("prefer", CONV_FORMS)
+@pytest.mark.parametrize("name", NAMES)
+def test_every_convolution_form_is_exact_on_the_golden_models(name, prefer):
+    """Each form forced on every convolution where it is exact: the same scores, logits and labels."""
+    bnn = read_bnn(GOLDEN / f"{name}.bnn")
+    with np.load(GOLDEN / f"{name}.npz", allow_pickle=False) as f:
+        x = f["x"]
+    model = bnn_to_onnx_float(bnn, prefer=prefer)
+    hidden = [layer for layer, form in zip(bnn.layers, forms(bnn), strict=True) if form not in (None, "float")]
+    assert all(layer_ops(model)[layer["name"]] == FORM_OPS[prefer] for layer in hidden)
+    assert_exact(bnn, model, x)
+
+
+def test_every_pair_of_convolution_forms_is_exact():
+    """Three convolutions (1 -> 1 -> 3 -> 4 channels, then strided and zero-padded) in each of the 27 sequences of
+    forms: every change between forms, on one channel and on several, keeps the runtime's numbers."""
+    from bnn_export.synthetic import synthetic_bnn
+
+    bnn = parse(to_bytes(*synthetic_bnn("1C3-3C3-MP2-4C3s2-8FC", (1, 13, 11))))
+    rng = np.random.default_rng(11)
+    x = rng.integers(0, 256, (16, *bnn.input_shape), dtype=np.uint8)
+    x[0], x[1] = 255, 0
+    names = [layer["name"] for layer in bnn.layers if layer["kind"] == "conv"]
+    for wishes in itertools.product(CONV_FORMS, repeat=len(names)):
+        model = bnn_to_onnx_float(bnn, prefer=dict(zip(names, wishes, strict=True)))
+        assert [layer_ops(model)[n] for n in names] == [FORM_OPS[w] for w in wishes]
+        assert_exact(bnn, model, x)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2**31 - 1), st.integers(1, 12), st.lists(st.sampled_from(CONV_FORMS), min_size=2, max_size=2))
+def test_any_sequence_of_convolution_forms_is_exact(seed, n, wishes):
+    """Random layouts, each convolution in a drawn form: every change of layout and value encoding between two
+    forms (float 0/1, uint8 0/1 or 0/255, NCHW or row layout) keeps the runtime's numbers."""
+    rng = np.random.default_rng(seed)
+    bnn, _ = random_bnn(rng)
+    x = rng.integers(0, 256, (n, *bnn.input_shape), dtype=np.uint8)
+    x[0] = 255
+    prefer = {layer["name"]: wish for layer, wish in zip(bnn.layers, wishes, strict=False)}
+    assert_exact(bnn, bnn_to_onnx_float(bnn, prefer=prefer), x)
 
 
 @pytest.mark.parametrize("level", ["ORT_DISABLE_ALL", "ORT_ENABLE_ALL"])
