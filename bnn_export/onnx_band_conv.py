@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnn_runtime.reference import conv_stride, pool_stride
+from bnn_runtime.plan import conv_geometry
 
 from .graph import UINT8, Graph, heaviside
 
@@ -28,32 +28,11 @@ BAND_MAX_BYTES = 2**22  # the int8 band matrices of one layer, all pool position
 
 
 def _geometry(layer: dict) -> dict:
-    c, h, w = layer["in_shape"]
-    kh, kw = layer["kernel"]
-    ph, pw = layer["padding"]
-    sh, sw = conv_stride(layer)
-    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-    pool = layer.get("pool")
-    py, px = pool["size"] if pool else (1, 1)
-    sy, sx = pool_stride(pool) if pool else (1, 1)
-    return dict(
-        c=c,
-        h=h,
-        w=w,
-        kh=kh,
-        kw=kw,
-        ph=ph,
-        pw=pw,
-        sh=sh,
-        sw=sw,
-        py=py,
-        px=px,
-        sy=sy,
-        sx=sx,
-        hp=(oh - py) // sy + 1,
-        wp=(ow - px) // sx + 1,
-        cout=layer["out_features"],
-    )
+    """The runtime's geometry of the convolution (bnn_runtime.plan.conv_geometry), in this module's names: pool
+    window py x px, its stride sy x sx, the pooled output hp x wp, cout outputs."""
+    g = conv_geometry(layer)
+    names = dict(pool_h="py", pool_w="px", pool_sh="sy", pool_sw="sx", out_h="hp", out_w="wp")
+    return {names.get(k, k): v for k, v in g.items()} | {"cout": layer["out_features"]}
 
 
 def banded(layer: dict) -> bool:
