@@ -35,10 +35,15 @@ def _geometry(layer: dict) -> dict:
     return {names.get(k, k): v for k, v in g.items()} | {"cout": layer["out_features"]}
 
 
+def _span(d: dict) -> int:
+    """Input rows behind one pooled output row."""
+    return (d["py"] - 1) * d["sh"] + d["kh"]
+
+
 def banded(layer: dict) -> bool:
     """Whether a (hidden, thresholded) convolution's input is narrow enough for its kernel to run banded."""
     d = _geometry(layer)
-    size = d["py"] * d["px"] * d["kh"] * d["c"] * d["w"] * d["cout"] * d["wp"]
+    size = _span(d) * d["c"] * d["w"] * d["py"] * d["px"] * d["cout"] * d["wp"]  # int8 bytes of band_conv's matrix
     return d["w"] <= BAND_MAX_WIDTH_RATIO * d["kw"] and size <= BAND_MAX_BYTES
 
 
@@ -62,7 +67,7 @@ def band_conv(g: Graph, layer: dict, w: np.ndarray, bias: np.ndarray, x: str) ->
     d = _geometry(layer)
     if d["ph"]:  # zero rows above and below (the width's padding is left out of the band)
         x = g.op("Pad", [x, g.const(np.array([0, d["ph"], 0, 0, d["ph"], 0], np.int64), "pads")])
-    span = (d["py"] - 1) * d["sh"] + d["kh"]  # input rows behind one pooled output row
+    span = _span(d)
     first = np.arange(d["hp"]) * d["sy"] * d["sh"]
     rows = g.op("Gather", [x, g.const((first[:, None] + np.arange(span)).astype(np.int64), "rows")], axis=1)
     k = span * d["c"] * d["w"]
