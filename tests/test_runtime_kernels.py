@@ -80,25 +80,8 @@ def test_gemm_scores_are_the_dot_products(nrows, n_out, fan_in, encoding, seed):
     a, nw, wt, consts, alpha, beta, s, _, _ = _gemm_case(rng, nrows, n_out, fan_in, encoding)
     scores = np.zeros((nrows + 2, n_out + 1), np.int32)
     rowbit = np.zeros(nrows, np.int64)
-    K.gemm(
-        a,
-        nrows,
-        nw,
-        wt,
-        n_out,
-        alpha,
-        beta,
-        consts,
-        rowbit,
-        0,
-        np.zeros(1, np.uint64),
-        scores,
-        2,
-        True,
-        0,
-        K.ALL,
-        _work(nrows),
-    )
+    no_bits = np.zeros(1, np.uint64)
+    K.gemm(a, nrows, nw, wt, n_out, alpha, beta, consts, rowbit, 0, no_bits, scores, 2, True, 0, K.ALL, _work(nrows))
     assert np.array_equal(scores[2:, :n_out], s)
     assert not scores[:2].any() and not scores[:, n_out].any()
 
@@ -113,25 +96,8 @@ def test_gemm_threshold_and_pack_images(nrows, n_out, fan_in, encoding, seed):
     out = np.zeros(nrows * image_words, np.uint64)
     rowbit = np.zeros(nrows, np.int64)
     K.row_bit_offsets(nrows, 1, 1, 0, image_words * 64, rowbit)
-    K.gemm(
-        a,
-        nrows,
-        nw,
-        wt,
-        n_out,
-        alpha,
-        beta,
-        consts,
-        rowbit,
-        0,
-        out,
-        np.zeros((1, 1), np.int32),
-        0,
-        False,
-        0,
-        K.ALL,
-        _work(nrows),
-    )
+    none = np.zeros((1, 1), np.int32)
+    K.gemm(a, nrows, nw, wt, n_out, alpha, beta, consts, rowbit, 0, out, none, 0, False, 0, K.ALL, _work(nrows))
     bits = np.where(d > 0, s >= t, s <= t)
     got = unpack_bits(out.reshape(nrows, image_words), image_words * 64)
     assert np.array_equal(got[:, :n_out], bits)
