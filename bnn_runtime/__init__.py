@@ -1,5 +1,8 @@
 """bnn_runtime: load a .bnn file and run it on CPU. Imports only numpy and numba -- never torch or onnx.
 
+A warm process (the driver's machine code in the kernel cache: native.py) imports numpy and llvmlite
+(numba's own dependency) only, not numba itself.
+
 The file format (reader, writer, validation) and the bit layout live here, so that an edge
 device needs nothing else; ``reference`` is the plain NumPy executor used as the oracle, and
 ``load`` gives the fast one (Numba popcount kernels, ``model.BnnModel``)::
@@ -29,8 +32,9 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    """``BnnModel`` and ``load`` import numba (and the kernels) on first use, not with every submodule:
-    the file format and bit helpers serve bnn_train and bnn_export without them."""
+    """``BnnModel`` and ``load`` import the runtime (and numba, where the kernels are not in the cache as machine
+    code) on first use, not with every submodule: the file format and bit helpers serve bnn_train and bnn_export
+    without them."""
     if name in ("BnnModel", "load"):
         from . import model
 

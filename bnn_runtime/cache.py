@@ -1,19 +1,10 @@
-"""Where the compiled kernels are kept: one numba cache directory, keyed by a hash of the runtime's sources.
+"""numba's side of the kernel cache: every kernel of the runtime cached in cache_path.cache_dir(), loaded quickly.
 
-numba's on-disk cache checks only the file that holds a function, not the modules it calls or
-the constants it reads (layout.py): a kernel compiled against old constants would be loaded.
-So every ``@njit(cache=True)`` function of ``bnn_runtime`` is cached through ``KernelCacheLocator``,
-whose directory name and source stamp are a hash of the files of compiled code and the constants
-it reads (KERNEL_SOURCES: a test checks that every file with a kernel is listed), numba's version
-and the VNNI mode (BNN_RUNTIME_VNNI): any edit of them compiles afresh into a new directory.
-(numba's own index keeps the CPU apart: one directory serves several machines.)
-
-The directory, first that can be written:
-
-1. ``$BNN_CACHE_DIR`` when set (CacheError if it cannot be written: the user chose it);
-2. ``$NUMBA_CACHE_DIR`` when set;
-3. ``bnn_runtime/__pycache__`` beside the sources (a normal, writable install);
-4. the user's cache directory, ``$XDG_CACHE_HOME/bnn`` or ``~/.cache/bnn`` (a read-only install).
+numba's on-disk cache checks only the file that holds a function, not the modules it calls or the constants it
+reads: so every ``@njit(cache=True)`` function of ``bnn_runtime`` is cached through ``KernelCacheLocator``, in
+cache_path.cache_dir() (named by, and stamped with, cache_path.source_key(): a hash of every kernel source).
+(numba's own index keeps the CPU apart: one directory serves several machines.) A ready marker per CPU and
+driver says that a driver is there (``is_ready``: no compile notice).
 
 numba writes each cache file to a temporary name and renames it, so an interrupted warm-up
 leaves only whole files (the rest compiles next time).
@@ -31,63 +22,9 @@ import numpy as np
 from numba import njit
 from numba.core import caching
 
-from .errors import BnnError
+from .cache_path import PACKAGE, CacheError, cache_dir, source_key  # noqa: F401 (CacheError: re-exported)
 
-PACKAGE = Path(__file__).resolve().parent
-ENV = "BNN_CACHE_DIR"
-IN_TREE = PACKAGE / "__pycache__"  # the cache of a writable install
-KERNEL_SOURCES = ("layout.py", "simd.py", "kernels.py", "first_layer.py", "conv_runs.py", "split.py", "driver.py")
 READY = "ready-{}-{:x}"  # a marker file per CPU (a hash of numba's target triple, CPU name and features) and driver
-
-
-class CacheError(BnnError, OSError):
-    """No directory for the compiled kernels can be written."""
-
-
-@functools.cache
-def source_key() -> str:
-    """sha256 of the kernel source files, numba's version and the VNNI mode."""
-    import numba
-
-    h = hashlib.sha256(numba.__version__.encode())
-    h.update(os.environ.get("BNN_RUNTIME_VNNI", "auto").strip().lower().encode())
-    for name in KERNEL_SOURCES:
-        h.update(name.encode() + b"\0" + (PACKAGE / name).read_bytes())
-    return h.hexdigest()
-
-
-def _writable(path: Path) -> bool:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=path).close()
-        return True
-    except OSError:
-        return False
-
-
-def _user_cache() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "bnn"
-
-
-@functools.cache
-def cache_dir() -> Path:
-    """The directory of this build's compiled kernels (created); CacheError when none can be written."""
-    sub = f"numba-{source_key()[:16]}"
-    chosen = os.environ.get(ENV)
-    if chosen:
-        path = Path(chosen).expanduser() / sub
-        if not _writable(path):
-            raise CacheError(f"cannot write the kernel cache in {chosen} ({ENV}): choose a writable directory")
-        return path
-    candidates = [Path(d) / "bnn_runtime" for d in [os.environ.get("NUMBA_CACHE_DIR")] if d]
-    candidates += [IN_TREE, _user_cache()]
-    for base in candidates:
-        if _writable(base / sub):
-            return base / sub
-    raise CacheError(
-        f"cannot write the kernel cache in {' or '.join(map(str, candidates))}: set {ENV} to a writable directory"
-    )
 
 
 @functools.cache
@@ -162,8 +99,11 @@ class QuickLoadCache(caching.FunctionCache):
     imports and registers every typing and lowering module it has (numba.np.*, and scipy's BLAS where scipy
     is installed), about 0.3 s of a warm start that needs only the runtime -- the cached library is machine
     code. NRT starts only when the machine code calls it (a kernel not compiled by ``kernel``). A miss compiles
-    as usual, and numba's compiler refreshes the context itself first.
+    as usual, and numba's compiler refreshes the context itself first. ``object_code``: the machine code of the
+    function last loaded (native_build.py writes it out with a C entry point), else None.
     """
+
+    object_code: bytes | None = None
 
     def __init__(self, py_func):
         super().__init__(py_func)
@@ -174,6 +114,8 @@ class QuickLoadCache(caching.FunctionCache):
                 from numba.core.runtime import rtsys
 
                 rtsys.initialize(target_context)
+            else:
+                self.object_code = payload[0][2][0]  # (numba hands it to LLVM and forgets it: native_build's)
             return rebuild(target_context, payload)
 
         self._impl.rebuild = rebuild_with_nrt

@@ -1,12 +1,14 @@
 """The compiled driver, loaded from the kernel cache or compiled once, with a notice when it compiles.
 
-``forward(uses)`` returns driver.build(uses) compiled for the one signature every model runs with (the
+``forward(uses)`` returns the driver's machine code from the kernel cache without numba when it is there
+(native.py), else driver.build(uses) compiled for the one signature every model runs with (the
 layers are data: rows of params), with only the kernels of the layer kinds ``uses`` that the model
 needs (Plan.uses): a model compiles or loads its own kernels, one specialisation shared by the
 serial and the parallel path -- or the driver for every kind (layout.USES_ALL), when this process
 or the cache has it. The first time on a machine (no cache yet) that takes seconds; ``set_notice``
 lets an application say so (the CLI prints NOTICE on stderr), and ``bnn warmup`` calls ``forward()``
-(every kind) ahead of time.
+(every kind) ahead of time. Once numba has compiled or loaded a driver, its native file is written for the
+next process (native_build.py; ~0.1 s after a compile), unless a valid one is there.
 """
 
 from __future__ import annotations
@@ -29,30 +31,10 @@ def set_notice(callback: Callable[[str], None] | None) -> None:
 
 
 def signature():
-    """The argument types of driver.forward (arrays C-contiguous, as model.BnnModel.run passes them)."""
-    from numba import types
+    """The argument types of driver.forward (arrays C-contiguous, as model.BnnModel.run passes them: native.ARRAYS)."""
+    from .native_build import signature
 
-    def arr(dtype, ndim):
-        return types.Array(dtype, ndim, "C")
-
-    i64 = types.int64
-    return (
-        arr(types.uint8, 2),
-        i64,
-        arr(i64, 1),
-        arr(i64, 2),
-        arr(types.uint64, 1),
-        arr(i64, 1),
-        arr(i64, 2),
-        arr(types.float64, 1),
-        arr(types.float64, 1),
-        arr(i64, 2),
-        arr(types.int32, 2),
-        arr(i64, 1),
-        arr(i64, 1),
-        arr(i64, 1),
-        types.boolean,
-    )
+    return signature()
 
 
 def forward(uses: int | None = None):
@@ -61,6 +43,14 @@ def forward(uses: int | None = None):
     fn = _drivers.get(USES_ALL) or _drivers.get(uses)  # (every batch comes here: the common case first)
     if fn is not None:
         return fn
+    from . import native
+
+    with _lock:
+        for kinds in dict.fromkeys((USES_ALL if uses is None else uses, USES_ALL)):  # (numba's order below)
+            fn = _drivers.get(kinds) or native.load(kinds)
+            if fn is not None:
+                _drivers[kinds] = fn
+                return fn
     from . import cache
 
     if uses is None or (not cache.is_ready(uses) and cache.is_ready(USES_ALL)):
@@ -83,5 +73,21 @@ def specialised(uses: int):
             fn.compile(signature())
             if not ready:
                 cache.mark_ready(uses)
+            _write_native(uses, fn)
             _drivers[uses] = fn
         return _drivers[uses]
+
+
+def _write_native(uses: int, fn) -> None:
+    """Leave the driver's native file (native.py) for the next process, unless a valid one is there or the native
+    path is off. It only saves the next process numba's import: any failure here is ignored (numba runs)."""
+    from . import native
+
+    if not native.enabled() or native.read(uses) is not None:
+        return
+    try:
+        from . import native_build
+
+        native_build.write(uses, fn)
+    except Exception:  # (an optimisation for later processes; this one has its driver)
+        pass

@@ -221,7 +221,7 @@ def build(uses: int):
         A tile's images go through every layer (one kernel call per kind) into ``mine``, its own scores.
 
         tile == SPLIT_TILE (a model compiled with USES_SPLIT): tiles of one image, each shared between the
-        threads layer by layer (split.py; state: split.state_size entries, zero): a piece of work is then one
+        threads layer by layer (split.py; state: split_plan.state_size entries, zero): a piece of work is then one
         chunk of one layer, from split.next_chunk, computed into this thread's bits and committed to the
         layer's shared bits.
         """

@@ -87,6 +87,8 @@ SLOT_I32 = 4  # int32 buffer (conv_u8 with int32 sums, conv_lut tap grid)
 SLOT_SPLIT = 5  # split.py: entries of one image's block of shared state
 N_SLOTS = 6
 
+TAP_LANES = 64  # first_layer.conv_u8 (simd.py): conv output positions per block
+
 # --------------------------------------------------------------------------- one thread's scratch (driver.forward)
 VNNI_WORK = 3 * 8 * 16  # int64 results of dense_vnni's largest register block (3 vectors x 8 images x 16 lanes)
 SPLIT_CURSOR = 8  # split.next_chunk's (image, layer, ...) of one thread

@@ -10,7 +10,7 @@ Every input goes through ``inputs.prepare_input`` (InputError for anything a ker
 take) before a kernel runs. Batches up to ``SERIAL_MAX`` images run in the calling thread;
 larger ones are split into tiles of up to ``tile`` images, shared out between ``threads``
 threads (smaller tiles when there are too few images for every thread to get one). A network
-with enough work per image (split.SPLIT_MIN_WORD_OPS) runs any batch in parallel: tiles down to
+with enough work per image (split_plan.SPLIT_MIN_WORD_OPS) runs any batch in parallel: tiles down to
 one image, and a batch smaller than the thread count image by image, every thread on every layer
 (split.py). A model
 loaded without ``threads`` takes, per batch, only the cores that other processes leave idle
@@ -23,10 +23,9 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numba
 import numpy as np
 
-from . import compiled
+from . import compiled, host
 from .errors import SettingError
 from .format import BnnFile, read_bnn
 from .idle import IdleCores
@@ -34,7 +33,7 @@ from .inputs import prepare_input
 from .layout import SLOT_SPLIT, SPLIT_TILE, USES_SPLIT
 from .plan import Plan, build_plan
 from .reference import logits_from_scores, softmax
-from .split import state_size
+from .split_plan import state_size
 
 if TYPE_CHECKING:  # (imported on the first parallel batch: a warm start to batch 1 needs no thread pool)
     from concurrent.futures import ThreadPoolExecutor
@@ -52,8 +51,8 @@ _IDLE = IdleCores()  # the default thread count of a batch (one sampler for the 
 
 
 def max_threads() -> int:
-    """Threads the runtime may use in this process (numba's NUMBA_NUM_THREADS, default: the CPU count)."""
-    return numba.config.NUMBA_NUM_THREADS
+    """Threads the runtime may use in this process (numba's NUMBA_NUM_THREADS, default: the CPU count; host.py)."""
+    return host.max_threads()
 
 
 def _check_threads(threads) -> int:

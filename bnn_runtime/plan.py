@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import simd, split
+from . import host, split_plan
 from .bits import n_words, pack_bits, unpack_signs
 from .errors import BnnFormatError
 from .format import BnnFile
@@ -60,6 +60,7 @@ from .layout import (
     SLOT_ROW_WORDS,
     SLOT_ROWS,
     SLOT_SPLIT,
+    TAP_LANES,
     USES_CONV_U8_I32,
     USES_SPLIT,
     scratch_parts,
@@ -111,7 +112,7 @@ class Plan:
         for p in self.params:
             int32 = p[COL_KIND] == KIND_CONV_U8 and not p[COL_ACC16]
             mask |= 1 << (USES_CONV_U8_I32 if int32 else int(p[COL_KIND]))
-        if sum(self.word_ops) >= split.SPLIT_MIN_WORD_OPS:
+        if sum(self.word_ops) >= split_plan.SPLIT_MIN_WORD_OPS:
             mask |= 1 << USES_SPLIT
         return mask
 
@@ -232,7 +233,7 @@ def phase_grid(geo: dict) -> dict:
     gh, gw = -(-hp // geo["sh"]), -(-pitch // geo["sw"])
     aligned = _round_up(gw, TAP_ALIGN) - gw <= gw // 7
     gw = _round_up(gw, TAP_ALIGN) if aligned else gw
-    n_xp = geo["c"] * geo["sh"] * geo["sw"] * gh * gw + geo["kw"] + simd.TAP_LANES  # as first_layer.conv_u8
+    n_xp = geo["c"] * geo["sh"] * geo["sw"] * gh * gw + geo["kw"] + TAP_LANES  # as first_layer.conv_u8
     return dict(grid_h=gh, grid_w=gw, tap_copy=_round_up(n_xp, TAP_ALIGN) if aligned else 0)
 
 
@@ -347,8 +348,8 @@ def conv_u8_scratch(geo: dict) -> int:
     image + kw + a block (or its column-shifted copies), and 2 maps of the output rows (grid_w wide, rounded up to
     whole blocks): the box sums, the bits (bytes, 2 maps of them)."""
     gh, gw = geo["grid_h"], geo["grid_w"]
-    nv = _round_up(geo["oh"] * gw, simd.TAP_LANES)
-    n_xp = geo["c"] * geo["sh"] * geo["sw"] * gh * gw + geo["kw"] + simd.TAP_LANES
+    nv = _round_up(geo["oh"] * gw, TAP_LANES)
+    n_xp = geo["c"] * geo["sh"] * geo["sw"] * gh * gw + geo["kw"] + TAP_LANES
     if geo.get("tap_copy"):
         n_xp = -(-geo["kw"] // geo["sw"]) * geo["tap_copy"]
     return TAP_ALIGN + n_xp + 2 * nv
@@ -499,7 +500,7 @@ def plan_layer(li: LayerInput) -> LayerPlan:
     if li.layer["kind"] == "conv":
         return plan_conv_u8(li) if uint8 else plan_conv_runs(li) or plan_conv_lut(li) or plan_conv_bits(li)
     if uint8:
-        return plan_dense_vnni(li) if simd.USE_VNNI and li.layer["fan_in"] % 4 == 0 else plan_dense_u8(li)
+        return plan_dense_vnni(li) if host.USE_VNNI and li.layer["fan_in"] % 4 == 0 else plan_dense_u8(li)
     return plan_dense_bits(li)
 
 
@@ -539,7 +540,7 @@ def build_plan(bnn: BnnFile) -> Plan:
         final = np.ascontiguousarray(cblobs[-1].reshape(3, -1)[:, :1])
     wpool = np.concatenate(wblobs)
     params = np.array(rows, dtype=np.int64)
-    sizes[SLOT_SPLIT] = split.plan_split(params, [int(np.prod(layer["out_shape"])) for layer in layers])
+    sizes[SLOT_SPLIT] = split_plan.plan_split(params, [int(np.prod(layer["out_shape"])) for layer in layers])
     return Plan(
         params=params,
         wpool=wpool if wpool.size else np.zeros(1, np.uint64),

@@ -18,12 +18,13 @@ Bit products, for a row ``a`` of activation bits and a row ``w`` of weight bits
 
 from __future__ import annotations
 
-import os
-
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
+
+from .host import USE_VNNI, VNNI_MODE  # noqa: F401 (USE_VNNI: the planner's, read here by tests)
+from .layout import TAP_LANES
 
 
 @intrinsic
@@ -300,9 +301,9 @@ def _cpu_has_vnni() -> bool:
     return "+avx512vnni" in cpu_target.target_context.codegen().magic_tuple()[2]
 
 
-_VNNI_MODE = os.environ.get("BNN_RUNTIME_VNNI", "auto").strip().lower()
-VNNI_NATIVE = _cpu_has_vnni() and _VNNI_MODE != "emulate"
-USE_VNNI = _VNNI_MODE != "off" and (VNNI_NATIVE or _VNNI_MODE == "emulate")
+VNNI_NATIVE = _cpu_has_vnni() and VNNI_MODE != "emulate"  # (numba's own target: what the code is generated for)
+# USE_VNNI (host.py, numba's rule without numba: the planner's choice) may only differ from it where numba's
+# config file changes the target; either kernel is exact on any CPU.
 I32X16 = ir.VectorType(ir.IntType(32), 16)
 I64X16 = ir.VectorType(ir.IntType(64), 16)
 
@@ -473,7 +474,6 @@ def ge_mask16(typingctx, m, thr, off):
 # and the threshold, too, runs on the whole vector: no sum is stored. Generic LLVM vector operations only
 # (<64 x i16> is two 512-bit vectors here, four AVX2 or eight NEON registers elsewhere).
 
-TAP_LANES = 64  # conv output positions per block
 
 
 def _tap_sum(builder, xp, taps, tstride, row, t0, vec):

@@ -2,13 +2,14 @@
 
 A batch smaller than the thread count (batch 1 above all) leaves threads idle in the tile queue of
 driver.py, which gives each thread whole images. For a network with enough work per image
-(``SPLIT_MIN_WORD_OPS``, Plan.uses gets layout.USES_SPLIT) driver.forward can instead run the images
+(split_plan.SPLIT_MIN_WORD_OPS, Plan.uses gets layout.USES_SPLIT) driver.forward can instead run the images
 one after the other, every thread on every layer of each (model.BnnModel.run passes
 layout.SPLIT_TILE as the tile):
 
 * a convolution of bits is cut into runs of pooled output positions, a dense layer of bits into
-  runs of outputs (``plan_split``: at most MAX_CHUNKS, each of at least CHUNK_WORD_OPS -- a dense
-  layer's a DENSE_SLOWER-th of that -- and each starting on a word of the layer's output bits);
+  runs of outputs (split_plan.plan_split, at load time: at most MAX_CHUNKS, each of at least
+  CHUNK_WORD_OPS -- a dense layer's a DENSE_SLOWER-th of that -- and each starting on a word of the
+  layer's output bits);
   every other layer is one chunk, and the last
   layer (the scores) is the calling thread's alone;
 * a thread claims the next chunk of the layer from an atomic counter, computes it into bits of
@@ -32,8 +33,6 @@ output bits (COL_SPLIT_WORDS words, zero-padded).
 
 from __future__ import annotations
 
-import numpy as np
-
 from .cache import kernel  # (the kernel cache locator, before any kernel is decorated)
 from .kernels import ALL, gemm, im2col_bits, row_bit_offsets
 from .layout import (
@@ -50,59 +49,14 @@ from .layout import (
     COL_OUT_WORDS,
     COL_POOL_H,
     COL_POOL_W,
-    COL_SPLIT_BITS,
     COL_SPLIT_STATE,
-    COL_SPLIT_WORDS,
     COL_W_OFF,
     KIND_CONV_BITS,
-    KIND_DENSE_BITS,
 )
 from .simd import atomic_add, atomic_load
 
-SPLIT_MIN_WORD_OPS = 2_000_000  # AND+popcount word operations per image from which a model may split an image
-MAX_CHUNKS = 16  # chunks per layer at most
-CHUNK_WORD_OPS = 50_000  # word operations per chunk at least (~3 us at the peak; a claim and a commit: far less)
-DENSE_SLOWER = 8  # a dense layer on one image runs this many times below the peak (each weight word read once)
 STEP_VECTORS = 4  # vectors of 8 outputs per step of a chunk a thread takes over
 CHUNK_DONE = 1
-
-
-# --------------------------------------------------------------------------- the plan (Python, at load time)
-
-
-def plan_split(params: np.ndarray, out_bits: list[int]) -> int:
-    """Fill the split columns of every layer's params row (COL_OUT_WORDS, COL_CHUNKS, ...; the chunks of a
-    convolution are runs of pooled positions, of a dense layer runs of outputs, each starting on a 64-bit
-    word of the output); returns the entries of one image's block of shared state (SLOT_SPLIT).
-    out_bits: the bits of each layer's output, per image."""
-    n_state = 0
-    for k, p in enumerate(params):
-        kind, n_out, nw = p[COL_KIND], int(p[COL_N_OUT]), int(p[COL_NW])
-        p[COL_OUT_WORDS] = -(-out_bits[k] // 64)
-        p[COL_CHUNKS], p[COL_CHUNK_LEN] = 1, 0
-        if k < len(params) - 1 and kind in (KIND_CONV_BITS, KIND_DENSE_BITS):
-            conv = kind == KIND_CONV_BITS
-            units = int(p[COL_OUT_H] * p[COL_OUT_W]) if conv else n_out
-            align = 64 // np.gcd(n_out, 64) if conv else 64  # units per whole number of words
-            word_ops = (units * p[COL_POOL_H] * p[COL_POOL_W] if conv else 1) * n_out * nw
-            least = max(1, CHUNK_WORD_OPS if conv else CHUNK_WORD_OPS // DENSE_SLOWER)  # (dense: weights stream)
-            want = max(1, min(MAX_CHUNKS, word_ops // least))
-            per_chunk = -(-units // want)
-            length = -(-per_chunk // align) * align
-            p[COL_CHUNKS], p[COL_CHUNK_LEN] = -(-units // length), length
-        p[COL_SPLIT_STATE] = n_state
-        n_state += 1 + p[COL_CHUNKS]
-    n_words = n_state
-    for k, p in enumerate(params):  # the bits: the output and a spare word (im2col), or the next layer's row
-        p[COL_SPLIT_WORDS] = max(p[COL_OUT_WORDS] + 1, params[k + 1, COL_NW] if k + 1 < len(params) else 0)
-        p[COL_SPLIT_BITS] = n_words
-        n_words += p[COL_SPLIT_WORDS]
-    return int(n_words)
-
-
-def state_size(n: int, tiles: int, per_image: int) -> int:
-    """Entries of driver.forward's ``state`` for n images split between threads (tiles = n)."""
-    return 1 + tiles + 1 + n * per_image
 
 
 # --------------------------------------------------------------------------- the chunks (compiled)
