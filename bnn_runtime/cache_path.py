@@ -26,12 +26,15 @@ import tempfile
 from pathlib import Path
 
 from .errors import BnnError
-from .host import VNNI_MODE
+from .host import vnni_mode
 
 PACKAGE = Path(__file__).resolve().parent
 ENV = "BNN_CACHE_DIR"
 IN_TREE = PACKAGE / "__pycache__"  # the cache of a writable install
-KERNEL_SOURCES = ("layout.py", "simd.py", "kernels.py", "first_layer.py", "conv_runs.py", "split.py", "driver.py")
+KERNEL_SOURCES = (
+    *("layout.py", "simd.py", "kernels.py", "first_layer.py", "conv_runs.py", "split.py", "driver.py"),
+    "native_build.py",  # (the C entry of native.py's files)
+)
 
 
 class CacheError(BnnError, OSError):
@@ -50,7 +53,7 @@ def version(distribution: str) -> str:
 def source_key() -> str:
     """sha256 of the kernel source files, numba's version and the VNNI mode."""
     h = hashlib.sha256(version("numba").encode())
-    h.update(VNNI_MODE.encode())
+    h.update(vnni_mode().encode())
     for name in KERNEL_SOURCES:
         h.update(name.encode() + b"\0" + (PACKAGE / name).read_bytes())
     return h.hexdigest()

@@ -21,7 +21,8 @@ from .layout import USES_ALL
 NOTICE = "compiling kernels for this CPU (first use only)"
 _notice: Callable[[str], None] | None = None
 _lock = threading.Lock()
-_drivers: dict = {}  # uses -> the compiled driver, for this process
+_drivers: dict = {}  # uses -> the driver forward() gives, for this process (native.NativeForward or numba's)
+_numba: dict = {}  # uses -> numba's compiled driver (specialised)
 
 
 def set_notice(callback: Callable[[str], None] | None) -> None:
@@ -59,12 +60,12 @@ def forward(uses: int | None = None):
 
 
 def specialised(uses: int):
-    """driver.build(uses), compiled (or loaded from the cache: cache.py) for signature(), once per process;
-    CacheError if no cache directory can be written."""
+    """driver.build(uses), compiled by numba (or loaded from the cache: cache.py) for signature(), once per process,
+    its native file written (native_build.py); CacheError if no cache directory can be written."""
     from . import cache, driver
 
     with _lock:
-        if uses not in _drivers:
+        if uses not in _numba:
             ready = cache.is_ready(uses)
             if not ready and _notice is not None:
                 _notice(NOTICE)
@@ -74,8 +75,9 @@ def specialised(uses: int):
             if not ready:
                 cache.mark_ready(uses)
             _write_native(uses, fn)
-            _drivers[uses] = fn
-        return _drivers[uses]
+            _numba[uses] = fn
+            _drivers.setdefault(uses, fn)
+        return _numba[uses]
 
 
 def _write_native(uses: int, fn) -> None:

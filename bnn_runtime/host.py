@@ -31,7 +31,14 @@ import llvmlite.binding as llb
 NUMBA_CONFIG_FILE = ".numba_config.yaml"  # numba reads its settings from this file in the working directory too
 AVX_SLOW_CPUS = frozenset({"corei7-avx", "core-avx-i", "sandybridge", "ivybridge", "nocona"})  # numba's list
 VNNI_ENV = "BNN_RUNTIME_VNNI"  # auto (default) | off | emulate: see simd.py
-VNNI_MODE = os.environ.get(VNNI_ENV, "auto").strip().lower()
+
+
+def vnni_mode() -> str:
+    """BNN_RUNTIME_VNNI as read now (auto, off, emulate)."""
+    return os.environ.get(VNNI_ENV, "auto").strip().lower()
+
+
+VNNI_MODE = vnni_mode()  # (as this process's kernels are compiled)
 
 
 def cpu_name() -> str:

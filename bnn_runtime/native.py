@@ -12,7 +12,8 @@ The cache layout, in cache_path.cache_dir() (a directory per hash of the kernel 
 
     native-{uses:x}-{key}.bin   key = sha256(FORMAT, uses, host.target(): numba's triple, CPU name and features
                                 (NUMBA_CPU_NAME / NUMBA_CPU_FEATURES honoured), numba's and llvmlite's versions,
-                                cache_path.source_key(), the Python ABI tag and the machine) -- 16 hex digits here
+                                cache_path.source_key() (native_build.py's source included), this file's source,
+                                the Python ABI tag and the machine) -- 16 hex digits of it in the name
 
 The file: MAGIC, one line of JSON (``key``: the whole key; ``entry``: the entry's symbol; ``sizes``: the bytes of
 each object file; ``sha256``: of what follows), then the object files (the driver's, as numba compiled it, and
@@ -28,6 +29,7 @@ read. Anything else -- no file, another key, a truncated or corrupt file, a symb
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import json
 import os
@@ -75,9 +77,15 @@ def key(uses: int) -> str | None:
     target = host.target()
     if target is None:
         return None
-    parts = [FORMAT, uses, list(target), version("numba"), version("llvmlite"), source_key()]
+    parts = [FORMAT, uses, list(target), version("numba"), version("llvmlite"), source_key(), _own_source()]
     parts += [sys.implementation.cache_tag, platform.machine(), sys.byteorder]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+@functools.cache
+def _own_source() -> str:
+    """sha256 of this file (ARRAYS, SLOTS: how the entry reads its arguments)."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 
 
 def path(uses: int, full_key: str) -> Path:

@@ -21,12 +21,15 @@ def warmup(
     Without MODEL it compiles the driver for every layer kind, which then serves every model; with MODEL
     only the kernels that model needs (faster), and runs it once. The cache is BNN_CACHE_DIR when set,
     else beside the installed package, else the user's cache directory (~/.cache/bnn); in a container
-    build: `RUN bnn warmup` (or `RUN bnn warmup model.bnn`).
+    build: `RUN bnn warmup` (or `RUN bnn warmup model.bnn`). It also keeps the driver's machine code there, which
+    a later process runs without importing numba (not with BNN_NATIVE=0).
     """
     import numpy as np
 
-    from bnn_runtime import cache, compiled
+    from bnn_runtime import cache_path, compiled, native
+    from bnn_runtime.layout import USES_ALL
 
+    uses = USES_ALL
     if model_path is None:
         compiled.forward()
     else:
@@ -36,4 +39,9 @@ def warmup(
         x = np.zeros((2 * SERIAL_MAX + 1, *model.input_shape), np.uint8)
         model.predict(x[:1])
         model.predict(x)
-    typer.echo(f"kernels ready in {cache.cache_dir()}")
+        uses = model.plan.uses
+    if native.enabled() and native.read(uses) is None and native.read(USES_ALL) is None:
+        compiled.specialised(uses)  # (numba's driver writes the native file: the next start needs no numba)
+        if native.read(uses) is None:
+            typer.echo("note: no machine code kept for a start without numba on this platform", err=True)
+    typer.echo(f"kernels ready in {cache_path.cache_dir()}")

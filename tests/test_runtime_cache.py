@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bnn_runtime import cache, compiled
+from bnn_runtime import cache, cache_path, compiled
 
 from .conftest import run_cli
 
@@ -19,60 +19,60 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def fresh_dir(monkeypatch):
     """cache_dir() recomputed for this test under the environment it sets."""
-    for var in (cache.ENV, "NUMBA_CACHE_DIR", "XDG_CACHE_HOME"):
+    for var in (cache_path.ENV, "NUMBA_CACHE_DIR", "XDG_CACHE_HOME"):
         monkeypatch.delenv(var, raising=False)
-    cache.cache_dir.cache_clear()
+    cache_path.cache_dir.cache_clear()
     yield
-    cache.cache_dir.cache_clear()
+    cache_path.cache_dir.cache_clear()
 
 
 def test_the_cache_directory_is_named_by_the_source_key(fresh_dir, monkeypatch, tmp_path):
-    monkeypatch.setenv(cache.ENV, str(tmp_path))
-    assert cache.cache_dir() == tmp_path / f"numba-{cache.source_key()[:16]}"
-    assert cache.cache_dir().is_dir()
+    monkeypatch.setenv(cache_path.ENV, str(tmp_path))
+    assert cache_path.cache_dir() == tmp_path / f"numba-{cache_path.source_key()[:16]}"
+    assert cache_path.cache_dir().is_dir()
 
 
 def test_the_source_key_covers_every_kernel_module_and_the_vnni_mode(monkeypatch):
-    key = cache.source_key()
-    cache.source_key.cache_clear()
+    key = cache_path.source_key()
+    cache_path.source_key.cache_clear()
     monkeypatch.setenv("BNN_RUNTIME_VNNI", "emulate")
     try:
-        assert cache.source_key() != key
+        assert cache_path.source_key() != key
     finally:
-        cache.source_key.cache_clear()
+        cache_path.source_key.cache_clear()
     decorated = re.compile(r"^@(njit|kernel|intrinsic)\b", re.M)
-    with_kernels = {p.name for p in cache.PACKAGE.glob("*.py") if decorated.search(p.read_text())}
-    assert with_kernels | {"layout.py"} == set(cache.KERNEL_SOURCES)
+    with_kernels = {p.name for p in cache_path.PACKAGE.glob("*.py") if decorated.search(p.read_text())}
+    assert with_kernels | {"layout.py"} == set(cache_path.KERNEL_SOURCES)
 
 
 def test_a_read_only_install_falls_back_to_the_user_cache(fresh_dir, monkeypatch, tmp_path):
     blocker = tmp_path / "not_a_dir"
     blocker.write_text("")
-    monkeypatch.setattr(cache, "IN_TREE", blocker / "__pycache__")  # cannot be created
+    monkeypatch.setattr(cache_path, "IN_TREE", blocker / "__pycache__")  # cannot be created
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert cache.cache_dir().parent == tmp_path / "xdg" / "bnn"
+    assert cache_path.cache_dir().parent == tmp_path / "xdg" / "bnn"
 
 
 def test_numba_cache_dir_is_honoured(fresh_dir, monkeypatch, tmp_path):
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
-    assert cache.cache_dir().parent == tmp_path / "bnn_runtime"
+    assert cache_path.cache_dir().parent == tmp_path / "bnn_runtime"
 
 
 def test_an_unwritable_chosen_directory_is_a_cache_error(fresh_dir, monkeypatch, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    monkeypatch.setenv(cache.ENV, str(blocker / "sub"))
-    with pytest.raises(cache.CacheError, match="BNN_CACHE_DIR"):
-        cache.cache_dir()
+    monkeypatch.setenv(cache_path.ENV, str(blocker / "sub"))
+    with pytest.raises(cache_path.CacheError, match="BNN_CACHE_DIR"):
+        cache_path.cache_dir()
 
 
 def test_no_writable_directory_at_all_is_a_cache_error(fresh_dir, monkeypatch, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    monkeypatch.setattr(cache, "IN_TREE", blocker / "__pycache__")
+    monkeypatch.setattr(cache_path, "IN_TREE", blocker / "__pycache__")
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
-    with pytest.raises(cache.CacheError, match="set BNN_CACHE_DIR"):
-        cache.cache_dir()
+    with pytest.raises(cache_path.CacheError, match="set BNN_CACHE_DIR"):
+        cache_path.cache_dir()
 
 
 def test_bnn_warmup_with_an_unwritable_cache_is_one_line(tmp_path):
@@ -92,11 +92,13 @@ def test_bnn_warmup_says_once_when_it_compiles(monkeypatch):
     """With no ready marker for this CPU the CLI prints the notice once (here the kernels then load from the
     cache); with the marker, nothing."""
     monkeypatch.setattr(compiled, "_drivers", {})
+    monkeypatch.setattr(compiled, "_numba", {})
+    monkeypatch.setenv("BNN_NATIVE", "0")  # (numba's path: with the native file, nothing compiles)
     monkeypatch.setattr(cache, "is_ready", lambda uses: False)
     result = run_cli("warmup")
     assert result.exit_code == 0, result.output
     assert result.stderr.count(compiled.NOTICE) == 1
-    assert f"kernels ready in {cache.cache_dir()}" in result.stdout
+    assert f"kernels ready in {cache_path.cache_dir()}" in result.stdout
     monkeypatch.undo()
     monkeypatch.setattr(compiled, "_drivers", {})
     result = run_cli("warmup")
@@ -173,7 +175,7 @@ def test_a_warm_process_loads_the_driver_without_numba_s_compiler_modules():
         "late = ('numba.np.linalg', 'numba.np.arrayobj', 'numpy.ma')\n"
         "print(sorted(k for k in late if k in sys.modules), rtsys._init)\n"
     )
-    env = dict(os.environ, PYTHONPATH=str(ROOT))  # the same cache directory as this process
+    env = dict(os.environ, PYTHONPATH=str(ROOT), BNN_NATIVE="0")  # the same cache directory; numba's path
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[] False"

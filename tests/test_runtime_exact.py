@@ -322,15 +322,15 @@ def test_reference_matmul_is_exact_integer_arithmetic(n, k, m, big, seed):
 def test_first_dense_layer_both_kernels_are_exact(monkeypatch, fan_in, width):
     """A first dense layer on bytes runs on VNNI where the CPU has it and the fan-in is a multiple of 4,
     else on 8 bit planes; both are exact, around their register blocks (8 images x 48 outputs)."""
-    from bnn_runtime import simd
+    from bnn_runtime import host
     from bnn_runtime.layout import KIND_DENSE_U8, KIND_DENSE_VNNI
 
     rng = np.random.default_rng(fan_in * 1000 + width)
     for kind in ("mlp", "suc"):  # a hidden layer writing bits; a single layer writing scores
         cfg = random_config(rng, kind, "heaviside", True, hidden=(width,), in_shape=(fan_in,))
         bnn, _ = to_bnn(random_model(cfg, width), cfg)
-        for use_vnni in (simd.USE_VNNI, False):
-            monkeypatch.setattr(simd, "USE_VNNI", use_vnni)
+        for use_vnni in (host.USE_VNNI, False):
+            monkeypatch.setattr(host, "USE_VNNI", use_vnni)
             model = BnnModel(bnn, threads=2)
             vnni = use_vnni and fan_in % 4 == 0
             assert model.plan.params[0, 0] == (KIND_DENSE_VNNI if vnni else KIND_DENSE_U8)

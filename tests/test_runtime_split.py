@@ -13,7 +13,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from bnn_runtime import compiled, split
+from bnn_runtime import compiled, split, split_plan
 from bnn_runtime import kernels as K
 from bnn_runtime.bits import n_words, pack_bits, pack_signs, unpack_bits
 from bnn_runtime.format import BnnFile
@@ -26,8 +26,8 @@ from .test_runtime_kernels import _work
 
 @pytest.fixture(autouse=True)
 def every_model_splits(monkeypatch):
-    monkeypatch.setattr(split, "SPLIT_MIN_WORD_OPS", 0)
-    monkeypatch.setattr(split, "CHUNK_WORD_OPS", 1)
+    monkeypatch.setattr(split_plan, "SPLIT_MIN_WORD_OPS", 0)
+    monkeypatch.setattr(split_plan, "CHUNK_WORD_OPS", 1)
 
 
 def _layer(rng, name, enc, cur, kind, out, spec, last):
@@ -119,7 +119,7 @@ def _call(model, x, state=None, main=True):
     n = len(x)
     scores, labels = np.empty((n, p.n_scores), np.int32), np.empty(n, np.int64)
     if state is None:
-        state = np.zeros(split.state_size(n, n, int(p.sizes[SLOT_SPLIT])), np.int64)
+        state = np.zeros(split_plan.state_size(n, n, int(p.sizes[SLOT_SPLIT])), np.int64)
     flat = x.reshape(n, -1)
     scratch = p.scratch(1, 1)[0]  # a split tile is one image
     compiled.forward(p.uses)(flat, SPLIT_TILE, p.sizes, *p.kernel_args, scores, labels, state, scratch, main)
@@ -134,7 +134,7 @@ def test_the_calling_thread_takes_over_chunks_a_helper_never_finished(bnn, n, cl
     model = BnnModel(bnn, threads=2)
     p = model.plan
     per_image = int(p.sizes[SLOT_SPLIT])
-    state = np.zeros(split.state_size(n, n, per_image), np.int64)
+    state = np.zeros(split_plan.state_size(n, n, per_image), np.int64)
     for i in range(n):
         for row in p.params[:-1]:
             state[1 + n + 1 + i * per_image + row[COL_SPLIT_STATE]] = round(claimed * row[COL_CHUNKS])
@@ -175,9 +175,9 @@ def test_chunks_cover_each_output_word_once(n_out, units, group, seed):
         last = params_row(kind=kind, n_out=2, nw=1)
         params = np.array([row, last])
         out_bits = units_k * n_out if conv else n_out * 8
-        split.plan_split(params, [out_bits, 2])
+        split_plan.plan_split(params, [out_bits, 2])
         p = params[0]
-        assert p[COL_CHUNKS] <= split.MAX_CHUNKS and p[COL_OUT_WORDS] == n_words(out_bits)
+        assert p[COL_CHUNKS] <= split_plan.MAX_CHUNKS and p[COL_OUT_WORDS] == n_words(out_bits)
         words = []
         for c in range(p[COL_CHUNKS]):
             w0, w1, v0, v1 = split.chunk_extent(p, c)
