@@ -475,7 +475,6 @@ def ge_mask16(typingctx, m, thr, off):
 # (<64 x i16> is two 512-bit vectors here, four AVX2 or eight NEON registers elsewhere).
 
 
-
 def _tap_sum(builder, xp, taps, tstride, row, t0, vec):
     """The sum over the taps of row ``row`` of taps (its count, then its offsets) of the vectors xp[t0 + off:]."""
     i64 = ir.IntType(64)

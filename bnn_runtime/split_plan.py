@@ -33,7 +33,6 @@ CHUNK_WORD_OPS = 50_000  # word operations per chunk at least (~3 us at the peak
 DENSE_SLOWER = 8  # a dense layer on one image runs this many times below the peak (each weight word read once)
 
 
-
 def plan_split(params: np.ndarray, out_bits: list[int]) -> int:
     """Fill the split columns of every layer's params row (COL_OUT_WORDS, COL_CHUNKS, ...; the chunks of a
     convolution are runs of pooled positions, of a dense layer runs of outputs, each starting on a 64-bit
