@@ -31,10 +31,7 @@ from .host import vnni_mode
 PACKAGE = Path(__file__).resolve().parent
 ENV = "BNN_CACHE_DIR"
 IN_TREE = PACKAGE / "__pycache__"  # the cache of a writable install
-KERNEL_SOURCES = (
-    *("layout.py", "simd.py", "kernels.py", "first_layer.py", "conv_runs.py", "split.py", "driver.py"),
-    "native_build.py",  # (the C entry of native.py's files)
-)
+KERNEL_SOURCES = ("layout.py", "simd.py", "kernels.py", "first_layer.py", "conv_runs.py", "split.py", "driver.py")
 
 
 class CacheError(BnnError, OSError):

@@ -1,29 +1,32 @@
-"""The compiled driver as machine code in the kernel cache, run without importing numba: a warm start in ~0.15 s.
+"""The compiled driver as machine code in the kernel cache, run without importing numba: a warm start in ~0.25 s.
 
-Importing numba takes 0.25-0.35 s, more than half of a warm start's 0.5 s budget. So once numba has the driver
-for a model's layer kinds (compiled.py), native_build.py writes its machine code beside numba's cache files, with
-a C entry point numba compiles for it, ``bnn_entry(arguments, tile, main) -> status``, where ``arguments`` holds,
-per array of driver.forward (``ARRAYS``, in its order), the address of its data and its shape (int64 each). A
-later process loads that file here with ``llvmlite.binding`` (numba's own dependency, installed with it: the only
-import here besides numpy and the standard library) into LLVM's MCJIT and calls the entry through ctypes, which
-releases the GIL during the call (the parallel path's helper threads run at once, as with numba's ``nogil``).
+Importing numba takes 0.25-0.35 s, half of a warm start's 0.5 s budget. So once numba has the driver for a
+model's layer kinds (compiled.py), native_build.py writes the machine code numba made for it (the object file
+numba keeps in its own cache) beside numba's cache files. A later process loads that file here with
+``llvmlite.binding`` (numba's own dependency, installed with it: the only import here besides numpy and the
+standard library) into LLVM's MCJIT, as numba itself loads its cache, and calls the driver through the Python
+wrapper numba compiled with it (``PyObject *wrapper(closure, args, kwargs)``: it unboxes the arrays, releases
+the GIL -- the driver is ``nogil`` -- and raises the driver's exceptions as numba's dispatcher would), given a
+numba environment object (``_dynfunc.Environment``) as numba does. What numba's dispatcher checks before it
+calls the wrapper -- each array's dtype, dimensions and C order (``ARRAYS``) -- ``NativeForward`` checks.
 
 The cache layout, in cache_path.cache_dir() (a directory per hash of the kernel sources)::
 
     native-{uses:x}-{key}.bin   key = sha256(FORMAT, uses, host.target(): numba's triple, CPU name and features
                                 (NUMBA_CPU_NAME / NUMBA_CPU_FEATURES honoured), numba's and llvmlite's versions,
-                                cache_path.source_key() (native_build.py's source included), this file's source,
-                                the Python ABI tag and the machine) -- 16 hex digits of it in the name
+                                cache_path.source_key(), the source of this file and native_build.py, the Python
+                                ABI tag and the machine)
+                                -- 16 hex digits of it in the name
 
-The file: MAGIC, one line of JSON (``key``: the whole key; ``entry``: the entry's symbol; ``sizes``: the bytes of
-each object file; ``sha256``: of what follows), then the object files (the driver's, as numba compiled it, and
-the entry's). It is written to a temporary file and renamed (native_build.py). A file is used only when its key
-and checksum match and every symbol its objects need is found: numba's helper functions (the exception paths)
-in numba's ``_helperlib`` extension, found with ``importlib.util.find_spec`` (which does not import numba) and
-opened with ctypes, everything else (the Python C API, libc) in the process; only ELF object files (Linux) are
-read. Anything else -- no file, another key, a truncated or corrupt file, a symbol not found, an error from LLVM
--- makes ``load`` return None, and compiled.py runs numba as before (and writes the file again).
-``BNN_NATIVE=0`` turns the native path off (neither read nor written).
+The file: MAGIC, one line of JSON (``key``: the whole key; ``symbols``: the wrapper's and the environment's
+names; ``sizes``: the bytes of each object file; ``sha256``: of what follows), then the object file(s). It is
+written to a temporary file and renamed (native_build.py). A file is used only when its key and checksum match
+and every symbol its code needs is found: numba's C helpers (the arrays' unboxing, the exception paths) from
+numba's extension modules ``_helperlib`` and ``_dynfunc``, loaded from numba's folder (found with
+``importlib.util.find_spec``, which does not run numba's ``__init__``), everything else (the Python C API, libc)
+in the process; only ELF object files (Linux) are read. Anything else -- no file, another key, a truncated or
+corrupt file, a symbol not found, an error from LLVM -- makes ``load`` return None, and compiled.py runs numba
+as before (and writes the file again). ``BNN_NATIVE=0`` turns the native path off (neither read nor written).
 """
 
 from __future__ import annotations
@@ -63,9 +66,7 @@ ARRAYS = (  # driver.forward's arrays, in its order (tile: an int64 after x; mai
     ("scratch", np.int64, 1),
 )
 HELPER_MODULES = ("_helperlib", "_dynfunc")  # numba's extension modules whose c_helpers numba adds as numba_*
-SLOTS = 3  # int64 per array in the entry's arguments: data address, then up to two dimensions
-_DTYPES = tuple(np.dtype(dtype) for _, dtype, _ in ARRAYS)
-_NDIMS = tuple(ndim for _, _, ndim in ARRAYS)
+SYMBOLS = ("wrapper", "environment")  # what a file names: numba's Python wrapper of the driver, its environment
 
 
 def enabled() -> bool:
@@ -84,31 +85,36 @@ def key(uses: int) -> str | None:
 
 @functools.cache
 def _own_source() -> str:
-    """sha256 of this file (ARRAYS, SLOTS: how the entry reads its arguments)."""
-    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+    """sha256 of this file and native_build.py (what a file holds, how the driver is called)."""
+    h = hashlib.sha256()
+    for name in ("native.py", "native_build.py"):
+        h.update((Path(__file__).parent / name).read_bytes())
+    return h.hexdigest()
 
 
 def path(uses: int, full_key: str) -> Path:
     return cache_dir() / NAME.format(uses, full_key[:16])
 
 
-def pack(full_key: str, entry: str, objects: list[bytes]) -> bytes:
-    """The file's bytes (native_build.py writes them)."""
+def pack(full_key: str, symbols: dict[str, str], objects: list[bytes]) -> bytes:
+    """The file's bytes (native_build.py writes them); symbols: the names of SYMBOLS in the objects."""
     payload = b"".join(objects)
-    header = {"key": full_key, "entry": entry, "sizes": [len(o) for o in objects]}
+    header = {"key": full_key, "symbols": symbols, "sizes": [len(o) for o in objects]}
     header["sha256"] = hashlib.sha256(payload).hexdigest()
     return MAGIC + json.dumps(header).encode() + b"\n" + payload
 
 
-def unpack(data: bytes, full_key: str) -> tuple[str, list[bytes]] | None:
-    """(entry symbol, object files) of a file written by ``pack`` for ``full_key``; None for anything else."""
+def unpack(data: bytes, full_key: str) -> tuple[dict[str, str], list[bytes]] | None:
+    """(symbols, object files) of a file written by ``pack`` for ``full_key``; None for anything else."""
     if not data.startswith(MAGIC):
         return None
     end = data.find(b"\n", len(MAGIC))
     try:
         header = json.loads(data[len(MAGIC) : end])
-        entry, sizes, digest = header["entry"], header["sizes"], header["sha256"]
-        if header["key"] != full_key or not isinstance(entry, str) or not all(isinstance(s, int) for s in sizes):
+        symbols, sizes, digest = header["symbols"], header["sizes"], header["sha256"]
+        if header["key"] != full_key or not all(isinstance(symbols[k], str) for k in SYMBOLS):
+            return None
+        if not all(isinstance(s, int) and s >= 0 for s in sizes):
             return None
     except (ValueError, KeyError, TypeError):
         return None
@@ -116,10 +122,10 @@ def unpack(data: bytes, full_key: str) -> tuple[str, list[bytes]] | None:
     if end < 0 or sum(sizes) != len(payload) or hashlib.sha256(payload).hexdigest() != digest:
         return None
     cuts = np.cumsum([0, *sizes]).tolist()
-    return entry, [payload[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
+    return symbols, [payload[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
 
 
-def read(uses: int) -> tuple[str, list[bytes]] | None:
+def read(uses: int) -> tuple[dict[str, str], list[bytes]] | None:
     """The verified contents of the native file for ``uses``, or None (none, another key, damaged)."""
     full_key = key(uses)
     if full_key is None:
@@ -152,32 +158,30 @@ def elf_symbols(obj: bytes) -> tuple[set[str], set[str]] | None:
     return defined, undefined
 
 
-def _numba_helpers(needed: set[str]) -> dict[str, int]:
-    """Addresses of numba's C helpers (``numba_do_raise``, ... and the C math functions numba binds to them), as
-    numba's base context adds them to LLVM's symbols: from its extension modules ``_helperlib`` (and ``_dynfunc``
-    where a symbol needs it), loaded from numba's folder without running ``numba/__init__.py``."""
+@functools.cache
+def helper_modules() -> tuple:
+    """numba's extension modules ``_helperlib`` and ``_dynfunc``, loaded from numba's folder without running
+    ``numba/__init__.py`` (a later ``import numba`` finds them loaded)."""
     import importlib.machinery
     import importlib.util
 
     spec = importlib.util.find_spec("numba")
     folders = (spec.submodule_search_locations or []) if spec else []
-    wanted = {n[len("numba_") :] for n in needed if n.startswith("numba_")}
-    found: dict[str, int] = {}
-    for module in HELPER_MODULES:
-        files = [Path(f) / f"{module}{s}" for f in folders for s in importlib.machinery.EXTENSION_SUFFIXES]
-        for candidate in filter(Path.is_file, files):
-            loaded = importlib.util.spec_from_file_location(f"numba.{module}", candidate)
-            found = importlib.util.module_from_spec(loaded).c_helpers | found  # (the first module's first)
-            break
-        if wanted <= found.keys():
-            break
-    return found
+    modules = []
+    for name in HELPER_MODULES:
+        files = [Path(f) / f"{name}{s}" for f in folders for s in importlib.machinery.EXTENSION_SUFFIXES]
+        found = next(filter(Path.is_file, files))  # (StopIteration: not there; load() returns None)
+        modules.append(importlib.util.module_from_spec(importlib.util.spec_from_file_location(f"numba.{name}", found)))
+    return tuple(modules)
 
 
 def resolve(needed: set[str]) -> dict[str, int] | None:
-    """An address for each symbol: numba's helpers as numba names them, else the process's (the Python C API,
+    """An address for each symbol, as numba's base context adds them to LLVM: ``numba_X`` is X of the modules'
+    ``c_helpers`` (the C math functions numba binds: X itself), anything else the process's (the Python C API,
     libc); None if one is not found."""
-    helpers = _numba_helpers(needed) if any(n.startswith("numba_") for n in needed) else {}
+    helpers: dict[str, int] = {}
+    for module in helper_modules():
+        helpers |= module.c_helpers  # (numba adds _dynfunc's after _helperlib's)
     out = {}
     for name in needed:
         address = helpers.get(name[len("numba_") :]) if name.startswith("numba_") else helpers.get(name)
@@ -192,61 +196,81 @@ def resolve(needed: set[str]) -> dict[str, int] | None:
     return out
 
 
+_WRAPPER = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.py_object, ctypes.py_object, ctypes.py_object)
+_CHECKS = tuple((i + (i > 0), np.dtype(dtype), ndim) for i, (_, dtype, ndim) in enumerate(ARRAYS))  # (tile: 1)
+_PLAN = slice(2, 10)  # the model's arrays (Plan.sizes, Plan.kernel_args): the same objects call after call
+_EACH_CALL = tuple(c for c in _CHECKS if not _PLAN.start <= c[0] < _PLAN.stop)
+
+
+def _check(args, checks) -> None:
+    for i, dtype, ndim in checks:
+        a = args[i]
+        if type(a) is not np.ndarray or a.ndim != ndim or (a.dtype is not dtype and a.dtype != dtype):
+            raise TypeError(f"argument {i} of the driver: a {ndim}-d {dtype} array, got {a!r:.80}")
+        if not a.flags.c_contiguous:
+            raise TypeError(f"argument {i} of the driver: a C-contiguous array")
+
+
 class NativeForward:
-    """driver.forward's machine code, called like it: ``f(x, tile, sizes, params, ..., scratch, main)``."""
+    """driver.forward's machine code, called like it: ``f(x, tile, sizes, params, ..., scratch, main)``.
 
-    def __init__(self, engine, address: int, owners: tuple):
-        self._engine, self._owners = engine, owners  # (kept alive: the code lives in the engine)
-        self._entry = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)(address)
+    The arrays are checked as numba's dispatcher would type them (a batch costs ~4 us more than numba's call:
+    the model's own arrays are checked once, while the same objects come again)."""
 
-    def __call__(self, x, tile, *rest):
-        *arrays, main = rest
-        arrays.insert(0, x)
-        if len(arrays) != len(ARRAYS):
-            raise TypeError(f"the driver takes {len(ARRAYS) + 2} arguments")
-        args = []
-        for a, dtype, ndim in zip(arrays, _DTYPES, _NDIMS, strict=True):
-            if type(a) is not np.ndarray or a.dtype != dtype or a.ndim != ndim or not a.flags.c_contiguous:
-                raise TypeError(f"the driver takes C-contiguous {dtype} arrays of {ndim} dimensions")
-            shape = a.shape
-            args += (a.ctypes.data, shape[0], shape[1] if ndim == 2 else 0)
-        packed = np.array(args, np.int64)
-        if self._entry(packed.ctypes.data, int(tile), 1 if main else 0):
-            raise RuntimeError("the runtime's driver failed (native code): rerun with BNN_NATIVE=0 for numba's error")
+    def __init__(self, engine, wrapper: int, environment, owners: tuple):
+        self._engine, self._environment, self._owners = engine, environment, owners  # (alive while this is)
+        self._wrapper = _WRAPPER(wrapper)
+        self._plan: tuple = (None,) * (_PLAN.stop - _PLAN.start)  # the model's arrays last checked
+
+    def __call__(self, *args):
+        if len(args) != len(ARRAYS) + 2:
+            raise TypeError(f"the driver takes {len(ARRAYS) + 2} arguments, got {len(args)}")
+        c = self._plan  # (unrolled: a generator over the 8 costs a microsecond, a batch of one image ~10)
+        same = args[2] is c[0] and args[3] is c[1] and args[4] is c[2] and args[5] is c[3] and args[6] is c[4]
+        if not (same and args[7] is c[5] and args[8] is c[6] and args[9] is c[7]):
+            _check(args, _CHECKS)
+            self._plan = args[_PLAN]
+        else:
+            for i, dtype, ndim in _EACH_CALL:
+                a = args[i]
+                if type(a) is not np.ndarray or a.dtype is not dtype or a.ndim != ndim or not a.flags.c_contiguous:
+                    _check(args, _EACH_CALL)  # (the message; or an equal dtype that is another object)
+        self._wrapper(None, args, None)
 
 
-def link(entry: str, objects: list[bytes]) -> NativeForward | None:
+def link(symbols: dict[str, str], objects: list[bytes]) -> NativeForward | None:
     """The objects loaded into an MCJIT engine, every symbol they need found; None if one is not."""
     import llvmlite.binding as llb
 
-    symbols = [elf_symbols(o) for o in objects]
-    if any(s is None for s in symbols):
+    found = [elf_symbols(o) for o in objects]
+    if any(f is None for f in found):
         return None
-    defined = set().union(*(d for d, _ in symbols))
-    addresses = resolve(set().union(*(u for _, u in symbols)) - defined)
-    if addresses is None:
+    defined = set().union(*(d for d, _ in found))
+    addresses = resolve(set().union(*(u for _, u in found)) - defined)
+    if addresses is None or not {symbols[k] for k in SYMBOLS} <= defined:
         return None  # (MCJIT would abort the process on a symbol it cannot resolve)
     for name, address in sorted(addresses.items()):
         llb.add_symbol(name, address)
     llb.initialize_native_target()
     llb.initialize_native_asmprinter()
     triple, cpu, features = host.target()
-    arch = llb.Target.from_triple(triple).name
-    reloc = "static" if arch.startswith("x86") else "pic" if arch.startswith("ppc") else "default"  # (numba's)
-    tm = llb.Target.from_triple(triple).create_target_machine(
-        cpu=cpu, features=features, reloc=reloc, codemodel="jitdefault", jit=True
-    )
-    module = llb.parse_assembly("")
+    target = llb.Target.from_triple(triple)
+    reloc = "static" if target.name.startswith("x86") else "pic" if target.name.startswith("ppc") else "default"
+    tm = target.create_target_machine(cpu=cpu, features=features, reloc=reloc, codemodel="jitdefault", jit=True)
+    module = llb.parse_assembly("")  # (numba's JIT options: the engine only links the objects)
     module.triple = triple
     engine = llb.create_mcjit_compiler(module, tm)
     refs = [llb.ObjectFileRef.from_data(o) for o in objects]
     for ref in refs:
         engine.add_object_file(ref)
     engine.finalize_object()
-    address = engine.get_function_address(entry)
-    if not address:
+    wrapper = engine.get_function_address(symbols["wrapper"])
+    slot = engine.get_global_value_address(symbols["environment"])
+    if not wrapper or not slot:
         return None
-    return NativeForward(engine, address, (module, tm, refs))
+    environment = helper_modules()[1].Environment({})  # (numba's Environment: no globals, no constants)
+    ctypes.c_void_p.from_address(slot).value = id(environment)  # (numba's set_env)
+    return NativeForward(engine, wrapper, environment, (module, tm, refs))
 
 
 def load(uses: int) -> NativeForward | None:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from bnn_runtime import cache_path, compiled, host, native, native_build, split_plan
 from bnn_runtime.format import read_bnn
-from bnn_runtime.layout import USES_ALL
+from bnn_runtime.layout import USES_ALL, USES_SPLIT
 from bnn_runtime.model import SERIAL_MAX, BnnModel, max_threads
 from bnn_runtime.reference import reference_scores
 
@@ -85,18 +85,29 @@ def test_random_layouts_native_equals_numba(every_kind, seed, n, split):
                 assert np.array_equal(BnnModel(bnn, threads=threads).scores(x), ref), (seed, n, split, driver)
 
 
-def test_the_native_driver_checks_its_arguments(every_kind):
-    """A wrong dtype or a non-contiguous array is a TypeError, as numba's dispatcher would refuse it, never a
-    read of the wrong memory."""
-    bnn, _ = random_bnn(np.random.default_rng(1))
-    p = BnnModel(bnn).plan
-    x = np.zeros((2, int(np.prod(bnn.input_shape))), np.uint8)
+def test_the_native_driver_checks_its_arguments():
+    """A wrong dtype, dimension count or a non-contiguous array is a TypeError (numba's dispatcher would compile
+    another specialisation), never a read of the wrong memory; an exception in the driver is raised as numba's."""
+    model = BnnModel(read_bnn(GOLDEN / "lenet5_mnist.bnn"))
+    p = model.plan
+    drivers = _drivers(p.uses)
+    x = np.zeros((2, int(np.prod(model.input_shape))), np.uint8)
     scores, labels, state = np.empty((2, p.n_scores), np.int32), np.empty(2, np.int64), np.zeros(3, np.int64)
     good = [x, 2, p.sizes, *p.kernel_args, scores, labels, state, p.scratch(2, 1)[0], True]
-    every_kind[1](*good)
-    for k, bad in [(0, x.astype(np.int16)), (0, np.zeros((2, x.shape[1] * 2), np.uint8)[:, ::2]), (10, scores.T)]:
+    for driver in drivers:
+        driver(*good)
+        assert np.array_equal(scores, reference_scores(model.file, x.reshape(2, *model.input_shape)))
+    bad = [(0, x.astype(np.int16)), (0, np.zeros((2, x.shape[1] * 2), np.uint8)[:, ::2]), (10, scores.T)]
+    bad += [(2, p.sizes[None]), (11, labels.astype(np.int32)), (11, list(labels))]
+    for k, value in bad:
         with pytest.raises(TypeError):
-            every_kind[1](*good[:k], bad, *good[k + 1 :])
+            drivers[1](*good[:k], value, *good[k + 1 :])
+    with pytest.raises(TypeError):
+        drivers[1](*good[:-1])
+    assert not p.uses & 1 << USES_SPLIT  # (tile 0 would be the split tile)
+    for driver in drivers:  # tile 0: the driver's integer division by zero, raised by numba's code
+        with pytest.raises(ZeroDivisionError):
+            driver(x, 0, *good[2:])
 
 
 def _golden_native(name: str) -> tuple[Path, int]:
@@ -158,9 +169,10 @@ def test_a_damaged_native_file_falls_back_to_numba_and_is_written_again(tmp_path
 
 
 def test_pack_and_unpack():
-    objects = [b"\x7fELF object", b"", b"entry"]
-    data = native.pack("k" * 64, "the_entry", objects)
-    assert native.unpack(data, "k" * 64) == ("the_entry", objects)
+    objects = [b"\x7fELF object", b"", b"more"]
+    symbols = {"wrapper": "w", "environment": "e"}
+    data = native.pack("k" * 64, symbols, objects)
+    assert native.unpack(data, "k" * 64) == (symbols, objects)
     assert native.unpack(data, "j" * 64) is None
     for cut in (0, 5, len(native.MAGIC) + 3, len(data) - 1):
         assert native.unpack(data[:cut], "k" * 64) is None
@@ -169,7 +181,7 @@ def test_pack_and_unpack():
 
 def test_what_cannot_be_linked_is_not_used():
     assert native.elf_symbols(b"MZ not an ELF file") is None
-    assert native.link("entry", [b"MZ not an ELF file"]) is None
+    assert native.link({"wrapper": "w", "environment": "e"}, [b"MZ not an ELF file"]) is None
     assert native.resolve({"numba_do_raise", "PyErr_Clear", "memset"}) is not None
     assert native.resolve({"PyErr_Clear", "no_such_symbol_in_this_process"}) is None
 
