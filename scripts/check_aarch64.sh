@@ -14,7 +14,8 @@
 #      same releases), and installs them offline into a venv inside the root;
 #   5. copies bnn_runtime/ and the torch-free tests into the root and runs, as aarch64:
 #      tests/test_runtime_portable.py (golden x86 scores, random layouts vs the reference),
-#      tests/test_runtime_kernels.py, tests/test_logits.py, tests/test_input_spec.py.
+#      tests/test_runtime_kernels.py, tests/test_logits.py, tests/test_input_spec.py,
+#      tests/test_runtime_native.py (the driver's machine code loaded without numba: MCJIT on aarch64).
 # It takes minutes to tens of minutes (every instruction is emulated, numba compiles in emulation):
 # not part of the default test run. Environment: BNN_ARM64_ROOT, BNN_ARM64_SUITE (default bookworm),
 # PYTEST_ARGS (extra pytest arguments, e.g. "-k golden").
@@ -25,7 +26,8 @@ ROOT=${BNN_ARM64_ROOT:-/var/tmp/bnn-arm64}
 SUITE=${BNN_ARM64_SUITE:-bookworm}
 VENV=/opt/bnn-venv
 SRC=/opt/bnn-src
-TESTS=(tests/test_runtime_portable.py tests/test_runtime_kernels.py tests/test_logits.py tests/test_input_spec.py)
+TESTS=(tests/test_runtime_portable.py tests/test_runtime_kernels.py tests/test_logits.py tests/test_input_spec.py
+    tests/test_runtime_native.py)
 say() { echo "check_aarch64: $*" >&2; }
 
 [ "$(id -u)" = 0 ] || { say "needs root (binfmt_misc, debootstrap, chroot)"; exit 1; }

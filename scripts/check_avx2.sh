@@ -26,7 +26,7 @@ cd "$REPO"
 
 echo "check_avx2: numba targets $NUMBA_CPU_NAME, fresh cache $NUMBA_CACHE_DIR" >&2
 "$PY" -m pytest -q -p no:cacheprovider tests/test_runtime_portable.py tests/test_runtime_kernels.py \
-    tests/test_logits.py ${PYTEST_ARGS:-}
+    tests/test_logits.py tests/test_runtime_native.py ${PYTEST_ARGS:-}
 
 # a cache of its own: code loaded from a cache cannot be inspected, and callees of cached code are not compiled
 NUMBA_CACHE_DIR="$NUMBA_CACHE_DIR/inspect" "$PY" - <<'EOF'

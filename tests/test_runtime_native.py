@@ -3,6 +3,7 @@ found only under its own key, never used when damaged, and a warm process that p
 
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -194,18 +195,20 @@ def test_bnn_native_0_turns_it_off(monkeypatch):
 
 def test_the_key_follows_numba_s_cpu_settings(monkeypatch):
     """NUMBA_CPU_NAME and NUMBA_CPU_FEATURES (scripts/check_avx2.sh) give other machine code: another key."""
-    keys = set()
+    keys = []
     try:
         for env in ({}, {"NUMBA_CPU_NAME": "haswell"}, {"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": "+avx2"}):
+            for k in ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES"):
+                monkeypatch.delenv(k, raising=False)
             for k, v in env.items():
                 monkeypatch.setenv(k, v)
             host.target.cache_clear()
-            keys.add(native.key(USES_ALL))
+            keys.append(native.key(USES_ALL))
             assert native.key(USES_ALL + 1) != native.key(USES_ALL)
     finally:
         monkeypatch.undo()
         host.target.cache_clear()
-    assert len(keys) == 3 and native.key(USES_ALL) in keys
+    assert len(set(keys)) == 3
 
 
 @pytest.mark.parametrize(
@@ -221,6 +224,8 @@ def test_the_key_follows_numba_s_cpu_settings(monkeypatch):
 )
 def test_host_computes_numba_s_target_and_threads(env, tmp_path):
     """host.py's target and thread count, before numba is imported, equal numba's own (numba's version too)."""
+    if "NUMBA_CPU_NAME" in env and env["NUMBA_CPU_NAME"] != "generic" and platform.machine() != "x86_64":
+        pytest.skip("an x86 CPU name")
     code = (
         "import json\n"
         "from bnn_runtime import cache_path, host\n"
