@@ -153,10 +153,15 @@ def _print_load(result: dict) -> None:
         )
     console.print(table)
     ratios = result["ratios"]
+    pairs = result["default_over_1_thread_pairs"]
+    taken = ", ".join(f"{n} thread{'s' * (n != '1')}: {c}" for n, c in result["default_threads_histogram"].items())
     console.print(
-        f"default / 1 thread: {ratios['default_over_1_thread']:.2f}x; "
-        f"default / ORT fp32: {ratios['default_over_onnxruntime_fp32']:.2f}x"
+        f"default / 1 thread: {ratios['default_over_1_thread']:.2f}x (median of {pairs['pairs']} batches timed "
+        f"against each other, quartiles {pairs['q25']:.2f}-{pairs['q75']:.2f}; medians of the rounds: "
+        f"{result['default_over_1_thread_rounds']:.2f}x); default / ORT fp32: "
+        f"{ratios['default_over_onnxruntime_fp32']:.2f}x"
     )
+    console.print(f"batches of the default by threads taken: {taken}")
 
 
 _LABELS = {

@@ -202,9 +202,15 @@ def test_bench_under_load_reports_default_one_thread_and_fp32(tmp_path):
     for r in out["results"].values():
         assert r["images_per_second"] > 0 and 0 < r["latency_median_us"] <= r["latency_p90_us"]
     d, one = out["results"]["runtime_default_threads"], out["results"]["runtime_1_thread"]
-    assert out["ratios"]["default_over_1_thread"] == pytest.approx(d["images_per_second"] / one["images_per_second"])
+    assert out["default_over_1_thread_rounds"] == pytest.approx(d["images_per_second"] / one["images_per_second"])
+    pairs = out["default_over_1_thread_pairs"]
+    assert out["ratios"]["default_over_1_thread"] == pairs["median"] and pairs["pairs"] >= out["rounds"]
+    assert 0 < pairs["q25"] <= pairs["median"] <= pairs["q75"]
+    histogram = out["default_threads_histogram"]  # every full batch the default ran, by its thread count
+    assert histogram and all(1 <= int(n) <= out["default_threads"] for n in histogram)
+    assert sum(histogram.values()) >= out["rounds"] + pairs["pairs"]
     table = run_cli("bench", tmp_path / "m.bnn", "--load", "0", *QUICK)
-    assert table.exit_code == 0 and "default / 1 thread" in table.stdout
+    assert table.exit_code == 0 and "default / 1 thread" in table.stdout and "threads taken" in table.stdout
     assert_user_error(run_cli("bench", tmp_path / "m.bnn", "--load", "-1"), "--load")
 
 
