@@ -40,7 +40,15 @@ class CacheError(BnnError, OSError):
 
 @functools.cache
 def version(distribution: str) -> str:
-    """The installed version of a distribution (numba, llvmlite), read without importing it."""
+    """The installed version of a distribution (numba, llvmlite), read without importing it: from the one
+    ``NAME-VERSION.dist-info`` folder beside the package (a wheel's install), else importlib.metadata (~20 ms)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(distribution)
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        found = list(Path(folder).parent.glob(f"{distribution}-*.dist-info"))
+        if len(found) == 1:
+            return found[0].name[len(distribution) + 1 : -len(".dist-info")]
     from importlib.metadata import version as installed
 
     return installed(distribution)

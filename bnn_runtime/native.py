@@ -15,7 +15,7 @@ The cache layout, in cache_path.cache_dir() (a directory per hash of the kernel 
     native-{uses:x}-{key}.bin   key = sha256(FORMAT, uses, host.target(): numba's triple, CPU name and features
                                 (NUMBA_CPU_NAME / NUMBA_CPU_FEATURES honoured), numba's and llvmlite's versions,
                                 cache_path.source_key(), the source of this file and native_build.py, the Python
-                                ABI tag and the machine)
+                                ABI tag, the platform and the machine)
                                 -- 16 hex digits of it in the name
 
 The file: MAGIC, one line of JSON (``key``: the whole key; ``symbols``: the wrapper's and the environment's
@@ -79,7 +79,7 @@ def key(uses: int) -> str | None:
     if target is None:
         return None
     parts = [FORMAT, uses, list(target), version("numba"), version("llvmlite"), source_key(), _own_source()]
-    parts += [sys.implementation.cache_tag, platform.machine(), sys.byteorder]
+    parts += [sys.implementation.cache_tag, sys.platform, platform.machine(), sys.byteorder]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
 
@@ -259,7 +259,8 @@ def link(symbols: dict[str, str], objects: list[bytes]) -> NativeForward | None:
     tm = target.create_target_machine(cpu=cpu, features=features, reloc=reloc, codemodel="jitdefault", jit=True)
     module = llb.parse_assembly("")  # (numba's JIT options: the engine only links the objects)
     module.triple = triple
-    engine = llb.create_mcjit_compiler(module, tm)
+    lmm = os.environ.get("NUMBA_USE_LLVMLITE_MEMORY_MANAGER")  # (as numba: else llvmlite's default, on for ARM64)
+    engine = llb.create_mcjit_compiler(module, tm, use_lmm=bool(int(lmm)) if lmm else None)
     refs = [llb.ObjectFileRef.from_data(o) for o in objects]
     for ref in refs:
         engine.add_object_file(ref)

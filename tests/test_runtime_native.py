@@ -145,6 +145,33 @@ def test_a_warm_process_predicts_without_importing_numba(tmp_path):
     assert _child(tmp_path, "lenet5_mnist") == {"exact": True, "numba": False}
 
 
+def test_numba_imported_after_the_native_driver_agrees_with_it():
+    """A process that ran the native driver, then imports numba (numba's helper modules already loaded by
+    native.py) and runs numba's driver too: both exact, in either order."""
+    _, uses = _golden_native("lenet5_mnist")
+    golden = GOLDEN / "lenet5_mnist"
+    code = (
+        "import sys, numpy as np, bnn_runtime\n"
+        "from bnn_runtime import compiled, native\n"
+        f"f = np.load({str(golden) + '.npz'!r})\n"
+        f"m = bnn_runtime.load({str(golden) + '.bnn'!r}, threads=2)\n"
+        "x, ref = np.concatenate([f['x']] * 3), np.concatenate([f['scores']] * 3)\n"
+        "ok = [np.array_equal(m.scores(x), ref), 'numba' not in sys.modules]\n"
+        "ok.append(isinstance(compiled.forward(m.plan.uses), native.NativeForward))\n"
+        f"numba_driver = compiled.specialised({uses})\n"
+        f"compiled._drivers[{uses}] = numba_driver\n"
+        "ok += [np.array_equal(m.scores(x), ref), np.array_equal(m.scores(x[:1]), ref[:1])]\n"
+        f"compiled._drivers[{uses}] = native.load({uses})\n"
+        "ok += [np.array_equal(m.scores(x), ref), 'numba' in sys.modules]\n"
+        "print(ok)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != native.ENV}
+    env.update(PYTHONPATH=str(ROOT))  # (this process's cache directory: numba loads its driver from there)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == str([True] * 7)
+
+
 DAMAGE = {
     "truncated": lambda data: data[: len(data) // 2],
     "a flipped byte": lambda data: data[:-100] + bytes([data[-100] ^ 1]) + data[-99:],
@@ -229,11 +256,12 @@ def test_host_computes_numba_s_target_and_threads(env, tmp_path):
     code = (
         "import json\n"
         "from bnn_runtime import cache_path, host\n"
-        "mine = [list(host.target()), host.max_threads(), cache_path.version('numba')]\n"
-        "import numba\n"
+        "mine = [list(host.target()), host.max_threads()]\n"
+        "mine += [cache_path.version('numba'), cache_path.version('llvmlite')]\n"
+        "import numba, llvmlite\n"
         "from numba.core.registry import cpu_target\n"
         "theirs = [list(cpu_target.target_context.codegen().magic_tuple()), numba.config.NUMBA_NUM_THREADS]\n"
-        "print(json.dumps([mine, theirs + [numba.__version__], host.max_threads()]))\n"
+        "print(json.dumps([mine, theirs + [numba.__version__, llvmlite.__version__], host.max_threads()]))\n"
     )
     clean = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_")}
     run_env = dict(clean, PYTHONPATH=str(ROOT), **env)
