@@ -8,7 +8,7 @@ serial and the parallel path -- or the driver for every kind (layout.USES_ALL), 
 or the cache has it. The first time on a machine (no cache yet) that takes seconds; ``set_notice``
 lets an application say so (the CLI prints NOTICE on stderr), and ``bnn warmup`` calls ``forward()``
 (every kind) ahead of time. Once numba has compiled or loaded a driver, its native file is written for the
-next process (native_build.py; ~0.1 s after a compile), unless a valid one is there.
+next process (native_build.py: a few milliseconds, nothing compiles), unless a valid one is there.
 """
 
 from __future__ import annotations
