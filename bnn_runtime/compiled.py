@@ -80,6 +80,17 @@ def specialised(uses: int):
         return _numba[uses]
 
 
+def keep_native(uses: int):
+    """The native file of the driver for ``uses`` (its path), written now from numba's driver if it is missing or
+    damaged; None where the native path is off or cannot write one here (``bnn warmup``)."""
+    from . import native
+
+    if not native.enabled():
+        return None
+    _write_native(uses, specialised(uses))
+    return native.path(uses, native.key(uses)) if native.read(uses) is not None else None
+
+
 def _write_native(uses: int, fn) -> None:
     """Leave the driver's native file (native.py) for the next process, unless a valid one is there or the native
     path is off. It only saves the next process numba's import: any failure here is ignored (numba runs)."""

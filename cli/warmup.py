@@ -41,7 +41,6 @@ def warmup(
         model.predict(x)
         uses = model.plan.uses
     if native.enabled() and native.read(uses) is None and native.read(USES_ALL) is None:
-        compiled.specialised(uses)  # (numba's driver writes the native file: the next start needs no numba)
-        if native.read(uses) is None:
+        if compiled.keep_native(uses) is None:  # (the next start then imports numba: slower, not wrong)
             typer.echo("note: no machine code kept for a start without numba on this platform", err=True)
     typer.echo(f"kernels ready in {cache_path.cache_dir()}")

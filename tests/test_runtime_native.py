@@ -196,6 +196,18 @@ def test_a_damaged_native_file_falls_back_to_numba_and_is_written_again(tmp_path
     assert native.unpack((folder / source.name).read_bytes(), native.key(uses)) is not None
 
 
+def test_bnn_warmup_leaves_the_native_file():
+    pytest.importorskip("typer")  # (the CLI: not in check_aarch64.sh's torch-free root)
+    from .conftest import run_cli
+
+    _golden_native("lenet5_mnist")  # (numba's drivers in the cache)
+    every = native.path(USES_ALL, native.key(USES_ALL))
+    every.unlink(missing_ok=True)
+    result = run_cli("warmup")
+    assert result.exit_code == 0 and "note:" not in result.stderr, result.output
+    assert native.read(USES_ALL) is not None
+
+
 def test_pack_and_unpack():
     objects = [b"\x7fELF object", b"", b"more"]
     symbols = {"wrapper": "w", "environment": "e"}
