@@ -9,10 +9,15 @@ or the cache has it. The first time on a machine (no cache yet) that takes secon
 lets an application say so (the CLI prints NOTICE on stderr), and ``bnn warmup`` calls ``forward()``
 (every kind) ahead of time. Once numba has compiled or loaded a driver, its native file is written for the
 next process (native_build.py: a few milliseconds, nothing compiles), unless a valid one is there.
+
+The first start does not wait for the compile: ``forward_now`` starts it in a background thread and a model
+(model.py) answers meanwhile with the NumPy reference (reference.py: the same integers, bit for bit, at about
+1,000 LeNet-5 images/s), chunk by chunk, until the kernels are there.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 
@@ -23,6 +28,8 @@ _notice: Callable[[str], None] | None = None
 _lock = threading.Lock()
 _drivers: dict = {}  # uses -> the driver forward() gives, for this process (native.NativeForward or numba's)
 _numba: dict = {}  # uses -> numba's compiled driver (specialised)
+_compiling: dict = {}  # uses -> the thread compiling it in the background (forward_now)
+WAIT_ENV = "BNN_WAIT_FOR_KERNELS"
 
 
 def set_notice(callback: Callable[[str], None] | None) -> None:
@@ -44,19 +51,62 @@ def forward(uses: int | None = None):
     fn = _drivers.get(USES_ALL) or _drivers.get(uses)  # (every batch comes here: the common case first)
     if fn is not None:
         return fn
-    from . import native
-
-    with _lock:
-        for kinds in dict.fromkeys((USES_ALL if uses is None else uses, USES_ALL)):  # (numba's order below)
-            fn = _drivers.get(kinds) or native.load(kinds)
-            if fn is not None:
-                _drivers[kinds] = fn
-                return fn
+    fn = _native(uses)
+    if fn is not None:
+        return fn
     from . import cache
 
     if uses is None or (not cache.is_ready(uses) and cache.is_ready(USES_ALL)):
         uses = USES_ALL
     return specialised(uses)
+
+
+def _native(uses: int | None):
+    """The driver from its native file (for ``uses`` or every kind), kept for this process; None if there is none."""
+    from . import native
+
+    with _lock:
+        for kinds in dict.fromkeys((USES_ALL if uses is None else uses, USES_ALL)):  # (numba's order in forward)
+            fn = _drivers.get(kinds) or native.load(kinds)
+            if fn is not None:
+                _drivers[kinds] = fn
+                return fn
+    return None
+
+
+def forward_now(uses: int):
+    """``forward(uses)`` when it needs no compiling (this process, a native file or numba's cache has the driver);
+    else None, with the compile started in a background thread (once): the caller serves its batches with the
+    NumPy reference meanwhile (model.py), and the process waits for the compile at exit, so that the cache is
+    filled. ``BNN_WAIT_FOR_KERNELS=1``: always ``forward(uses)`` (the batch waits for the compile)."""
+    fn = _drivers.get(USES_ALL) or _drivers.get(uses)
+    if fn is not None:
+        return fn
+    thread = _compiling.get(uses)
+    if thread is not None:
+        return None if thread.is_alive() else forward(uses)  # (a compile that failed raises here, in the caller)
+    if os.environ.get(WAIT_ENV, "0").strip() not in ("", "0"):
+        return forward(uses)
+    fn = _native(uses)
+    if fn is not None:
+        return fn
+    from . import cache
+
+    if cache.is_ready(uses) or cache.is_ready(USES_ALL):
+        return forward(uses)
+    with _lock:
+        if uses not in _compiling:
+            cache.cache_dir()  # (CacheError now, in the caller, when no cache directory can be written)
+            _compiling[uses] = threading.Thread(target=_compile, args=(uses,), name="bnn-compile")
+            _compiling[uses].start()
+    return None
+
+
+def _compile(uses: int) -> None:
+    try:
+        specialised(uses)
+    except Exception:  # (forward_now calls forward in the caller's thread once this thread is over: it raises there)
+        pass
 
 
 def specialised(uses: int):

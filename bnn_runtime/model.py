@@ -32,7 +32,7 @@ from .idle import IdleCores
 from .inputs import prepare_input
 from .layout import SLOT_SPLIT, SPLIT_TILE, USES_SPLIT
 from .plan import Plan, build_plan
-from .reference import logits_from_scores, softmax
+from .reference import logits_from_scores, predict_from_scores, reference_scores, softmax
 from .split_plan import state_size
 
 if TYPE_CHECKING:  # (imported on the first parallel batch: a warm start to batch 1 needs no thread pool)
@@ -45,6 +45,7 @@ DEFAULT_TILE, LARGE_TILE = 64, 128
 LARGE_WEIGHTS = 1 << 20  # bytes of re-packed weights above which LARGE_TILE is the default
 SERIAL_MAX = 16  # batches up to this size run in the calling thread (no thread start-up)
 TILES_PER_THREAD = 4  # a parallel batch is cut into at least this many tiles per thread (for dynamic sharing)
+REFERENCE_CHUNK = 32  # images per call of the NumPy reference while the kernels compile (then they take the rest)
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 _IDLE = IdleCores()  # the default thread count of a batch (one sampler for the process)
@@ -118,10 +119,28 @@ class BnnModel:
         """(scores int32 (N, n_scores), labels int64 (N,)) of a batch."""
         x = prepare_input(x, self.input_shape)
         n = len(x)
+        scores = np.empty((n, self.plan.n_scores), np.int32)
+        labels = np.empty(n, np.int64)
+        done = 0
+        while (forward := compiled.forward_now(self._uses)) is None and done < n:  # (the kernels are compiling)
+            end = min(n, done + REFERENCE_CHUNK)
+            scores[done:end] = reference_scores(self.file, x[done:end])
+            labels[done:end] = predict_from_scores(self.file, scores[done:end])
+            done = end
+        if done < n:
+            self._run(forward, x[done:], scores[done:], labels[done:])
+        return scores, labels
+
+    def compile(self) -> BnnModel:
+        """Wait until the kernels are compiled (or loaded from the cache): batches from now on run them."""
+        compiled.forward(self._uses)
+        return self
+
+    def _run(self, forward, x: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> None:
+        """The batch x through the compiled driver, into scores and labels."""
+        n = len(x)
         flat = x.reshape(n, -1)
         p = self.plan
-        scores = np.empty((n, p.n_scores), np.int32)
-        labels = np.empty(n, np.int64)
         threads = self.threads
         splits = bool(self._uses & 1 << USES_SPLIT)  # an image's work is worth sharing between threads
         parallel = n > SERIAL_MAX or (splits and n > 0)
@@ -142,15 +161,13 @@ class BnnModel:
             state = np.zeros(1 + -(-n // tile), np.int64)
         scratch = p.scratch(1 if tile == SPLIT_TILE else tile, nthreads)  # a split tile is one image
         args = (flat, tile, p.sizes, *p.kernel_args, scores, labels, state)
-        forward = compiled.forward(self._uses)
         if nthreads <= 1:
             forward(*args, scratch[0], True)
-            return scores, labels
+            return
         pool = _pool()
         for j in range(1, nthreads):  # helpers: whatever they claim before the calling thread is done
             pool.submit(forward, *args, scratch[j], False)
         forward(*args, scratch[0], True)  # claims tiles (or chunks), then takes over those still open: never waits
-        return scores, labels
 
     def scores(self, x) -> np.ndarray:
         """Integer scores of the last layer, int32 (N, classes) -- or (N, 1) for a single-unit network."""

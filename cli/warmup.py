@@ -35,7 +35,7 @@ def warmup(
     else:
         from bnn_runtime.model import SERIAL_MAX, load
 
-        model = load(model_path)
+        model = load(model_path).compile()  # (its kernels now, not in the background)
         x = np.zeros((2 * SERIAL_MAX + 1, *model.input_shape), np.uint8)
         model.predict(x[:1])
         model.predict(x)

@@ -93,6 +93,6 @@ in_root /bin/sh -c "cd $SRC && NUMBA_CACHE_DIR=/tmp/numba-cache $VENV/bin/python
 import platform, numba, numpy
 print(\"machine\", platform.machine(), \"python\", platform.python_version(), \"numpy\", numpy.__version__,
       \"numba\", numba.__version__, \"llvm cpu\", numba.config.CPU_NAME or __import__(\"llvmlite.binding\").binding.get_host_cpu_name())
-' && NUMBA_CACHE_DIR=/tmp/numba-cache $VENV/bin/python -m pytest -q -p no:cacheprovider --noconftest \
+' && NUMBA_CACHE_DIR=/tmp/numba-cache BNN_WAIT_FOR_KERNELS=1 $VENV/bin/python -m pytest -q -p no:cacheprovider --noconftest \
     ${PYTEST_ARGS:-} ${TESTS[*]}"
 say "aarch64: the runtime's scores equal the x86 golden scores and the reference, bit for bit"

@@ -11,6 +11,11 @@ from bnn_cli.main import app
 
 DATASETS_DIR = os.environ.get("BNN_DATASETS")
 
+# A batch that comes while the kernels compile is answered by the NumPy reference (compiled.forward_now): the
+# tests, and the processes they start, wait for the kernels instead, so that they check the kernels.
+# tests/test_runtime_first_start.py checks the answers given while they compile.
+os.environ.setdefault("BNN_WAIT_FOR_KERNELS", "1")
+
 # Property tests check values, never time: no per-example deadline, and no "generation too slow"
 # refusal when the machine is busy (a shared CI runner must not turn load into a red run).
 # Locally the examples are new on every run (exploration); CI (BNN_HYPOTHESIS_PROFILE=ci, set by .ci/run) draws
