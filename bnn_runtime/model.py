@@ -46,6 +46,9 @@ LARGE_WEIGHTS = 1 << 20  # bytes of re-packed weights above which LARGE_TILE is 
 SERIAL_MAX = 16  # batches up to this size run in the calling thread (no thread start-up)
 TILES_PER_THREAD = 4  # a parallel batch is cut into at least this many tiles per thread (for dynamic sharing)
 REFERENCE_CHUNK = 32  # images per call of the NumPy reference while the kernels compile (then they take the rest)
+# A batch of more images waits for the compile instead: the reference (~1,000 LeNet-5 images/s alone, half that
+# beside the compile, which it slows down in turn) would take about as long as a compile (~10 s) or longer.
+REFERENCE_MAX = 1024
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 _IDLE = IdleCores()  # the default thread count of a batch (one sampler for the process)
@@ -122,11 +125,15 @@ class BnnModel:
         scores = np.empty((n, self.plan.n_scores), np.int32)
         labels = np.empty(n, np.int64)
         done = 0
-        while (forward := compiled.forward_now(self._uses)) is None and done < n:  # (the kernels are compiling)
+        forward = compiled.forward_now(self._uses)
+        if forward is None and n > REFERENCE_MAX:  # (the reference would take longer than the compile: wait)
+            forward = compiled.forward(self._uses)
+        while forward is None and done < n:  # the kernels are compiling: the reference, until they are there
             end = min(n, done + REFERENCE_CHUNK)
             scores[done:end] = reference_scores(self.file, x[done:end])
             labels[done:end] = predict_from_scores(self.file, scores[done:end])
             done = end
+            forward = compiled.forward_now(self._uses)
         if done < n:
             self._run(forward, x[done:], scores[done:], labels[done:])
         return scores, labels

@@ -144,7 +144,7 @@ def _evaluate(model, model_path: Path, dataset, data_dir: Path | None, limit: in
     if num_classes != len(model.classes):  # before reading (or downloading) the data
         raise CliError(f"{name} has {num_classes} classes, the model {len(model.classes)}")
     _, x, y = load_test_arrays(train, limit)
-    model.predict(x[: 4 * model.tile * model.threads])  # compile or load the kernels before the clock starts
+    model.compile().predict(x[: 4 * model.tile * model.threads])  # the kernels, compiled or loaded, before the clock
     start = time.perf_counter()
     pred = model.predict(x)
     seconds = time.perf_counter() - start

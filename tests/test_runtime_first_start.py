@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from bnn_runtime import compiled, load, model, reference_scores
+from bnn_runtime.layout import USES_ALL
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden" / "lenet5_mnist"
@@ -41,6 +42,18 @@ def test_a_batch_switches_from_the_reference_to_the_kernels_when_they_are_ready(
     np.testing.assert_array_equal(scores, expected_scores)
     np.testing.assert_array_equal(labels, expected_labels)
     np.testing.assert_array_equal(scores, reference_scores(m.file, x))
+
+
+def test_a_batch_larger_than_the_reference_takes_waits_for_the_kernels(monkeypatch):
+    m = load(GOLDEN.with_suffix(".bnn"), threads=1)
+    x = np.zeros((model.REFERENCE_MAX + 1, *m.input_shape), np.uint8)
+    waited = []
+    monkeypatch.setattr(compiled, "forward_now", lambda uses: None)  # (compiling, as far as run can tell)
+    monkeypatch.setattr(compiled, "forward", lambda uses: waited.append(uses) or compiled._drivers[USES_ALL])
+    monkeypatch.setattr(model, "reference_scores", None)  # (never called: a TypeError if it were)
+    scores, _ = m.run(x)
+    assert waited == [m.plan.uses]
+    np.testing.assert_array_equal(scores[1:], np.broadcast_to(scores[0], scores[1:].shape))
 
 
 CHILD = """
