@@ -79,18 +79,14 @@ def forward_now(uses: int):
     else None, with the compile started in a background thread (once): the caller serves its batches with the
     NumPy reference meanwhile (model.py), and the process waits for the compile at exit, so that the cache is
     filled. ``BNN_WAIT_FOR_KERNELS=1``: always ``forward(uses)`` (the batch waits for the compile)."""
-    fn = _drivers.get(USES_ALL) or _drivers.get(uses)
-    if fn is not None:
-        return fn
+    if USES_ALL in _drivers or uses in _drivers:  # (every batch comes here; the driver itself from forward, always)
+        return forward(uses)
     thread = _compiling.get(uses)
     if thread is not None:
         return None if thread.is_alive() else forward(uses)  # (a compile that failed raises here, in the caller)
-    if os.environ.get(WAIT_ENV, "0").strip() not in ("", "0"):
+    if os.environ.get(WAIT_ENV, "0").strip() not in ("", "0") or _native(uses) is not None:
         return forward(uses)
-    fn = _native(uses)
-    if fn is not None:
-        return fn
-    from . import cache
+    from . import cache  # (imports numba)
 
     if cache.is_ready(uses) or cache.is_ready(USES_ALL):
         return forward(uses)
