@@ -14,6 +14,8 @@ from .choices import DATASETS, DEVICES, INITS, LOSS_REDUCTIONS, MODELS, OPTIMIZE
 from .datasets import DATASETS as DATASET_FACTS
 from .errors import ConfigError
 
+MAX_EPOCHS = 10**6  # a run's epochs (its checkpoint and metrics are checked against it: runcheck.py)
+
 DEFAULT_DATASET = "digits"  # works offline; ModelConfig's input defaults are its facts
 DATASET_HELP = (
     "ones, digits (offline), mnist, fashion-mnist, cifar10 (downloaded, or from --data-dir); "
@@ -235,6 +237,8 @@ class TrainConfig:
         _positive("--lr", self.lr)
         _positive("--batch-size", self.batch_size, integer=True)
         _positive("--epochs", self.epochs, integer=True)
+        if self.epochs > MAX_EPOCHS:
+            raise ConfigError(f"--epochs {self.epochs} is above the limit of {MAX_EPOCHS}")
         _positive("--dim", self.dim, integer=True)
         _positive("--n-samples", self.n_samples, integer=True)
         _positive("--eval-batch-size", self.eval_batch_size, integer=True)

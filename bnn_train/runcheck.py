@@ -14,10 +14,9 @@ from pathlib import Path
 
 from .activations import ActParams
 from .choices import DATASETS
-from .config import ModelConfig, RunConfig, TrainConfig
+from .config import MAX_EPOCHS, ModelConfig, RunConfig, TrainConfig
 from .errors import CheckpointError, ConfigError
 
-MAX_EPOCHS = 10**6
 MAX_DIM = 2**16  # one entry of in_shape
 MAX_CLASSES = 2**16
 

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from bnn_train.config import MAX_EPOCHS
 from bnn_train.reproduce.experiments import DEFAULT_ENSEMBLE, PAPER_RUNS, POOL_READINGS
 
 from .choices import Device, _enum
@@ -104,6 +105,8 @@ def reproduce(
     if ensemble < 1:
         raise CliError(f"--ensemble must be a positive integer (1: one run at a time), got {ensemble}")
     epochs = epochs or exp.epochs
+    if epochs > MAX_EPOCHS:  # (before any run starts; a run's TrainConfig says the same)
+        raise CliError(f"--epochs {epochs} is above the limit of {MAX_EPOCHS}")
     cells = select_cells(exp, only, max_cells)
     if not cells:
         raise CliError(f"--only {only} keeps no cell of {exp.name}")

@@ -9,6 +9,7 @@ rest are passed as drawn. Every example runs in its own empty folder, so a drawn
 
 import contextlib
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -203,6 +204,20 @@ def test_bench_train_told_to_run_forever_is_refused():
     result = run_cli("bench-train", *BENCH_TRAIN, "--epochs", str(10**9))
     _one_line_or_result(result)
     assert result.exit_code == 1 and f"limit of {MAX_EPOCHS}" in result.stderr
+
+
+def test_train_and_reproduce_told_to_run_for_longer_than_a_run_can_record_are_refused(tmp_path_factory):
+    """A run's metrics and checkpoint hold at most MAX_EPOCHS epochs (runcheck.py): more is refused before any
+    training (the fuzzer found `reproduce --epochs 10388592782` training table13 until the machine ran out of
+    memory)."""
+    from bnn_train.config import MAX_EPOCHS
+
+    with _own_folder(tmp_path_factory):
+        for args in (["train", "--out", "r"], ["reproduce", *REPRODUCE, "--runs", "1", "--out", "repro"]):
+            result = run_cli(*args, "--epochs", str(MAX_EPOCHS + 1))
+            _one_line_or_result(result)
+            assert result.exit_code == 1 and f"above the limit of {MAX_EPOCHS}" in result.stderr
+            assert not Path(args[args.index("--out") + 1]).exists()
 
 
 @pytest.mark.slow
