@@ -52,8 +52,12 @@ def forward(uses: int | None = None):
     if fn is not None:
         return fn
     fn = _native(uses)
-    if fn is not None:
-        return fn
+    return fn if fn is not None else _numba_driver(uses)
+
+
+def _numba_driver(uses: int | None):
+    """numba's driver for ``uses`` (compiled or loaded from numba's cache): the one for every kind when ``uses`` is
+    None or only that one is cached."""
     from . import cache
 
     if uses is None or (not cache.is_ready(uses) and cache.is_ready(USES_ALL)):
@@ -84,12 +88,15 @@ def forward_now(uses: int):
     thread = _compiling.get(uses)
     if thread is not None:
         return None if thread.is_alive() else forward(uses)  # (a compile that failed raises here, in the caller)
-    if os.environ.get(WAIT_ENV, "0").strip() not in ("", "0") or _native(uses) is not None:
+    if os.environ.get(WAIT_ENV, "0").strip() not in ("", "0"):
         return forward(uses)
+    fn = _native(uses)
+    if fn is not None:
+        return fn
     from . import cache  # (imports numba)
 
     if cache.is_ready(uses) or cache.is_ready(USES_ALL):
-        return forward(uses)
+        return _numba_driver(uses)  # (not forward: its native file was looked for just now)
     with _lock:
         if uses not in _compiling:
             cache.cache_dir()  # (CacheError now, in the caller, when no cache directory can be written)
