@@ -23,6 +23,19 @@ def _thresholds(rng, n_out: int, spread: float, bound: int) -> tuple[np.ndarray,
     return t.astype(np.int32), d
 
 
+def manifest(shape, layers: list[dict], test: str, version: int = 2) -> dict:
+    """The manifest of a test's .bnn: uint8 input of ``shape``, ``layers``, classes c0, c1, ... (one per output of
+    the last layer), the test's name as provenance."""
+    return {
+        "format": "bnn",
+        "version": version,
+        "input": {"dtype": "uint8", "shape": list(shape)},
+        "classes": [f"c{k}" for k in range(layers[-1]["out_features"])],
+        "layers": layers,
+        "provenance": {"test": test},
+    }
+
+
 def random_bnn(rng: np.random.Generator, max_layers: int = 4) -> tuple[BnnFile, bytes]:
     """A random model: an optional conv stage (1-2 convs), then 0-2 hidden dense layers, then scores."""
     image = rng.random() < 0.7
@@ -86,13 +99,5 @@ def random_bnn(rng: np.random.Generator, max_layers: int = 4) -> tuple[BnnFile, 
             arrays[f"{name}.threshold"] = t
             arrays[f"{name}.direction"] = d
         layers.append(layer)
-    manifest = {
-        "format": "bnn",
-        "version": 1,
-        "input": {"dtype": "uint8", "shape": list(shape)},
-        "classes": [f"c{k}" for k in range(n_classes)],
-        "layers": layers,
-        "provenance": {"test": "random_bnn"},
-    }
-    data = to_bytes(manifest, arrays)
+    data = to_bytes(manifest(shape, layers, "random_bnn", version=1), arrays)  # (the last layer: n_classes outputs)
     return parse(data), data

@@ -21,6 +21,7 @@ from bnn_runtime.layout import COL_CHUNKS, COL_SPLIT_STATE, SLOT_SPLIT, SPLIT_TI
 from bnn_runtime.model import BnnModel
 from bnn_runtime.reference import predict_from_scores, reference_scores
 
+from .random_bnn import manifest
 from .test_runtime_kernels import _work
 
 
@@ -87,15 +88,7 @@ def split_models(draw):
             layer["out_encoding"] = enc
         layers.append(layer)
         arrays |= arr
-    manifest = {
-        "format": "bnn",
-        "version": 2,
-        "input": {"dtype": "uint8", "shape": [c, h, w]},
-        "classes": [f"c{k}" for k in range(layers[-1]["out_features"])],
-        "layers": layers,
-        "provenance": {"test": "split"},
-    }
-    return BnnFile(manifest, arrays)
+    return BnnFile(manifest((c, h, w), layers, "split"), arrays)
 
 
 @settings(max_examples=60, deadline=None)

@@ -18,6 +18,8 @@ from bnn_runtime.layout import COL_KIND, KIND_NAMES
 from bnn_runtime.model import BnnModel
 from bnn_runtime.reference import _conv_sums, _or_pool, predict_from_scores, reference_scores
 
+from .random_bnn import manifest
+
 
 def _out(n: int, k: int, p: int, s: int) -> int:
     return (n + 2 * p - k) // s + 1
@@ -75,15 +77,7 @@ def strided_models(draw):
                 arrays={r: f"{name}.{r}" for r in ("weight", "threshold", "direction")},
             )
         layers.append(layer)
-    manifest = {
-        "format": "bnn",
-        "version": 2,
-        "input": {"dtype": "uint8", "shape": [c, h, w]},
-        "classes": [f"c{k}" for k in range(layers[-1]["out_features"])],
-        "layers": layers,
-        "provenance": {"test": "strided"},
-    }
-    return BnnFile(manifest, arrays)
+    return BnnFile(manifest((c, h, w), layers, "strided"), arrays)
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
