@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .activations import RANDOM_BACKWARDS, Activation
-from .ensemble_ops import fusable, quad_mean_pool, step_activation
+from .ensemble_ops import fusable, quad_mean_pool, step_activation, step_pools, step_quad_mean_pool
 from .errors import ConfigError
 from .layers import BINARY_LAYERS, QuadMeanPool2d, Scale, binarize
 
@@ -177,6 +177,32 @@ class _FusedQuadMeanPool(QuadMeanPool2d):
         return quad_mean_pool(x, self.kernel_size)
 
 
+class _StepThenPool(nn.Module):
+    """A Heaviside step and the quadratic-mean pool after it (``step_quad_mean_pool``: the same numbers, one
+    pass backward); the pool's own slot holds an ``nn.Identity``. Sizes that are no multiple of the window go
+    through the two layers."""
+
+    layout = SHARED
+
+    def __init__(self, act: EnsembleActivation, pool: _FusedQuadMeanPool):
+        super().__init__()
+        self.act, self.pool = act, pool
+
+    def forward(self, z: Tensor) -> Tensor:
+        k = self.pool.kernel_size
+        if z.dim() == 4 and z.shape[2] % k == 0 and z.shape[3] % k == 0:
+            return step_quad_mean_pool(z, self.act.inner, k)
+        return self.pool(self.act(z))
+
+
+def _fuse_steps_and_pools(layers: dict[str, nn.Module]) -> None:
+    names = list(layers)
+    for name, after in zip(names, names[1:], strict=False):
+        act, pool = layers[name], layers[after]
+        if isinstance(act, EnsembleActivation) and isinstance(pool, _FusedQuadMeanPool) and step_pools(act.inner):
+            layers[name], layers[after] = _StepThenPool(act, pool), nn.Identity()
+
+
 _PER_CHANNEL = (nn.MaxPool2d, QuadMeanPool2d, Scale, nn.Flatten)
 
 
@@ -211,6 +237,7 @@ class Ensemble(nn.Module):
                 layers[name] = _FusedQuadMeanPool(first.kernel_size) if type(first) is QuadMeanPool2d else first
             else:
                 raise ConfigError(f"an ensemble cannot batch layer {name} ({type(first).__name__})")
+        _fuse_steps_and_pools(layers)
         self.net = nn.Sequential(*[layers[n] for n in layers])
         self.names = list(layers)
 

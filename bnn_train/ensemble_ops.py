@@ -10,6 +10,9 @@ the plain layers compute (tested in tests/test_ensemble_ops.py), in fewer passes
   the window is evaluated in place into one float tensor; the heaviside forward writes its 0/1 floats directly.
 * ``quad_mean_pool`` — sqrt(mean(x^2)) over k x k windows with a hand-written backward: the factor 2 of
   d(x^2)/dx applied to the pooled gradient (exact, a power of 2) instead of two full products and their sum.
+* ``step_quad_mean_pool`` — the two in one, for a Heaviside forward (the paper's LeNet-5 in Table 14): the pool
+  sees 0/1 values, so x^2 = x and the pool's input gradient is 0 wherever the step is 0; with the window the
+  backward is one masked copy of the pooled gradient, and the step's 0/1 floats are never stored.
 """
 
 from __future__ import annotations
@@ -81,3 +84,41 @@ class _QuadMeanPool(torch.autograd.Function):
 def quad_mean_pool(x: Tensor, k: int) -> Tensor:
     """``QuadMeanPool2d(k)(x)`` with a fused backward."""
     return _QuadMeanPool.apply(x, k)
+
+
+def step_pools(act: Activation) -> bool:
+    """Whether ``step_quad_mean_pool`` computes ``act`` followed by the quadratic-mean pool (a Heaviside forward
+    with a window or constant backward)."""
+    return fusable(act) and act.forward_fn.name == "heaviside"
+
+
+class _StepQuadMeanPool(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z: Tensor, act: Activation, k: int) -> Tensor:  # type: ignore[override]
+        on = torch.ge(z, 0, out=torch.empty_like(z))  # H(z) as 0/1 floats (sign_is_positive's rule) ...
+        s = F.avg_pool2d(on, k)  # (x^2 = x)
+        y = s.clamp_min(1e-12).sqrt()
+        half, divisor = _WINDOWS[act.backward_name](act.params)
+        if half is not None:  # ... times 1{|z| <= half}: 1 where a gradient reaches z (floats: faster than bools)
+            on.mul_(torch.le(z, half, out=torch.empty_like(z)))
+        ctx.save_for_backward(on, s, y)
+        ctx.k, ctx.divisor = k, divisor
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        on, s, y = ctx.saved_tensors
+        gs = grad / (2 * y)  # as _QuadMeanPool.backward
+        gs = torch.where(s >= 1e-12, gs, 0.0)
+        gs = gs * 2
+        if ctx.divisor is not None:  # the window's height 1/w, rounded to the dtype first as the plain backward
+            gs.mul_(torch.ones((), dtype=gs.dtype).div_(ctx.divisor))  # does (before avg_pool2d_backward's exact /k^2)
+        k = [ctx.k] * 2
+        gz = torch.ops.aten.avg_pool2d_backward(gs, on, k, k, [0, 0], False, True, None)  # (on: for its shape)
+        return gz.mul_(on), None, None
+
+
+def step_quad_mean_pool(z: Tensor, act: Activation, k: int) -> Tensor:
+    """``QuadMeanPool2d(k)(act(z))`` with a fused forward and backward; ``act`` must pass ``step_pools`` and the
+    height and width of ``z`` must be multiples of ``k`` (else use the two layers)."""
+    return _StepQuadMeanPool.apply(z, act, k)

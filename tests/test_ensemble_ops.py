@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bnn_train.activations import Activation, ActParams
-from bnn_train.ensemble_ops import fusable, quad_mean_pool, step_activation
+from bnn_train.ensemble_ops import fusable, quad_mean_pool, step_activation, step_pools, step_quad_mean_pool
 from bnn_train.layers import QuadMeanPool2d
 
 
@@ -61,3 +61,26 @@ def test_quad_mean_pool_is_the_plain_pool_exactly(bits, channels_last):
     y0, g0 = _forward_backward(QuadMeanPool2d(2), z, g)
     y1, g1 = _forward_backward(lambda t: quad_mean_pool(t, 2), z, g)
     assert torch.equal(y0, y1) and torch.equal(g0, g1)
+
+
+@pytest.mark.parametrize("spec", ["heaviside/rect", "heaviside/ste", "heaviside/const"])
+@pytest.mark.parametrize("width", [1.0, 0.3])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_step_quad_mean_pool_is_the_two_plain_layers_exactly(spec, width, channels_last):
+    act = Activation(spec, ActParams(rect_width=width))
+    assert step_pools(act)
+    z, g = _inputs((3, 5, 8, 8), seed=zlib.crc32(f"pool {spec} {width}".encode()) % 1000)
+    z[0, 0, :2, :2] = -1.0  # a whole window off: the pool's clamp
+    g = g[:, :, :4, :4].contiguous()
+    if channels_last:
+        z, g = z.contiguous(memory_format=torch.channels_last), g.contiguous(memory_format=torch.channels_last)
+    y0, g0 = _forward_backward(lambda t: QuadMeanPool2d(2)(act(t)), z, g)
+    y1, g1 = _forward_backward(lambda t: step_quad_mean_pool(t, act, 2), z, g)
+    assert torch.equal(y0, y1) and torch.equal(g0, g1)
+    assert g1.is_contiguous(memory_format=torch.channels_last) == channels_last
+
+
+def test_only_a_heaviside_step_pools_in_one():
+    assert not step_pools(Activation("sign/rect"))  # its -1s do not square to themselves
+    assert not step_pools(Activation("heaviside/d_logistic"))
+    assert not step_pools(Activation("relu/rect"))
