@@ -26,16 +26,23 @@ def _inputs(shape, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return z, torch.randn(shape, generator=gen)
 
 
+def _seed(text: str) -> int:
+    return zlib.crc32(text.encode()) % 1000  # not hash(): str hashes change from process to process
+
+
+def _layout(z: torch.Tensor, g: torch.Tensor, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    if not channels_last:
+        return z, g
+    return z.contiguous(memory_format=torch.channels_last), g.contiguous(memory_format=torch.channels_last)
+
+
 @pytest.mark.parametrize("spec", ["heaviside/rect", "sign/ste", "heaviside/const", "relu/rect", "sign/rect"])
 @pytest.mark.parametrize("width", [1.0, 0.3])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_step_activation_is_the_activation_exactly(spec, width, channels_last):
     act = Activation(spec, ActParams(rect_width=width))
     assert fusable(act)
-    # not hash(): str hashes change from process to process, and the inputs must not
-    z, g = _inputs((4, 6, 5, 5), seed=zlib.crc32(f"{spec} {width}".encode()) % 1000)
-    if channels_last:
-        z, g = z.contiguous(memory_format=torch.channels_last), g.contiguous(memory_format=torch.channels_last)
+    z, g = _layout(*_inputs((4, 6, 5, 5), seed=_seed(f"{spec} {width}")), channels_last)
     y0, g0 = _forward_backward(act, z, g)
     y1, g1 = _forward_backward(lambda t: step_activation(t, act), z, g)
     assert torch.equal(y0, y1) and torch.equal(g0, g1)
@@ -55,9 +62,7 @@ def test_quad_mean_pool_is_the_plain_pool_exactly(bits, channels_last):
     z, g = _inputs((3, 4, 8, 8), seed=7)
     if bits:  # a step's outputs: whole windows of 0 reach the clamp
         z = (z > 0.8).float()
-    g = g[:, :, :4, :4].contiguous()
-    if channels_last:
-        z, g = z.contiguous(memory_format=torch.channels_last), g.contiguous(memory_format=torch.channels_last)
+    z, g = _layout(z, g[:, :, :4, :4].contiguous(), channels_last)
     y0, g0 = _forward_backward(QuadMeanPool2d(2), z, g)
     y1, g1 = _forward_backward(lambda t: quad_mean_pool(t, 2), z, g)
     assert torch.equal(y0, y1) and torch.equal(g0, g1)
@@ -69,11 +74,9 @@ def test_quad_mean_pool_is_the_plain_pool_exactly(bits, channels_last):
 def test_step_quad_mean_pool_is_the_two_plain_layers_exactly(spec, width, channels_last):
     act = Activation(spec, ActParams(rect_width=width))
     assert step_pools(act)
-    z, g = _inputs((3, 5, 8, 8), seed=zlib.crc32(f"pool {spec} {width}".encode()) % 1000)
+    z, g = _inputs((3, 5, 8, 8), seed=_seed(f"pool {spec} {width}"))
     z[0, 0, :2, :2] = -1.0  # a whole window off: the pool's clamp
-    g = g[:, :, :4, :4].contiguous()
-    if channels_last:
-        z, g = z.contiguous(memory_format=torch.channels_last), g.contiguous(memory_format=torch.channels_last)
+    z, g = _layout(z, g[:, :, :4, :4].contiguous(), channels_last)
     y0, g0 = _forward_backward(lambda t: QuadMeanPool2d(2)(act(t)), z, g)
     y1, g1 = _forward_backward(lambda t: step_quad_mean_pool(t, act, 2), z, g)
     assert torch.equal(y0, y1) and torch.equal(g0, g1)
