@@ -110,12 +110,11 @@ class _StepQuadMeanPool(torch.autograd.Function):
         on, s, y = ctx.saved_tensors
         gs = grad / (2 * y)  # as _QuadMeanPool.backward
         gs = torch.where(s >= 1e-12, gs, 0.0)
-        gs = gs * 2
-        if ctx.divisor is not None:  # the window's height 1/w, rounded to the dtype first as the plain backward
-            gs.mul_(torch.ones((), dtype=gs.dtype).div_(ctx.divisor))  # does (before avg_pool2d_backward's exact /k^2)
-        k = [ctx.k] * 2
-        gz = torch.ops.aten.avg_pool2d_backward(gs, on, k, k, [0, 0], False, True, None)  # (on: for its shape)
-        return gz.mul_(on), None, None
+        gs = (gs * 2).div_(ctx.k * ctx.k)  # avg_pool2d_backward's share of each window element (exact: a power of 2)
+        if ctx.divisor is not None:  # the window's height 1/w, rounded to the dtype first as the plain backward does
+            gs.mul_(torch.ones((), dtype=gs.dtype).div_(ctx.divisor))
+        # the share spread over its window (non-overlapping windows: one each; no zero-filled accumulation), masked
+        return F.interpolate(gs, scale_factor=ctx.k, mode="nearest").mul_(on), None, None
 
 
 def step_quad_mean_pool(z: Tensor, act: Activation, k: int) -> Tensor:
