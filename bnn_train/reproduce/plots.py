@@ -5,6 +5,7 @@ configuration, mean over runs) per grid point. matplotlib with Agg, atomic write
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +83,8 @@ def _mean_curve(histories: list[list[dict]], key: str) -> tuple[np.ndarray, np.n
         for j, r in enumerate(h):
             v = r.get(key)
             vals[i, j] = np.nan if v is None else float(v)
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():  # an epoch no run reached or every run diverged in: NaN, left out of the plot
+        warnings.simplefilter("ignore", RuntimeWarning)
         return np.arange(1, length + 1), np.nanmean(vals, axis=0), np.nanstd(vals, axis=0)
 
 
