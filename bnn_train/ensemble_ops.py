@@ -62,6 +62,14 @@ def step_activation(z: Tensor, act: Activation) -> Tensor:
     return _StepActivation.apply(z, act)
 
 
+def _pooled_square_grad(grad: Tensor, s: Tensor, y: Tensor) -> Tensor:
+    """The gradient of the pooled mean of squares s from that of y = sqrt(clamp_min(s, 1e-12)), times the 2 of
+    d(x*x)/dx (exact; the x is the caller's), in autograd's order of operations."""
+    gs = grad / (2 * y)  # sqrt's backward, as autograd writes it
+    gs = torch.where(s >= 1e-12, gs, 0.0)  # clamp_min's
+    return gs * 2
+
+
 class _QuadMeanPool(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, k: int) -> Tensor:  # type: ignore[override]
@@ -74,9 +82,7 @@ class _QuadMeanPool(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         x, s, y = ctx.saved_tensors
-        gs = grad / (2 * y)  # sqrt's backward, as autograd writes it
-        gs = torch.where(s >= 1e-12, gs, 0.0)  # clamp_min's
-        gs = gs * 2  # d(x*x)/dx = 2x: the 2 here (exact), the x below
+        gs = _pooled_square_grad(grad, s, y)
         gx = torch.ops.aten.avg_pool2d_backward(gs, x, [ctx.k] * 2, [ctx.k] * 2, [0, 0], False, True, None)
         return gx.mul_(x), None
 
@@ -108,9 +114,8 @@ class _StepQuadMeanPool(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         on, s, y = ctx.saved_tensors
-        gs = grad / (2 * y)  # as _QuadMeanPool.backward
-        gs = torch.where(s >= 1e-12, gs, 0.0)
-        gs = (gs * 2).div_(ctx.k * ctx.k)  # avg_pool2d_backward's share of each window element (exact: a power of 2)
+        # avg_pool2d_backward's share of each window element (its division; exact for k = 2)
+        gs = _pooled_square_grad(grad, s, y).div_(ctx.k * ctx.k)
         if ctx.divisor is not None:  # the window's height 1/w, rounded to the dtype first as the plain backward does
             gs.mul_(torch.ones((), dtype=gs.dtype).div_(ctx.divisor))
         # the share spread over its window (non-overlapping windows: one each; no zero-filled accumulation), masked
