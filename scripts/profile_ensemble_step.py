@@ -109,11 +109,11 @@ def main() -> None:
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
-        for name, fn, n in (("one-at-a-time", run_single, k), ("ensemble", run_ensemble, 1)):
+        for name, fn, n in (("one-at-a-time", run_single, k), ("ensemble", run_ensemble, 4)):
             with profile(activities=[ProfilerActivity.CPU]) as prof:
                 fn(n)
             print(f"\n=== {name}: {n} steps ===")
-            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=40))
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=40, max_name_column_width=40))
 
 
 if __name__ == "__main__":

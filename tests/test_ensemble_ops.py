@@ -71,15 +71,18 @@ def test_quad_mean_pool_is_the_plain_pool_exactly(bits, channels_last):
 @pytest.mark.parametrize("spec", ["heaviside/rect", "heaviside/ste", "heaviside/const"])
 @pytest.mark.parametrize("width", [1.0, 0.3])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_step_quad_mean_pool_is_the_two_plain_layers_exactly(spec, width, channels_last):
+@pytest.mark.parametrize(("k", "dtype"), [(2, torch.float32), (3, torch.float32), (2, torch.float64)])
+def test_step_quad_mean_pool_is_the_two_plain_layers_exactly(spec, width, channels_last, k, dtype):
+    """float32 on the CPU runs step_pool_kernels (numba); float64 the torch form that CUDA runs."""
     act = Activation(spec, ActParams(rect_width=width))
     assert step_pools(act)
-    z, g = _inputs((3, 5, 8, 8), seed=_seed(f"pool {spec} {width}"))
-    z[0, 0, :2, :2] = -1.0  # a whole window off: the pool's clamp
-    z, g = _layout(z, g[:, :, :4, :4].contiguous(), channels_last)
-    y0, g0 = _forward_backward(lambda t: QuadMeanPool2d(2)(act(t)), z, g)
-    y1, g1 = _forward_backward(lambda t: step_quad_mean_pool(t, act, 2), z, g)
+    z, g = _inputs((3, 5, 4 * k, 4 * k), seed=_seed(f"pool {spec} {width}"))
+    z[0, 0, :k, :k] = -1.0  # a whole window off: the pool's clamp
+    z, g = _layout(z.to(dtype), g[:, :, :4, :4].contiguous().to(dtype), channels_last)
+    y0, g0 = _forward_backward(lambda t: QuadMeanPool2d(k)(act(t)), z, g)
+    y1, g1 = _forward_backward(lambda t: step_quad_mean_pool(t, act, k), z, g)
     assert torch.equal(y0, y1) and torch.equal(g0, g1)
+    assert y1.is_contiguous(memory_format=torch.channels_last) == channels_last
     assert g1.is_contiguous(memory_format=torch.channels_last) == channels_last
 
 
