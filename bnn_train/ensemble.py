@@ -10,7 +10,8 @@ share the architecture, so their layers run as one grouped operation each:
   channels-last activations (oneDNN's NCHW grouped convolution is several times slower on the CPU);
   a dense layer is one batched matmul of weights stacked to (K, out, in);
 * pooling, scales and the forward activations act per channel or element, as they are; the
-  quadratic-mean pool and the step activations in the fused forms of ``ensemble_ops`` (same numbers);
+  quadratic-mean pool and the step activations in the fused forms of ``ensemble_ops``, an activation
+  followed by that pool as one layer (``activation_pool``: numba kernels on the CPU) — the same numbers;
 * a random backward function (jamming) draws each member's slice from that member's own
   random state, in the same order and shapes as its one-at-a-time run: the same noise.
 
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .activation_pool import activation_quad_mean_pool, pools_in_one, runs_here
 from .activations import RANDOM_BACKWARDS, Activation
 from .ensemble_ops import fusable, quad_mean_pool, step_activation, step_pools, step_quad_mean_pool
 from .errors import ConfigError
@@ -177,10 +179,10 @@ class _FusedQuadMeanPool(QuadMeanPool2d):
         return quad_mean_pool(x, self.kernel_size)
 
 
-class _StepThenPool(nn.Module):
-    """A Heaviside step and the quadratic-mean pool after it (``step_quad_mean_pool``: the same numbers, one
-    pass backward); the pool's own slot holds an ``nn.Identity``. Sizes that are no multiple of the window go
-    through the two layers."""
+class _ActivationThenPool(nn.Module):
+    """An activation and the quadratic-mean pool after it as one layer, the same numbers: on the CPU the numba
+    kernels of ``activation_quad_mean_pool``, elsewhere for a Heaviside step ``step_quad_mean_pool``, else (or
+    for sizes that are no multiple of the window) the two layers. The pool's own slot holds an ``nn.Identity``."""
 
     layout = SHARED
 
@@ -189,18 +191,20 @@ class _StepThenPool(nn.Module):
         self.act, self.pool = act, pool
 
     def forward(self, z: Tensor) -> Tensor:
-        k = self.pool.kernel_size
-        if z.dim() == 4 and z.shape[2] % k == 0 and z.shape[3] % k == 0:
-            return step_quad_mean_pool(z, self.act.inner, k)
+        k, act = self.pool.kernel_size, self.act.inner
+        if runs_here(z, k):
+            return activation_quad_mean_pool(z, act, k)
+        if step_pools(act) and z.dim() == 4 and z.shape[2] % k == 0 and z.shape[3] % k == 0:
+            return step_quad_mean_pool(z, act, k)
         return self.pool(self.act(z))
 
 
-def _fuse_steps_and_pools(layers: dict[str, nn.Module]) -> None:
+def _fuse_activations_and_pools(layers: dict[str, nn.Module]) -> None:
     names = list(layers)
     for name, after in zip(names, names[1:], strict=False):
         act, pool = layers[name], layers[after]
-        if isinstance(act, EnsembleActivation) and isinstance(pool, _FusedQuadMeanPool) and step_pools(act.inner):
-            layers[name], layers[after] = _StepThenPool(act, pool), nn.Identity()
+        if isinstance(act, EnsembleActivation) and isinstance(pool, _FusedQuadMeanPool) and pools_in_one(act.inner):
+            layers[name], layers[after] = _ActivationThenPool(act, pool), nn.Identity()
 
 
 _PER_CHANNEL = (nn.MaxPool2d, QuadMeanPool2d, Scale, nn.Flatten)
@@ -237,7 +241,7 @@ class Ensemble(nn.Module):
                 layers[name] = _FusedQuadMeanPool(first.kernel_size) if type(first) is QuadMeanPool2d else first
             else:
                 raise ConfigError(f"an ensemble cannot batch layer {name} ({type(first).__name__})")
-        _fuse_steps_and_pools(layers)
+        _fuse_activations_and_pools(layers)
         self.net = nn.Sequential(*[layers[n] for n in layers])
         self.names = list(layers)
 

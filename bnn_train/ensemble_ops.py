@@ -12,13 +12,11 @@ the plain layers compute (tested in tests/test_ensemble_ops.py), in fewer passes
   d(x^2)/dx applied to the pooled gradient (exact, a power of 2) instead of two full products and their sum.
 * ``step_quad_mean_pool`` — the two in one, for a Heaviside forward (the paper's LeNet-5 in Table 14): the pool
   sees 0/1 values, so x^2 = x and the pool's input gradient is 0 wherever the step is 0; with the window the
-  backward is one masked copy of the pooled gradient, and the step's 0/1 floats are never stored. On the CPU
-  (float32) numba kernels do each direction in one pass (bnn_train/step_pool_kernels.py); elsewhere torch ops.
+  backward is one masked copy of the pooled gradient, and the step's 0/1 floats are never stored.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -103,78 +101,25 @@ def step_pools(act: Activation) -> bool:
 class _StepQuadMeanPool(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z: Tensor, act: Activation, k: int) -> Tensor:  # type: ignore[override]
-        half, divisor = _WINDOWS[act.backward_name](act.params)
-        ctx.k, ctx.divisor = k, divisor
-        if _on_kernels(z):
-            return _kernel_forward(ctx, z, half, k)
         on = torch.ge(z, 0, out=torch.empty_like(z))  # H(z) as 0/1 floats (sign_is_positive's rule) ...
         s = F.avg_pool2d(on, k)  # (x^2 = x)
         y = s.clamp_min(1e-12).sqrt()
+        half, divisor = _WINDOWS[act.backward_name](act.params)
         if half is not None:  # ... times 1{|z| <= half}: 1 where a gradient reaches z (floats: faster than bools)
             on.mul_(torch.le(z, half, out=torch.empty_like(z)))
         ctx.save_for_backward(on, s, y)
+        ctx.k, ctx.divisor = k, divisor
         return y
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         on, s, y = ctx.saved_tensors
-        if on.dtype == torch.bool:
-            return _kernel_backward(ctx, grad, on, s, y), None, None
         # avg_pool2d_backward's share of each window element (its division; exact for k = 2)
         gs = _pooled_square_grad(grad, s, y).div_(ctx.k * ctx.k)
         if ctx.divisor is not None:  # the window's height 1/w, rounded to the dtype first as the plain backward does
-            gs.mul_(_window_height(ctx.divisor, gs.dtype))
+            gs.mul_(torch.ones((), dtype=gs.dtype).div_(ctx.divisor))
         # the share spread over its window (non-overlapping windows: one each; no zero-filled accumulation), masked
         return F.interpolate(gs, scale_factor=ctx.k, mode="nearest").mul_(on), None, None
-
-
-def _window_height(divisor: float, dtype: torch.dtype) -> Tensor:
-    return torch.ones((), dtype=dtype).div_(divisor)
-
-
-def _on_kernels(z: Tensor) -> bool:
-    """Whether step_pool_kernels compute the layer: float32 on the CPU (elsewhere the torch form)."""
-    return z.device.type == "cpu" and z.dtype == torch.float32 and z.dim() == 4
-
-
-def _nhwc(t: Tensor):
-    """``t`` (N, C, H, W) as a NumPy view indexed (N, H, W, C): contiguous for a channels-last tensor."""
-    return t.detach().permute(0, 2, 3, 1).numpy()
-
-
-def _like(t: Tensor, shape, dtype=None) -> Tensor:
-    """An empty (N, C, H, W) tensor of ``shape`` in ``t``'s memory format (channels-last or not)."""
-    fmt = torch.channels_last if t.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-    return torch.empty(shape, dtype=dtype or t.dtype, memory_format=fmt)
-
-
-def _same_threads_as_torch() -> None:
-    """numba's parallel loops use as many threads as torch's (``--threads``, a Ray worker's CPUs), not all cores."""
-    import numba
-
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-
-
-def _kernel_forward(ctx, z: Tensor, half: float | None, k: int) -> Tensor:
-    from . import step_pool_kernels as kernels  # numba compiles (or loads) on the first CPU ensemble only
-
-    _same_threads_as_torch()
-    n, c, h, w = z.shape
-    pooled = (n, c, h // k, w // k)
-    s, y, mask = _like(z, pooled), _like(z, pooled), _like(z, z.shape, torch.bool)
-    window = np.float32(-1.0 if half is None else half)
-    kernels.step_pool_forward(_nhwc(z), window, k, _nhwc(s), _nhwc(y), _nhwc(mask))
-    ctx.save_for_backward(mask, s, y)
-    return y
-
-
-def _kernel_backward(ctx, grad: Tensor, mask: Tensor, s: Tensor, y: Tensor) -> Tensor:
-    from . import step_pool_kernels as kernels
-
-    scale = np.float32(1.0 if ctx.divisor is None else _window_height(ctx.divisor, torch.float32).item())
-    out = _like(mask, mask.shape, torch.float32)
-    kernels.step_pool_backward(_nhwc(grad), _nhwc(s), _nhwc(y), _nhwc(mask), ctx.k, scale, _nhwc(out))
-    return out
 
 
 def step_quad_mean_pool(z: Tensor, act: Activation, k: int) -> Tensor:

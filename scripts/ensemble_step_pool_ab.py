@@ -44,9 +44,9 @@ def main() -> None:
     k, b = args.k, args.batch
     fused_members, apart_members = _members(mcfg, k), _members(mcfg, k)
     fused = ensemble.Ensemble(fused_members, mcfg.in_shape, torch.device("cpu"))
-    fuse, ensemble._fuse_steps_and_pools = ensemble._fuse_steps_and_pools, lambda layers: None
+    fuse, ensemble._fuse_activations_and_pools = ensemble._fuse_activations_and_pools, lambda layers: None
     apart = ensemble.Ensemble(apart_members, mcfg.in_shape, torch.device("cpu"))
-    ensemble._fuse_steps_and_pools = fuse
+    ensemble._fuse_activations_and_pools = fuse
     torch.manual_seed(0)
     single = build_model(mcfg)
     x1, y1 = torch.randint(0, 256, (b, 1, 28, 28), dtype=torch.uint8), torch.randint(0, 10, (b,))

@@ -1,6 +1,7 @@
-"""Step-level speed of the Table 14 cell: N steps of one network against N/K steps of a K-member ensemble.
+"""Step-level speed of a LeNet-5 cell: N steps of one network against N/K steps of a K-member ensemble
+(default: Table 14's Step/Rect at batch 256, lr 0.1; ``--experiment table5 --only bs=256,config=relu/tied``).
 
-Random MNIST-shaped batches (uint8 pixels, 10 classes), the cell's recipe (LeNet-5 heaviside/rect, float weights,
+Random MNIST-shaped batches (uint8 pixels, 10 classes), the cell's recipe (LeNet-5, float weights,
 no BatchNorm, batch 256, SGD lr 0.1); both sides in one process, interleaved round by round, so that a busy machine
 slows both alike. ``--profile`` adds torch.profiler's per-op table of a few steps of each side.
 
@@ -22,9 +23,11 @@ from bnn_train.reproduce.experiments import get_experiment, select_cells
 from bnn_train.train import loss_and_predictions
 
 
-def _cell_model() -> tuple[ModelConfig, object]:
-    exp = get_experiment("table14")
-    cell = select_cells(exp, "bs=256,lr=0.1,config=heaviside/rect")[0]
+def _cell_model(
+    experiment: str = "table14", only: str = "bs=256,lr=0.1,config=heaviside/rect"
+) -> tuple[ModelConfig, object]:
+    exp = get_experiment(experiment)
+    cell = select_cells(exp, only)[0]
     cfg = exp.run_config(cell, 1, 0, "cpu", None)
     model = replace(cfg.model, in_shape=(1, 28, 28), num_classes=10, input_scale=1 / 255)
     return model, replace(cfg, model=model)
@@ -46,6 +49,8 @@ def _ensemble_step(fwd, cfg, opt, x, y, model0):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--experiment", default="table14")
+    ap.add_argument("--only", default="bs=256,lr=0.1,config=heaviside/rect", help="the cell (its first match)")
     ap.add_argument("--k", type=int, default=8)
     ap.add_argument("--steps", type=int, default=32, help="steps of the single network per round (K divides it)")
     ap.add_argument("--rounds", type=int, default=3)
@@ -59,7 +64,7 @@ def main() -> None:
         print("keep_freed_memory:", keep_freed_memory())
     if args.threads:
         torch.set_num_threads(args.threads)
-    mcfg, cfg = _cell_model()
+    mcfg, cfg = _cell_model(args.experiment, args.only)
     k, b = args.k, args.batch
     torch.manual_seed(0)
     single = build_model(mcfg)
