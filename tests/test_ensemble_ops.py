@@ -73,7 +73,7 @@ def test_quad_mean_pool_is_the_plain_pool_exactly(bits, channels_last):
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize(("k", "dtype"), [(2, torch.float32), (3, torch.float32), (2, torch.float64)])
 def test_step_quad_mean_pool_is_the_two_plain_layers_exactly(spec, width, channels_last, k, dtype):
-    """float32 on the CPU runs step_pool_kernels (numba); float64 the torch form that CUDA runs."""
+    """The torch form (what CUDA runs; the CPU ensemble uses bnn_train/activation_pool.py) in float32 and float64."""
     act = Activation(spec, ActParams(rect_width=width))
     assert step_pools(act)
     z, g = _inputs((3, 5, 4 * k, 4 * k), seed=_seed(f"pool {spec} {width}"))
