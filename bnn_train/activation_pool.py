@@ -15,25 +15,26 @@ import torch
 from torch import Tensor
 
 from .activations import RANDOM_BACKWARDS, Activation
+from .ensemble_ops import WINDOWS
+from .layers import QUAD_MEAN_FLOOR
 
-_FORWARDS = ("heaviside", "relu", "linear")  # the kernels' HEAVISIDE, RELU, LINEAR
+KERNEL_FORWARDS = ("heaviside", "relu", "linear")  # the kernels' kinds are these names in capitals
 
 
 def pools_in_one(act: Activation) -> bool:
     """Whether ``activation_quad_mean_pool`` computes ``act`` followed by the pool: a forward the kernels write,
     a backward that is not random noise, no ramp."""
-    return act.forward_fn.name in _FORWARDS and act.backward_name not in RANDOM_BACKWARDS and act.soft_width == 0
+    return act.forward_fn.name in KERNEL_FORWARDS and act.backward_name not in RANDOM_BACKWARDS and act.soft_width == 0
+
+
+def pools_evenly(z: Tensor, k: int) -> bool:
+    """Whether ``z`` is (N, C, H, W) with H and W multiples of ``k``: every element in one window."""
+    return z.dim() == 4 and z.shape[2] % k == 0 and z.shape[3] % k == 0
 
 
 def runs_here(z: Tensor, k: int) -> bool:
-    """Whether the kernels take ``z``: float32 (N, C, H, W) on the CPU, H and W multiples of ``k``."""
-    return (
-        z.device.type == "cpu"
-        and z.dtype == torch.float32
-        and z.dim() == 4
-        and z.shape[2] % k == 0
-        and z.shape[3] % k == 0
-    )
+    """Whether the kernels take ``z``: float32 on the CPU, pooled evenly."""
+    return z.device.type == "cpu" and z.dtype == torch.float32 and pools_evenly(z, k)
 
 
 def activation_quad_mean_pool(z: Tensor, act: Activation, k: int) -> Tensor:
@@ -48,10 +49,9 @@ def _backward_kind(act: Activation) -> tuple[int, float, float]:
     name, forward, p = act.backward_name, act.forward_fn.name, act.params
     if name == "const" or (name == "tied" and forward == "linear"):
         return kn.ONE, 0.0, 0.0
-    if name == "rect":  # (|z| <= w/2) / w: the height as torch divides 1 by w
-        return kn.WINDOW, p.rect_width / 2, (torch.ones((), dtype=torch.float32) / p.rect_width).item()
-    if name == "ste":
-        return kn.WINDOW, 1.0, 1.0
+    if name in WINDOWS:  # (|z| <= half) / divisor: the height as torch divides 1 by the divisor
+        half, divisor = WINDOWS[name](p)
+        return kn.WINDOW, half, 1.0 if divisor is None else (torch.ones((), dtype=torch.float32) / divisor).item()
     if name == "tied" and forward == "relu":
         return kn.POSITIVE, 0.0, 0.0
     if name == "triang":  # clamp(1 - 2|z| / w, min=0) * (2 / w), 2 / w rounded from a double
@@ -77,6 +77,12 @@ def _same_threads_as_torch() -> None:
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
 
 
+def _forward_kind(act: Activation) -> int:
+    from . import activation_pool_kernels as kn
+
+    return getattr(kn, act.forward_fn.name.upper())
+
+
 class _ActivationQuadMeanPool(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z: Tensor, act: Activation, k: int) -> Tensor:  # type: ignore[override]
@@ -85,13 +91,14 @@ class _ActivationQuadMeanPool(torch.autograd.Function):
         _same_threads_as_torch()
         n, c, h, w = z.shape
         s = _empty_like(z, (n, c, h // k, w // k))
-        kn.activation_pool_forward(_nhwc(z), _FORWARDS.index(act.forward_fn.name), k, _nhwc(s))
-        y = s.clamp_min(1e-12).sqrt()  # QuadMeanPool2d's floor and torch's sqrt, on a quarter of z's size
+        kn.activation_pool_forward(_nhwc(z), _forward_kind(act), k, _nhwc(s))
+        y = s.clamp_min(QUAD_MEAN_FLOOR).sqrt()  # QuadMeanPool2d's floor and torch's sqrt, on a quarter of z's size
         ctx.save_for_backward(z, s, y)
         ctx.act, ctx.k = act, k
         return y
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         from . import activation_pool_kernels as kn
 
@@ -99,11 +106,16 @@ class _ActivationQuadMeanPool(torch.autograd.Function):
         z, s, y = ctx.saved_tensors
         act = ctx.act
         kind, a, b = _backward_kind(act)
+        if grad.shape != y.shape or grad.dtype != torch.float32:
+            raise RuntimeError(
+                f"activation_quad_mean_pool: gradient {tuple(grad.shape)} {grad.dtype} for {tuple(y.shape)}"
+            )
+        # g'(z) as torch computes it, for a backward the kernels do not write (else an unused placeholder)
         given = act.backward_fn(z, act.params, act.forward_fn) if kind == kn.GIVEN else z[:1, :1, :1, :1]
         out = _empty_like(z, tuple(z.shape))
-        fkind = _FORWARDS.index(act.forward_fn.name)
+        floor = np.float32(QUAD_MEAN_FLOOR)
         kn.activation_pool_backward(
-            _nhwc(grad), _nhwc(z), _nhwc(s), _nhwc(y), fkind, kind, np.float32(a), np.float32(b),
+            _nhwc(grad), _nhwc(z), _nhwc(s), _nhwc(y), floor, _forward_kind(act), kind, np.float32(a), np.float32(b),
             _nhwc(given), ctx.k, _nhwc(out),
         )  # fmt: skip
         return out, None, None

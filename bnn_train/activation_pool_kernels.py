@@ -2,10 +2,10 @@
 
 torch computes ``QuadMeanPool2d(k)(act(z))`` as many generic passes over the conv output (the forward, x * x,
 the pool; backward the pool's spread, a product with x, the backward function's compare/convert/divide and a
-product), and on the CPU those passes, not memory, set an ensemble step's time. These kernels read z once and
+product), and on the CPU those passes set much of an ensemble step's time. These kernels read z once and
 write the pooled mean of squares; backward they read z once and write dL/dz once, recomputing x = f(z) and g'(z) on the
 way. They do the same float32 operations in the same order as the torch layers (tested bit for bit in
-tests/test_ensemble_ops.py), so the kinds below are only forwards and backwards whose formula is exact
+tests/test_activation_pool.py), so the kinds below are only forwards and backwards whose formula is exact
 arithmetic; others (a sigmoid, whose torch form is vectorised differently) hand g'(z) in as an array.
 
 Arrays are indexed (batch, row, column, channel): a channels-last tensor's memory order, so the inner loop
@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
-
-CLAMP = np.float32(1e-12)  # the quadratic-mean pool's floor under the mean of squares (QuadMeanPool2d's)
 
 # forward kinds: f(z)
 HEAVISIDE, RELU, LINEAR = 0, 1, 2
@@ -34,7 +32,7 @@ def _f(v, kind):  # pragma: no cover - compiled
     if kind == HEAVISIDE:
         return np.float32(1) if v >= 0 else np.float32(0)
     if kind == RELU:
-        return np.float32(0) if v <= 0 else v
+        return np.float32(0) if v < 0 else v  # clamp_min(v, 0): -0.0 and NaN pass
     return v
 
 
@@ -45,13 +43,14 @@ def _g(v, kind, a, b):  # pragma: no cover - compiled
     if kind == POSITIVE:
         return np.float32(1) if v > 0 else np.float32(0)
     u = np.float32(1) - np.float32(2) * abs(v) / a  # TRIANG
-    return (u if u > 0 else np.float32(0)) * b
+    return (np.float32(0) if u < 0 else u) * b  # clamp(min=0): NaN passes
 
 
 @njit(parallel=True, cache=True)
 def activation_pool_forward(z, fkind, k, s):  # pragma: no cover - compiled
     """Per k x k window and channel: s = (sum of f(z)^2, row by row) / k^2, the pool's mean of squares (its
-    square root is torch's to take: torch's vectorised sqrt is not IEEE's correctly rounded one)."""
+    square root is torch's to take: torch's vectorised sqrt is not IEEE's correctly rounded one).
+    z: (N, H, W, C); s: (N, H/k, W/k, C), float32."""
     n, h, w, c = z.shape
     kk = np.float32(k * k)
     for b in prange(n):
@@ -69,9 +68,10 @@ def activation_pool_forward(z, fkind, k, s):  # pragma: no cover - compiled
 
 
 @njit(parallel=True, cache=True)
-def activation_pool_backward(grad, z, s, y, fkind, gkind, ga, gb, given, k, out):  # pragma: no cover - compiled
-    """out = ((share + 0) * f(z)) * g'(z), share = (grad / (2 y), 0 where s is under the clamp) * 2 / k^2: each
-    operation rounded to float32 as torch's separate ones are (the + 0 is avg_pool2d_backward's accumulation)."""
+def activation_pool_backward(grad, z, s, y, floor, fkind, gkind, ga, gb, given, k, out):  # pragma: no cover
+    """out = (x' + x') * g'(z), x' = (share + 0) * f(z), share = (grad / (2 y), 0 where s < floor) / k^2: each
+    operation rounded to float32 as autograd's separate ones are (the + 0 is avg_pool2d_backward's accumulation,
+    x' + x' the two products of x * x). grad, s, y: (N, H/k, W/k, C); z, out (and given, for GIVEN): (N, H, W, C)."""
     n, h, w, c = out.shape
     two, kk = np.float32(2), np.float32(k * k)
     for b in prange(n):
@@ -80,15 +80,16 @@ def activation_pool_backward(grad, z, s, y, fkind, gkind, ga, gb, given, k, out)
             for j in range(w // k):
                 for ch in range(c):
                     g = grad[b, i, j, ch] / (two * y[b, i, j, ch])
-                    if not s[b, i, j, ch] >= CLAMP:
+                    if not s[b, i, j, ch] >= floor:
                         g = np.float32(0)
-                    share[ch] = g * two / kk + np.float32(0)
+                    share[ch] = g / kk + np.float32(0)
                 for a in range(k):
                     for e in range(k):
                         r, q = i * k + a, j * k + e
                         for ch in range(c):
                             v = z[b, r, q, ch]
                             gx = share[ch] * _f(v, fkind)
+                            gx = gx + gx
                             if gkind == GIVEN:
                                 gx = gx * given[b, r, q, ch]
                             elif gkind != ONE:

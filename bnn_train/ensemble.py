@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .activation_pool import activation_quad_mean_pool, pools_in_one, runs_here
+from .activation_pool import activation_quad_mean_pool, pools_evenly, pools_in_one, runs_here
 from .activations import RANDOM_BACKWARDS, Activation
 from .ensemble_ops import fusable, quad_mean_pool, step_activation, step_pools, step_quad_mean_pool
 from .errors import ConfigError
@@ -194,7 +194,7 @@ class _ActivationThenPool(nn.Module):
         k, act = self.pool.kernel_size, self.act.inner
         if runs_here(z, k):
             return activation_quad_mean_pool(z, act, k)
-        if step_pools(act) and z.dim() == 4 and z.shape[2] % k == 0 and z.shape[3] % k == 0:
+        if step_pools(act) and pools_evenly(z, k):
             return step_quad_mean_pool(z, act, k)
         return self.pool(self.act(z))
 

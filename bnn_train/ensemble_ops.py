@@ -1,10 +1,11 @@
 """Fused forms of an ensemble's elementwise layers: fewer passes over its large activations, the same numbers.
 
-An ensemble's activations are K times a run's (conv1 of LeNet-5 at batch 256, K = 8: 9.6 M floats), and on the
-CPU the elementwise layers between the convolutions are memory-bound: what costs is every pass over such a
-tensor and every fresh allocation of one. Autograd's generic forms make many (the rectangle backward alone:
-abs, compare, convert, divide, multiply, each into a new tensor). These fused forms compute bit for bit what
-the plain layers compute (tested in tests/test_ensemble_ops.py), in fewer passes:
+An ensemble's activations are K times a run's (conv1 of LeNet-5 at batch 256, K = 8: 9.6 M floats): what
+costs is every pass over such a tensor and every fresh allocation of one. Autograd's generic forms make many
+(the rectangle backward alone: abs, compare, convert, divide, multiply, each into a new tensor). These fused
+forms compute bit for bit what the plain layers compute (tested in tests/test_ensemble_ops.py), in fewer
+passes, with torch ops on any device (on the CPU, bnn_train/activation_pool.py's kernels do the activation
+and the pool after it in fewer still):
 
 * ``step_activation`` — an untied activation whose backward is a window (``rect``, ``ste``) or 1 (``const``):
   the window is evaluated in place into one float tensor; the heaviside forward writes its 0/1 floats directly.
@@ -22,9 +23,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .activations import Activation
+from .layers import QUAD_MEAN_FLOOR
 
 # backward name -> (half-width h, divisor w or None) of g'(z) = 1{|z| <= h} / w; None for h: g'(z) = 1
-_WINDOWS = {
+WINDOWS = {
     "rect": lambda p: (p.rect_width / 2, p.rect_width),
     "ste": lambda p: (1.0, None),
     "const": lambda p: (None, None),
@@ -33,14 +35,14 @@ _WINDOWS = {
 
 def fusable(act: Activation) -> bool:
     """Whether ``step_activation`` computes ``act`` (its backward is a window or 1, and no ramp is on)."""
-    return act.backward_name in _WINDOWS and act.soft_width == 0
+    return act.backward_name in WINDOWS and act.soft_width == 0
 
 
 class _StepActivation(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z: Tensor, act: Activation) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(z)
-        ctx.window = _WINDOWS[act.backward_name](act.params)
+        ctx.window = WINDOWS[act.backward_name](act.params)
         if act.forward_fn.name == "heaviside":  # H(z) = 1{z >= 0} as floats in one pass (sign_is_positive's rule)
             return torch.ge(z, 0, out=torch.empty_like(z))
         return act.forward_fn.fn(z, act.params)
@@ -63,10 +65,10 @@ def step_activation(z: Tensor, act: Activation) -> Tensor:
 
 
 def _pooled_square_grad(grad: Tensor, s: Tensor, y: Tensor) -> Tensor:
-    """The gradient of the pooled mean of squares s from that of y = sqrt(clamp_min(s, 1e-12)), times the 2 of
+    """The gradient of the pooled mean of squares s from that of y = sqrt(clamp_min(s, QUAD_MEAN_FLOOR)), times the 2 of
     d(x*x)/dx (exact; the x is the caller's), in autograd's order of operations."""
     gs = grad / (2 * y)  # sqrt's backward, as autograd writes it
-    gs = torch.where(s >= 1e-12, gs, 0.0)  # clamp_min's
+    gs = torch.where(s >= QUAD_MEAN_FLOOR, gs, 0.0)  # clamp_min's
     return gs * 2
 
 
@@ -74,7 +76,7 @@ class _QuadMeanPool(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, k: int) -> Tensor:  # type: ignore[override]
         s = F.avg_pool2d(x * x, k)
-        y = s.clamp_min(1e-12).sqrt()
+        y = s.clamp_min(QUAD_MEAN_FLOOR).sqrt()
         ctx.save_for_backward(x, s, y)
         ctx.k = k
         return y
@@ -103,8 +105,8 @@ class _StepQuadMeanPool(torch.autograd.Function):
     def forward(ctx, z: Tensor, act: Activation, k: int) -> Tensor:  # type: ignore[override]
         on = torch.ge(z, 0, out=torch.empty_like(z))  # H(z) as 0/1 floats (sign_is_positive's rule) ...
         s = F.avg_pool2d(on, k)  # (x^2 = x)
-        y = s.clamp_min(1e-12).sqrt()
-        half, divisor = _WINDOWS[act.backward_name](act.params)
+        y = s.clamp_min(QUAD_MEAN_FLOOR).sqrt()
+        half, divisor = WINDOWS[act.backward_name](act.params)
         if half is not None:  # ... times 1{|z| <= half}: 1 where a gradient reaches z (floats: faster than bools)
             on.mul_(torch.le(z, half, out=torch.empty_like(z)))
         ctx.save_for_backward(on, s, y)

@@ -86,6 +86,9 @@ class InputScale(Scale):
     """
 
 
+QUAD_MEAN_FLOOR = 1e-12  # the pool's floor under the mean of squares: a finite gradient where a window is all 0
+
+
 class QuadMeanPool2d(nn.Module):
     """Quadratic-mean pooling, sqrt(mean(x^2)) over k x k windows (the paper's LeNet-5, §4.1)."""
 
@@ -94,8 +97,7 @@ class QuadMeanPool2d(nn.Module):
         self.kernel_size = kernel_size
 
     def forward(self, x: Tensor) -> Tensor:
-        # clamp keeps the gradient finite where a whole window is 0 (sqrt'(0) = inf)
-        return F.avg_pool2d(x * x, self.kernel_size).clamp_min(1e-12).sqrt()
+        return F.avg_pool2d(x * x, self.kernel_size).clamp_min(QUAD_MEAN_FLOOR).sqrt()  # sqrt'(0) = inf
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}"

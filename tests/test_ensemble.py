@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from bnn_train import rundir
+from bnn_train import activation_pool_kernels, rundir
 from bnn_train.config import ModelConfig, RunConfig, TrainConfig
 from bnn_train.ensemble import Ensemble
 from bnn_train.ensemble_fit import fit_ensemble
@@ -62,10 +62,12 @@ def test_member_outputs_and_states_are_its_own_network(model_cfg):
         ModelConfig(model="lenet5", act="heaviside/rect", weights="float", batchnorm=False, pool="qmean"),
         ModelConfig(model="lenet5", act="sign/ste", weights="binary", batchnorm=False, pool="max"),
         ModelConfig(model="lenet5", act="heaviside/const", weights="float", batchnorm=False, pool="qmean"),
+        ModelConfig(model="lenet5", act="relu/tied", weights="float", batchnorm=False, pool="qmean"),
+        ModelConfig(model="lenet5", act="relu/d_logistic", weights="float", batchnorm=False, pool="qmean"),
     ],
-    ids=["table14-cell", "binary-max", "step-const"],
+    ids=["table14-cell", "binary-max", "step-const", "table5-tied", "table5-d_logistic"],
 )
-def test_member_gradients_are_its_own_networks(model_cfg):
+def test_member_gradients_are_its_own_networks(model_cfg, monkeypatch):
     """One backward pass through the fused step activations and pools: each member's gradients are its own's.
 
     Without BatchNorm: behind it a bias's gradient is 0 up to rounding, which no relative tolerance can compare."""
@@ -75,6 +77,9 @@ def test_member_gradients_are_its_own_networks(model_cfg):
         torch.manual_seed(s)
         members.append(build_model(cfg))
     ens = Ensemble(members, cfg.in_shape, torch.device("cpu"))
+    calls = []  # the CPU kernels are what computes each activation + quadratic-mean pool pair
+    kernel = activation_pool_kernels.activation_pool_backward
+    monkeypatch.setattr(activation_pool_kernels, "activation_pool_backward", lambda *a: calls.append(kernel(*a)))
     gen = torch.Generator().manual_seed(1)
     x = torch.randint(0, 17, (16, 3, *cfg.in_shape), generator=gen).float()
     w = torch.randn(16, 3, 10, generator=gen)
@@ -87,6 +92,7 @@ def test_member_gradients_are_its_own_networks(model_cfg):
                 mine = ens.split(module, t.grad)[k]
                 assert grads[key].abs().max() > 0, key  # the gradient reaches every layer: the check means something
                 assert torch.allclose(mine, grads[key], atol=1e-4, rtol=1e-3), key
+    assert len(calls) == (2 if cfg.pool == "qmean" else 0)  # conv1's and conv2's
 
 
 def test_members_train_as_their_one_at_a_time_runs(tmp_path):
